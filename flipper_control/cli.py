@@ -1,0 +1,206 @@
+"""The `flipper` command line: worlds, simulation runs, benchmarks and the demo.
+
+Every command that produces figures can write them as JSON (``--json PATH``), written atomically and
+with the seed and the simulator configuration recorded beside the results. Bad input (an unknown
+world, an invalid world file) ends with a one-line message naming what is wrong, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from sim.world import WorldError, dump_world
+
+
+def _controller_factory(args):
+    from flipper_control.controllers import make_controller
+
+    make_controller(args.controller, args.posture)  # validate once, early
+    return lambda: make_controller(args.controller, args.posture)
+
+
+def _simulator(args):
+    from sim.mujoco_sim import MujocoSimulator, SimNoise
+
+    return MujocoSimulator(noise=SimNoise(enabled=not args.no_noise))
+
+
+# ------------------------------------------------------------------------------------------ worlds
+def cmd_worlds(args) -> int:
+    from sim.world_sets import BUILTIN_SETS, load_set, resolve_world
+
+    if args.action == "list":
+        sets = [args.set] if args.set else list(BUILTIN_SETS) + ["training"]
+        for set_name in sets:
+            worlds = load_set(set_name, args.count, args.seed)
+            label = f"{set_name} (seed {args.seed}, {args.count} worlds)" if set_name == "training" else set_name
+            print(f"{label}:")
+            for w in worlds:
+                print(f"  {w.name:16s} {w.length:5.1f} m  {w.description}")
+        return 0
+    if not args.world:
+        raise WorldError("<cli>", "world", f"'flipper worlds {args.action}' needs a world name or file")
+    world = resolve_world(args.world)
+    if args.action == "show":
+        print(dump_world(world), end="")
+        return 0
+    # export
+    if args.format == "urdf":
+        from sim.urdf import build_urdf
+
+        text = build_urdf()
+    else:
+        from sim.mujoco_sim import MujocoSimulator, SimNoise
+
+        sim = MujocoSimulator(noise=SimNoise(enabled=False))
+        sim.reset(world)
+        text = sim.xml
+    if args.out:
+        from flipper_control.io_utils import write_text_atomic
+
+        write_text_atomic(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ sim
+def cmd_sim(args) -> int:
+    from flipper_control.evaluation import evaluate
+    from flipper_control.io_utils import write_json_atomic
+    from sim.world_sets import resolve_world
+
+    world = resolve_world(args.world)
+    factory = _controller_factory(args)
+    sim = _simulator(args)
+    evs = evaluate(factory, [world], args.runs, args.seed, sim=sim, control_dt=args.control_dt, progress=False)
+    ev = evs[0]
+    for i, run in enumerate(ev.runs):
+        extra = "" if run.level == "good" else "  " + "; ".join(run.reasons)
+        print(f"run {i} (seed {run.seed}): {run.level:7s} {run.distance:5.2f} m in {run.time:5.1f} s{extra}")
+        for name, sec in run.sections.items():
+            print(f"    {name}: {sec['level']}" + (f" ({'; '.join(sec['reasons'])})" if sec["reasons"] else ""))
+    print(f"{world.name}: score {ev.score:.2f} over {len(ev.runs)} runs ({args.controller})")
+    if args.json:
+        label = args.controller + (f":{args.posture}" if args.posture else "")
+        write_json_atomic(args.json, {"world": world.name, "controller": label, "seed": args.seed, **ev.to_dict(),
+                                      "simulator": sim.config_dict()})
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ bench
+def cmd_bench(args) -> int:
+    from flipper_control.bench import bench_sim
+    from flipper_control.io_utils import write_json_atomic
+    from sim.world_sets import resolve_world
+
+    world = resolve_world(args.world)
+    out = bench_sim(world, seconds=args.seconds, repeats=args.repeats)
+    base, loop, dem = out["physics_baseline"], out["closed_loop_heuristic"], out["dem"]
+    print(f"world {world.name}, one thread (cpu {out['cpu']}), physics step {out['timestep'] * 1e3:g} ms")
+    print(f"  physics only (baseline):  {base['steps_per_s']:9.0f} steps/s   real-time factor {base['real_time_factor']:6.1f}x")
+    print(f"  closed loop (heuristic):  {loop['steps_per_s']:9.0f} steps/s   real-time factor {loop['real_time_factor']:6.1f}x"
+          f"   levels {loop['levels']}")
+    print(f"  DEM extraction:           {dem['ms_per_call']:9.4f} ms/call   baseline {dem['baseline_ms_per_call']:.3f} ms/call"
+          f"   ({dem['speedup']:.0f}x, equal: {dem['equal_to_baseline']})")
+    if args.json:
+        write_json_atomic(args.json, out)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ demo
+def cmd_demo(args) -> int:
+    from flipper_control.controllers import FixedController, HeuristicController
+    from flipper_control.evaluation import evaluate, score_table, section_table
+    from flipper_control.io_utils import write_json_atomic, write_text_atomic
+    from sim.mujoco_sim import MujocoSimulator
+    from sim.world_sets import load_set
+
+    out = Path(args.out)
+    sim = MujocoSimulator()
+    controllers = {"fixed flat": lambda: FixedController("flat"), "fixed approach": lambda: FixedController("approach"),
+                   "heuristic": HeuristicController}
+    t0 = time.perf_counter()
+    tables = {}
+    results = {}
+    for set_name in ("test", "proxy"):
+        worlds = load_set(set_name)
+        print(f"{set_name} worlds, {args.runs} runs each (seeds {args.seed}..{args.seed + args.runs - 1}):", file=sys.stderr)
+        columns = {label: evaluate(factory, worlds, args.runs, args.seed, sim=sim, label=f"{label} ")
+                   for label, factory in controllers.items()}
+        tables[set_name] = score_table(columns) if set_name == "test" else section_table(columns)
+        results[set_name] = {label: [ev.to_dict() for ev in evs] for label, evs in columns.items()}
+    text = (f"# Reference controllers\n\nSimulated test worlds (Table I layout), {args.runs} runs per world:\n\n"
+            f"{tables['test']}\n\nProxy course (Table II layout):\n\n{tables['proxy']}\n")
+    print("\n" + text)
+    write_text_atomic(out / "scores.md", text)
+    write_json_atomic(out / "scores.json", {"seed": args.seed, "runs": args.runs, "results": results,
+                                            "simulator": sim.config_dict(), "wall_s": round(time.perf_counter() - t0, 2)})
+    print(f"wrote {out / 'scores.md'} and {out / 'scores.json'} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flipper", description="Learned flipper control for tracked robots (seed 000 stack).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worlds", help="list, show or export worlds")
+    w.add_argument("action", choices=["list", "show", "export"])
+    w.add_argument("world", nargs="?", help="world name (stairs_up, proxy/staircase, training/3) or YAML file")
+    w.add_argument("--set", choices=["test", "proxy", "training"], help="only this set (list)")
+    w.add_argument("--count", type=int, default=10, help="number of training worlds to list")
+    w.add_argument("--seed", type=int, default=0, help="training-world generator seed")
+    w.add_argument("--format", choices=["mjcf", "urdf"], default="mjcf", help="export format")
+    w.add_argument("--out", help="write the export here instead of stdout")
+    w.set_defaults(func=cmd_worlds)
+
+    s = sub.add_parser("sim", help="run a controller on a world and score the runs")
+    s.add_argument("--world", required=True, help="world name or YAML file")
+    s.add_argument("--controller", default="heuristic", help="fixed or heuristic")
+    s.add_argument("--posture", help="fixed posture: flat, approach, v")
+    s.add_argument("--runs", type=int, default=3)
+    s.add_argument("--seed", type=int, default=0, help="noise seed of the first run (run r uses seed + r)")
+    s.add_argument("--control-dt", type=float, default=0.1, help="controller period in seconds")
+    s.add_argument("--no-noise", action="store_true", help="disable the seeded per-run noise")
+    s.add_argument("--json", help="write results here")
+    s.set_defaults(func=cmd_sim)
+
+    b = sub.add_parser("bench", help="measure speed against baselines")
+    b.add_argument("what", choices=["sim"])
+    b.add_argument("--world", default="stairs_up")
+    b.add_argument("--seconds", type=float, default=20.0, help="simulated seconds of the physics baseline")
+    b.add_argument("--repeats", type=int, default=3, help="closed-loop runs")
+    b.add_argument("--json", help="write figures here")
+    b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("demo", help="the embedded default job (what `make demo` runs)")
+    d.add_argument("--out", default="demo_out")
+    d.add_argument("--runs", type=int, default=3)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "runs", 1) is not None and getattr(args, "runs", 1) < 1:
+        print("flipper: error: --runs must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except (WorldError, ValueError, yaml.YAMLError) as exc:
+        print(f"flipper: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flipper: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Reference controllers: a fixed flipper posture and a hand-written heuristic from pitch and DEM.
+
+They prove that the physics allows traversal and that flippers matter (the fixed ``flat`` posture
+gets stuck at anything higher than the track wheels), and they are the baselines of every table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.dem import DemSpec
+from sim.simulator import Observation
+
+POSTURES = {
+    "flat": (0.0, 0.0, 0.0, 0.0),  # flippers in line with the tracks: the neutral posture
+    "approach": (0.6, 0.6, 0.0, 0.0),  # front flippers raised to catch an edge
+    "v": (0.5, 0.5, 0.5, 0.5),  # all raised: shortest footprint
+}
+
+
+class FixedController:
+    """Holds the flippers in one posture (a name from ``POSTURES`` or four angles in radians)."""
+
+    def __init__(self, posture: str | tuple[float, float, float, float] = "flat"):
+        if isinstance(posture, str):
+            if posture not in POSTURES:
+                raise ValueError(f"unknown posture {posture!r}; allowed: {', '.join(POSTURES)} or four angles")
+            posture = POSTURES[posture]
+        self.posture = np.asarray(posture, dtype=float)
+        if self.posture.shape != (4,):
+            raise ValueError(f"a posture has four angles, got {posture!r}")
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: Observation) -> np.ndarray:
+        return self.posture.copy()
+
+
+@dataclass(frozen=True)
+class HeuristicConfig:
+    """Parameters of the heuristic rule (angles in radians, heights and distances in metres)."""
+
+    rise_threshold: float = 0.06  # terrain this much above the ground under the tracks is an obstacle
+    drop_threshold: float = 0.06  # ... this much below is a descent
+    look_ahead: tuple[float, float] = (0.30, 0.95)  # x window (robot frame) searched for obstacles
+    under: float = 0.25  # |x| window taken as the ground under the tracks
+    front_neutral: float = 0.25
+    front_climb: float = 0.75  # absolute angle above horizontal when an obstacle is ahead
+    front_descend: float = -0.15
+    rear_neutral: float = 0.0
+    rear_climb: float = -0.35  # press the tail up once the nose is up: keeps pitch low, pushes over edges
+    rear_descend: float = 0.0
+    climb_pitch: float = 0.20  # nose-up pitch (rad) from which the robot counts as climbing
+
+
+class HeuristicController:
+    """A hand-written rule: raise the front flippers towards an obstacle ahead, lower them towards a
+    descent, press the rear flippers down while climbing; front targets are held in a gravity frame
+    (compensated by pitch) so that they keep reaching for the terrain when the body tilts."""
+
+    def __init__(self, config: HeuristicConfig | None = None, dem: DemSpec | None = None):
+        self.config = c = config or HeuristicConfig()
+        spec = dem or DemSpec()
+        xs, _ = spec.cell_centers()
+        x = xs[:, 0]
+        self._under = np.abs(x) <= c.under
+        self._ahead = (x >= c.look_ahead[0]) & (x <= c.look_ahead[1])
+        if not self._under.any() or not self._ahead.any():
+            raise ValueError(f"the DEM {spec} does not cover the heuristic's windows {c.look_ahead} and +-{c.under}")
+
+    def reset(self) -> None:
+        pass
+
+    def features(self, obs: Observation) -> tuple[float, float]:
+        """(rise, drop) of the terrain ahead relative to the ground under the tracks."""
+        dem = obs.dem
+        ground = float(np.median(dem[self._under]))
+        ahead = dem[self._ahead]
+        return float(ahead.max()) - ground, ground - float(ahead.min())
+
+    def act(self, obs: Observation) -> np.ndarray:
+        c = self.config
+        rise, drop = self.features(obs)
+        nose_up = -obs.pitch  # REP 103: pitch > 0 is nose down
+        if rise > c.rise_threshold:
+            front_abs = c.front_climb
+        elif drop > c.drop_threshold:
+            front_abs = c.front_descend
+        else:
+            front_abs = c.front_neutral
+        # flipper angles are relative to the body: subtract the body's nose-up pitch to hold an absolute angle
+        front = front_abs - nose_up
+        if nose_up > c.climb_pitch:
+            rear = c.rear_climb
+        elif drop > c.drop_threshold or nose_up < -c.climb_pitch:
+            rear = c.rear_descend
+        else:
+            rear = c.rear_neutral
+        return np.array([front, front, rear, rear])
+
+
+def make_controller(name: str, posture: str | None = None):
+    """Controller by CLI name: ``fixed`` (with ``posture``) or ``heuristic``."""
+    if name == "fixed":
+        return FixedController(posture or "flat")
+    if name == "heuristic":
+        return HeuristicController()
+    raise ValueError(f"unknown controller {name!r}; allowed: fixed, heuristic (policies: flipper eval --policy)")

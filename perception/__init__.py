@@ -1,0 +1,1 @@
+"""Perception: point clouds to DEMs, GridMap conversion, and the sim<->real CycleGAN."""

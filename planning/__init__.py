@@ -1,0 +1,1 @@
+"""Planning: the policy-guided RRT over simulator snapshots and guiding-trajectory datasets."""

@@ -1,0 +1,1 @@
+"""Simulation side of the stack: robot description, worlds, the embedded MuJoCo simulator and scoring."""

@@ -1,0 +1,138 @@
+"""Built-in world sets and the seeded generator of random training worlds.
+
+- ``test``: the 8 fixed simulated test worlds (the Table I columns).
+- ``proxy``: the real test course of seed 000 (F, P and a staircase scored as SU1-3, SD1-3).
+- ``training``: any number of random worlds whose obstacles roughly match the expected real ones,
+  drawn from a seeded generator (same seed, same worlds).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from sim.world import World, WorldError, load_world, world_from_dict
+
+BUILTIN_SETS = ("test", "proxy")
+
+
+def _set_dir(name: str) -> Path:
+    return Path(str(resources.files("sim") / "worlds" / name))
+
+
+def load_set(name: str, count: int = 20, seed: int = 0) -> list[World]:
+    """Worlds of a built-in set; ``count`` and ``seed`` apply to ``training``."""
+    if name == "training":
+        return training_worlds(count, seed)
+    if name not in BUILTIN_SETS:
+        raise WorldError("<world set>", "name", f"unknown world set {name!r}; allowed: test, proxy, training")
+    return [load_world(p) for p in sorted(_set_dir(name).glob("*.yaml"))]
+
+
+def builtin_world_names() -> dict[str, list[str]]:
+    return {name: [w.name for w in load_set(name)] for name in BUILTIN_SETS}
+
+
+def resolve_world(ref: str) -> World:
+    """A world from a YAML path, a built-in name (``stairs_up`` or ``test/stairs_up``), or
+    ``training/SEED/INDEX`` for one generated training world."""
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return load_world(path)
+    parts = ref.split("/")
+    if parts[0] == "training":
+        try:
+            seed, index = (int(p) for p in parts[1:3]) if len(parts) == 3 else (0, int(parts[1]))
+        except (ValueError, IndexError):
+            raise WorldError(ref, "<name>", "training worlds are named training/INDEX or training/SEED/INDEX") from None
+        return training_worlds(index + 1, seed)[index]
+    sets = [parts[0]] if len(parts) == 2 else list(BUILTIN_SETS)
+    name = parts[-1]
+    for set_name in sets:
+        if set_name not in BUILTIN_SETS:
+            break
+        for world in load_set(set_name):
+            if world.name == name:
+                return world
+    known = ", ".join(f"{s}/{n}" for s, names in builtin_world_names().items() for n in names)
+    raise WorldError(ref, "<name>", f"no such world file or built-in world; built-in: {known}; or training/INDEX")
+
+
+def resolve_worlds(refs: list[str], count: int = 20, seed: int = 0) -> list[World]:
+    """Expand set names (test, proxy, training) and single world references into a list of worlds."""
+    worlds: list[World] = []
+    for ref in refs:
+        if ref in BUILTIN_SETS or ref == "training":
+            worlds.extend(load_set(ref, count, seed))
+        else:
+            worlds.append(resolve_world(ref))
+    return worlds
+
+
+# ------------------------------------------------------------------------------------------ training
+_GAP = 1.2  # flat run-up before each obstacle, metres
+
+
+def _obstacle(kind: str, x: float, rng: np.random.Generator) -> tuple[list[dict], float]:
+    """One obstacle starting at x; returns its primitives and where the terrain is flat again."""
+    width = float(rng.uniform(1.2, 1.8))
+    if kind == "stairs_up":
+        steps, rise, run = int(rng.integers(3, 7)), float(rng.uniform(0.12, 0.19)), float(rng.uniform(0.26, 0.34))
+        landing = float(rng.uniform(1.5, 2.5))
+        return [{"type": "stairs", "position": [x, 0.0], "direction": "up", "steps": steps, "rise": round(rise, 3),
+                 "run": round(run, 3), "width": round(width, 2), "landing": round(landing, 2)}], x + steps * run + landing
+    if kind == "stairs_down":
+        steps, rise, run = int(rng.integers(3, 7)), float(rng.uniform(0.12, 0.19)), float(rng.uniform(0.26, 0.34))
+        return [{"type": "stairs", "position": [x, 0.0], "direction": "down", "steps": steps, "rise": round(rise, 3),
+                 "run": round(run, 3), "width": round(width, 2)}], x + (steps - 1) * run
+    if kind == "step_up":
+        h, length = float(rng.uniform(0.10, 0.28)), float(rng.uniform(1.5, 3.0))
+        return [{"type": "step", "position": [x, 0.0], "height": round(h, 3), "width": round(width, 2),
+                 "length": round(length, 2)}], x + length
+    if kind == "step_down":
+        h = float(rng.uniform(0.10, 0.32))
+        return [{"type": "step", "position": [x, 0.0], "height": -round(h, 3), "width": round(width, 2)}], x
+    if kind == "pallet":
+        h, length = float(rng.uniform(0.10, 0.16)), float(rng.uniform(0.8, 1.2))
+        return [{"type": "box", "position": [x, 0.0], "size": [round(length, 2), 1.2, round(h, 3)]}], x + length
+    if kind == "ramp":
+        h, length = float(rng.uniform(0.10, 0.30)), float(rng.uniform(0.7, 1.5))
+        plateau = float(rng.uniform(0.8, 1.5))
+        return [{"type": "ramp", "position": [x, 0.0], "length": round(length, 2), "height": round(h, 3),
+                 "width": round(width, 2), "plateau": round(plateau, 2)}], x + length + plateau
+    # rough
+    length = float(rng.uniform(1.0, 2.5))
+    return [{"type": "rough", "position": [x, 0.0], "length": round(length, 2), "width": round(width, 2),
+             "amplitude": round(float(rng.uniform(0.04, 0.12)), 3), "cell": 0.15,
+             "seed": int(rng.integers(0, 2**31 - 1))}], x + length
+
+
+_FIRST_ONLY = ("stairs_down", "step_down")  # descents start from a platform reaching back to the start
+_ANYWHERE = ("stairs_up", "step_up", "pallet", "ramp", "rough")
+
+
+def training_worlds(count: int, seed: int = 0) -> list[World]:
+    """``count`` random training worlds (1-3 obstacles each) drawn from ``np.random.default_rng(seed)``."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    rng = np.random.default_rng(seed)
+    worlds = []
+    for i in range(count):
+        n_obstacles = int(rng.integers(1, 4))
+        x = _GAP
+        terrain: list[dict] = []
+        kinds = []
+        for k in range(n_obstacles):
+            pool = _FIRST_ONLY + _ANYWHERE if k == 0 else _ANYWHERE
+            kind = str(pool[int(rng.integers(0, len(pool)))])
+            prims, x_end = _obstacle(kind, round(x, 2), rng)
+            terrain.extend(prims)
+            kinds.append(kind)
+            x = x_end + _GAP
+        length = round(x - _GAP + 1.0, 2)
+        data = {"name": f"training_{seed}_{i}", "length": length, "speed": 0.3, "seed": int(rng.integers(0, 2**31 - 1)),
+                "description": "random training world: " + ", ".join(kinds), "terrain": terrain}
+        worlds.append(world_from_dict(data, f"training/{seed}/{i}"))
+    return worlds
