@@ -33,10 +33,11 @@ def pin_to_one_core() -> int | None:
 
 
 def naive_dem(grid, spec, x: float, y: float, z: float, yaw: float) -> np.ndarray:
-    """Baseline: loop over cells, rotate that cell's pixel samples, take the max."""
+    """Baseline: loop over cells, rotate that cell's edge-to-edge samples, take the max."""
     out = np.empty(spec.shape, dtype=np.float32)
     k = max(1, math.ceil(spec.resolution / grid.resolution - 1e-9))
-    sub = (np.arange(k) + 0.5) / k * spec.resolution
+    edge = DemExtractor.EDGE
+    sub = edge + np.arange(k + 1) / k * (spec.resolution - 2 * edge)
     c, s = math.cos(yaw), math.sin(yaw)
     for i in range(spec.rows):
         for j in range(spec.cols):

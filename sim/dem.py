@@ -49,19 +49,23 @@ class DemSpec:
 class DemExtractor:
     """Reads DEMs from a max-pooled ``HeightGrid``; one precomputed gather pattern per call.
 
-    Every DEM cell is covered by ``k x k`` samples spaced one grid pixel apart, and each sample reads
-    the max-pooled pixel under it, so a cell reports the highest terrain point of its footprint. On
-    axis-aligned poses this is exact up to pixels cut by a cell border (which count for the cell
-    when the border runs through them).
+    Every DEM cell is covered by ``(k + 1) x (k + 1)`` samples running from edge to edge (nudged
+    0.1 mm inside) at most one grid pixel apart, and each sample reads the max-pooled pixel under
+    it. So on axis-aligned poses every pixel that overlaps a cell is read by that cell -- a pixel cut
+    by a cell border counts for both cells -- and a cell reports the highest terrain point of its
+    footprint, never less, and at most one pixel's reach more. Rotated poses sample the rotated cell
+    at the same spacing.
     """
+
+    EDGE = 1e-4  # metres: samples sit this far inside the cell edges
 
     def __init__(self, grid: HeightGrid, spec: DemSpec | None = None):
         self.grid = grid
         self.spec = spec = spec or DemSpec()
         k = max(1, math.ceil(spec.resolution / grid.resolution - 1e-9))
         self.k = k
-        sub = (np.arange(k) + 0.5) / k * spec.resolution
         r = spec.resolution
+        sub = self.EDGE + np.arange(k + 1) / k * (r - 2 * self.EDGE)  # edge to edge, inside the cell
         row_edge = spec.front - np.arange(spec.rows) * r  # front edge of each row
         col_edge = spec.cols * r / 2 - np.arange(spec.cols) * r  # left edge of each column
         # The samples form a regular lattice: sample (a, b) sits at lx[a] along the heading and
@@ -69,7 +73,7 @@ class DemExtractor:
         self._lx = (row_edge[:, None] - sub[None, :]).reshape(-1) / grid.resolution  # in pixels
         self._ly = (col_edge[:, None] - sub[None, :]).reshape(-1) / grid.resolution
         self._flat = grid.heights.reshape(-1)
-        self._shape4 = (spec.rows, k, spec.cols, k)
+        self._shape4 = (spec.rows, k + 1, spec.cols, k + 1)
         n_a, n_b = self._lx.size, self._ly.size
         self._corners = (np.array([0, 0, n_a - 1, n_a - 1]), np.array([0, n_b - 1, 0, n_b - 1]))
 

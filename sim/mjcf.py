@@ -121,7 +121,9 @@ def build_mjcf(
     physics = physics or SimPhysics()
     return f"""<mujoco model={quoteattr(model_name)}>
 <compiler angle="radian" autolimits="true"/>
-<option timestep="{physics.timestep:.6g}" iterations="{physics.solver_iterations}" ls_iterations="{physics.ls_iterations}" integrator="implicitfast" cone="pyramidal"/>
+<option timestep="{physics.timestep:.6g}" iterations="{physics.solver_iterations}" ls_iterations="{physics.ls_iterations}" integrator="implicitfast" cone="pyramidal">
+  <flag autoreset="disable"/>
+</option>
 <size memory="8M"/>
 <default>
   <default class="terrain"><geom contype="1" conaffinity="0" condim="3" friction="{physics.terrain_friction:.6g} 0.005 0.0001" rgba=".6 .55 .5 1"/></default>

@@ -10,6 +10,7 @@ every physics step. MuJoCo is deterministic on one thread, so with the complete 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass
 
@@ -25,6 +26,15 @@ from sim.terrain import HeightGrid, world_solids
 from sim.world import World
 
 _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
+_BAD_QPOS, _BAD_QVEL, _BAD_QACC = (int(mujoco.mjtWarning.mjWARN_BADQPOS), int(mujoco.mjtWarning.mjWARN_BADQVEL),
+                                   int(mujoco.mjtWarning.mjWARN_BADQACC))
+_log = logging.getLogger(__name__)
+
+
+def _route_warnings_to_logging() -> None:
+    """MuJoCo writes warnings to MUJOCO_LOG.TXT in the working directory; send them to logging instead."""
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(lambda msg: _log.warning("MuJoCo: %s", msg))
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class MujocoSimulator(Simulator):
 
     # ------------------------------------------------------------------ model
     def _load(self, world: World) -> None:
+        _route_warnings_to_logging()
         solids = world_solids(world)
         self.grid = HeightGrid.for_world(world, solids, self.grid_resolution)
         self.dem_extractor = DemExtractor(self.grid, self.dem_spec)
@@ -132,6 +143,7 @@ class MujocoSimulator(Simulator):
         d.ctrl[self._flip_act] = posture
         self._targets = posture.copy()
         mujoco.mj_forward(m, d)
+        self._last_x = x0
         self._start_x, self._start_y = world.start_x, 0.0
         self.monitor = SafetyMonitor(self.limits)
         self.monitor.reset(0.0, 0.0, d.qvel[0:3].copy())
@@ -159,14 +171,17 @@ class MujocoSimulator(Simulator):
         act = self._flip_act
         goal_x, t_limit = world.goal_x, world.effective_time_limit
         forbidden = self._forbidden
+        unstable_before = self._instability_count()
+        last_x = self._last_x  # last finite position, for locating a blow-up
         for _ in range(n):
             setpoint = d.ctrl[act]
             d.ctrl[act] = setpoint + np.clip(targets - setpoint, -max_move, max_move)
             mujoco.mj_step(m, d)
             x = d.qpos[0]
             vel = d.qvel[0:3]
+            # Auto-reset is disabled in the model, so an unstable state stays visible as NaN / huge values.
             if not (math.isfinite(x) and abs(vel[0]) + abs(vel[1]) + abs(vel[2]) < self.limits.max_speed):
-                where = float(x - self._start_x) if math.isfinite(x) else float("nan")
+                where = float((x if math.isfinite(x) else last_x) - self._start_x)
                 mon.fail(d.time, where, "blowup", "physics blow-up (NaN or exploding velocity)")
                 self._status = FAILED
                 break
@@ -177,6 +192,7 @@ class MujocoSimulator(Simulator):
                     if g in forbidden:
                         touched = forbidden[g]
                         break
+            last_x = x
             progress = x - self._start_x
             if mon.check(d.time, progress, d.qpos[1] - self._start_y, roll, pitch, vel.copy(), touched):
                 self._status = FAILED
@@ -188,7 +204,16 @@ class MujocoSimulator(Simulator):
                 mon.fail(d.time, progress, "time", f"time limit {t_limit:g} s reached at {progress:.2f} m of {world.length:g} m")
                 self._status = FAILED
                 break
+        if self._status == RUNNING and self._instability_count() != unstable_before:
+            # MuJoCo flagged an unstable state that the velocity check above did not see
+            self.monitor.fail(d.time, float("nan"), "blowup", "physics blow-up (MuJoCo reported an unstable state)")
+            self._status = FAILED
+        self._last_x = last_x
         return self.observation()
+
+    def _instability_count(self) -> int:
+        w = self.data.warning
+        return int(w[_BAD_QPOS].number + w[_BAD_QVEL].number + w[_BAD_QACC].number)
 
     def observation(self) -> Observation:
         d = self.data
@@ -210,7 +235,7 @@ class MujocoSimulator(Simulator):
         mujoco.mj_getState(self.model, self.data, buf, _STATE_SPEC)
         return SimState(
             world_key=self._world_key, physics=buf, monitor=self.monitor.state.copy(), targets=self._targets.copy(),
-            events=tuple(self.monitor.events), status=self._status, extra={"params": self._params},
+            events=tuple(self.monitor.events), status=self._status, extra={"params": self._params, "last_x": self._last_x},
         )
 
     def set_state(self, state: SimState) -> None:
@@ -223,6 +248,7 @@ class MujocoSimulator(Simulator):
         self.monitor.events = list(state.events)
         self._targets = state.targets.copy()
         self._status = state.status
+        self._last_x = state.extra["last_x"]
 
     @property
     def status(self) -> str:

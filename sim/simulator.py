@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.safety import SafetyEvent
+from sim.dem import DemSpec
+from sim.robot import RobotSpec
+from sim.safety import SafetyEvent, SafetyLimits
 from sim.world import World
 
 RUNNING, SUCCESS, FAILED = "running", "success", "failed"
@@ -33,7 +35,7 @@ class Observation:
     roll: float
     flipper_angles: np.ndarray
     time: float = 0.0
-    progress: float = 0.0  # metres travelled along the course since the start
+    progress: float = 0.0  # metres along the course from the world's start line (start noise may offset it)
     lateral: float = 0.0  # sideways offset from the start line
 
     def proprio(self) -> np.ndarray:
@@ -59,9 +61,15 @@ class SimState:
 
 
 class Simulator(ABC):
-    """Common interface of every simulator backend."""
+    """Common interface of every simulator backend.
+
+    Backends also expose the specs they run with, which scoring and the gym environment read.
+    """
 
     world: World | None
+    robot: RobotSpec
+    dem_spec: DemSpec
+    limits: SafetyLimits
 
     @abstractmethod
     def reset(self, world: World, seed: int = 0, flippers: np.ndarray | None = None) -> Observation:

@@ -1,0 +1,35 @@
+"""Shared fixtures of the sim tests: a noise-free simulator, the built-in worlds, a YAML world writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sim.mujoco_sim import MujocoSimulator, SimNoise
+from sim.world_sets import load_set
+
+
+@pytest.fixture(scope="session")
+def builtin_worlds():
+    """Every built-in world keyed by ``set/name`` (e.g. ``test/stairs_up``, ``proxy/staircase``)."""
+    return {f"{set_name}/{w.name}": w for set_name in ("test", "proxy") for w in load_set(set_name)}
+
+
+@pytest.fixture(scope="module")
+def quiet_sim():
+    """One MuJoCo simulator without noise, shared by a module; every test calls ``reset`` itself."""
+    return MujocoSimulator(noise=SimNoise(enabled=False))
+
+
+@pytest.fixture
+def write_world(tmp_path: Path):
+    """Write a world mapping (or raw text) to a YAML file under ``tmp_path`` and return its path."""
+
+    def write(content, name: str = "world.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,78 @@
+"""The `flipper` CLI end to end (in-process): worlds, sim --json, bench, errors."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import mujoco
+import pytest
+
+from flipper_control.cli import main
+
+
+def test_worlds_list_shows_all_sets(capsys):
+    assert main(["worlds", "list", "--count", "2"]) == 0
+    out = capsys.readouterr().out
+    for name in ("stairs_up", "stairs_down", "staircase", "training_0_1"):
+        assert name in out
+
+
+def test_worlds_show_prints_loadable_yaml(capsys, tmp_path):
+    assert main(["worlds", "show", "stairs_down"]) == 0
+    text = capsys.readouterr().out
+    path = tmp_path / "w.yaml"
+    path.write_text(text)
+    assert main(["sim", "--world", str(path), "--runs", "1", "--controller", "fixed", "--no-noise"]) == 0
+
+
+def test_worlds_export_mjcf_compiles_and_urdf_parses(tmp_path):
+    mjcf = tmp_path / "m.xml"
+    assert main(["worlds", "export", "pallet", "--format", "mjcf", "--out", str(mjcf)]) == 0
+    model = mujoco.MjModel.from_xml_path(str(mjcf))
+    assert model.nu == 2 * 9 + 4 * 6 + 4  # driven wheels + flipper servos
+    urdf = tmp_path / "r.urdf"
+    assert main(["worlds", "export", "pallet", "--format", "urdf", "--out", str(urdf)]) == 0
+    assert ET.parse(urdf).getroot().tag == "robot"
+
+
+def test_sim_json_has_the_documented_fields(tmp_path, capsys):
+    out = tmp_path / "res.json"
+    assert main(["sim", "--world", "step_up", "--controller", "fixed", "--posture", "flat", "--runs", "2",
+                 "--seed", "5", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["world"] == "step_up" and data["controller"] == "fixed:flat" and data["seed"] == 5
+    assert [r["seed"] for r in data["runs"]] == [5, 6]
+    for run in data["runs"]:
+        assert set(run) >= {"level", "distance", "time", "reasons"}
+        assert run["level"] == "fail" and run["reasons"]
+    assert data["score"] == 0.0
+    assert data["simulator"]["noise"]["enabled"] is True
+
+
+def test_bench_sim_reports_rates(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "sim", "--world", "flat", "--seconds", "1", "--repeats", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["physics_baseline"]["steps_per_s"] > 0
+    assert data["closed_loop_heuristic"]["real_time_factor"] > 0
+    assert data["dem"]["equal_to_baseline"] is True
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["sim", "--world", "no_such_world"], "no such world"),
+    (["worlds", "show"], "needs a world"),
+    (["sim", "--world", "flat", "--controller", "magic"], "unknown controller"),
+    (["sim", "--world", "flat", "--runs", "0"], "--runs must be >= 1"),
+])
+def test_bad_input_exits_2_with_a_message(argv, needle, capsys):
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_bad_world_file_names_file_and_field(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nlength: 3\nterrain:\n  - {type: volcano, position: [1, 0]}\n")
+    assert main(["sim", "--world", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "terrain[0].type" in err and "stairs" in err

@@ -1,0 +1,86 @@
+"""Reference controllers: the heuristic's DEM features, and that flippers matter in the physics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flipper_control.controllers import POSTURES, FixedController, HeuristicController, make_controller
+from sim.dem import DemSpec
+from sim.mujoco_sim import MujocoSimulator, SimNoise
+from sim.rollout import run_episode
+from sim.simulator import Observation
+from sim.world_sets import load_set
+
+
+def _obs(dem: np.ndarray, pitch: float = 0.0) -> Observation:
+    return Observation(dem=dem.astype(np.float32), pitch=pitch, roll=0.0, flipper_angles=np.zeros(4))
+
+
+def _dem_with_block(x_from: float, height: float) -> np.ndarray:
+    spec = DemSpec()
+    xs, _ = spec.cell_centers()
+    ground = -0.089  # flat ground seen from base_link on the wheel axle
+    return np.where(xs >= x_from, ground + height, ground)
+
+
+def test_heuristic_features_measure_rise_and_drop():
+    ctrl = HeuristicController()
+    rise, drop = ctrl.features(_obs(_dem_with_block(0.5, 0.2)))
+    assert rise == pytest.approx(0.2, abs=1e-6) and drop == pytest.approx(0.0, abs=1e-6)
+    rise, drop = ctrl.features(_obs(_dem_with_block(0.5, -0.3)))
+    assert drop == pytest.approx(0.3, abs=1e-6) and rise == pytest.approx(0.0, abs=1e-6)
+
+
+def test_heuristic_raises_front_flippers_for_obstacles_and_lowers_them_for_descents():
+    ctrl = HeuristicController()
+    flat = ctrl.act(_obs(_dem_with_block(0.5, 0.0)))
+    up = ctrl.act(_obs(_dem_with_block(0.5, 0.2)))
+    down = ctrl.act(_obs(_dem_with_block(0.5, -0.3)))
+    assert up[0] > flat[0] > down[0]
+    assert up[0] == up[1] and up[2] == up[3]
+
+
+def test_heuristic_holds_front_flippers_in_the_gravity_frame():
+    ctrl = HeuristicController()
+    level = ctrl.act(_obs(_dem_with_block(0.5, 0.2)))
+    nose_up = ctrl.act(_obs(_dem_with_block(0.5, 0.2), pitch=-0.3))  # REP 103: negative pitch = nose up
+    assert nose_up[0] == pytest.approx(level[0] - 0.3)
+    assert nose_up[2] < 0  # climbing: rear flippers press down
+
+
+def test_fixed_controller_postures_and_errors():
+    assert np.array_equal(FixedController("approach").act(None), np.array(POSTURES["approach"]))
+    assert np.array_equal(FixedController((0.1, 0.2, 0.3, 0.4)).act(None), [0.1, 0.2, 0.3, 0.4])
+    with pytest.raises(ValueError, match="unknown posture"):
+        FixedController("sideways")
+    with pytest.raises(ValueError, match="four angles"):
+        FixedController((0.1, 0.2))
+    with pytest.raises(ValueError, match="allowed: fixed, heuristic"):
+        make_controller("magic")
+
+
+@pytest.fixture(scope="module")
+def test_world_levels():
+    """One noise-free run of each reference controller on every test world."""
+    sim = MujocoSimulator(noise=SimNoise(enabled=False))
+    worlds = load_set("test")
+    return {
+        label: {w.name: run_episode(sim, w, factory()).level for w in worlds}
+        for label, factory in (("flat", lambda: FixedController("flat")), ("heuristic", HeuristicController))
+    }
+
+
+def test_flippers_matter_fixed_flat_fails_on_climbs(test_world_levels):
+    levels = test_world_levels["flat"]
+    failed = [name for name, level in levels.items() if level == "fail"]
+    assert len(failed) >= 2, levels
+    assert {"pallet", "stairs_up", "step_up"} <= set(failed)  # nothing higher than the track wheels is climbable
+    assert levels["flat"] == "good"
+
+
+def test_heuristic_traverses_most_test_worlds(test_world_levels):
+    levels = test_world_levels["heuristic"]
+    good = [name for name, level in levels.items() if level == "good"]
+    assert len(good) >= 6, levels
+    assert levels["stairs_up"] != "fail" and levels["stairs_down"] == "good"
