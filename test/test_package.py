@@ -42,7 +42,7 @@ def _data_files() -> dict[str, object]:
         dest_node, src = entry.elts
         dest = ast.unparse(dest_node).replace("{PACKAGE}", PACKAGE).strip("f'\"")
         if isinstance(src, ast.Call) and getattr(src.func, "id", None) == "glob":
-            out[dest] = ("glob", ast.literal_eval(src.args[0]))
+            out[dest] = ("glob", ast.literal_eval(src.args[0]))  # safe: literal_eval parses literals only
         else:
             out[dest] = ast.unparse(src)
     return out
@@ -68,8 +68,8 @@ def test_package_xml_identity(manifest):
 
 def test_package_xml_matches_setup_py(manifest):
     setup = _setup_call()
-    assert ast.literal_eval(setup["version"]) == manifest.findtext("version")
-    assert ast.literal_eval(setup["license"]) == manifest.findtext("license")
+    assert ast.literal_eval(setup["version"]) == manifest.findtext("version")  # safe: literals only
+    assert ast.literal_eval(setup["license"]) == manifest.findtext("license")  # safe: literals only
     assert re.search(rf'^PACKAGE = "{manifest.findtext("name")}"$', (ROOT / "setup.py").read_text(), re.M)
     assert (ROOT / "resource" / PACKAGE).is_file(), "ament index marker missing"
 
