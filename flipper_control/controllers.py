@@ -51,7 +51,7 @@ class HeuristicConfig:
     front_climb: float = 0.75  # absolute angle above horizontal when an obstacle is ahead
     front_descend: float = -0.15
     rear_neutral: float = 0.0
-    rear_climb: float = -0.35  # press the tail up once the nose is up: keeps pitch low, pushes over edges
+    rear_climb: float = -0.2  # press the tail up once the nose is up: keeps pitch low, pushes over edges
     rear_descend: float = 0.0
     climb_pitch: float = 0.20  # nose-up pitch (rad) from which the robot counts as climbing
 
