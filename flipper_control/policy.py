@@ -1,0 +1,189 @@
+"""The NaN-aware flipper policy of seed 000 section VI: DEM + pitch, roll, flipper angles -> 4 flipper targets.
+
+The DEM is split into its values (missing cells set to 0) and a mask (1 measured, 0 missing); each
+goes through its own convolution and the two outputs are multiplied, so that from that layer on no
+NaN exists in the network. The product is flattened, concatenated with the 1D inputs and mapped by
+fully connected layers to four flipper angles squashed into the joint range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from sim.dem import DemSpec
+from sim.robot import RobotSpec
+from sim.simulator import Observation
+
+__all__ = ["PolicyConfig", "NanAwarePolicy", "PolicyController"]
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Architecture of ``NanAwarePolicy``; everything a checkpoint needs to rebuild the network."""
+
+    dem_shape: tuple[int, int] = (DemSpec.rows, DemSpec.cols)  # DEM cells (rows along x, cols across)
+    conv_channels: int = 16  # output channels of each of the two convolutions (values, mask)
+    conv_kernel: int = 3  # odd: 'same' padding keeps the DEM size
+    hidden: tuple[int, ...] = (128,)  # widths of the hidden fully connected layers; () = one linear layer
+    n_proprio: int = 6  # pitch, roll, four flipper angles (``Observation.proprio``)
+    n_out: int = 4  # flipper targets, order of ``sim.robot.FLIPPER_NAMES``
+    flipper_lower: float = RobotSpec.flipper_lower  # rad: outputs never leave [lower, upper]
+    flipper_upper: float = RobotSpec.flipper_upper
+    dem_scale: float = 0.5  # metres: heights are divided by this before the convolution
+    dem_clip: float = 5.0  # metres: heights beyond +-dem_clip are clipped (keeps huge values finite)
+    negative_slope: float = 0.01  # of the Leaky ReLU nonlinearities
+
+    def __post_init__(self) -> None:
+        # JSON gives lists: accept them, keep the dataclass hashable
+        object.__setattr__(self, "dem_shape", tuple(self.dem_shape))
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        problems = []
+        if len(self.dem_shape) != 2 or not all(_is_int(n) and n >= 1 for n in self.dem_shape):
+            problems.append(f"dem_shape must be two positive integers (rows, cols), got {self.dem_shape}")
+        if not (_is_int(self.conv_channels) and self.conv_channels >= 1):
+            problems.append(f"conv_channels must be an integer >= 1, got {self.conv_channels!r}")
+        if not (_is_int(self.conv_kernel) and self.conv_kernel >= 1 and self.conv_kernel % 2 == 1):
+            problems.append(f"conv_kernel must be an odd integer >= 1 (for 'same' padding), got {self.conv_kernel!r}")
+        if not all(_is_int(n) and n >= 1 for n in self.hidden):
+            problems.append(f"hidden must be a list of integers >= 1 (or empty), got {list(self.hidden)}")
+        for name in ("n_proprio", "n_out"):
+            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                problems.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        lo, hi = self.flipper_lower, self.flipper_upper
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            problems.append(f"flipper_lower < flipper_upper must be finite radians, got [{lo}, {hi}]")
+        for name in ("dem_scale", "dem_clip"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                problems.append(f"{name} must be a positive number of metres, got {value!r}")
+        if not (math.isfinite(self.negative_slope) and 0 <= self.negative_slope < 1):
+            problems.append(f"negative_slope must lie in [0, 1), got {self.negative_slope!r}")
+        if problems:
+            raise ValueError("PolicyConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready mapping (tuples become lists)."""
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PolicyConfig:
+        """Inverse of ``to_dict``; unknown keys are an error (a typo must not fall back to a default)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"PolicyConfig: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"PolicyConfig: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # e.g. a string where a number belongs
+            raise ValueError(f"PolicyConfig: {exc}") from None
+
+
+class NanAwarePolicy(nn.Module):
+    """Seed 000 section VI regressor from a DEM that may hold NaN to four flipper targets.
+
+    Why the product normalises by the measured cells: a missing cell is 0 in the value matrix, so it
+    adds nothing to the value convolution, and 0 in the mask, so the mask convolution's output at a
+    position is a learned function of which and how many cells of that patch are measured. Multiplying
+    the two rescales every patch's height response by that function of its measured cells (the seed's
+    "normalising each patch by the number of measured values"); a learned affine map cannot be an exact
+    ``1/n``, but it lets the network weight a patch by how much of it was observed and tell a missing
+    cell from a measured height of 0. Non-finite cells (NaN, +-inf) all count as not measured, so the
+    value a missing cell holds can never reach the output.
+
+    ``forward(dem (B, rows, cols), proprio (B, n_proprio)) -> (B, n_out)`` in radians, always finite
+    and inside ``[flipper_lower, flipper_upper]``.
+    """
+
+    def __init__(self, config: PolicyConfig | None = None):
+        super().__init__()
+        self.config = c = config or PolicyConfig()
+        pad = c.conv_kernel // 2
+        self.conv_values = nn.Conv2d(1, c.conv_channels, c.conv_kernel, padding=pad)
+        self.conv_mask = nn.Conv2d(1, c.conv_channels, c.conv_kernel, padding=pad)
+        self.act = nn.LeakyReLU(c.negative_slope)
+        rows, cols = c.dem_shape
+        layers: list[nn.Module] = []
+        width = c.conv_channels * rows * cols + c.n_proprio
+        for h in c.hidden:
+            layers += [nn.Linear(width, h), nn.LeakyReLU(c.negative_slope)]
+            width = h
+        layers.append(nn.Linear(width, c.n_out))
+        self.head = nn.Sequential(*layers)
+        self._mid = (c.flipper_upper + c.flipper_lower) / 2
+        self._half = (c.flipper_upper - c.flipper_lower) / 2
+        # single-decision input buffers, reused by act_numpy (the numpy views share their memory)
+        self._dem_t = torch.zeros((1, rows, cols), dtype=torch.float32)
+        self._proprio_t = torch.zeros((1, c.n_proprio), dtype=torch.float32)
+        self._dem_np = self._dem_t.numpy()
+        self._proprio_np = self._proprio_t.numpy()
+
+    def split_dem(self, dem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, mask), each (B, 1, rows, cols): values normalised with non-finite cells at 0, mask 1/0."""
+        measured = torch.isfinite(dem)
+        c = self.config
+        values = torch.where(measured, dem, 0.0).clamp(-c.dem_clip, c.dem_clip) / c.dem_scale
+        return values.unsqueeze(1), measured.to(dem.dtype).unsqueeze(1)
+
+    def encode(self, dem: torch.Tensor) -> torch.Tensor:
+        """The NaN-free DEM features (B, conv_channels * rows * cols) that enter the dense layers."""
+        values, mask = self.split_dem(dem)
+        return self.act(self.conv_values(values) * self.conv_mask(mask)).flatten(1)
+
+    def forward(self, dem: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if dem.shape[1:] != c.dem_shape or proprio.shape[1:] != (c.n_proprio,) or dem.shape[0] != proprio.shape[0]:
+            raise ValueError(
+                f"NanAwarePolicy expects dem (B, {c.dem_shape[0]}, {c.dem_shape[1]}) and proprio (B, {c.n_proprio}), "
+                f"got {tuple(dem.shape)} and {tuple(proprio.shape)}"
+            )
+        dtype = self.conv_values.weight.dtype
+        dem, proprio = dem.to(dtype), proprio.to(dtype)
+        # proprioception comes from encoders and the IMU: a glitch must not turn into a NaN command
+        proprio = torch.nan_to_num(proprio, nan=0.0, posinf=0.0, neginf=0.0)
+        z = self.head(torch.cat((self.encode(dem), proprio), dim=1))
+        # tanh maps onto the open joint range; the clamp only removes float rounding at saturation
+        return (self._mid + self._half * torch.tanh(z)).clamp(c.flipper_lower, c.flipper_upper)
+
+    def act_numpy(self, dem: np.ndarray, proprio: np.ndarray) -> np.ndarray:
+        """One decision from a (rows, cols) DEM and the (n_proprio,) vector -> (n_out,) float64 radians.
+
+        Copies the inputs into preallocated CPU buffers (so not thread-safe: one policy per thread)
+        and runs without autograd.
+        """
+        dem = np.asarray(dem)
+        proprio = np.asarray(proprio)
+        c = self.config
+        if dem.shape != c.dem_shape or proprio.shape != (c.n_proprio,):
+            raise ValueError(
+                f"act_numpy expects dem {c.dem_shape} and proprio ({c.n_proprio},), got {dem.shape} and {proprio.shape}"
+            )
+        np.copyto(self._dem_np[0], dem, casting="unsafe")
+        np.copyto(self._proprio_np[0], proprio, casting="unsafe")
+        with torch.inference_mode():
+            out = self.forward(self._dem_t, self._proprio_t)
+        return out[0].numpy().astype(np.float64)
+
+
+class PolicyController:
+    """The controller protocol (``reset``, ``act``) around a ``NanAwarePolicy``: one decision per observation."""
+
+    def __init__(self, policy: NanAwarePolicy):
+        self.policy = policy.eval()
+
+    def reset(self) -> None:
+        pass  # the policy is memoryless: each decision depends only on the current observation
+
+    def act(self, obs: Observation) -> np.ndarray:
+        return self.policy.act_numpy(obs.dem, obs.proprio())
