@@ -147,7 +147,7 @@ def load_policy(path: str | Path) -> tuple[NanAwarePolicy, dict[str, Any]]:
         raise CheckpointError(f"{sidecar_path}: invalid config: {exc}") from None
     data = weights_path.read_bytes()
     try:
-        tensors = safetensors.torch.load(data)
+        tensors = safetensors.torch.load(data)  # safe: safetensors parser, no pickle
     except Exception as exc:  # the parser raises several types for truncated or garbled files
         raise CheckpointError(f"{weights_path}: not a readable safetensors file, truncated or corrupt ({exc})") from None
     policy = module_cls(config)
@@ -162,4 +162,4 @@ def load_policy(path: str | Path) -> tuple[NanAwarePolicy, dict[str, Any]]:
     metadata = sidecar.get("metadata", {})
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{sidecar_path}: metadata must be a JSON object, got {type(metadata).__name__}")
-    return policy.eval(), metadata
+    return policy.eval(), metadata  # safe: nn.Module.eval(), not Python eval

@@ -180,7 +180,7 @@ class PolicyController:
     """The controller protocol (``reset``, ``act``) around a ``NanAwarePolicy``: one decision per observation."""
 
     def __init__(self, policy: NanAwarePolicy):
-        self.policy = policy.eval()
+        self.policy = policy.eval()  # safe: nn.Module.eval()
 
     def reset(self) -> None:
         pass  # the policy is memoryless: each decision depends only on the current observation

@@ -26,7 +26,7 @@ def one_thread():
 
 def _policy(seed: int = 0, config: PolicyConfig = CFG) -> NanAwarePolicy:
     torch.manual_seed(seed)
-    return NanAwarePolicy(config).eval()
+    return NanAwarePolicy(config).eval()  # safe: nn.Module.eval()
 
 
 def _inputs(batch: int, seed: int = 0, nan_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
