@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,8 @@ import safetensors
 import safetensors.torch
 import torch
 
-from flipper_control.io_utils import write_text_atomic
 from flipper_control.policy import NanAwarePolicy, PolicyConfig
+from sim.io_utils import write_bytes_atomic, write_text_atomic
 
 __all__ = ["CheckpointError", "save_policy", "load_policy", "checkpoint_paths", "ARCHITECTURES"]
 
@@ -40,20 +38,6 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     if path.suffix in _SUFFIXES:
         path = path.with_suffix("")
     return Path(f"{path}.safetensors"), Path(f"{path}.json")
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _architecture_name(policy: torch.nn.Module) -> str:
@@ -91,7 +75,7 @@ def save_policy(path: str | Path, policy: NanAwarePolicy, metadata: dict[str, An
         raise CheckpointError(
             f"{sidecar_path}: metadata is not JSON-serialisable ({exc}); use plain numbers, strings, lists, dicts"
         ) from None
-    _write_bytes_atomic(weights_path, weights)
+    write_bytes_atomic(weights_path, weights)
     write_text_atomic(sidecar_path, text)
     return weights_path, sidecar_path
 

@@ -61,7 +61,7 @@ def cmd_worlds(args) -> int:
         sim.reset(world)
         text = sim.xml
     if args.out:
-        from flipper_control.io_utils import write_text_atomic
+        from sim.io_utils import write_text_atomic
 
         write_text_atomic(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -73,7 +73,7 @@ def cmd_worlds(args) -> int:
 # ------------------------------------------------------------------------------------------ sim
 def cmd_sim(args) -> int:
     from flipper_control.evaluation import evaluate
-    from flipper_control.io_utils import write_json_atomic
+    from sim.io_utils import write_json_atomic
     from sim.world_sets import resolve_world
 
     world = resolve_world(args.world)
@@ -97,7 +97,7 @@ def cmd_sim(args) -> int:
 # ------------------------------------------------------------------------------------------ bench
 def cmd_bench(args) -> int:
     from flipper_control.bench import bench_sim
-    from flipper_control.io_utils import write_json_atomic
+    from sim.io_utils import write_json_atomic
     from sim.world_sets import resolve_world
 
     world = resolve_world(args.world)
@@ -118,7 +118,7 @@ def cmd_bench(args) -> int:
 def cmd_demo(args) -> int:
     from flipper_control.controllers import FixedController, HeuristicController
     from flipper_control.evaluation import evaluate, score_table, section_table
-    from flipper_control.io_utils import write_json_atomic, write_text_atomic
+    from sim.io_utils import write_json_atomic, write_text_atomic
     from sim.mujoco_sim import MujocoSimulator
     from sim.world_sets import load_set
 

@@ -194,7 +194,7 @@ class MujocoSimulator(Simulator):
                         break
             last_x = x
             progress = x - self._start_x
-            if mon.check(d.time, progress, d.qpos[1] - self._start_y, roll, pitch, vel.copy(), touched):
+            if mon.check(d.time, progress, d.qpos[1] - self._start_y, roll, pitch, vel, touched):
                 self._status = FAILED
                 break
             if x >= goal_x:

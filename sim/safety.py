@@ -115,7 +115,10 @@ class SafetyMonitor:
 
     def check(self, t: float, x: float, y_offset: float, roll: float, pitch: float, vel: np.ndarray,
               forbidden_contact: str | None) -> bool:
-        """Update with the current robot state; returns True when the run must stop (a fail)."""
+        """Update with the current robot state; returns True when the run must stop (a fail).
+
+        ``vel`` may be a view into the simulator's buffers: it is copied when stored.
+        """
         lim, st = self.limits, self.state
         for slot, name, angle, warn, fail in ((self._PITCH_LVL, "pitch", pitch, lim.pitch_warn, lim.pitch_fail),
                                               (self._ROLL_LVL, "roll", roll, lim.roll_warn, lim.roll_fail)):

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from sim.io_utils import write_text_atomic
 from sim.robot import FLIPPER_NAMES, RobotSpec
 
 __all__ = ["box_inertia", "build_urdf", "write_urdf"]
@@ -165,16 +165,4 @@ def build_urdf(spec: RobotSpec | None = None, name: str = "flipper_robot") -> st
 
 def write_urdf(path: str | os.PathLike, spec: RobotSpec | None = None) -> Path:
     """Write ``build_urdf(spec)`` to ``path`` atomically (a reader never sees a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = build_urdf(spec)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a URDF is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, build_urdf(spec))

@@ -172,7 +172,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("sim.urdf.os.replace", broken_replace)
+    monkeypatch.setattr("sim.io_utils.os.replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_urdf(target)
     assert target.read_text() == "old"
