@@ -28,8 +28,11 @@ test-slow: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-bench: setup
+bench: setup  # bench plan needs the policy of a finished `make demo`
 	$(VENV)/bin/flipper bench sim --world stairs_up --json $(DEMO_OUT)/bench_sim.json
+	$(VENV)/bin/flipper bench policy --json $(DEMO_OUT)/bench_policy.json
+	$(VENV)/bin/flipper bench plan --policy $$(ls -d $(DEMO_OUT)/iter_*/policy.json | sort -V | tail -1 | sed 's/.json$$//') \
+		--peer ompl --json $(DEMO_OUT)/bench_plan.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(DEMO_OUT)

@@ -1,4 +1,4 @@
-"""The `flipper` command line: worlds, simulation runs, benchmarks and the demo.
+"""The `flipper` command line: worlds, simulation runs and benchmarks; the learning commands are in cli_learning.
 
 Every command that produces figures can write them as JSON (``--json PATH``), written atomically and
 with the seed and the simulator configuration recorded beside the results. Bad input (an unknown
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
 
 import yaml
 
+from flipper_control.cli_learning import add_bench_args, add_parsers
 from sim.world import WorldError, dump_world
 
 
@@ -96,6 +95,14 @@ def cmd_sim(args) -> int:
 
 # ------------------------------------------------------------------------------------------ bench
 def cmd_bench(args) -> int:
+    if args.what == "policy":
+        from flipper_control.cli_learning import cmd_bench_policy
+
+        return cmd_bench_policy(args)
+    if args.what == "plan":
+        from flipper_control.cli_learning import cmd_bench_plan
+
+        return cmd_bench_plan(args)
     from flipper_control.bench import bench_sim
     from sim.io_utils import write_json_atomic
     from sim.world_sets import resolve_world
@@ -111,38 +118,6 @@ def cmd_bench(args) -> int:
           f"   ({dem['speedup']:.0f}x, equal: {dem['equal_to_baseline']})")
     if args.json:
         write_json_atomic(args.json, out)
-    return 0
-
-
-# ------------------------------------------------------------------------------------------ demo
-def cmd_demo(args) -> int:
-    from flipper_control.controllers import FixedController, HeuristicController
-    from flipper_control.evaluation import evaluate, score_table, section_table
-    from sim.io_utils import write_json_atomic, write_text_atomic
-    from sim.mujoco_sim import MujocoSimulator
-    from sim.world_sets import load_set
-
-    out = Path(args.out)
-    sim = MujocoSimulator()
-    controllers = {"fixed flat": lambda: FixedController("flat"), "fixed approach": lambda: FixedController("approach"),
-                   "heuristic": HeuristicController}
-    t0 = time.perf_counter()
-    tables = {}
-    results = {}
-    for set_name in ("test", "proxy"):
-        worlds = load_set(set_name)
-        print(f"{set_name} worlds, {args.runs} runs each (seeds {args.seed}..{args.seed + args.runs - 1}):", file=sys.stderr)
-        columns = {label: evaluate(factory, worlds, args.runs, args.seed, sim=sim, label=f"{label} ")
-                   for label, factory in controllers.items()}
-        tables[set_name] = score_table(columns) if set_name == "test" else section_table(columns)
-        results[set_name] = {label: [ev.to_dict() for ev in evs] for label, evs in columns.items()}
-    text = (f"# Reference controllers\n\nSimulated test worlds (Table I layout), {args.runs} runs per world:\n\n"
-            f"{tables['test']}\n\nProxy course (Table II layout):\n\n{tables['proxy']}\n")
-    print("\n" + text)
-    write_text_atomic(out / "scores.md", text)
-    write_json_atomic(out / "scores.json", {"seed": args.seed, "runs": args.runs, "results": results,
-                                            "simulator": sim.config_dict(), "wall_s": round(time.perf_counter() - t0, 2)})
-    print(f"wrote {out / 'scores.md'} and {out / 'scores.json'} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0
 
 
@@ -172,18 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sim)
 
     b = sub.add_parser("bench", help="measure speed against baselines")
-    b.add_argument("what", choices=["sim"])
+    b.add_argument("what", choices=["sim", "plan", "policy"])
     b.add_argument("--world", default="stairs_up")
     b.add_argument("--seconds", type=float, default=20.0, help="simulated seconds of the physics baseline")
-    b.add_argument("--repeats", type=int, default=3, help="closed-loop runs")
+    b.add_argument("--repeats", type=int, default=3, help="closed-loop runs (sim), timing repeats (policy)")
+    b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", help="write figures here")
+    add_bench_args(b)
     b.set_defaults(func=cmd_bench)
-
-    d = sub.add_parser("demo", help="the embedded default job (what `make demo` runs)")
-    d.add_argument("--out", default="demo_out")
-    d.add_argument("--runs", type=int, default=3)
-    d.add_argument("--seed", type=int, default=0)
-    d.set_defaults(func=cmd_demo)
+    add_parsers(sub)
     return p
 
 
@@ -194,9 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (WorldError, ValueError, yaml.YAMLError) as exc:
+    except (WorldError, ValueError, yaml.YAMLError, FileNotFoundError) as exc:
         print(f"flipper: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a task that failed in a worker (executors.TaskError) names the task and the error
+        if type(exc).__name__ != "TaskError":
+            raise
+        print(f"flipper: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("flipper: interrupted", file=sys.stderr)
         return 130

@@ -111,10 +111,15 @@ def _obstacle(kind: str, x: float, rng: np.random.Generator) -> tuple[list[dict]
 
 _FIRST_ONLY = ("stairs_down", "step_down")  # descents start from a platform reaching back to the start
 _ANYWHERE = ("stairs_up", "step_up", "pallet", "ramp", "rough")
+_ENDS_WORLD = ("stairs_up",)  # obstacles after which the course ends (see training_worlds)
 
 
 def training_worlds(count: int, seed: int = 0) -> list[World]:
-    """``count`` random training worlds (1-3 obstacles each) drawn from ``np.random.default_rng(seed)``."""
+    """``count`` random training worlds (1-3 obstacles each) drawn from ``np.random.default_rng(seed)``.
+
+    Descents only come first (they start from a platform reaching back to the start) and an up-staircase
+    comes last (the course ends on its landing instead of dropping off a cliff as high as the flight).
+    """
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     rng = np.random.default_rng(seed)
@@ -124,14 +129,19 @@ def training_worlds(count: int, seed: int = 0) -> list[World]:
         x = _GAP
         terrain: list[dict] = []
         kinds = []
+        length = 0.0
         for k in range(n_obstacles):
             pool = _FIRST_ONLY + _ANYWHERE if k == 0 else _ANYWHERE
             kind = str(pool[int(rng.integers(0, len(pool)))])
             prims, x_end = _obstacle(kind, round(x, 2), rng)
             terrain.extend(prims)
             kinds.append(kind)
+            if kind in _ENDS_WORLD:
+                # the landing of an up-staircase ends in a cliff as high as the flight: the course ends on it
+                length = round(x_end - 0.3, 2)
+                break
             x = x_end + _GAP
-        length = round(x - _GAP + 1.0, 2)
+        length = length or round(x - _GAP + 1.0, 2)
         data = {"name": f"training_{seed}_{i}", "length": length, "speed": 0.3, "seed": int(rng.integers(0, 2**31 - 1)),
                 "description": "random training world: " + ", ".join(kinds), "terrain": terrain}
         worlds.append(world_from_dict(data, f"training/{seed}/{i}"))

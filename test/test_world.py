@@ -273,6 +273,26 @@ def test_training_worlds_validate_and_descend_only_first(seed):
     assert descents > 0, "the generator should produce descents at all (else the check above is vacuous)"
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_training_courses_end_on_an_up_staircase_landing(seed):
+    """An up-staircase is the last obstacle and the goal lies on its landing, never past the cliff at its end."""
+    from sim.terrain import world_solids
+    from sim.world import Stairs
+
+    found = 0
+    for w in training_worlds(40, seed):
+        ups = [i for i, p in enumerate(w.terrain) if isinstance(p, Stairs) and p.direction == "up"]
+        if not ups:
+            continue
+        found += 1
+        assert ups == [len(w.terrain) - 1], f"{w.name}: obstacles after an up-staircase"
+        stairs = w.terrain[-1]
+        landing_end = stairs.position[0] + stairs.steps * stairs.run + stairs.landing
+        assert w.goal_x < landing_end, f"{w.name}: goal {w.goal_x} beyond the landing's end {landing_end}"
+        assert world_solids(w)  # still builds
+    assert found > 0
+
+
 def test_training_worlds_reject_negative_count():
     with pytest.raises(ValueError):
         training_worlds(-1)

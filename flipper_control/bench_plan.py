@@ -1,0 +1,124 @@
+"""``flipper bench plan``: planning cost per trajectory, the Table III analogue, side by side in one run.
+
+On the same training worlds and noise seeds, with the same budget, it plans with: unguided 3 actions x
+1000 ms (iteration 1), guided 3 x 1000 ms, guided 7 x 200 ms (later iterations) and unguided 7 x 200 ms
+(the baseline that guidance must beat). Each trajectory's CPU seconds are measured in the worker that
+planned it (process time, so parallel workers do not inflate each other). A failed trajectory counts
+with the CPU time it used, and the success count is reported beside the median. With ``--peer ompl``
+OMPL's SST and KPIECE1 run on the same worlds with the same simulator propagation (``planning.ompl_peer``).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+from flipper_control.executors import make_executor, peak_rss_mib
+from flipper_control.loop_tasks import plan_task
+from planning.rrt import PlannerConfig
+from sim.world_sets import training_worlds
+
+__all__ = ["bench_plan", "print_bench_plan", "default_policy"]
+
+VARIANTS = (  # label, action set, guided
+    ("unguided 3x1000ms", "coarse", False),
+    ("guided 3x1000ms", "coarse", True),
+    ("guided 7x200ms", "fine", True),
+    ("unguided 7x200ms", "fine", False),
+)
+
+
+def default_policy(root: str | Path = "demo_out") -> str:
+    """The last iteration's policy of a finished ``flipper demo`` in ``root``."""
+    its = sorted(Path(root).glob("iter_*/policy.json"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not its:
+        raise ValueError(f"no policy found under {root}/iter_*/: run `make demo` first or pass --policy CKPT")
+    return str(its[-1].with_suffix(""))
+
+
+def _peer_task(task: dict) -> dict:
+    from planning.ompl_peer import OmplConfig, OmplUnavailable, plan_ompl
+
+    try:
+        cfg = OmplConfig(planner=task["planner"], action_set=task["action_set"], time_budget_s=task["budget"],
+                         seed=task["seed"])
+        t = plan_ompl(task["world"], task["seed"], cfg)
+    except OmplUnavailable as exc:  # e.g. an ompl build whose SST cannot be constructed from Python
+        return {"success": False, "cpu_s": 0.0, "reason": f"unavailable: {exc}", "meta": {}}
+    # total_cpu_s includes recording the path (our RRT records while it searches): the like-for-like figure
+    return {"success": t.success, "cpu_s": t.meta.get("total_cpu_s", t.meta.get("cpu_s")), "reason": t.reason, "meta": t.meta}
+
+
+def _summary(rows: list[dict]) -> dict:
+    cpus = [r["cpu_s"] for r in rows]
+    ok = [r for r in rows if r["success"]]
+    return {"trajectories": len(rows), "successes": len(ok), "median_cpu_s": round(statistics.median(cpus), 4),
+            "median_cpu_s_successes": round(statistics.median([r["cpu_s"] for r in ok]), 4) if ok else None,
+            "max_cpu_s": round(max(cpus), 4), "per_world": rows}
+
+
+def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = 7, seed: int = 0,
+               budget_cpu_s: float = 60.0, max_expansions: int = 20000, peer: str | None = None,
+               executor: str = "process", workers: int | None = None) -> dict:
+    """Plan every variant on ``worlds`` training worlds; returns the figures (see module docstring)."""
+    from flipper_control.checkpoint import load_policy
+
+    policy = policy or default_policy()
+    load_policy(policy)  # a bad checkpoint stops here, before any work
+    ws = training_worlds(worlds, seed=world_seed)
+    tasks, index = [], []
+    for label, aset, guided in VARIANTS:
+        cfg = PlannerConfig(action_set=aset, max_cpu_s=budget_cpu_s, max_expansions=max_expansions)
+        for i, w in enumerate(ws):
+            tasks.append({"world": w, "seed": seed + i, "planner": cfg.to_dict(), "guide": policy if guided else None})
+            index.append((label, w.name))
+    out: dict = {"policy": policy, "worlds": [w.name for w in ws], "world_seed": world_seed, "seed": seed,
+                 "budget_cpu_s": budget_cpu_s, "max_expansions": max_expansions, "python": platform.python_version()}
+    with make_executor(executor, workers) as ex:
+        results = ex.map(plan_task, tasks, progress=lambda d, n: print(f"  planned {d}/{n}", file=sys.stderr, flush=True))
+        rows: dict[str, list[dict]] = {label: [] for label, _, _ in VARIANTS}
+        for (label, name), r in zip(index, results, strict=True):
+            t = r["trajectory"]
+            rows[label].append({"world": name, "success": t.success, "cpu_s": round(t.meta["cpu_s"], 4),
+                                "expansions": t.meta["expansions"], "tree_mib": t.meta["tree_mib"], "reason": t.reason})
+        out["variants"] = {label: _summary(r) for label, r in rows.items()}
+        if peer == "ompl":
+            peer_tasks = [{"world": w, "seed": seed + i, "planner": p, "action_set": "coarse", "budget": budget_cpu_s}
+                          for p in ("SST", "KPIECE1") for i, w in enumerate(ws)]
+            res = ex.map(_peer_task, peer_tasks, progress=lambda d, n: print(f"  OMPL {d}/{n}", file=sys.stderr, flush=True))
+            peer_rows: dict[str, list[dict]] = {}
+            for t, r in zip(peer_tasks, res, strict=True):
+                peer_rows.setdefault(f"OMPL {t['planner']} 3x1000ms", []).append(
+                    {"world": t["world"].name, "success": r["success"], "cpu_s": round(r["cpu_s"] or 0.0, 4),
+                     "reason": r["reason"]})
+            out["peer"] = {label: _summary(r) for label, r in peer_rows.items()}
+        out["memory"] = ex.memory_report() | {"bench_process_peak_rss_mib": round(peak_rss_mib(), 1)}
+    v = out["variants"]
+    g, u = v["guided 7x200ms"], v["unguided 7x200ms"]
+    out["guided_vs_unguided_fine"] = {
+        "cpu_ratio_median": round(u["median_cpu_s"] / max(g["median_cpu_s"], 1e-9), 3),
+        "guided_successes": g["successes"], "unguided_successes": u["successes"],
+        "worlds_only_guided_solved": sorted({a["world"] for a, b in zip(g["per_world"], u["per_world"], strict=True)
+                                             if a["success"] and not b["success"]}),
+    }
+    out["max_tree_mib"] = max(r["tree_mib"] for rs in rows.values() for r in rs)
+    return out
+
+
+def print_bench_plan(r: dict) -> None:
+    """The Table III layout on stdout."""
+    print(f"planning on {len(r['worlds'])} training worlds (seed {r['world_seed']}), budget {r['budget_cpu_s']:g} CPU s "
+          f"/ {r['max_expansions']} expansions, guide {r['policy']}:")
+    print("| planner | success | median CPU s / trajectory | median CPU s (successes) | max CPU s |")
+    print("|---|---:|---:|---:|---:|")
+    for label, s in list(r["variants"].items()) + list(r.get("peer", {}).items()):
+        med_ok = "-" if s["median_cpu_s_successes"] is None else f"{s['median_cpu_s_successes']:.2f}"
+        print(f"| {label} | {s['successes']}/{s['trajectories']} | {s['median_cpu_s']:.2f} | {med_ok} | {s['max_cpu_s']:.2f} |")
+    c = r["guided_vs_unguided_fine"]
+    print(f"unguided/guided 7x200ms median CPU ratio: {c['cpu_ratio_median']:.2f}x; solved only when guided: "
+          f"{', '.join(c['worlds_only_guided_solved']) or 'none'}")
+    m = r["memory"]
+    print(f"peak RSS: largest planning worker {m.get('max_worker_peak_rss_mib') or 0:.0f} MiB, "
+          f"bench process {m['bench_process_peak_rss_mib']:.0f} MiB; largest tree {r['max_tree_mib']:.1f} MiB")

@@ -1,0 +1,418 @@
+"""Run independent tasks (plan one world, evaluate one policy on one world) serially, on a local process pool or on Ray.
+
+``make_executor(kind, workers, ray_address)`` returns an ``Executor`` whose ``map(fn, tasks, progress)``
+calls the top-level (picklable) function ``fn`` once per task and returns the results **in task order**,
+whatever order they finish in. Kinds:
+
+- ``serial``: in this process, one task after the other (debugging, tiny jobs, the reference);
+- ``process``: a local pool of ``spawn``-started worker processes, kept for the executor's lifetime;
+- ``ray``: Ray tasks on a local instance started on first use (``num_cpus=workers``), or on an existing
+  cluster when ``ray_address`` is given.
+
+Determinism: an executor only decides *where* a task runs, never what it computes. Every task must carry
+its own seeds (world seed, noise seed, torch/numpy seeds) and must not rely on global random state, the
+worker it lands on or the order of execution; then all kinds return identical results. Workers run torch
+with one intra-op thread (as ``serial`` does during ``map``), so thread counts cannot change reductions.
+
+Failures: an exception raised by a task cancels the tasks not yet started and reaches the caller as a
+``TaskError`` whose message names the task index and the original error (type and message); the worker's
+traceback is in ``TaskError.remote_traceback``. Infrastructure failures (a task that cannot be pickled, a
+worker killed by the OOM killer) are reported the same way.
+
+Memory: every task runs inside a wrapper that reads its worker's peak resident set (``peak_rss_mib``) after
+the task and sends it back with the result, so tasks need not do anything. The executor keeps the largest
+value per worker process; ``memory_report()`` gives those, this process's peak and the peak of terminated
+children (``children_peak_rss_mib``) for the loop's report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "EXECUTOR_KINDS",
+    "Executor",
+    "ProcessExecutor",
+    "RayExecutor",
+    "SerialExecutor",
+    "TaskError",
+    "children_peak_rss_mib",
+    "default_workers",
+    "limit_threads",
+    "make_executor",
+    "peak_rss_mib",
+]
+
+EXECUTOR_KINDS = ("serial", "process", "ray")
+
+# the thread pools of OpenMP, MKL and OpenBLAS read these once, when the library loads
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+Progress = Callable[[int, int], None]
+
+
+# ------------------------------------------------------------------------------------------ memory
+def peak_rss_mib() -> float:
+    """Peak resident set of this process in MiB.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``, the high-water mark of this process's own address
+    space. Why not ``getrusage(RUSAGE_SELF).ru_maxrss`` there: the kernel carries the peak across fork+exec, so
+    a spawned worker of a 500 MiB parent reports at least ~500 MiB however little it uses itself. Elsewhere
+    (or if /proc is unreadable) it falls back to ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # the value is in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return _maxrss_mib(resource.RUSAGE_SELF)
+
+
+def children_peak_rss_mib() -> float:
+    """Largest peak resident set among this process's terminated, waited-for children, in MiB (``RUSAGE_CHILDREN``).
+
+    Caveats: live children are not counted (the process pool's workers appear only after ``close()``); the value
+    includes what a child inherited at fork, so for spawned workers it is at least this process's RSS when it
+    started them (prefer ``Executor.memory_report()``'s per-worker figures); Ray workers are children of the Ray
+    node, not of this process.
+    """
+    return _maxrss_mib(resource.RUSAGE_CHILDREN)
+
+
+def _maxrss_mib(who: int) -> float:
+    kib = resource.getrusage(who).ru_maxrss
+    return kib / (1024.0 * 1024.0) if sys.platform == "darwin" else kib / 1024.0
+
+
+# ------------------------------------------------------------------------------------------ threads
+def default_workers() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def limit_threads() -> None:
+    """One compute thread per worker: the thread env vars for libraries loaded later, and torch's intra-op pool now.
+
+    Why: with N workers on N cores, extra threads only oversubscribe; and small torch ops (a policy decision,
+    one planner expansion) are about 50x slower with 2 threads than with 1 on a 2-core machine.
+    """
+    os.environ.update(THREAD_ENV)
+    import torch  # a dependency of the package; imported here so workers that never touch torch still get the setting
+
+    torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------------------------------ task wrapper
+class TaskError(RuntimeError):
+    """A task failed; the message names its index and the original error."""
+
+    def __init__(self, index: int, error_type: str, error_message: str, remote_traceback: str = ""):
+        super().__init__(f"task {index} failed: {error_type}: {error_message}")
+        self.index = index
+        self.error_type = error_type
+        self.error_message = error_message
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self):  # keep it picklable although __init__ takes more than one argument
+        return (TaskError, (self.index, self.error_type, self.error_message, self.remote_traceback))
+
+
+class _RemoteTraceback(Exception):
+    """Carries the worker's traceback text as the ``__cause__`` of a re-raised task exception."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass
+class _Failure:
+    """What a worker sends back instead of a result: strings always pickle, the exception itself maybe not."""
+
+    error_type: str
+    message: str
+    traceback: str
+    exception: BaseException | None
+
+
+@dataclass
+class _Outcome:
+    ok: bool
+    value: Any  # the task's result, or a _Failure
+    pid: int
+    peak_rss_mib: float
+
+
+def _run_task(fn: Callable[[Any], Any], task: Any) -> _Outcome:
+    """Runs one task in a worker (or in this process for ``serial``); never raises for an error inside ``fn``."""
+    try:
+        value, ok = fn(task), True
+    except Exception as exc:  # any task error must reach the caller with its index
+        exc_to_send: BaseException | None = exc
+        try:
+            import pickle
+
+            pickle.loads(pickle.dumps(exc))  # both ways: a custom __init__ may pickle but fail to unpickle
+        except Exception:  # such an exception travels as text only
+            exc_to_send = None
+        value = _Failure(type(exc).__name__, str(exc), traceback.format_exc(), exc_to_send)
+        ok = False
+    return _Outcome(ok, value, os.getpid(), peak_rss_mib())
+
+
+def _ray_entry(fn: Callable[[Any], Any], task: Any) -> _Outcome:
+    """Ray workers are long-lived and shared by jobs: set the thread count before every task (cheap)."""
+    limit_threads()
+    return _run_task(fn, task)
+
+
+def _task_error(index: int, failure: _Failure) -> TaskError:
+    err = TaskError(index, failure.error_type, failure.message, failure.traceback)
+    if failure.exception is not None:
+        if failure.exception.__cause__ is None:  # keep a chain the task made itself (serial); pickling drops it
+            failure.exception.__cause__ = _RemoteTraceback(failure.traceback)
+        err.__cause__ = failure.exception
+    return err
+
+
+def _infrastructure_error(index: int, exc: BaseException) -> TaskError:
+    """A failure outside the task function (pickling, a dead worker, Ray): wrap it with the index."""
+    err = TaskError(index, type(exc).__name__, str(exc).strip() or repr(exc), "")
+    err.__cause__ = exc
+    return err
+
+
+# ------------------------------------------------------------------------------------------ executors
+class Executor:
+    """Base of the executors: ``map``, ``close``, context manager, per-worker peak memory.
+
+    Subclasses implement ``_map_outcomes``; the base unpacks results in task order, records worker peaks
+    and turns a failed task into ``TaskError``.
+    """
+
+    kind = "base"
+
+    def __init__(self, workers: int | None = None):
+        self.workers = int(workers) if workers is not None else default_workers()
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers!r}")
+        self.worker_peak_rss: dict[int, float] = {}  # worker pid -> largest peak RSS (MiB) reported by its tasks
+
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], progress: Progress | None = None) -> list:
+        """``[fn(t) for t in tasks]``, run by this executor; results in task order.
+
+        ``fn`` must be a top-level function of an importable module (it is pickled by reference) taking one
+        argument. ``progress(done, total)`` is called in this process after every finished task. The first
+        failure cancels tasks not yet started and raises ``TaskError`` (see module docstring).
+        """
+        tasks = list(tasks)
+        if not tasks:
+            return []
+        results: list[Any] = [None] * len(tasks)
+        done = 0
+
+        def collect(index: int, outcome: _Outcome) -> None:
+            nonlocal done
+            self.worker_peak_rss[outcome.pid] = max(self.worker_peak_rss.get(outcome.pid, 0.0), outcome.peak_rss_mib)
+            if not outcome.ok:
+                raise _task_error(index, outcome.value)
+            results[index] = outcome.value
+            done += 1
+            if progress is not None:
+                progress(done, len(tasks))
+
+        self._map_outcomes(fn, tasks, collect)
+        return results
+
+    def _map_outcomes(self, fn, tasks: list, collect: Callable[[int, _Outcome], None]) -> None:
+        raise NotImplementedError
+
+    def memory_report(self) -> dict:
+        """Peaks in MiB: this process, terminated children, and each worker process seen so far (by pid)."""
+        workers = {str(pid): round(mib, 1) for pid, mib in sorted(self.worker_peak_rss.items())}
+        return {
+            "parent_peak_rss_mib": round(peak_rss_mib(), 1),
+            "children_peak_rss_mib": round(children_peak_rss_mib(), 1),
+            "worker_peak_rss_mib": workers,
+            "max_worker_peak_rss_mib": round(max(self.worker_peak_rss.values(), default=0.0), 1),
+        }
+
+    def close(self) -> None:
+        """Release workers; safe to call twice."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(workers={self.workers})"
+
+
+class SerialExecutor(Executor):
+    """Runs every task in this process, in order; the reference the parallel kinds must match."""
+
+    kind = "serial"
+
+    def __init__(self, workers: int | None = None):
+        super().__init__(1)
+
+    def _map_outcomes(self, fn, tasks, collect) -> None:
+        import torch
+
+        # the same single intra-op thread as the workers, so that no result depends on the kind
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for i, task in enumerate(tasks):
+                collect(i, _run_task(fn, task))
+        finally:
+            torch.set_num_threads(threads)
+
+
+class ProcessExecutor(Executor):
+    """A local pool of worker processes, created on the first ``map`` and reused until ``close()``."""
+
+    kind = "process"
+
+    def __init__(self, workers: int | None = None):
+        super().__init__(workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            import multiprocessing
+
+            # 'spawn', not 'fork': the parent has torch, MuJoCo and OpenMP loaded, possibly with their thread
+            # pools running; a forked child inherits locks held by those threads and can deadlock on the first
+            # parallel op (and 'fork' is unsafe on macOS). 'forkserver' would also do, but 'spawn' is available
+            # everywhere and its start-up cost (~1 s per worker, once per executor) is small beside a task.
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=limit_threads)
+        return self._pool
+
+    def _map_outcomes(self, fn, tasks, collect) -> None:
+        pool = self._get_pool()
+        futures: dict[Future, int] = {pool.submit(_run_task, fn, task): i for i, task in enumerate(tasks)}
+        pending = set(futures)
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(finished, key=futures.__getitem__):
+                    index = futures[fut]
+                    try:
+                        outcome = fut.result()
+                    except BrokenProcessPool as exc:
+                        self._discard_pool()  # a dead worker breaks the whole pool: the next map starts a new one
+                        raise _infrastructure_error(index, exc) from exc
+                    except Exception as exc:  # e.g. fn or a task that cannot be pickled
+                        raise _infrastructure_error(index, exc) from exc
+                    collect(index, outcome)
+        finally:
+            for fut in pending:  # after a failure (or Ctrl-C): drop what has not started
+                fut.cancel()
+
+    def _discard_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor(Executor):
+    """Ray tasks (one CPU each). Connects on the first ``map``: to ``ray_address`` if given, else to an already
+    initialised Ray in this process, else starts a local instance with ``num_cpus=workers``; ``close()`` shuts Ray
+    down only if this executor started it."""
+
+    kind = "ray"
+
+    def __init__(self, workers: int | None = None, ray_address: str | None = None):
+        super().__init__(workers)
+        self.ray_address = ray_address
+        self._started_ray = False
+        self._remote = None
+        self.startup_s: float | None = None  # seconds ray.init took (None until connected)
+
+    def _connect(self):
+        import ray
+
+        if self._remote is None:
+            if not ray.is_initialized():
+                t0 = time.perf_counter()
+                common = dict(
+                    include_dashboard=False,
+                    logging_level=logging.ERROR,  # no "Started a local Ray instance" banners
+                    log_to_driver=False,  # worker stdout/stderr stay in Ray's session logs; task errors still arrive
+                    # workers read these when their libraries load, before limit_threads runs in the task
+                    runtime_env={"env_vars": dict(THREAD_ENV)},
+                )
+                if self.ray_address:
+                    ray.init(address=self.ray_address, **common)
+                else:
+                    ray.init(num_cpus=self.workers, **common)
+                    self._started_ray = True
+                self.startup_s = time.perf_counter() - t0
+            self._remote = ray.remote(num_cpus=1)(_ray_entry)
+        return ray
+
+    def _map_outcomes(self, fn, tasks, collect) -> None:
+        ray = self._connect()
+        # put fn once in the object store instead of pickling it into every task
+        fn_ref = ray.put(fn)
+        refs = {self._remote.remote(fn_ref, task): i for i, task in enumerate(tasks)}
+        pending = list(refs)
+        try:
+            while pending:
+                finished, pending = ray.wait(pending, num_returns=1)
+                for ref in finished:
+                    index = refs[ref]
+                    try:
+                        outcome = ray.get(ref)
+                    except Exception as exc:  # worker crash, object lost, ...
+                        raise _infrastructure_error(index, exc) from exc
+                    collect(index, outcome)
+        finally:
+            for ref in pending:
+                try:
+                    ray.cancel(ref)
+                except Exception:  # best effort: a task that already finished cannot be cancelled
+                    pass
+
+    def close(self) -> None:
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+            self._started_ray = False
+        self._remote = None
+
+
+def make_executor(kind: str = "process", workers: int | None = None, ray_address: str | None = None) -> Executor:
+    """An executor of ``kind`` (``serial``, ``process`` or ``ray``) with ``workers`` workers (default: the CPUs this
+    process may use). ``ray_address`` (ray only) joins an existing cluster instead of starting a local instance."""
+    if kind == "serial":
+        return SerialExecutor()
+    if kind == "process":
+        return ProcessExecutor(workers)
+    if kind == "ray":
+        return RayExecutor(workers, ray_address)
+    raise ValueError(f"unknown executor kind {kind!r}; choose one of: {', '.join(EXECUTOR_KINDS)}")

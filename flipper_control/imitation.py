@@ -1,0 +1,489 @@
+"""Imitation training of the NaN-aware flipper policy on guiding trajectories (seed 000 section VI).
+
+The planner's trajectories give (state, action) samples: a 20x5 DEM that may hold NaN, the six
+proprioceptive values (pitch, roll, four flipper angles) and the four flipper targets applied from
+that state. ``train_policy`` regresses the targets with the mean squared error over the four angles,
+Adam and global gradient-norm clipping, on a split that keeps whole trajectories on one side (samples
+of one trajectory are strongly correlated, so a per-sample split would leak the test set into
+training). ``train_candidates`` trains one policy per seed and ranks them -- seed 000 trains ten per
+iteration and keeps the two that score best on the simulated test worlds; that score comes from the
+caller as ``score_fn``.
+
+Left-right mirror augmentation (``mirror``): the robot and its task are symmetric about the x-z
+plane, so a sample seen in a mirror is another valid sample. Mirroring flips the DEM columns (column
+0 is the robot's left, ``sim.dem``), negates roll and swaps left and right flippers (FL<->FR,
+RL<->RR) in both the flipper angles of the state and the action. Pitch is unchanged.
+
+Determinism: every random choice (weight initialisation, split, batch order, which samples are
+mirrored) comes from generators seeded by the caller's seed (the split from ``split_seed``, see
+``ImitationConfig``), so a rerun gives bit-identical weights. That holds for a fixed thread count;
+call ``torch.set_num_threads(1)`` first -- it is also the fastest setting for this small network
+(thread hand-offs cost more than the arithmetic) -- this module does not change global torch state.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from flipper_control.policy import NanAwarePolicy, PolicyConfig
+from planning.dataset import DatasetError, TrajectoryDataset
+from sim.robot import FLIPPER_NAMES
+
+__all__ = [
+    "ImitationConfig",
+    "TrainReport",
+    "Candidate",
+    "split_by_trajectory",
+    "mirror_arrays",
+    "train_policy",
+    "train_candidates",
+    "evaluate_mse",
+    "stderr_progress",
+    "MIRROR_FLIPPERS",
+]
+
+Progress = Callable[[str], None]
+Data = TrajectoryDataset | Mapping[str, np.ndarray]
+
+# Index of each flipper's mirror image in FLIPPER_NAMES order (front_left <-> front_right, ...),
+# derived from the names so a reordering of FLIPPER_NAMES cannot silently break the augmentation.
+MIRROR_FLIPPERS: tuple[int, ...] = tuple(
+    FLIPPER_NAMES.index(n.replace("left", "@").replace("right", "left").replace("@", "right")) for n in FLIPPER_NAMES
+)
+_ROLL = 1  # proprio = [pitch, roll, flipper angles...] (sim.simulator.Observation.proprio)
+_N_BODY = 2  # pitch and roll precede the flipper angles in proprio
+_EVAL_CHUNK = 4096  # samples per forward pass when evaluating: bounds the conv activations' memory
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_num(x: object) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class ImitationConfig:
+    """Hyper-parameters of imitation training; ``to_dict`` goes into checkpoints and reports.
+
+    ``split_seed`` seeds the train/test split. It is fixed (0) by default rather than taken from the
+    training seed so that candidates trained with different seeds on the same data share one test set
+    and their ``test_mse`` values can be compared; ``None`` derives the split from the training seed.
+    There is no early stopping: the only held-out data is the test set, and stopping on it would make
+    the reported test error optimistic.
+    """
+
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # Adam's L2 term
+    grad_clip: float = 1.0  # max global gradient norm per step (torch.nn.utils.clip_grad_norm_)
+    test_fraction: float = 0.2  # share of samples (whole trajectories) held out for test_mse
+    split_seed: int | None = 0
+    mirror: bool = True  # left-right mirror augmentation: each training sample is mirrored with probability 1/2
+    log_every: int = 10  # epochs between progress lines
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.policy, Mapping):  # from JSON/YAML: a plain mapping
+            object.__setattr__(self, "policy", PolicyConfig.from_dict(dict(self.policy)))
+        problems = []
+        for name in ("epochs", "batch_size", "log_every"):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= 1):
+                problems.append(f"{name} must be an integer >= 1, got {value!r}")
+        if not (_is_num(self.lr) and math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"lr must be a positive number, got {self.lr!r}")
+        if not (_is_num(self.weight_decay) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if not (_is_num(self.grad_clip) and math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            problems.append(f"grad_clip must be a positive finite gradient norm, got {self.grad_clip!r}")
+        if not (_is_num(self.test_fraction) and 0 < self.test_fraction < 1):
+            problems.append(f"test_fraction must lie strictly between 0 and 1, got {self.test_fraction!r}")
+        if not (self.split_seed is None or (_is_int(self.split_seed) and self.split_seed >= 0)):
+            problems.append(f"split_seed must be an integer >= 0 or null, got {self.split_seed!r}")
+        if not isinstance(self.mirror, bool):
+            problems.append(f"mirror must be true or false, got {self.mirror!r}")
+        if not isinstance(self.policy, PolicyConfig):
+            problems.append(f"policy must be a PolicyConfig or a mapping of its fields, got {type(self.policy).__name__}")
+        elif self.mirror and (self.policy.n_proprio != _N_BODY + len(FLIPPER_NAMES) or self.policy.n_out != len(FLIPPER_NAMES)):
+            problems.append("mirror needs policy.n_proprio == 6 (pitch, roll, 4 flippers) and policy.n_out == 4")
+        if problems:
+            raise ValueError("ImitationConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready mapping; ``policy`` becomes ``PolicyConfig.to_dict()``."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["policy"] = self.policy.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ImitationConfig:
+        """Inverse of ``to_dict``; unknown keys are an error naming them (a typo must not become a default)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"ImitationConfig: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"ImitationConfig: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"ImitationConfig: {exc}") from None
+
+
+@dataclass
+class TrainReport:
+    """What one training run did and how well the result fits; errors are in rad^2 (MSE) and rad (RMSE)."""
+
+    seed: int
+    samples_train: int
+    samples_test: int
+    trajectories_train: int
+    trajectories_test: int
+    split: str  # "trajectory" (whole trajectories per side) or "time" (single trajectory: first part / last part)
+    train_loss: float  # mean loss over the last epoch's batches (mirrored samples included)
+    train_mse: float  # final network on the (unmirrored) training samples
+    test_mse: float
+    test_rmse: float
+    test_rmse_per_flipper: list[float]  # order of FLIPPER_NAMES
+    baseline_test_mse: float  # predicting the mean training action for every test sample
+    baseline_test_rmse: float
+    epochs: int
+    steps: int  # optimiser steps
+    seconds: float  # wall time of the training loop and evaluation
+    threads: int  # torch.get_num_threads() during training (timings depend on it)
+    grad_clip: float
+    clipped_fraction: float  # share of steps whose gradient norm exceeded grad_clip
+    grad_norm_max: float  # largest gradient norm before clipping
+    dem_nan_fraction: float  # share of DEM cells that are not finite (missing measurements)
+    loss_history: list[float] = field(default_factory=list)  # mean training loss per epoch
+    config: dict[str, Any] = field(default_factory=dict)  # ImitationConfig.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready mapping."""
+        return asdict(self)
+
+
+@dataclass
+class Candidate:
+    """One trained policy of ``train_candidates``: its seed, the policy, its report and its score."""
+
+    seed: int
+    policy: NanAwarePolicy
+    report: TrainReport
+    score: float | None  # score_fn(policy) (higher is better); None when ranked by test_mse alone
+    kept: bool = False  # among the ``keep`` best
+
+    def to_dict(self) -> dict[str, Any]:
+        """The seed, score, kept flag and report (the policy itself goes into a checkpoint); JSON-safe:
+        a non-finite score becomes the string "nan", "inf" or "-inf"."""
+        score = self.score if self.score is None or math.isfinite(self.score) else str(self.score)
+        return {"seed": self.seed, "score": score, "kept": self.kept, "report": self.report.to_dict()}
+
+
+def stderr_progress(line: str) -> None:
+    """A ``progress`` callback that prints each line to stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- data
+def _check_arrays(data: Data, config: ImitationConfig) -> dict[str, np.ndarray]:
+    """Training arrays from a dataset or a mapping, checked; raises ``DatasetError`` saying what is wrong."""
+    if isinstance(data, TrajectoryDataset):
+        arrays = data.arrays()
+        if len(arrays["action"]) == 0:
+            failed = sum(1 for t in data.trajectories if not t.success)
+            raise DatasetError(
+                f"no training samples: the dataset holds {len(data)} trajectories, {failed} failed and none successful "
+                "with samples; plan more worlds (or a larger budget) before training"
+            )
+    elif isinstance(data, Mapping):
+        missing = [k for k in ("dem", "proprio", "action") if k not in data]
+        if missing:
+            raise DatasetError(f"training arrays lack {', '.join(missing)} (need dem, proprio, action and optionally traj_id)")
+        arrays = {k: np.asarray(data[k]) for k in ("dem", "proprio", "action")}
+        n = len(arrays["action"])
+        # without traj_id the samples count as one trajectory (time-ordered split)
+        arrays["traj_id"] = np.asarray(data["traj_id"]) if "traj_id" in data else np.zeros(n, np.int64)
+    else:
+        raise TypeError(f"expected a TrajectoryDataset or a mapping of arrays, got {type(data).__name__}")
+    dem, proprio, action, traj_id = (arrays[k] for k in ("dem", "proprio", "action", "traj_id"))
+    n = len(action)
+    if n == 0:
+        raise DatasetError("no training samples: the arrays are empty; collect successful guiding trajectories first")
+    pc = config.policy
+    expected = ((n, *pc.dem_shape), (n, pc.n_proprio), (n, pc.n_out), (n,))
+    if (dem.shape, proprio.shape, action.shape, traj_id.shape) != expected:
+        raise DatasetError(
+            f"training arrays do not fit the policy: dem {dem.shape}, proprio {proprio.shape}, action {action.shape}, "
+            f"traj_id {traj_id.shape}; expected dem (N, {pc.dem_shape[0]}, {pc.dem_shape[1]}), proprio (N, {pc.n_proprio}), "
+            f"action (N, {pc.n_out}), traj_id (N,)"
+        )
+    bad = ~(np.isfinite(proprio).all(axis=1) & np.isfinite(action).all(axis=1))
+    if bad.any():
+        raise DatasetError(
+            f"{int(bad.sum())} of {n} samples have non-finite proprio or action values (first at index {int(np.argmax(bad))}); "
+            "only the DEM may hold NaN -- drop or fix those samples"
+        )
+    # copies: training never aliases the caller's (possibly read-only, e.g. memory-mapped) arrays
+    return {
+        "dem": np.array(dem, dtype=np.float32, order="C"),
+        "proprio": np.array(proprio, dtype=np.float32, order="C"),
+        "action": np.array(action, dtype=np.float32, order="C"),
+        "traj_id": np.asarray(traj_id),
+    }
+
+
+def split_by_trajectory(traj_id: np.ndarray, test_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split sample indices into (train_idx, test_idx), sorted, with every trajectory on one side only.
+
+    Trajectories are shuffled by ``rng`` and the first k of them go to the test side, k (at least one,
+    and leaving at least one for training) chosen so that the test share of samples comes closest to
+    ``test_fraction``. With a single trajectory no such split exists: the samples are then split in time
+    order, the last ``test_fraction`` of them (at least one) for the test side; consecutive samples are
+    correlated, so that test error is optimistic (``train_policy`` reports ``split="time"``).
+    """
+    traj_id = np.asarray(traj_id)
+    n = len(traj_id)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    if n < 2:
+        raise DatasetError(f"cannot split {n} sample(s) into a training and a test set; collect more trajectories")
+    ids, counts = np.unique(traj_id, return_counts=True)
+    if len(ids) == 1:
+        n_test = min(n - 1, max(1, round(test_fraction * n)))
+        return np.arange(n - n_test, dtype=np.int64), np.arange(n - n_test, n, dtype=np.int64)
+    order = rng.permutation(len(ids))
+    cum = np.cumsum(counts[order])[:-1]  # test samples when the first k+1 shuffled trajectories are held out
+    k = int(np.argmin(np.abs(cum - test_fraction * n))) + 1  # first minimum: deterministic tie-break
+    test_mask = np.isin(traj_id, ids[order[:k]])
+    return np.flatnonzero(~test_mask).astype(np.int64), np.flatnonzero(test_mask).astype(np.int64)
+
+
+def mirror_arrays(dem: np.ndarray, proprio: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Left-right mirror images of samples (leading batch axes allowed); returns new arrays.
+
+    DEM columns reversed (column 0 is the robot's left), roll negated, FL<->FR and RL<->RR swapped in
+    the proprioceptive flipper angles and in the action. Mirroring twice gives the input back.
+    """
+    dem = np.asarray(dem)[..., ::-1].copy()
+    proprio = np.array(proprio, copy=True)
+    proprio[..., _ROLL] = -proprio[..., _ROLL]
+    proprio[..., _N_BODY:] = proprio[..., _N_BODY + np.asarray(MIRROR_FLIPPERS)]
+    action = np.asarray(action)[..., list(MIRROR_FLIPPERS)].copy()
+    return dem, proprio, action
+
+
+# ------------------------------------------------------------------------------------------- training
+@torch.no_grad()
+def evaluate_mse(policy: NanAwarePolicy, dem: np.ndarray | torch.Tensor, proprio: np.ndarray | torch.Tensor,
+                 action: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Per-flipper mean squared error (n_out,) of ``policy`` on the samples, float64, evaluated in chunks."""
+    dem, proprio, action = (torch.as_tensor(np.asarray(a, np.float32)) if not isinstance(a, torch.Tensor) else a
+                            for a in (dem, proprio, action))
+    total = torch.zeros(action.shape[1], dtype=torch.float64)
+    for s in range(0, len(action), _EVAL_CHUNK):
+        err = policy(dem[s:s + _EVAL_CHUNK], proprio[s:s + _EVAL_CHUNK]) - action[s:s + _EVAL_CHUNK]
+        total += (err.double() ** 2).sum(dim=0)
+    return (total / max(1, len(action))).numpy()
+
+
+@dataclass
+class _Prepared:
+    """Checked arrays as tensors plus the split; shared by all candidates of ``train_candidates``."""
+
+    dem: torch.Tensor
+    proprio: torch.Tensor
+    action: torch.Tensor
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    split: str
+    trajectories_train: int
+    trajectories_test: int
+    dem_nan_fraction: float
+
+
+def _prepare(data: Data, config: ImitationConfig, split_seed: int) -> _Prepared:
+    arrays = _check_arrays(data, config)
+    traj_id = arrays["traj_id"]
+    train_idx, test_idx = split_by_trajectory(traj_id, config.test_fraction, np.random.default_rng(split_seed))
+    single = len(np.unique(traj_id)) == 1
+    return _Prepared(
+        dem=torch.from_numpy(arrays["dem"]),
+        proprio=torch.from_numpy(arrays["proprio"]),
+        action=torch.from_numpy(arrays["action"]),
+        train_idx=train_idx,
+        test_idx=test_idx,
+        split="time" if single else "trajectory",
+        trajectories_train=len(np.unique(traj_id[train_idx])),
+        trajectories_test=len(np.unique(traj_id[test_idx])),
+        dem_nan_fraction=float(np.mean(~np.isfinite(arrays["dem"]))),
+    )
+
+
+def _check_seed(seed: object) -> int:
+    if not (_is_int(seed) and 0 <= seed < 2**63):
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    return int(seed)
+
+
+def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int,
+                    progress: Progress | None) -> tuple[NanAwarePolicy, TrainReport]:
+    start = time.perf_counter()
+    # initialise the weights from the seed without disturbing the caller's global torch RNG
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        policy = NanAwarePolicy(config.policy)
+    gen = torch.Generator().manual_seed(seed)  # batch order and mirror choices
+    policy.train()
+
+    tr = torch.from_numpy(p.train_idx)
+    dem, proprio, action = p.dem[tr], p.proprio[tr], p.action[tr]
+    if config.mirror:
+        # mirrored copies of the whole training set, made once; each batch picks per sample which one to use
+        m_dem, m_proprio, m_action = (torch.from_numpy(a) for a in mirror_arrays(dem.numpy(), proprio.numpy(), action.numpy()))
+    n_train = len(tr)
+    te = torch.from_numpy(p.test_idx)
+    test = (p.dem[te], p.proprio[te], p.action[te])
+
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = [q for q in policy.parameters() if q.requires_grad]
+    steps = clipped = 0
+    grad_norm_max = 0.0
+    history: list[float] = []
+    for epoch in range(1, config.epochs + 1):
+        perm = torch.randperm(n_train, generator=gen)
+        flip = torch.rand(n_train, generator=gen) < 0.5 if config.mirror else None
+        loss_sum = 0.0
+        for s in range(0, n_train, config.batch_size):
+            idx = perm[s:s + config.batch_size]
+            if flip is None:
+                xb, pb, yb = dem[idx], proprio[idx], action[idx]
+            else:
+                f = flip[s:s + config.batch_size]
+                xb = torch.where(f[:, None, None], m_dem[idx], dem[idx])
+                pb = torch.where(f[:, None], m_proprio[idx], proprio[idx])
+                yb = torch.where(f[:, None], m_action[idx], action[idx])
+            loss = torch.nn.functional.mse_loss(policy(xb, pb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
+            loss_value = loss.item()
+            if not (math.isfinite(norm) and math.isfinite(loss_value)):
+                raise FloatingPointError(f"seed {seed}, epoch {epoch}: non-finite loss or gradient (loss {loss_value}, "
+                                         f"gradient norm {norm}); lower lr")
+            optimizer.step()
+            steps += 1
+            clipped += norm > config.grad_clip
+            grad_norm_max = max(grad_norm_max, norm)
+            loss_sum += loss_value * len(idx)
+        history.append(loss_sum / n_train)
+        if progress is not None and (epoch % config.log_every == 0 or epoch == config.epochs):
+            test_mse = float(evaluate_mse(policy, *test).mean())
+            progress(f"seed {seed}: epoch {epoch}/{config.epochs} train loss {history[-1]:.5f} test mse {test_mse:.5f} "
+                     f"({time.perf_counter() - start:.1f} s)")
+
+    policy.eval()  # safe: nn.Module.eval()
+    per_flipper = evaluate_mse(policy, *test)
+    train_mse = float(evaluate_mse(policy, dem, proprio, action).mean())
+    baseline = ((test[2].double() - action.double().mean(dim=0)) ** 2).mean().item()
+    test_mse = float(per_flipper.mean())
+    report = TrainReport(
+        seed=seed,
+        samples_train=n_train,
+        samples_test=len(te),
+        trajectories_train=p.trajectories_train,
+        trajectories_test=p.trajectories_test,
+        split=p.split,
+        train_loss=history[-1],
+        train_mse=train_mse,
+        test_mse=test_mse,
+        test_rmse=math.sqrt(test_mse),
+        test_rmse_per_flipper=[math.sqrt(v) for v in per_flipper.tolist()],
+        baseline_test_mse=baseline,
+        baseline_test_rmse=math.sqrt(baseline),
+        epochs=config.epochs,
+        steps=steps,
+        seconds=time.perf_counter() - start,
+        threads=torch.get_num_threads(),
+        grad_clip=config.grad_clip,
+        clipped_fraction=clipped / max(1, steps),
+        grad_norm_max=grad_norm_max,
+        dem_nan_fraction=p.dem_nan_fraction,
+        loss_history=history,
+        config=config.to_dict(),
+    )
+    return policy, report
+
+
+def train_policy(data: Data, config: ImitationConfig | None = None, seed: int = 0,
+                 progress: Progress | None = None) -> tuple[NanAwarePolicy, TrainReport]:
+    """Train one ``NanAwarePolicy`` by imitation; returns (policy in eval mode, report).
+
+    ``data`` is a ``TrajectoryDataset`` (its successful trajectories) or a mapping with ``dem`` (N, rows,
+    cols; NaN allowed), ``proprio`` (N, 6), ``action`` (N, 4) and optionally ``traj_id`` (N,) (absent:
+    one trajectory). Raises ``DatasetError`` when there are no samples, when proprio/action hold
+    non-finite values or when the shapes do not fit ``config.policy``. Deterministic for a fixed
+    ``seed`` and thread count (set ``torch.set_num_threads(1)`` before calling); ``progress`` receives
+    a line every ``config.log_every`` epochs (``stderr_progress`` prints it).
+    """
+    config = config or ImitationConfig()
+    seed = _check_seed(seed)
+    split_seed = seed if config.split_seed is None else config.split_seed
+    return _train_prepared(_prepare(data, config, split_seed), config, seed, progress)
+
+
+def train_candidates(data: Data, config: ImitationConfig | None = None, seeds: Sequence[int] = tuple(range(10)),
+                     score_fn: Callable[[NanAwarePolicy], float] | None = None, keep: int = 2,
+                     progress: Progress | None = None) -> list[Candidate]:
+    """Train one policy per seed and rank them, best first; the ``keep`` best have ``kept=True``.
+
+    With ``score_fn(policy) -> float`` (higher is better; seed 000 uses the simulated test-world score)
+    candidates are ordered by score, ties by lower ``test_mse``, then lower seed; a NaN score ranks last.
+    Without it they are ordered by ``test_mse``, then seed. The data is checked and split once; with
+    ``config.split_seed`` set (the default) all candidates share the same test set. ``split_seed=None``
+    splits with the first seed, for the same reason.
+    """
+    config = config or ImitationConfig()
+    seeds = [_check_seed(s) for s in seeds]
+    if not seeds:
+        raise ValueError("train_candidates needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+        raise ValueError(f"train_candidates: duplicate seeds {duplicates} would train identical policies")
+    if not (_is_int(keep) and keep >= 1):
+        raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
+    prepared = _prepare(data, config, seeds[0] if config.split_seed is None else config.split_seed)
+    candidates = []
+    for seed in seeds:
+        policy, report = _train_prepared(prepared, config, seed, progress)
+        score = None
+        if score_fn is not None:
+            score = float(score_fn(policy))
+            policy.eval()  # safe: nn.Module.eval(); the scorer must not leave it in training mode
+        candidates.append(Candidate(seed=seed, policy=policy, report=report, score=score))
+        if progress is not None:
+            extra = f", score {score:.4f}" if score is not None else ""
+            progress(f"candidate seed {seed}: test mse {report.test_mse:.5f} (baseline {report.baseline_test_mse:.5f}){extra}, "
+                     f"{report.seconds:.1f} s")
+
+    def key(c: Candidate) -> tuple:
+        if c.score is None:
+            return (0, 0.0, c.report.test_mse, c.seed)
+        nan = math.isnan(c.score)
+        return (int(nan), 0.0 if nan else -c.score, c.report.test_mse, c.seed)
+
+    candidates.sort(key=key)
+    for c in candidates[:keep]:
+        c.kept = True
+    return candidates

@@ -1,0 +1,369 @@
+"""The coarse-to-fine learning loop (seed 000, Algorithm 1, lines 3-5): plan -> imitate -> evaluate.
+
+Iteration 1 plans unguided with the coarse action set (3 actions, 1000 ms); every later iteration plans
+guided by the previous iteration's policy with the fine set (7 actions, 200 ms). After planning, the
+trajectories of all iterations so far are aggregated, ``candidates`` policies are trained from different
+seeds, the best by simulated score on the selection worlds is kept (seed 000 trains 10 and keeps 2), and
+the kept policy is evaluated on the evaluation worlds (Table I analogue).
+
+Every step writes its output atomically under ``out/iter_K/`` and is skipped when that output exists, so
+a killed loop run again with the same ``--out`` continues from the last finished step. ``out/config.json``
+records the configuration; resuming with a different one is refused (the outputs would not match).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flipper_control.executors import EXECUTOR_KINDS, make_executor
+from flipper_control.imitation import ImitationConfig
+from flipper_control.loop_tasks import eval_task, plan_task, train_task
+from planning.dataset import TrajectoryDataset
+from planning.rrt import PlannerConfig
+from sim.io_utils import write_json_atomic
+from sim.scoring import world_score
+from sim.world_sets import resolve_worlds, training_worlds
+
+__all__ = ["LoopConfig", "run_loop", "load_loop_config", "demo_config", "DEMO_CONFIG"]
+
+
+def _coarse() -> PlannerConfig:
+    return PlannerConfig(action_set="coarse", max_expansions=800, max_cpu_s=30.0)
+
+
+def _guided() -> PlannerConfig:
+    return PlannerConfig(action_set="fine", max_expansions=3000, max_cpu_s=60.0)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Everything a loop run depends on; loaded from YAML (``load_loop_config``) and recorded in ``out``."""
+
+    seed: int = 0
+    iterations: int = 4
+    executor: str = "process"  # serial, process or ray
+    workers: int | None = None  # default: the CPUs this process may use
+    ray_address: str | None = None  # an existing Ray cluster (default: start a local instance)
+    training_worlds: int = 16  # new random training worlds planned per iteration
+    plans_per_world: int = 1  # planning runs (noise seeds) per training world
+    coarse: PlannerConfig = field(default_factory=_coarse)  # iteration 1: unguided
+    guided: PlannerConfig = field(default_factory=_guided)  # iterations 2+: guided by the last policy
+    imitation: ImitationConfig = field(default_factory=ImitationConfig)
+    candidates: int = 4  # policies trained per iteration (seed 000: 10)
+    carry_best: bool = True  # the previous iteration's policy competes in the selection (it stays unless beaten)
+    selection_worlds: tuple[str, ...] = ("test",)  # scored to pick the best candidate (seed 000: the test worlds)
+    selection_runs: int = 1
+    selection_seed: int = 1000  # noise seeds differ from the evaluation's
+    eval_worlds: tuple[str, ...] = ("test",)
+    eval_runs: int = 3
+    eval_seed: int = 0
+    baselines: tuple[str, ...] = ("heuristic", "fixed:flat")  # evaluated once, for the report's context
+
+    def __post_init__(self) -> None:
+        conv = {"coarse": PlannerConfig.from_dict, "guided": PlannerConfig.from_dict, "imitation": ImitationConfig.from_dict}
+        for name, fn in conv.items():
+            if isinstance(getattr(self, name), dict):
+                object.__setattr__(self, name, fn(getattr(self, name)))
+        for name in ("selection_worlds", "eval_worlds", "baselines"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        problems = []
+        for name, kind in (("coarse", PlannerConfig), ("guided", PlannerConfig), ("imitation", ImitationConfig)):
+            if not isinstance(getattr(self, name), kind):
+                problems.append(f"{name} must be a mapping of {kind.__name__} fields, got {type(getattr(self, name)).__name__}")
+        for name in ("seed", "selection_seed", "eval_seed"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+                problems.append(f"{name} must be an integer >= 0, got {v!r}")
+        if not isinstance(self.carry_best, bool):
+            problems.append(f"carry_best must be true or false, got {self.carry_best!r}")
+        if self.executor not in EXECUTOR_KINDS:
+            problems.append(f"executor must be one of {', '.join(EXECUTOR_KINDS)}, got {self.executor!r}")
+        for name in ("iterations", "training_worlds", "plans_per_world", "candidates", "selection_runs", "eval_runs"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                problems.append(f"{name} must be an integer >= 1, got {v!r}")
+        if self.workers is not None and not (isinstance(self.workers, int) and self.workers >= 1):
+            problems.append(f"workers must be an integer >= 1 or null, got {self.workers!r}")
+        for b in self.baselines:
+            if b.split(":")[0] not in ("heuristic", "fixed"):
+                problems.append(f"baseline {b!r}: use heuristic or fixed:POSTURE")
+        if problems:
+            raise ValueError("loop config: " + "; ".join(problems))
+        resolve_worlds(list(self.selection_worlds))  # unknown world names fail here, before any work
+        resolve_worlds(list(self.eval_worlds))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["imitation"] = self.imitation.to_dict()
+        for name in ("selection_worlds", "eval_worlds", "baselines"):
+            d[name] = list(d[name])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoopConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"loop config must be a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"loop config: unknown keys {unknown}; allowed: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+
+def load_loop_config(path: str | Path) -> LoopConfig:
+    """Read a loop config YAML (safe_load); errors name the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return LoopConfig.from_dict(data)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such loop config file") from None
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+# The embedded default of `flipper demo` (configs/demo.yaml is the same, for reading and copying; a test
+# keeps the two equal): the loop at a small scale, a few minutes on 2 cores.
+DEMO_CONFIG: dict[str, Any] = {
+    "seed": 0,
+    "iterations": 5,
+    "training_worlds": 16,
+    "candidates": 4,
+    "selection_runs": 2,
+    "eval_runs": 3,
+    "imitation": {"epochs": 30, "policy": {"hidden": [64]}},
+}
+
+
+def demo_config() -> LoopConfig:
+    """The configuration ``flipper demo`` (and ``make demo``) runs."""
+    return LoopConfig.from_dict(DEMO_CONFIG)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _log(msg: str) -> None:
+    print(f"[loop] {msg}", file=sys.stderr, flush=True)
+
+
+def _progress(label: str) -> Callable[[int, int], None]:
+    t0 = time.perf_counter()
+
+    def cb(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 5) == 0:
+            _log(f"  {label}: {done}/{total} ({time.perf_counter() - t0:.0f} s)")
+    return cb
+
+
+def _controller_spec(name: str) -> dict:
+    kind, _, posture = name.partition(":")
+    return {"kind": kind, "posture": posture or None}
+
+
+def _read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None  # missing or half-written by an older version: the step runs again
+
+
+class _Loop:
+    def __init__(self, config: LoopConfig, out: Path):
+        self.c, self.out = config, out
+        self.ex = make_executor(config.executor, config.workers, config.ray_address)
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, spec: dict, worlds, runs: int, seed: int, label: str) -> dict:
+        tasks = [{"controller": spec, "world": w, "seeds": [seed + r for r in range(runs)]} for w in worlds]
+        results = self.ex.map(eval_task, tasks, progress=_progress(label))
+        per_world = {w.name: round(world_score(r["runs"]), 4) for w, r in zip(worlds, results, strict=True)}
+        return {"scores": per_world, "total": round(sum(per_world.values()), 4), "max": len(worlds),
+                "runs": {w.name: [x.to_dict() for x in r["runs"]] for w, r in zip(worlds, results, strict=True)},
+                "cpu_s": round(sum(r["cpu_s"] for r in results), 3)}
+
+    def baselines(self) -> dict:
+        path = self.out / "baselines.json"
+        done = _read_json(path)
+        if done is not None:
+            return done
+        worlds = resolve_worlds(list(self.c.eval_worlds))
+        result = {b: self.evaluate(_controller_spec(b), worlds, self.c.eval_runs, self.c.eval_seed, f"baseline {b}")
+                  for b in self.c.baselines}
+        write_json_atomic(path, result)
+        return result
+
+    # ---------------------------------------------------------------- one iteration
+    def plan(self, k: int, guide: str | None) -> dict:
+        d = self.out / f"iter_{k}"
+        summary = _read_json(d / "plans.json")
+        if summary is not None and (d / "plans.safetensors").is_file():
+            return summary
+        c, t0 = self.c, time.perf_counter()
+        planner = c.coarse if k == 1 else c.guided
+        worlds = training_worlds(c.training_worlds, seed=c.seed * 1000 + k)
+        tasks = [{"world": w, "seed": c.seed * 100_000 + k * 1000 + i * c.plans_per_world + j, "planner": planner.to_dict(),
+                  "guide": guide} for i, w in enumerate(worlds) for j in range(c.plans_per_world)]
+        label = f"iter {k}: planning {'guided ' + planner.action_set if guide else 'unguided ' + planner.action_set}"
+        results = self.ex.map(plan_task, tasks, progress=_progress(label))
+        trajs = [r["trajectory"] for r in results]
+        TrajectoryDataset(trajs).save(d / "plans.safetensors")
+        cpus = [t.meta["cpu_s"] for t in trajs]
+        ok = [t for t in trajs if t.success]
+        summary = {
+            "iteration": k, "guided": guide is not None, "planner": planner.to_dict(),
+            "trajectories": len(trajs), "successes": len(ok), "success_rate": round(len(ok) / len(trajs), 4),
+            "cpu_s_total": round(sum(cpus), 3), "cpu_s_median": round(statistics.median(cpus), 3),
+            "cpu_s_median_success": round(statistics.median([t.meta["cpu_s"] for t in ok]), 3) if ok else None,
+            "expansions_median": statistics.median(t.meta["expansions"] for t in trajs),
+            "samples": sum(len(t) for t in ok),
+            "failures": [{"world": t.meta["world"], "reason": t.reason} for t in trajs if not t.success],
+            "wall_s": round(time.perf_counter() - t0, 2),
+        }
+        write_json_atomic(d / "plans.json", summary)
+        return summary
+
+    def aggregate(self, k: int) -> tuple[Path, str, int, int]:
+        d = self.out / f"iter_{k}"
+        path = d / "dataset.safetensors"
+        if path.is_file():
+            data = TrajectoryDataset.load(path)
+        else:
+            data = TrajectoryDataset()
+            for j in range(1, k + 1):
+                data.extend(TrajectoryDataset.load(self.out / f"iter_{j}" / "plans.safetensors"))
+            data.save(path)
+        return path, data.sha256(), len(data.successful), data.n_samples
+
+    def train_and_select(self, k: int, dataset: Path, data_hash: str) -> dict:
+        d = self.out / f"iter_{k}"
+        done = _read_json(d / "selection.json")
+        if done is not None and (d / "policy.json").is_file():
+            return done
+        c, t0 = self.c, time.perf_counter()
+        seeds = [c.seed * 1000 + k * 100 + i for i in range(c.candidates)]
+        tasks = [{"dataset": str(dataset), "imitation": c.imitation.to_dict(), "seed": s,
+                  "out": str(d / "candidates" / f"seed_{s}"),
+                  "metadata": {"data_sha256": data_hash, "iteration": k, "loop_seed": c.seed}} for s in seeds]
+        trained = self.ex.map(train_task, tasks, progress=_progress(f"iter {k}: training {len(seeds)} candidates"))
+        worlds = resolve_worlds(list(c.selection_worlds))
+        cands, selection_cpu = [], 0.0
+        for s, t in zip(seeds, trained, strict=True):
+            ev = self.evaluate({"kind": "policy", "path": t["path"]}, worlds, c.selection_runs, c.selection_seed,
+                               f"iter {k}: selecting, candidate {s}")
+            selection_cpu += ev["cpu_s"]
+            cands.append({"seed": s, "path": t["path"], "score": ev["total"], "test_mse": t["report"]["test_mse"],
+                          "baseline_test_mse": t["report"]["baseline_test_mse"], "train_s": t["report"]["seconds"],
+                          "samples_train": t["report"]["samples_train"]})
+        if c.carry_best and k > 1:
+            prev = json.loads((self.out / f"iter_{k - 1}" / "selection.json").read_text())
+            kept = prev["candidates"][0]
+            ev = self.evaluate({"kind": "policy", "path": str(self.out / f"iter_{k - 1}" / "policy")}, worlds, c.selection_runs,
+                               c.selection_seed, f"iter {k}: selecting, carried policy of iteration {k - 1}")
+            selection_cpu += ev["cpu_s"]
+            cands.append({**kept, "path": str(self.out / f"iter_{k - 1}" / "policy"), "score": ev["total"],
+                          "carried_from": kept.get("carried_from", k - 1)})
+        # ties: a new policy beats a carried one, then the lower imitation test error, then the lower seed
+        cands.sort(key=lambda x: (-x["score"], "carried_from" in x, x["test_mse"], x["seed"]))
+        best = cands[0]
+        # the kept policy is copied (not linked) so that the iteration folder is self-contained
+        for suffix in (".safetensors", ".json"):
+            src, dst = Path(best["path"] + suffix), d / f"policy{suffix}"
+            from sim.io_utils import write_bytes_atomic
+
+            write_bytes_atomic(dst, src.read_bytes())
+        selection = {"iteration": k, "candidates": cands, "kept": best["seed"], "selection_worlds": list(c.selection_worlds),
+                     "selection_runs": c.selection_runs, "data_sha256": data_hash,
+                     "train_cpu_s": round(sum(t["cpu_s"] for t in trained), 3), "selection_cpu_s": round(selection_cpu, 3),
+                     "wall_s": round(time.perf_counter() - t0, 2)}
+        write_json_atomic(d / "selection.json", selection)
+        return selection
+
+    def evaluate_policy(self, k: int) -> dict:
+        d = self.out / f"iter_{k}"
+        done = _read_json(d / "eval.json")
+        if done is not None:
+            return done
+        worlds, t0 = resolve_worlds(list(self.c.eval_worlds)), time.perf_counter()
+        ev = self.evaluate({"kind": "policy", "path": str(d / "policy")}, worlds, self.c.eval_runs, self.c.eval_seed,
+                           f"iter {k}: evaluating")
+        ev["wall_s"] = round(time.perf_counter() - t0, 2)
+        write_json_atomic(d / "eval.json", ev)
+        return ev
+
+
+def _results_config(d: dict) -> dict:
+    """The part of a config that decides the results: where tasks run does not (tasks carry their seeds)."""
+    return {k: v for k, v in d.items() if k not in ("executor", "workers", "ray_address")}
+
+
+def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict], None] | None = None) -> dict:
+    """Run (or resume) the loop in ``out``; returns the report dict (also written as report.json/md/png).
+
+    CPU and wall seconds are read back from each step's own JSON, so a resumed run reports the work of
+    all sessions once, whichever session did it.
+    """
+    from flipper_control.loop_report import write_report
+
+    out = Path(out)
+    recorded = _read_json(out / "config.json")
+    if recorded is not None and _results_config(recorded) != _results_config(json.loads(json.dumps(config.to_dict()))):
+        raise ValueError(f"{out} holds a loop run with a different configuration ({out / 'config.json'}); "
+                         "use a new --out, or delete the folder to start over")
+    write_json_atomic(out / "config.json", config.to_dict())
+    loop = _Loop(config, out)
+    report: dict[str, Any] = {"config": config.to_dict(), "seed": config.seed, "iterations": []}
+    cpu = {"planning": 0.0, "training": 0.0, "evaluation": 0.0}
+    wall = 0.0
+    try:
+        _log(f"{config.iterations} iterations, {config.training_worlds} training worlds each, executor {config.executor}"
+             f" ({loop.ex.workers} workers), out {out}")
+        baselines = loop.baselines()
+        report["baselines"] = {b: {"scores": v["scores"], "total": v["total"], "max": v["max"]} for b, v in baselines.items()}
+        cpu["evaluation"] += sum(v["cpu_s"] for v in baselines.values())
+        guide = None
+        for k in range(1, config.iterations + 1):
+            plans = loop.plan(k, guide)
+            _log(f"iter {k}: planned {plans['successes']}/{plans['trajectories']} "
+                 f"(median {plans['cpu_s_median']} CPU s per trajectory)")
+            dataset, data_hash, n_traj, n_samples = loop.aggregate(k)
+            selection = loop.train_and_select(k, dataset, data_hash)
+            ev = loop.evaluate_policy(k)
+            guide = str(out / f"iter_{k}" / "policy")
+            best = selection["candidates"][0]
+            cpu["planning"] += plans["cpu_s_total"]
+            cpu["training"] += selection["train_cpu_s"]
+            cpu["evaluation"] += selection["selection_cpu_s"] + ev["cpu_s"]
+            wall += plans["wall_s"] + selection["wall_s"] + ev["wall_s"]
+            entry = {
+                "iteration": k, "scores": ev["scores"], "total": ev["total"], "max": ev["max"],
+                "planning": {key: plans[key] for key in ("guided", "trajectories", "successes", "success_rate", "cpu_s_total",
+                                                         "cpu_s_median", "cpu_s_median_success", "expansions_median")}
+                | {"action_set": plans["planner"]["action_set"]},
+                "dataset": {"trajectories": n_traj, "samples": n_samples, "sha256": data_hash},
+                "training": {"kept_seed": best["seed"], "selection_score": best["score"], "test_mse": best["test_mse"],
+                             "baseline_test_mse": best["baseline_test_mse"], "candidates": len(selection["candidates"]),
+                             "cpu_s": selection["train_cpu_s"]},
+                "policy": str(Path(f"iter_{k}") / "policy.safetensors"),
+                "wall_s": round(plans["wall_s"] + selection["wall_s"] + ev["wall_s"], 2),
+            }
+            report["iterations"].append(entry)
+            _log(f"iter {k}: test total {ev['total']:.2f}/{ev['max']} (dataset {n_samples} samples from {n_traj} trajectories)")
+            report["cpu_s"] = {key: round(v, 3) for key, v in cpu.items()} | {"total": round(sum(cpu.values()), 3),
+                                                                               "cpu_hours": round(sum(cpu.values()) / 3600, 4)}
+            report["memory"] = loop.ex.memory_report()
+            report["wall_s"] = round(wall, 2)
+            report["final_policy"] = entry["policy"]
+            write_report(out, report)
+            if on_iteration:
+                on_iteration(entry)
+    finally:
+        loop.ex.close()
+    return report

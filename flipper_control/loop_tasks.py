@@ -1,0 +1,112 @@
+"""The units of work of the learning loop, as top-level functions an executor can ship to a worker.
+
+Each task takes one plain dict and returns plain data; it carries its own seeds, so the result does not
+depend on which executor (serial, process pool, Ray) or worker runs it. Workers keep one simulator and
+a cache of loaded policies between tasks, which saves rebuilding MuJoCo models and reading checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from sim.world import World
+
+__all__ = ["plan_task", "eval_task", "train_task", "controller_from_spec"]
+
+_SIM = None
+_POLICIES: dict[tuple[str, float], Any] = {}
+
+
+def _simulator():
+    global _SIM
+    if _SIM is None:
+        from sim.mujoco_sim import MujocoSimulator
+
+        _SIM = MujocoSimulator()
+    return _SIM
+
+
+def _policy(path: str):
+    from flipper_control.checkpoint import checkpoint_paths, load_policy
+
+    weights, _ = checkpoint_paths(path)
+    key = (str(weights), weights.stat().st_mtime)
+    if key not in _POLICIES:
+        _POLICIES.clear()  # one loop iteration uses one or a few policies: keep memory flat
+        _POLICIES[key] = load_policy(path)[0]
+    return _POLICIES[key]
+
+
+def controller_from_spec(spec: dict):
+    """A controller from ``{"kind": "policy", "path": CKPT}``, ``{"kind": "heuristic"}`` or ``{"kind": "fixed", "posture": P}``.
+    """
+    from flipper_control.controllers import make_controller
+    from flipper_control.policy import PolicyController
+
+    if spec["kind"] == "policy":
+        return PolicyController(_policy(spec["path"]))
+    return make_controller(spec["kind"], spec.get("posture"))
+
+
+def plan_task(task: dict) -> dict:
+    """Plan one world: ``{world: World, seed, planner: PlannerConfig dict, guide: CKPT path or None}``.
+
+    Returns ``{"trajectory": Trajectory, "cpu_s": float}``.
+    """
+    from planning.rrt import PlannerConfig, plan
+
+    world: World = task["world"]
+    guide = None
+    if task.get("guide"):
+        guide = controller_from_spec({"kind": "policy", "path": task["guide"]}).act
+    cpu0 = time.process_time()
+    traj = plan(_simulator(), world, seed=int(task["seed"]), config=PlannerConfig.from_dict(task["planner"]), guide=guide)
+    return {"trajectory": traj, "cpu_s": time.process_time() - cpu0}
+
+
+def eval_task(task: dict) -> dict:
+    """Run one controller on one world for the given noise seeds: ``{controller: spec, world: World, seeds: [..]}``.
+
+    Returns ``{"runs": [RunResult, ...], "cpu_s": float}``.
+    """
+    from sim.rollout import run_episode
+
+    world: World = task["world"]
+    cpu0 = time.process_time()
+    sim = _simulator()
+    runs = [run_episode(sim, world, controller_from_spec(task["controller"]), seed=int(s)) for s in task["seeds"]]
+    return {"runs": runs, "cpu_s": time.process_time() - cpu0}
+
+
+def train_task(task: dict) -> dict:
+    """Train one candidate policy: ``{dataset: PATH, imitation: dict, seed, out: CKPT path, metadata: dict}``.
+
+    Skips training when a complete checkpoint with the same seed and data hash is already at ``out`` (a
+    resumed loop). Returns ``{"report": dict, "cpu_s": float, "path": str}``.
+    """
+    import json
+
+    from flipper_control.checkpoint import checkpoint_paths, save_policy
+    from flipper_control.imitation import ImitationConfig, train_policy
+    from planning.dataset import TrajectoryDataset
+
+    out = Path(task["out"])
+    _, sidecar = checkpoint_paths(out)
+    meta = dict(task.get("metadata", {}))
+    if sidecar.is_file():
+        try:
+            old = json.loads(sidecar.read_text())["metadata"]
+            if old.get("seed") == task["seed"] and old.get("data_sha256") == meta.get("data_sha256"):
+                return {"report": old["train_report"], "cpu_s": 0.0, "path": str(out), "resumed": True}
+        except (ValueError, KeyError):
+            pass  # unreadable: train again and overwrite
+    cpu0 = time.process_time()
+    data = TrajectoryDataset.load(task["dataset"])
+    config = ImitationConfig.from_dict(task["imitation"])
+    policy, report = train_policy(data, config, seed=int(task["seed"]))
+    rep = report.to_dict()
+    rep.pop("loss_history", None)
+    save_policy(out, policy, {**meta, "seed": int(task["seed"]), "train_report": rep})
+    return {"report": rep, "cpu_s": time.process_time() - cpu0, "path": str(out), "resumed": False}

@@ -1,0 +1,284 @@
+"""The policy-guided RRT over simulator snapshots (seed 000 section V).
+
+Each tree node holds a complete simulator snapshot. An expansion picks a node, restores its snapshot,
+applies one action (a target flipper configuration) for the action set's ``dt`` and keeps the resulting
+state as a new node when it is safe (no safety failure, and by default no warning either: guiding
+trajectories should be clean examples). The search ends when an expansion reaches the world's goal
+(the required length within the time limit), or when its budget of expansions, CPU seconds or tree
+memory runs out; then the result is a failed trajectory that says why.
+
+Node selection mixes two rules. With probability ``eta`` it is Smart Start (``planning.smart_start``):
+the node of the coarse state cell with the best upper-confidence score. Otherwise it is the RRT rule:
+the node nearest to a random sample of the feature space (progress, pitch, flipper angles), which
+spreads the tree over what has not been reached (Voronoi bias).
+
+Guided planning (seed 000: "keeping planned actions as close to actions of pi as possible") offers the
+policy's own output first and then the discrete actions in order of their distance to it; with
+probability ``1 - guide_prob`` an untried action is drawn at random instead, which keeps exploring where
+the policy is wrong. Unguided planning draws untried actions uniformly.
+
+The path is recorded every ``record_dt`` seconds (the policy's control period), so a 1000 ms action
+gives ten (state, action) samples for imitation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from planning.actions import ActionSet, action_set
+from planning.dataset import Trajectory
+from planning.smart_start import SmartStartConfig, SmartStartGrid
+from sim.simulator import FAILED, RUNNING, SUCCESS, Observation, Simulator
+from sim.world import World
+
+__all__ = ["PlannerConfig", "plan", "Guide"]
+
+Guide = Callable[[Observation], np.ndarray]  # a policy: observation -> four flipper targets
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Budgets and search parameters of one planning run."""
+
+    action_set: str = "coarse"  # see planning.actions.action_set: coarse, fine, coarse@0.2, ...
+    max_expansions: int = 3000
+    max_cpu_s: float = 60.0  # CPU seconds (process time) per trajectory
+    max_tree_mib: float = 1024.0  # snapshots + recorded samples; keeps a worker far below 2 GiB
+    record_dt: float = 0.1  # s between recorded samples (the policy's control period)
+    reject_warnings: bool = True  # a new safety warning makes an expansion unsafe
+    guide_prob: float = 0.8  # guided: probability of taking the most policy-like untried action
+    extend_new: float = 1.0  # probability of expanding the node just added (go deep until blocked)
+    smart_start: SmartStartConfig = field(default_factory=SmartStartConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.smart_start, dict):
+            object.__setattr__(self, "smart_start", SmartStartConfig(**self.smart_start))
+        action_set(self.action_set)  # validates
+        if self.max_expansions < 1 or self.max_cpu_s <= 0 or self.max_tree_mib <= 0:
+            raise ValueError("PlannerConfig: max_expansions >= 1, max_cpu_s > 0 and max_tree_mib > 0 are required")
+        for name in ("guide_prob", "extend_new"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"PlannerConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.record_dt:
+            raise ValueError(f"PlannerConfig.record_dt must be > 0, got {self.record_dt}")
+        dt = action_set(self.action_set).dt
+        ratio = dt / self.record_dt
+        if ratio < 1.0 - 1e-9 or abs(ratio - round(ratio)) > 1e-6:
+            raise ValueError(f"PlannerConfig: the action set's dt {dt:g} s must be a whole multiple of record_dt "
+                             f"{self.record_dt:g} s (one sample is recorded per record_dt)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PlannerConfig:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"planner config: unknown keys {sorted(unknown)}; allowed: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+
+@dataclass
+class _Node:
+    state: object  # SimState
+    parent: int
+    action: np.ndarray | None  # the action that led here from the parent
+    dem: np.ndarray  # (k, rows, cols) samples recorded on the way from the parent
+    proprio: np.ndarray  # (k, 6)
+    obs: Observation  # the observation at this node
+    cell: tuple[int, ...]
+    candidates: list[np.ndarray]  # untried actions, best first for guided planning
+    nbytes: int = 0
+
+
+def _features(obs: Observation) -> np.ndarray:
+    return np.array([obs.progress, obs.pitch, *obs.flipper_angles])
+
+
+def _fail_reason(sim: Simulator) -> str:
+    ev = [e for e in sim.events if e.severity == "fail"] or list(sim.events)
+    return ev[-1].kind if ev else "unknown"
+
+
+class _Planner:
+    def __init__(self, sim: Simulator, world: World, seed: int, config: PlannerConfig, guide: Guide | None):
+        self.sim, self.world, self.config, self.guide = sim, world, config, guide
+        self.actions: ActionSet = action_set(config.action_set)
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.nodes: list[_Node] = []
+        self.open: list[int] = []  # nodes with untried actions (for the RRT rule)
+        self.grid = SmartStartGrid(config.smart_start, world.length)
+        self.failures: dict[str, int] = {}
+        self.tree_bytes = 0
+        self.best_progress = 0.0
+        # the feature box sampled by the RRT rule: progress, pitch, four flipper angles
+        lo, hi = sim.robot.flipper_lower, sim.robot.flipper_upper
+        self.sample_lo = np.array([0.0, -0.8, lo, lo, lo, lo])
+        self.sample_hi = np.array([world.length, 0.8, hi, hi, hi, hi])
+        self.feature_scale = np.array([1.0 / 0.5, 1.0 / 0.3, *(1.0 / 1.5,) * 4])  # metres vs radians
+
+    # -------------------------------------------------------------- tree bookkeeping
+    def _candidates(self, obs: Observation) -> list[np.ndarray]:
+        acts = [a for a in self.actions.array]
+        if self.guide is None:
+            order = self.rng.permutation(len(acts))
+            return [acts[i] for i in order]
+        target = np.asarray(self.guide(obs), dtype=float)
+        acts = [a for a in acts if not np.array_equal(a, target)]  # the guide's own output is offered once
+        order = np.argsort([float(np.sum((a - target) ** 2)) for a in acts], kind="stable")
+        return [target] + [acts[i] for i in order]
+
+    def _add(self, parent: int, action, dem, proprio, obs: Observation) -> int:
+        i = len(self.nodes)
+        state = self.sim.get_state()
+        cell = self.grid.cell(obs.progress, obs.pitch, obs.flipper_angles)
+        node = _Node(state, parent, action, dem, proprio, obs, cell, self._candidates(obs))
+        node.nbytes = state.nbytes + dem.nbytes + proprio.nbytes + obs.dem.nbytes + 512  # 512: Python objects
+        self.tree_bytes += node.nbytes
+        self.nodes.append(node)
+        self.open.append(i)
+        self.grid.add(i, cell, obs.progress)
+        self.best_progress = max(self.best_progress, obs.progress)
+        return i
+
+    def _exhaust(self, i: int) -> None:
+        node = self.nodes[i]
+        self.grid.remove(i, node.cell)
+        self.open.remove(i)
+
+    # -------------------------------------------------------------- selection
+    def _select(self, last_new: int | None) -> int | None:
+        if not self.open:
+            return None
+        if last_new is not None and self.nodes[last_new].candidates and self.rng.random() < self.config.extend_new:
+            return last_new
+        if self.rng.random() < self.config.smart_start.eta:
+            cell = self.grid.best_cell()
+            if cell is not None:
+                members = self.grid.members[cell]
+                # the most promising member: the furthest along, then the one with most untried actions
+                return max(members, key=lambda j: (self.nodes[j].obs.progress, len(self.nodes[j].candidates)))
+        sample = self.rng.uniform(self.sample_lo, self.sample_hi)
+        sample[0] = self.rng.uniform(0.0, min(self.world.length, self.best_progress + 0.5))
+        feats = np.array([_features(self.nodes[j].obs) for j in self.open])
+        d = np.sum(((feats - sample) * self.feature_scale) ** 2, axis=1)
+        return self.open[int(np.argmin(d))]
+
+    def _choose_action(self, node: _Node) -> np.ndarray:
+        cands = node.candidates
+        if self.guide is not None and self.rng.random() < self.config.guide_prob:
+            return cands.pop(0)
+        return cands.pop(int(self.rng.integers(len(cands))))
+
+    # -------------------------------------------------------------- expansion
+    def _expand(self, i: int, action: np.ndarray) -> tuple[str, int | None, np.ndarray, np.ndarray]:
+        """Restore node i, apply ``action`` for dt, recording samples; returns (status, new node or None)."""
+        sim, node = self.sim, self.nodes[i]
+        sim.set_state(node.state)
+        n_warn = sum(e.severity == "warn" for e in sim.events)
+        steps = max(1, int(round(self.actions.dt / self.config.record_dt)))
+        sub_dt = self.actions.dt / steps
+        dems, props = [], []
+        obs = node.obs
+        for _ in range(steps):
+            dems.append(obs.dem)
+            props.append(obs.proprio())
+            obs = sim.step(action, sub_dt)
+            if sim.status != RUNNING:
+                break
+        dem, proprio = np.stack(dems), np.stack(props)
+        if sim.status == FAILED:
+            return FAILED, None, dem, proprio
+        if self.config.reject_warnings and sum(e.severity == "warn" for e in sim.events) > n_warn:
+            return "warned", None, dem, proprio
+        return sim.status, self._add(i, action, dem, proprio, obs), dem, proprio
+
+    def _path(self, leaf: int) -> Trajectory:
+        chain = []
+        j = leaf
+        while j > 0:
+            chain.append(self.nodes[j])
+            j = self.nodes[j].parent
+        chain.reverse()
+        dem = np.concatenate([n.dem for n in chain])
+        proprio = np.concatenate([n.proprio for n in chain])
+        action = np.concatenate([np.repeat(n.action[None].astype(np.float32), len(n.dem), axis=0) for n in chain])
+        return Trajectory(dem, proprio, action, success=True)
+
+    # -------------------------------------------------------------- search
+    def run(self) -> Trajectory:
+        sim, cfg, world = self.sim, self.config, self.world
+        cpu0 = time.process_time()
+        obs = sim.reset(world, seed=self.seed)
+        self._add(-1, None, np.zeros((0, *obs.dem.shape), np.float32), np.zeros((0, 6), np.float32), obs)
+        expansions, result, reason, new = 0, None, "", None
+        while True:
+            if expansions >= cfg.max_expansions:
+                reason = f"expansion budget {cfg.max_expansions} exhausted"
+                break
+            cpu = time.process_time() - cpu0
+            if cpu >= cfg.max_cpu_s:
+                reason = f"CPU budget {cfg.max_cpu_s:g} s exhausted"
+                break
+            if self.tree_bytes > cfg.max_tree_mib * 2**20:
+                reason = f"tree memory budget {cfg.max_tree_mib:g} MiB exhausted"
+                break
+            i = self._select(new)
+            if i is None:
+                reason = "every node's actions are exhausted (no safe continuation found)"
+                break
+            node = self.nodes[i]
+            action = self._choose_action(node)
+            if not node.candidates:
+                self._exhaust(i)
+            self.grid.visit(node.cell)
+            expansions += 1
+            status, new, dem, proprio = self._expand(i, action)
+            if status == SUCCESS:
+                result = new
+                break
+            if new is None:
+                kind = "warning" if status == "warned" else _fail_reason(sim)
+                self.failures[kind] = self.failures.get(kind, 0) + 1
+        meta = {
+            "world": world.name, "seed": self.seed, "action_set": self.actions.name, "dt": self.actions.dt,
+            "guided": self.guide is not None, "cpu_s": round(time.process_time() - cpu0, 4), "expansions": expansions,
+            "nodes": len(self.nodes), "tree_mib": round(self.tree_bytes / 2**20, 3),
+            "best_progress": round(self.best_progress, 3), "length": world.length,
+            "unsafe_expansions": dict(sorted(self.failures.items())),
+        }
+        if result is None:
+            unsafe = ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items(), key=lambda kv: -kv[1])) or "none"
+            why = f"{reason}; best progress {self.best_progress:.2f} m of {world.length:g} m; unsafe expansions: {unsafe}"
+            meta["success"] = False
+            return Trajectory.failed(why, obs.dem.shape, meta)
+        traj = self._path(result)
+        meta.update(success=True, samples=len(traj), sim_time=round(sim.time, 3))
+        traj.meta = meta
+        return traj
+
+
+def plan(sim: Simulator, world: World, seed: int = 0, config: PlannerConfig | None = None,
+         guide: Guide | None = None) -> Trajectory:
+    """Plan a guiding trajectory on ``world`` (noise seed ``seed`` for the simulator and the search).
+
+    Never raises for "no path": a planner that finds nothing returns ``Trajectory.failed`` with the
+    reason (budget, best progress reached, and which safety checks rejected expansions).
+    """
+    return _Planner(sim, world, seed, config or PlannerConfig(), guide).run()
+
+
+def replay(sim: Simulator, world: World, seed: int, actions: list[np.ndarray], dt: float) -> str:
+    """Apply a sequence of actions from reset (for checking a plan); returns the final status."""
+    sim.reset(world, seed=seed)
+    for a in actions:
+        sim.step(a, dt)
+        if sim.status != RUNNING:
+            break
+    return sim.status
+

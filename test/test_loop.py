@@ -1,0 +1,375 @@
+"""The coarse-to-fine learning loop (flipper_control.loop) at a tiny scale: report, checkpoints, resume, executors, config.
+
+One 2-iteration loop runs once per module (``base_run``) and most tests only read it. Tests that resume, interrupt or
+re-run work on copies of it (``copytree`` keeps mtimes) or in their own folders, so the order of the tests does not
+matter. The whole module takes some tens of seconds on two cores.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import flipper_control.loop as loop_module
+from flipper_control.checkpoint import load_policy
+from flipper_control.imitation import ImitationConfig
+from flipper_control.loop import DEMO_CONFIG, LoopConfig, demo_config, load_loop_config, run_loop
+from planning.dataset import TrajectoryDataset
+from planning.rrt import PlannerConfig
+from sim.world import WorldError
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EVAL_WORLDS = ["flat", "step_up"]
+
+# small enough for seconds per iteration on 2 cores; iteration 1 plans coarse and unguided, iteration 2 fine and guided
+TINY: dict = {
+    "executor": "serial",
+    "iterations": 2,
+    "training_worlds": 2,
+    "candidates": 1,
+    "selection_worlds": ["flat"],
+    "selection_runs": 1,
+    "eval_worlds": EVAL_WORLDS,
+    "eval_runs": 1,
+    "baselines": ["heuristic"],
+    "coarse": {"action_set": "coarse", "max_expansions": 200, "max_cpu_s": 10},
+    "guided": {"action_set": "fine", "max_expansions": 400, "max_cpu_s": 10},
+    "imitation": {"epochs": 2, "policy": {"hidden": [16], "conv_channels": 4}},
+}
+
+
+def tiny_config(**changes) -> LoopConfig:
+    data = copy.deepcopy(TINY)
+    data.update(changes)
+    return LoopConfig.from_dict(data)
+
+
+def mtimes(root: Path) -> dict[str, int]:
+    """mtime (ns) of every file under ``root``, keyed by its path relative to ``root``."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)  # copy2: mtimes kept, so "not rewritten" can be checked on the copy
+    return dst
+
+
+def assert_same_trajectories(a: TrajectoryDataset, b: TrajectoryDataset) -> None:
+    """Same plans: success, reason, arrays and metadata (except the CPU seconds, which are measured)."""
+    assert len(a) == len(b)
+    for ta, tb in zip(a.trajectories, b.trajectories, strict=True):
+        assert (ta.success, ta.reason) == (tb.success, tb.reason)
+        np.testing.assert_array_equal(ta.dem, tb.dem)  # equal NaN positions count as equal
+        np.testing.assert_array_equal(ta.proprio, tb.proprio)
+        np.testing.assert_array_equal(ta.action, tb.action)
+        drop = {"cpu_s"}
+        assert {k: v for k, v in ta.meta.items() if k not in drop} == {k: v for k, v in tb.meta.items() if k not in drop}
+
+
+def assert_same_weights(path_a: Path, path_b: Path) -> None:
+    a, b = load_policy(path_a)[0].state_dict(), load_policy(path_b)[0].state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """(out folder, returned report, entries passed to on_iteration) of one tiny 2-iteration serial loop."""
+    out = tmp_path_factory.mktemp("loop") / "base"
+    entries: list[dict] = []
+    report = run_loop(tiny_config(), out, on_iteration=entries.append)
+    return out, report, entries
+
+
+# ------------------------------------------------------------------------------------------ the report
+def test_report_json_matches_the_returned_report_and_the_callback(base_run):
+    out, report, entries = base_run
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
+    assert entries == report["iterations"]
+    assert [it["iteration"] for it in report["iterations"]] == [1, 2]
+    assert report["final_policy"] == "iter_2/policy.safetensors"
+    assert report["config"] == tiny_config().to_dict()
+    assert json.loads((out / "config.json").read_text()) == json.loads(json.dumps(tiny_config().to_dict()))
+
+
+def test_report_has_scores_per_eval_world_with_total_and_max(base_run):
+    _, report, _ = base_run
+    for it in report["iterations"]:
+        assert list(it["scores"]) == EVAL_WORLDS
+        assert all(0.0 <= s <= 1.0 for s in it["scores"].values())
+        assert it["total"] == pytest.approx(sum(it["scores"].values()), abs=1e-3)
+        assert it["max"] == len(EVAL_WORLDS)
+    heuristic = report["baselines"]["heuristic"]
+    assert list(heuristic["scores"]) == EVAL_WORLDS and heuristic["max"] == len(EVAL_WORLDS)
+    assert heuristic["total"] == pytest.approx(sum(heuristic["scores"].values()), abs=1e-3)
+
+
+def test_iteration_1_plans_coarse_unguided_and_iteration_2_fine_guided(base_run):
+    out, report, _ = base_run
+    first, second = (it["planning"] for it in report["iterations"])
+    assert (first["action_set"], first["guided"]) == ("coarse", False)
+    assert (second["action_set"], second["guided"]) == ("fine", True)
+    for p in (first, second):
+        assert p["trajectories"] == TINY["training_worlds"]
+        assert 0.0 <= p["success_rate"] <= 1.0
+        assert p["success_rate"] == pytest.approx(p["successes"] / p["trajectories"], abs=1e-4)
+        assert p["cpu_s_median"] > 0 and p["cpu_s_total"] > 0
+    # the trajectories themselves say how they were planned: 1000 ms unguided, then 200 ms guided
+    for k, dt, guided in ((1, 1.0, False), (2, 0.2, True)):
+        plans = TrajectoryDataset.load(out / f"iter_{k}" / "plans.safetensors")
+        assert len(plans) == TINY["training_worlds"]
+        assert all(t.meta["dt"] == pytest.approx(dt) and t.meta["guided"] is guided for t in plans.trajectories)
+        summary = json.loads((out / f"iter_{k}" / "plans.json").read_text())
+        assert summary["guided"] is guided and summary["successes"] == sum(t.success for t in plans.trajectories)
+
+
+def test_datasets_aggregate_the_trajectories_of_all_iterations(base_run):
+    out, report, _ = base_run
+    first, second = (it["dataset"] for it in report["iterations"])
+    assert first["trajectories"] >= 1 and first["samples"] > 0
+    assert second["trajectories"] >= first["trajectories"] and second["samples"] >= first["samples"]
+    plans_1 = TrajectoryDataset.load(out / "iter_1" / "plans.safetensors")
+    plans_2 = TrajectoryDataset.load(out / "iter_2" / "plans.safetensors")
+    data_2 = TrajectoryDataset.load(out / "iter_2" / "dataset.safetensors")
+    assert_same_trajectories(data_2, TrajectoryDataset(plans_1.trajectories + plans_2.trajectories))
+    for k, entry in ((1, first), (2, second)):
+        data = TrajectoryDataset.load(out / f"iter_{k}" / "dataset.safetensors")
+        assert entry["sha256"] == data.sha256()
+        assert (entry["trajectories"], entry["samples"]) == (len(data.successful), data.n_samples)
+
+
+def test_cpu_totals_and_memory_peaks_are_positive(base_run):
+    out, report, _ = base_run
+    cpu = report["cpu_s"]
+    assert cpu["planning"] > 0 and cpu["training"] > 0 and cpu["evaluation"] > 0
+    assert cpu["total"] == pytest.approx(cpu["planning"] + cpu["training"] + cpu["evaluation"], abs=0.01)
+    assert cpu["cpu_hours"] == pytest.approx(cpu["total"] / 3600, abs=1e-3)
+    planned = sum(json.loads((out / f"iter_{k}" / "plans.json").read_text())["cpu_s_total"] for k in (1, 2))
+    assert cpu["planning"] == pytest.approx(planned, abs=0.01)
+    mem = report["memory"]
+    assert mem["parent_peak_rss_mib"] > 0 and mem["max_worker_peak_rss_mib"] > 0
+    assert report["wall_s"] > 0
+    for it in report["iterations"]:
+        assert it["training"]["cpu_s"] >= 0 and it["wall_s"] > 0
+
+
+def test_report_md_has_both_tables_with_a_row_per_iteration(base_run):
+    out, _, _ = base_run
+    md = (out / "report.md").read_text()
+    assert "Table I analogue" in md and "Table III analogue" in md
+    assert "2 of 2 iterations finished" in md
+    assert "| heuristic (reference) |" in md
+    assert "| policy | flat | step_up | sum |" in md
+    for k in (1, 2):
+        assert f"| iteration {k} |" in md  # Table I
+    assert "| 1 | unguided coarse |" in md and "| 2 | guided fine |" in md  # Table III
+    assert "learning_curve.png" in md
+
+
+def test_learning_curve_is_a_png(base_run):
+    out, _, _ = base_run
+    data = (out / "learning_curve.png").read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+
+
+def test_each_iteration_policy_loads_and_records_its_training_data(base_run):
+    out, report, _ = base_run
+    imitation = ImitationConfig.from_dict(TINY["imitation"])
+    for it in report["iterations"]:
+        k = it["iteration"]
+        d = out / f"iter_{k}"
+        selection = json.loads((d / "selection.json").read_text())
+        assert selection["data_sha256"] == it["dataset"]["sha256"]
+        assert len(selection["candidates"]) == it["training"]["candidates"] == (1 if k == 1 else 2)  # + the carried one
+        best = selection["candidates"][0]
+        assert selection["kept"] == best["seed"] == it["training"]["kept_seed"]
+        policy, meta = load_policy(out / it["policy"])
+        assert policy.config == imitation.policy
+        # a carried policy keeps the metadata of the iteration that trained it
+        trained_in = best.get("carried_from", k)
+        data = TrajectoryDataset.load(out / f"iter_{trained_in}" / "dataset.safetensors")
+        assert meta["data_sha256"] == data.sha256()
+        assert meta["iteration"] == trained_in and meta["seed"] == best["seed"]
+        for c in selection["candidates"]:
+            if "carried_from" not in c:
+                assert Path(c["path"] + ".safetensors").is_file() and Path(c["path"] + ".json").is_file()
+        assert (d / "candidates").is_dir()
+        ev = json.loads((d / "eval.json").read_text())
+        assert ev["scores"] == it["scores"] and ev["total"] == it["total"]
+
+
+# ------------------------------------------------------------------------------------------ resume
+def test_resume_reruns_a_deleted_evaluation_and_nothing_else(base_run, tmp_path):
+    base, report, _ = base_run
+    out = copy_run(base, tmp_path / "run")
+    (out / "iter_2" / "eval.json").unlink()
+    before = mtimes(out)
+    again = run_loop(tiny_config(), out)
+    assert [it["scores"] for it in again["iterations"]] == [it["scores"] for it in report["iterations"]]
+    assert again["cpu_s"]["planning"] == report["cpu_s"]["planning"]  # read back from plans.json, not re-measured
+    after = mtimes(out)
+    assert "iter_2/eval.json" in after
+    rewritten = {p for p in before if after[p] != before[p]}
+    assert rewritten <= {"config.json", "report.json", "report.md", "learning_curve.png"}
+    assert after["iter_1/plans.safetensors"] == before["iter_1/plans.safetensors"]
+    assert after["iter_2/policy.safetensors"] == before["iter_2/policy.safetensors"]
+
+
+def test_resume_retrains_a_deleted_selection_to_the_same_policy_and_scores(base_run, tmp_path):
+    base, report, _ = base_run
+    out = copy_run(base, tmp_path / "run")
+    d = out / "iter_2"
+    shutil.rmtree(d / "candidates")
+    for name in ("selection.json", "policy.safetensors", "policy.json", "eval.json"):
+        (d / name).unlink()
+    before = mtimes(out)
+    again = run_loop(tiny_config(), out)
+    assert [it["scores"] for it in again["iterations"]] == [it["scores"] for it in report["iterations"]]
+    assert again["iterations"][1]["training"]["kept_seed"] == report["iterations"][1]["training"]["kept_seed"]
+    assert_same_weights(d / "policy", base / "iter_2" / "policy")  # deterministic training
+    after = mtimes(out)
+    for name in ("iter_1/plans.safetensors", "iter_1/policy.safetensors", "iter_2/plans.safetensors",
+                 "iter_2/dataset.safetensors", "baselines.json"):
+        assert after[name] == before[name], name
+
+
+def test_resume_with_a_changed_config_is_refused_and_names_config_json(base_run, tmp_path):
+    base, _, _ = base_run
+    out = copy_run(base, tmp_path / "run")
+    recorded = (out / "config.json").read_text()
+    before = mtimes(out)
+    with pytest.raises(ValueError, match="config.json"):
+        run_loop(tiny_config(eval_runs=2), out)
+    assert (out / "config.json").read_text() == recorded
+    assert mtimes(out) == before  # refused before anything was written
+
+
+def test_an_interrupted_loop_continues_and_reuses_the_finished_iteration(base_run, tmp_path, monkeypatch):
+    base, report, _ = base_run
+    out = tmp_path / "run"
+    original_plan = loop_module._Loop.plan
+
+    def plan_then_crash(self, k, guide):
+        if k == 2:
+            raise RuntimeError("simulated crash while planning iteration 2")
+        return original_plan(self, k, guide)
+
+    monkeypatch.setattr(loop_module._Loop, "plan", plan_then_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_loop(tiny_config(), out)
+    partial = json.loads((out / "report.json").read_text())
+    assert [it["iteration"] for it in partial["iterations"]] == [1]  # the report is written after every iteration
+    assert "1 of 2 iterations finished" in (out / "report.md").read_text()
+    assert not (out / "iter_2" / "plans.safetensors").exists()
+    first_session = {p: t for p, t in mtimes(out).items() if p.startswith("iter_1/") or p == "baselines.json"}
+
+    monkeypatch.undo()
+    finished = run_loop(tiny_config(), out)
+    assert [it["iteration"] for it in finished["iterations"]] == [1, 2]
+    after = mtimes(out)
+    assert {p: after[p] for p in first_session} == first_session  # iteration 1 reused, not redone
+    # the same results as the run that was never interrupted
+    assert [it["scores"] for it in finished["iterations"]] == [it["scores"] for it in report["iterations"]]
+    for name in ("iter_1/plans.safetensors", "iter_2/dataset.safetensors"):  # (hashes differ: they cover measured CPU s)
+        assert_same_trajectories(TrajectoryDataset.load(out / name), TrajectoryDataset.load(base / name))
+    assert finished["iterations"][0]["planning"] == partial["iterations"][0]["planning"]
+
+
+# ------------------------------------------------------------------------------------------ executors
+def test_process_executor_plans_and_trains_like_serial(base_run, tmp_path):
+    base, report, _ = base_run
+    out = tmp_path / "process"
+    result = run_loop(tiny_config(executor="process", workers=2, iterations=1), out)
+    assert_same_trajectories(TrajectoryDataset.load(out / "iter_1" / "plans.safetensors"),
+                             TrajectoryDataset.load(base / "iter_1" / "plans.safetensors"))
+    assert_same_weights(out / "iter_1" / "policy", base / "iter_1" / "policy")
+    assert result["iterations"][0]["scores"] == report["iterations"][0]["scores"]
+    assert result["baselines"] == report["baselines"]
+    mem = result["memory"]
+    assert mem["max_worker_peak_rss_mib"] > 0
+    assert mem["worker_peak_rss_mib"] and str(os.getpid()) not in mem["worker_peak_rss_mib"]  # workers are other processes
+
+
+# ------------------------------------------------------------------------------------------ LoopConfig
+def test_config_round_trips_through_to_dict_and_json():
+    config = tiny_config()
+    assert LoopConfig.from_dict(config.to_dict()) == config
+    assert LoopConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert isinstance(config.coarse, PlannerConfig) and isinstance(config.imitation, ImitationConfig)
+    assert config.eval_worlds == tuple(EVAL_WORLDS)
+
+
+def test_unknown_keys_are_named():
+    with pytest.raises(ValueError, match="iteratons"):
+        LoopConfig.from_dict({"iteratons": 3})
+    with pytest.raises(ValueError, match="max_expansion"):
+        LoopConfig.from_dict({"coarse": {"max_expansion": 10}})
+    with pytest.raises(ValueError, match="epoch"):
+        LoopConfig.from_dict({"imitation": {"epoch": 3}})
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"executor": "threads"}, "executor must be one of serial, process, ray"),
+    ({"iterations": 0}, "iterations must be an integer >= 1"),
+    ({"iterations": True}, "iterations must be an integer >= 1"),
+    ({"candidates": -1}, "candidates must be an integer >= 1"),
+    ({"eval_runs": 1.5}, "eval_runs must be an integer >= 1"),
+    ({"workers": 0}, "workers must be an integer >= 1"),
+    ({"baselines": ["random"]}, "baseline 'random'"),
+    ({"coarse": {"action_set": "bogus"}}, "bogus"),
+])
+def test_invalid_values_are_refused_with_a_reason(changes, message):
+    with pytest.raises(ValueError, match=message):
+        LoopConfig.from_dict(changes)
+
+
+@pytest.mark.parametrize("changes", [{"imitation": "small"}, {"coarse": 5}, {"seed": "a"}, {"eval_seed": -1},
+                                     {"carry_best": "no"}])
+def test_mistyped_values_are_refused_when_the_config_is_built(changes):
+    with pytest.raises(ValueError, match=next(iter(changes))):
+        LoopConfig.from_dict(changes)
+
+
+@pytest.mark.parametrize("field", ["eval_worlds", "selection_worlds"])
+def test_an_unknown_world_fails_when_the_config_is_built(field, tmp_path):
+    with pytest.raises(WorldError, match="nosuchworld"):
+        LoopConfig.from_dict({field: ["flat", "nosuchworld"]})
+    path = tmp_path / "loop.yaml"
+    path.write_text(f"{field}: [nosuchworld]\n")
+    with pytest.raises(ValueError, match="nosuchworld") as info:
+        load_loop_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_loop_config_names_a_missing_or_malformed_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ValueError, match="nope.yaml"):
+        load_loop_config(missing)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- iterations\n- 2\n")
+    with pytest.raises(ValueError, match="list.yaml"):
+        load_loop_config(listed)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_loop_config(empty) == LoopConfig()
+
+
+def test_demo_yaml_equals_the_embedded_demo_config():
+    assert load_loop_config(REPO / "configs" / "demo.yaml") == demo_config()
+    assert demo_config() == LoopConfig.from_dict(DEMO_CONFIG)
+
+
+def test_full_yaml_is_seed_000_scale():
+    full = load_loop_config(REPO / "configs" / "full.yaml")
+    assert full.iterations >= 7 and full.candidates == 10
+    assert full.coarse.action_set == "coarse" and full.guided.action_set == "fine"
+    assert full.executor == "process"

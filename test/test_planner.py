@@ -1,0 +1,444 @@
+"""The policy-guided RRT (planning/rrt.py), Smart Start (planning/smart_start.py) and the action sets (planning/actions.py).
+
+Plans are checked by replaying their actions in a fresh simulator: reaching the goal with the recorded observations
+proves that snapshots are restored exactly and that the path is extracted in the right order. Budgets are small, so the
+whole module runs in a few CPU seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from flipper_control.controllers import FixedController, HeuristicController
+from planning.actions import COARSE, FINE, ActionSet, action_set
+from planning.rrt import PlannerConfig, _Planner, plan, replay
+from planning.smart_start import SmartStartConfig, SmartStartGrid
+from sim.mujoco_sim import MujocoSimulator
+from sim.safety import SafetyLimits
+from sim.simulator import RUNNING, SUCCESS
+from sim.world import world_from_dict
+from sim.world_sets import resolve_world
+
+SEED = 3
+WARN_SEED = 0  # a seed whose step_up climb warns at 30 degrees of pitch unless the planner avoids it
+RECORD_DT = PlannerConfig().record_dt
+NEUTRAL = COARSE.array[COARSE.names.index("neutral")]
+# a 0.8 m wall across the course: no posture gets over it
+WALL = {"name": "wall", "length": 3.0, "terrain": [{"type": "step", "position": [1.0, 0.0], "height": 0.8, "length": 3.0}]}
+
+
+@pytest.fixture(scope="module")
+def sim():
+    """One simulator (with its default seeded noise) shared by the module; ``plan`` resets it."""
+    return MujocoSimulator()
+
+
+@pytest.fixture(scope="module")
+def worlds():
+    return {name: resolve_world(name) for name in ("flat", "step_up", "stairs_up")}
+
+
+@pytest.fixture(scope="module")
+def coarse_plans(sim, worlds):
+    """Unguided coarse-set plans on flat and step_up (about 0.15 CPU s each)."""
+    return {name: plan(sim, worlds[name], SEED, PlannerConfig(action_set="coarse")) for name in ("flat", "step_up")}
+
+
+def _replay(world, seed: int, traj, limits: SafetyLimits | None = None) -> MujocoSimulator:
+    """Step every recorded action for one record_dt from reset in a fresh simulator, checking the recorded
+    observations on the way; returns the simulator at the end."""
+    fresh = MujocoSimulator(limits=limits)
+    obs = fresh.reset(world, seed=seed)
+    for k, a in enumerate(traj.action):
+        assert fresh.status == RUNNING, f"replay ended ({fresh.status}) at sample {k} of {len(traj)}"
+        np.testing.assert_allclose(traj.proprio[k], obs.proprio(), atol=1e-5, err_msg=f"proprio of sample {k}")
+        np.testing.assert_allclose(traj.dem[k], obs.dem, atol=1e-5, err_msg=f"DEM of sample {k}")
+        obs = fresh.step(a, RECORD_DT)
+    return fresh
+
+
+def _strict(**limits) -> MujocoSimulator:
+    return MujocoSimulator(limits=SafetyLimits(**limits))
+
+
+# ---------------------------------------------------------------------------------------------- unguided plans
+
+
+@pytest.mark.parametrize("name", ["flat", "step_up"])
+def test_coarse_plan_succeeds_with_consistent_arrays(coarse_plans, name):
+    traj = coarse_plans[name]
+    assert traj.success and traj.reason == "", traj.reason
+    t = len(traj)
+    assert t > 0 and traj.dem.shape == (t, 20, 5) and traj.proprio.shape == (t, 6) and traj.action.shape == (t, 4)
+    assert traj.dem.dtype == traj.proprio.dtype == traj.action.dtype == np.float32
+    assert np.all(np.isfinite(traj.dem)) and np.all(np.isfinite(traj.proprio)) and np.all(np.isfinite(traj.action))
+
+
+@pytest.mark.parametrize("name", ["flat", "step_up"])
+def test_unguided_actions_belong_to_the_set_and_are_held_for_dt(coarse_plans, name):
+    traj = coarse_plans[name]
+    members = {tuple(a) for a in COARSE.array.astype(np.float32)}
+    assert {tuple(a) for a in traj.action} <= members
+    # each expansion holds one action for dt = 1 s, i.e. ten consecutive rows (the last one may stop early at the goal)
+    per = int(round(COARSE.dt / RECORD_DT))
+    for k in range(0, len(traj), per):
+        chunk = traj.action[k:k + per]
+        assert np.all(chunk == chunk[0]), f"action changes inside the expansion starting at row {k}"
+
+
+@pytest.mark.parametrize("name", ["flat", "step_up"])
+def test_one_sample_per_record_dt(coarse_plans, name):
+    traj = coarse_plans[name]
+    sim_time = traj.meta["sim_time"]
+    assert sim_time >= traj.meta["length"] / 0.3 * 0.9  # the tracks drive at 0.3 m/s: at least ~10 s for 3 m
+    assert abs(len(traj) - sim_time / RECORD_DT) <= 1.0
+    assert math.ceil(sim_time / RECORD_DT - 1e-6) == len(traj)  # the goal is reached during the last sample
+
+
+@pytest.mark.parametrize("name", ["flat", "step_up"])
+def test_meta_of_a_successful_plan(coarse_plans, name):
+    m = coarse_plans[name].meta
+    assert m["world"] == name and m["seed"] == SEED and m["success"] is True and m["guided"] is False
+    assert m["action_set"] == COARSE.name and m["dt"] == COARSE.dt
+    assert m["samples"] == len(coarse_plans[name]) and m["length"] == 3.0
+    assert 0 < m["cpu_s"] < 10.0 and m["best_progress"] >= m["length"]
+    # every expansion either added a node (the root is not an expansion) or was counted as unsafe
+    assert m["expansions"] == m["nodes"] - 1 + sum(m["unsafe_expansions"].values())
+    assert m["expansions"] >= len(coarse_plans[name]) // 10  # at least one expansion per second of path
+
+
+@pytest.mark.parametrize("name", ["flat", "step_up"])
+def test_replay_in_a_fresh_simulator_reaches_success(coarse_plans, worlds, name):
+    """Snapshot restore and path extraction: the recorded observations are exactly what a fresh simulator sees
+    when it applies the recorded actions from reset, and the last sample ends at the goal."""
+    traj = coarse_plans[name]
+    fresh = _replay(worlds[name], SEED, traj)
+    assert fresh.status == SUCCESS
+    assert not [e for e in fresh.events if e.severity == "warn"]  # reject_warnings is on by default
+    assert replay(MujocoSimulator(), worlds[name], SEED, list(traj.action), RECORD_DT) == SUCCESS
+
+
+def test_replay_with_another_noise_seed_diverges(coarse_plans, worlds):
+    """The seed's noise changes the run, so the exact match of the replay above is no coincidence."""
+    traj = coarse_plans["step_up"]
+    other = MujocoSimulator()
+    obs = other.reset(worlds["step_up"], seed=SEED + 1)
+    worst = 0.0
+    for k, a in enumerate(traj.action):
+        worst = max(worst, float(np.abs(obs.proprio() - traj.proprio[k]).max()))
+        obs = other.step(a, RECORD_DT)
+    assert worst > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_the_identical_plan(sim, worlds, coarse_plans):
+    again = plan(sim, worlds["step_up"], SEED, PlannerConfig(action_set="coarse"))
+    first = coarse_plans["step_up"]
+    for name in ("dem", "proprio", "action"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    assert again.meta["expansions"] == first.meta["expansions"] and again.meta["nodes"] == first.meta["nodes"]
+
+
+def test_fresh_simulator_plans_like_a_reused_one(worlds, coarse_plans):
+    """The shared simulator had planned on other worlds before: nothing of that leaks into a plan."""
+    fresh = plan(MujocoSimulator(), worlds["flat"], SEED, PlannerConfig(action_set="coarse"))
+    np.testing.assert_array_equal(fresh.proprio, coarse_plans["flat"].proprio)
+    np.testing.assert_array_equal(fresh.action, coarse_plans["flat"].action)
+
+
+def test_different_seeds_give_different_plans(sim, worlds, coarse_plans):
+    other = plan(sim, worlds["flat"], SEED + 1, PlannerConfig(action_set="coarse"))
+    assert other.success and other.meta["seed"] == SEED + 1
+    first = coarse_plans["flat"]
+    assert first.proprio.shape != other.proprio.shape or not np.array_equal(first.proprio, other.proprio)
+
+
+# ---------------------------------------------------------------------------------------------- node selection
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0], ids=["rrt-only", "smart-start-only"])
+def test_either_selection_rule_alone_solves_step_up(sim, worlds, eta):
+    """With ``extend_new=0`` every expansion goes through node selection: pure RRT and pure Smart Start both work."""
+    cfg = PlannerConfig(extend_new=0.0, max_expansions=300, smart_start=SmartStartConfig(eta=eta))
+    traj = plan(sim, worlds["step_up"], SEED, cfg)
+    assert traj.success, traj.reason
+    assert _replay(worlds["step_up"], SEED, traj).status == SUCCESS
+
+
+def test_smart_start_goes_for_the_frontier(sim, worlds):
+    """Smart Start alone on an easy staircase: almost every expansion extends the path that is finally kept."""
+    cfg = PlannerConfig(extend_new=0.0, smart_start=SmartStartConfig(eta=1.0))
+    traj = plan(sim, worlds["stairs_up"], SEED, cfg)
+    assert traj.success, traj.reason
+    path_nodes = math.ceil(len(traj) / int(round(COARSE.dt / RECORD_DT)))
+    assert path_nodes <= traj.meta["expansions"] <= path_nodes + 3
+
+
+def test_smart_start_skips_exhausted_nodes(sim):
+    """Blocked by the wall, nodes run out of actions; selection must never return one of them."""
+    cfg = PlannerConfig(extend_new=0.0, max_expansions=150, smart_start=SmartStartConfig(eta=1.0))
+    traj = plan(sim, world_from_dict(WALL), SEED, cfg)
+    assert not traj.success and traj.reason.startswith("expansion budget 150 exhausted")
+    assert traj.meta["nodes"] - 1 + sum(traj.meta["unsafe_expansions"].values()) == 150
+
+
+# ---------------------------------------------------------------------------------------------- budgets and failures
+
+
+def test_expansion_budget_gives_a_failed_trajectory(sim, worlds):
+    world = worlds["stairs_up"]
+    traj = plan(sim, world, SEED, PlannerConfig(max_expansions=3))
+    assert not traj.success and len(traj) == 0
+    assert traj.dem.shape == (0, 20, 5) and traj.proprio.shape == (0, 6) and traj.action.shape == (0, 4)
+    assert traj.reason.startswith("expansion budget 3 exhausted; best progress ")
+    m = re.search(r"best progress (\d+\.\d\d) m of 3\.8 m", traj.reason)
+    assert m and float(m.group(1)) > 0.0 and abs(float(m.group(1)) - traj.meta["best_progress"]) < 0.006
+    assert traj.reason.endswith("unsafe expansions: none")
+    assert traj.meta["success"] is False and traj.meta["expansions"] == 3 and traj.meta["world"] == "stairs_up"
+    assert "samples" not in traj.meta and traj.summary()["samples"] == 0
+
+
+def test_cpu_budget_gives_a_failed_trajectory(sim, worlds):
+    traj = plan(sim, worlds["stairs_up"], SEED, PlannerConfig(max_cpu_s=1e-6))
+    assert not traj.success and len(traj) == 0
+    assert re.fullmatch(r"CPU budget 1e-06 s exhausted; best progress 0\.0\d m of 3\.8 m; unsafe expansions: none", traj.reason)
+    assert traj.meta["expansions"] == 0 and traj.meta["nodes"] == 1  # only the start (its progress is the start noise)
+
+
+@pytest.mark.parametrize("mib", [1e-6, 0.05])
+def test_memory_budget_gives_a_failed_trajectory(sim, worlds, mib):
+    traj = plan(sim, worlds["stairs_up"], SEED, PlannerConfig(max_tree_mib=mib))
+    assert not traj.success and len(traj) == 0
+    assert traj.reason.startswith(f"tree memory budget {mib:g} MiB exhausted; best progress ")
+    assert traj.meta["tree_mib"] >= mib
+    if mib == 0.05:  # a few nodes fit: the search ran, and stopped as soon as the tree outgrew the budget
+        assert traj.meta["expansions"] > 0 and traj.meta["tree_mib"] < 2 * mib
+
+
+def test_wall_fails_naming_the_unsafe_expansions(sim):
+    wall = world_from_dict(WALL)
+    traj = plan(sim, wall, SEED, PlannerConfig(max_expansions=40))
+    assert not traj.success and len(traj) == 0
+    assert traj.reason.startswith("expansion budget 40 exhausted; best progress ")
+    unsafe = traj.meta["unsafe_expansions"]
+    assert unsafe and set(unsafe) <= {"pitch", "roll", "accel", "contact", "lateral", "stuck", "blowup", "time", "warning"}
+    assert traj.meta["best_progress"] < 1.0  # never past the wall's foot
+    for kind, n in unsafe.items():
+        assert f"{kind} {n}" in traj.reason
+
+
+def test_no_safe_action_exhausts_the_tree():
+    """Limits that every action violates (1 m of progress every 0.5 s): the root's three actions all fail as stuck."""
+    traj = plan(_strict(stuck_time=0.5, stuck_distance=1.0), resolve_world("flat"), SEED, PlannerConfig())
+    assert not traj.success and len(traj) == 0
+    assert traj.reason.startswith("every node's actions are exhausted")
+    assert traj.reason.endswith(f"unsafe expansions: stuck {len(COARSE)}")
+    assert traj.meta["expansions"] == len(COARSE) and traj.meta["nodes"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- warnings
+
+
+def test_warnings_make_expansions_unsafe_only_when_rejected():
+    """A pitch warning at any tilt: rejected, nothing is safe; accepted, flat ground is easy."""
+    limits = {"pitch_warn": 1e-6, "pitch_fail": 1.0}
+    rejected = plan(_strict(**limits), resolve_world("flat"), SEED, PlannerConfig(reject_warnings=True))
+    assert not rejected.success and rejected.reason.endswith(f"unsafe expansions: warning {len(COARSE)}")
+    accepted = plan(_strict(**limits), resolve_world("flat"), SEED, PlannerConfig(reject_warnings=False))
+    assert accepted.success, accepted.reason
+
+
+def test_rejected_warnings_never_appear_on_the_path(worlds):
+    """With a 30 degree pitch warning the climb of step_up warns unless the planner avoids it."""
+    limits = SafetyLimits(pitch_warn=math.radians(30.0))
+    world = worlds["step_up"]
+    planner_sim = MujocoSimulator(limits=limits)
+    clean = plan(planner_sim, world, WARN_SEED, PlannerConfig(reject_warnings=True))
+    assert clean.success, clean.reason
+    assert clean.meta["unsafe_expansions"].get("warning", 0) >= 1  # the planner met a warning and went around it
+    end = _replay(world, WARN_SEED, clean, limits)
+    assert end.status == SUCCESS and [e for e in end.events if e.severity == "warn"] == []
+    # the planner's simulator, left at the goal node, holds that node's events only (none of the rejected sibling's)
+    assert planner_sim.status == SUCCESS and list(planner_sim.events) == list(end.events)
+    # the contrast: accepting warnings, the same search keeps a path that warns
+    sloppy = plan(MujocoSimulator(limits=limits), world, WARN_SEED, PlannerConfig(reject_warnings=False))
+    assert sloppy.success
+    end = _replay(world, WARN_SEED, sloppy, limits)
+    assert end.status == SUCCESS and [e.kind for e in end.events if e.severity == "warn"]
+
+
+# ---------------------------------------------------------------------------------------------- guided planning
+
+
+def test_guide_output_is_tried_first_even_off_the_set(sim, worlds):
+    posture = np.array([0.5, 0.5, 0.1, 0.1])  # not one of the coarse actions
+    assert not any(np.allclose(posture, a) for a in COARSE.array)
+    traj = plan(sim, worlds["flat"], SEED, PlannerConfig(guide_prob=1.0), guide=FixedController(tuple(posture)).act)
+    assert traj.success and traj.meta["guided"] is True
+    np.testing.assert_array_equal(traj.action[0], posture.astype(np.float32))
+    np.testing.assert_array_equal(traj.action, np.tile(posture.astype(np.float32), (len(traj), 1)))
+    assert _replay(worlds["flat"], SEED, traj).status == SUCCESS
+
+
+def test_neutral_guide_keeps_the_path_neutral(sim, worlds):
+    guide = FixedController(tuple(NEUTRAL)).act
+    strict = plan(sim, worlds["flat"], SEED, PlannerConfig(guide_prob=1.0), guide=guide)
+    assert strict.success and np.all(strict.action == NEUTRAL.astype(np.float32))
+    # with the default guide_prob some expansions explore, but the path stays mostly the policy's
+    loose = plan(sim, worlds["flat"], SEED, PlannerConfig(), guide=guide)
+    assert loose.success
+    assert np.mean(np.all(loose.action == NEUTRAL.astype(np.float32), axis=1)) >= 0.6
+
+
+def test_guided_candidates_are_ordered_by_distance_to_the_guide(sim, worlds):
+    target = np.array([0.7, 0.7, -0.1, -0.1])
+    planner = _Planner(sim, worlds["flat"], SEED, PlannerConfig(), FixedController(tuple(target)).act)
+    cands = planner._candidates(sim.reset(worlds["flat"], seed=SEED))
+    np.testing.assert_array_equal(cands[0], target)
+    dist = [float(np.sum((c - target) ** 2)) for c in cands[1:]]
+    assert dist == sorted(dist) and len(cands) == len(COARSE) + 1
+
+
+def test_guide_equal_to_a_set_action_is_not_tried_twice():
+    """Every expansion from the root fails: the root should be exhausted after one try per distinct action."""
+    sim = _strict(stuck_time=0.5, stuck_distance=1.0)
+    traj = plan(sim, resolve_world("flat"), SEED, PlannerConfig(guide_prob=1.0), guide=FixedController(tuple(NEUTRAL)).act)
+    assert not traj.success and traj.meta["expansions"] == len(COARSE)
+
+
+def test_heuristic_guide_solves_step_up(sim, worlds):
+    world = worlds["step_up"]
+    heuristic = HeuristicController()
+    traj = plan(sim, world, SEED, PlannerConfig(action_set="fine"), guide=heuristic.act)
+    assert traj.success, traj.reason
+    assert traj.meta["guided"] is True and traj.meta["action_set"] == FINE.name
+    assert abs(len(traj) - traj.meta["sim_time"] / RECORD_DT) <= 1.0
+    assert _replay(world, SEED, traj).status == SUCCESS
+    # guide_prob 1: the first expansion applies the heuristic's own output at the start
+    first = plan(sim, world, SEED, PlannerConfig(action_set="fine", guide_prob=1.0), guide=heuristic.act)
+    assert first.success
+    start = MujocoSimulator().reset(world, seed=SEED)
+    np.testing.assert_allclose(first.action[0], heuristic.act(start), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- Smart Start grid
+
+
+def _grid(**kw) -> SmartStartGrid:
+    return SmartStartGrid(SmartStartConfig(**kw), length=2.0)
+
+
+def test_cell_bins_progress_pitch_and_flipper_pairs():
+    g = _grid()
+    assert g.cell(0.3, 0.16, np.array([0.5, 0.3, -0.1, -0.3])) == (1, 1, 1, -1)
+    assert g.cell(-0.01, -0.01, np.zeros(4)) == (-1, -1, 0, 0)
+
+
+def test_less_visited_cell_scores_higher_at_equal_value():
+    g = _grid()
+    a, b = (4, 0, 0, 0), (4, 1, 0, 0)
+    g.add(0, a, 1.0)
+    g.add(1, b, 1.0)
+    for _ in range(3):
+        g.visit(a)
+    assert g.score(b) > g.score(a) and g.best_cell() == b
+    assert g.score(a) == pytest.approx(1.0 * 0.5 + math.sqrt(2.0 * math.log(g.total) / 4))
+
+
+@pytest.mark.parametrize("value_weight", [1.0, 0.0])
+def test_equally_visited_cells_prefer_more_progress(value_weight):
+    g = _grid(value_weight=value_weight)
+    low, high = (1, 0, 0, 0), (6, 0, 0, 0)
+    g.add(0, high, 1.5)
+    g.add(1, low, 0.3)
+    assert g.counts[low] == g.counts[high] == 1 and g.best_cell() == high
+    assert g.values[high] == pytest.approx(0.75) and g.values[low] == pytest.approx(0.15)
+
+
+def test_cell_value_is_the_best_progress_of_its_nodes():
+    g = _grid()
+    g.add(0, (0, 0, 0, 0), 0.2)
+    g.add(1, (0, 0, 0, 0), 0.1)
+    assert g.values[(0, 0, 0, 0)] == pytest.approx(0.1) and g.counts[(0, 0, 0, 0)] == 2 and g.total == 2
+
+
+def test_exhausted_nodes_are_not_selected():
+    g = _grid()
+    ahead, behind = (6, 0, 0, 0), (1, 0, 0, 0)
+    g.add(0, ahead, 1.5)
+    g.add(1, behind, 0.3)
+    g.remove(0, ahead)
+    assert g.best_cell() == behind and g.members[ahead] == []
+    g.remove(0, ahead)  # removing twice is harmless
+    g.remove(1, behind)
+    assert g.best_cell() is None
+
+
+@pytest.mark.parametrize("kw", [{"c_ss": 0.0}, {"c_ss": -1.0}, {"eta": -0.1}, {"eta": 1.5}, {"progress_cell": 0.0}])
+def test_smart_start_config_validation(kw):
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        SmartStartConfig(**kw)
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+
+def test_action_set_by_name_and_dt():
+    assert action_set("coarse") is COARSE and action_set("fine") is FINE and action_set(COARSE) is COARSE
+    half = action_set("coarse@0.5")
+    assert half.dt == 0.5 and half.targets == COARSE.targets and half.names == COARSE.names and half.name == "3x500ms"
+    custom = action_set({"name": "two", "dt": 0.4, "actions": {"up": [0.5, 0.5, 0, 0], "down": [-0.3, -0.3, 0, 0]}})
+    assert custom.names == ("up", "down") and custom.dt == 0.4 and custom.array.shape == (2, 4)
+
+
+@pytest.mark.parametrize("spec", ["medium", "coarse@0", "coarse@20", {"dt": 0.2}])
+def test_bad_action_set_specs_are_rejected(spec):
+    with pytest.raises(ValueError):
+        action_set(spec)
+
+
+def test_unknown_action_set_names_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"unknown action set 'medium'.*coarse, fine"):
+        PlannerConfig(action_set="medium")
+
+
+@pytest.mark.parametrize("target", [(2.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, -1.5), (0.0, 0.0, 0.0), (0.0, 0.0, float("nan"), 0.0)])
+def test_action_set_rejects_bad_actions(target):
+    with pytest.raises(ValueError, match="'bad'"):
+        ActionSet("test", ("bad",), (target,), 0.2)
+
+
+def test_action_set_needs_one_name_per_target():
+    with pytest.raises(ValueError, match="one name per target"):
+        ActionSet("test", ("a", "b"), ((0.0, 0.0, 0.0, 0.0),), 0.2)
+
+
+def test_planner_config_round_trip_and_nested_smart_start():
+    cfg = PlannerConfig.from_dict({"action_set": "fine", "max_expansions": 10, "smart_start": {"eta": 0.3, "c_ss": 1.0}})
+    assert isinstance(cfg.smart_start, SmartStartConfig) and cfg.smart_start.eta == 0.3
+    assert PlannerConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_planner_config_names_unknown_keys():
+    with pytest.raises(ValueError, match=r"unknown keys \['budget', 'max_iters'\]"):
+        PlannerConfig.from_dict({"budget": 3, "max_iters": 5, "max_expansions": 10})
+
+
+@pytest.mark.parametrize("kw", [{"max_expansions": 0}, {"max_cpu_s": 0.0}, {"max_tree_mib": -1.0}, {"guide_prob": 1.5},
+                                {"extend_new": -0.1}, {"record_dt": 0.0}, {"smart_start": {"eta": 2.0}}])
+def test_planner_config_rejects_bad_values(kw):
+    with pytest.raises(ValueError):
+        PlannerConfig(**kw)
+
+
+def test_action_dt_must_be_a_multiple_of_record_dt():
+    """coarse@0.25 records every 0.125 s and coarse@0.05 every 0.05 s instead of every record_dt (0.1 s)."""
+    for spec in ("coarse@0.25", "coarse@0.05", "coarse@0.35"):
+        with pytest.raises(ValueError, match="record_dt"):
+            PlannerConfig(action_set=spec)
