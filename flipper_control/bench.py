@@ -186,7 +186,7 @@ def bench_policy(config=None, calls: int = 5000, repeats: int = 3, seed: int = 0
     config = config or PolicyConfig()
     with torch.random.fork_rng(devices=[]):  # seeded weights without disturbing the caller's global torch RNG
         torch.manual_seed(seed)
-        policy = NanAwarePolicy(config).eval()
+        policy = NanAwarePolicy(config).eval()  # safe: nn.Module.eval() (inference mode), not code evaluation
     rng = np.random.default_rng(seed)
     n_inputs, nan_fraction, batch = 256, 0.3, 256
     dems, proprio = _policy_inputs(config, n_inputs, rng, 0.0)

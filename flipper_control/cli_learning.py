@@ -105,7 +105,7 @@ def cmd_train_policy(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ eval
-def cmd_eval(args) -> int:
+def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluation
     from flipper_control.evaluation import WorldEvaluation, score_table, section_table
     from flipper_control.executors import make_executor
     from flipper_control.loop_tasks import eval_task

@@ -29,7 +29,7 @@ from flipper_control.imitation import ImitationConfig
 from flipper_control.loop_tasks import eval_task, plan_task, train_task
 from planning.dataset import TrajectoryDataset
 from planning.rrt import PlannerConfig
-from sim.io_utils import write_json_atomic
+from sim.io_utils import write_bytes_atomic, write_json_atomic
 from sim.scoring import world_score
 from sim.world_sets import resolve_worlds, training_worlds
 
@@ -276,8 +276,6 @@ class _Loop:
         # the kept policy is copied (not linked) so that the iteration folder is self-contained
         for suffix in (".safetensors", ".json"):
             src, dst = Path(best["path"] + suffix), d / f"policy{suffix}"
-            from sim.io_utils import write_bytes_atomic
-
             write_bytes_atomic(dst, src.read_bytes())
         selection = {"iteration": k, "candidates": cands, "kept": best["seed"], "selection_worlds": list(c.selection_worlds),
                      "selection_runs": c.selection_runs, "data_sha256": data_hash,

@@ -176,7 +176,7 @@ class _Planner:
         return cands.pop(int(self.rng.integers(len(cands))))
 
     # -------------------------------------------------------------- expansion
-    def _expand(self, i: int, action: np.ndarray) -> tuple[str, int | None, np.ndarray, np.ndarray]:
+    def _expand(self, i: int, action: np.ndarray) -> tuple[str, int | None]:
         """Restore node i, apply ``action`` for dt, recording samples; returns (status, new node or None)."""
         sim, node = self.sim, self.nodes[i]
         sim.set_state(node.state)
@@ -193,10 +193,10 @@ class _Planner:
                 break
         dem, proprio = np.stack(dems), np.stack(props)
         if sim.status == FAILED:
-            return FAILED, None, dem, proprio
+            return FAILED, None
         if self.config.reject_warnings and sum(e.severity == "warn" for e in sim.events) > n_warn:
-            return "warned", None, dem, proprio
-        return sim.status, self._add(i, action, dem, proprio, obs), dem, proprio
+            return "warned", None
+        return sim.status, self._add(i, action, dem, proprio, obs)
 
     def _path(self, leaf: int) -> Trajectory:
         chain = []
@@ -238,7 +238,7 @@ class _Planner:
                 self._exhaust(i)
             self.grid.visit(node.cell)
             expansions += 1
-            status, new, dem, proprio = self._expand(i, action)
+            status, new = self._expand(i, action)
             if status == SUCCESS:
                 result = new
                 break

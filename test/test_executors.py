@@ -113,5 +113,5 @@ def test_unpicklable_function_reports_task():
 def test_memory_helpers_and_error_pickles():
     assert peak_rss_mib() > 0
     assert children_peak_rss_mib() >= 0
-    err = pickle.loads(pickle.dumps(TaskError(5, "KeyError", "'x'", "tb")))
+    err = pickle.loads(pickle.dumps(TaskError(5, "KeyError", "'x'", "tb")))  # safe: our own bytes, as the process pool sends them
     assert (err.index, str(err), err.remote_traceback) == (5, "task 5 failed: KeyError: 'x'", "tb")
