@@ -10,6 +10,9 @@ DEMO_OUT ?= demo_out
 setup: $(STAMP)
 
 $(STAMP): requirements.txt setup.py pyproject.toml
+	@# open3d (lidar ray casting of the reality proxy) needs libusb at import time
+	@ldconfig -p | grep -q 'libusb-1.0.so.0' || { apt-get update -qq && apt-get install -y -qq libusb-1.0-0 >/dev/null; } \
+		|| { echo "could not install libusb-1.0-0 (needed by open3d): install it with your package manager" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
