@@ -73,26 +73,33 @@ def resolve_worlds(refs: list[str], count: int = 20, seed: int = 0) -> list[Worl
 
 # ------------------------------------------------------------------------------------------ training
 _GAP = 1.2  # flat run-up before each obstacle, metres
+# Obstacle size ranges (metres). They reach past the built-in test worlds (stairs of 30 degrees, a 0.25 m
+# step up, a 0.30 m drop) to steep building stairs (up to about 40 degrees) and drops of 0.45 m: there the
+# flipper posture has to be prepared a second or more ahead, which is what makes fine-grained planning
+# hard without a guiding policy (seed 000 Table III) and what the policy must learn. Higher steps up than
+# 0.34 m are not climbable with the coarse action set, so iteration 1 could not plan them.
+STAIR_RISE, STAIR_RUN = (0.14, 0.21), (0.25, 0.32)
+STEP_UP, STEP_DOWN = (0.12, 0.34), (0.15, 0.45)
 
 
 def _obstacle(kind: str, x: float, rng: np.random.Generator) -> tuple[list[dict], float]:
     """One obstacle starting at x; returns its primitives and where the terrain is flat again."""
     width = float(rng.uniform(1.2, 1.8))
     if kind == "stairs_up":
-        steps, rise, run = int(rng.integers(3, 7)), float(rng.uniform(0.12, 0.19)), float(rng.uniform(0.26, 0.34))
+        steps, rise, run = int(rng.integers(3, 7)), float(rng.uniform(*STAIR_RISE)), float(rng.uniform(*STAIR_RUN))
         landing = float(rng.uniform(1.5, 2.5))
         return [{"type": "stairs", "position": [x, 0.0], "direction": "up", "steps": steps, "rise": round(rise, 3),
                  "run": round(run, 3), "width": round(width, 2), "landing": round(landing, 2)}], x + steps * run + landing
     if kind == "stairs_down":
-        steps, rise, run = int(rng.integers(3, 7)), float(rng.uniform(0.12, 0.19)), float(rng.uniform(0.26, 0.34))
+        steps, rise, run = int(rng.integers(3, 7)), float(rng.uniform(*STAIR_RISE)), float(rng.uniform(*STAIR_RUN))
         return [{"type": "stairs", "position": [x, 0.0], "direction": "down", "steps": steps, "rise": round(rise, 3),
                  "run": round(run, 3), "width": round(width, 2)}], x + (steps - 1) * run
     if kind == "step_up":
-        h, length = float(rng.uniform(0.10, 0.28)), float(rng.uniform(1.5, 3.0))
+        h, length = float(rng.uniform(*STEP_UP)), float(rng.uniform(1.5, 3.0))
         return [{"type": "step", "position": [x, 0.0], "height": round(h, 3), "width": round(width, 2),
                  "length": round(length, 2)}], x + length
     if kind == "step_down":
-        h = float(rng.uniform(0.10, 0.32))
+        h = float(rng.uniform(*STEP_DOWN))
         return [{"type": "step", "position": [x, 0.0], "height": -round(h, 3), "width": round(width, 2)}], x
     if kind == "pallet":
         h, length = float(rng.uniform(0.10, 0.16)), float(rng.uniform(0.8, 1.2))

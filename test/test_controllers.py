@@ -83,4 +83,6 @@ def test_heuristic_traverses_most_test_worlds(test_world_levels):
     levels = test_world_levels["heuristic"]
     good = [name for name, level in levels.items() if level == "good"]
     assert len(good) >= 6, levels
-    assert levels["stairs_up"] != "fail" and levels["stairs_down"] == "good"
+    # On the 34-degree descent the heuristic's nose pitches past the 40-degree warning (unclear); the
+    # planner finds descents without warnings, which is where learned policies beat it.
+    assert levels["stairs_up"] == "good" and levels["stairs_down"] != "fail"

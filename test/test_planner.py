@@ -27,6 +27,8 @@ SEED = 3
 WARN_SEED = 0  # a seed whose step_up climb warns at 30 degrees of pitch unless the planner avoids it
 RECORD_DT = PlannerConfig().record_dt
 NEUTRAL = COARSE.array[COARSE.names.index("neutral")]
+# a 0.25 m step: climbable with a clean plan even when pitch warns at 30 degrees
+STEP_025 = {"name": "step_025", "length": 3.0, "terrain": [{"type": "step", "position": [1.2, 0.0], "height": 0.25, "length": 3.0}]}
 # a 0.8 m wall across the course: no posture gets over it
 WALL = {"name": "wall", "length": 3.0, "terrain": [{"type": "step", "position": [1.0, 0.0], "height": 0.8, "length": 3.0}]}
 
@@ -197,7 +199,7 @@ def test_expansion_budget_gives_a_failed_trajectory(sim, worlds):
     assert not traj.success and len(traj) == 0
     assert traj.dem.shape == (0, 20, 5) and traj.proprio.shape == (0, 6) and traj.action.shape == (0, 4)
     assert traj.reason.startswith("expansion budget 3 exhausted; best progress ")
-    m = re.search(r"best progress (\d+\.\d\d) m of 3\.8 m", traj.reason)
+    m = re.search(rf"best progress (\d+\.\d\d) m of {world.length:g} m", traj.reason)
     assert m and float(m.group(1)) > 0.0 and abs(float(m.group(1)) - traj.meta["best_progress"]) < 0.006
     assert traj.reason.endswith("unsafe expansions: none")
     assert traj.meta["success"] is False and traj.meta["expansions"] == 3 and traj.meta["world"] == "stairs_up"
@@ -205,9 +207,11 @@ def test_expansion_budget_gives_a_failed_trajectory(sim, worlds):
 
 
 def test_cpu_budget_gives_a_failed_trajectory(sim, worlds):
-    traj = plan(sim, worlds["stairs_up"], SEED, PlannerConfig(max_cpu_s=1e-6))
+    world = worlds["stairs_up"]
+    traj = plan(sim, world, SEED, PlannerConfig(max_cpu_s=1e-6))
     assert not traj.success and len(traj) == 0
-    assert re.fullmatch(r"CPU budget 1e-06 s exhausted; best progress 0\.0\d m of 3\.8 m; unsafe expansions: none", traj.reason)
+    assert re.fullmatch(rf"CPU budget 1e-06 s exhausted; best progress 0\.0\d m of {world.length:g} m; unsafe expansions: none",
+                        traj.reason)
     assert traj.meta["expansions"] == 0 and traj.meta["nodes"] == 1  # only the start (its progress is the start noise)
 
 
@@ -255,9 +259,9 @@ def test_warnings_make_expansions_unsafe_only_when_rejected():
 
 
 def test_rejected_warnings_never_appear_on_the_path(worlds):
-    """With a 30 degree pitch warning the climb of step_up warns unless the planner avoids it."""
+    """With a 30 degree pitch warning the climb of a 0.25 m step warns unless the planner avoids it."""
     limits = SafetyLimits(pitch_warn=math.radians(30.0))
-    world = worlds["step_up"]
+    world = world_from_dict(STEP_025)
     planner_sim = MujocoSimulator(limits=limits)
     clean = plan(planner_sim, world, WARN_SEED, PlannerConfig(reject_warnings=True))
     assert clean.success, clean.reason

@@ -222,8 +222,9 @@ def test_for_world_covers_the_course_and_descent_platforms(builtin_worlds):
     world = builtin_worlds["test/stairs_down"]  # its platform reaches behind the start
     grid = HeightGrid.for_world(world)
     assert grid.x0 <= world.start_x - 1.0 and grid.x0 + grid.nx * grid.resolution >= world.goal_x + 1.3
-    assert grid.height_at(world.start_x, 0.0) == pytest.approx(5 * 0.17)
-    assert grid.height_at(world.start_x - 0.9, 0.0) == pytest.approx(5 * 0.17)  # the platform reaches 1 m back
+    top = sum(p.steps * p.rise for p in world.terrain)  # the platform stands as high as the flight
+    assert grid.height_at(world.start_x, 0.0) == pytest.approx(top)
+    assert grid.height_at(world.start_x - 0.9, 0.0) == pytest.approx(top)  # the platform reaches 1 m back
 
 
 # ----------------------------------------------------------------------------------------- DEM
@@ -245,14 +246,16 @@ SMALL_SPEC = DemSpec(rows=10, cols=4, resolution=0.05, front=0.3)
         ("staircase", (0.8, 1.6), DemSpec(), 0.5),  # the staircase's side edge crosses the DEM
         ("staircase", (1.2, 1.7), SMALL_SPEC, 0.0),
         ("staircase", (5.0, 5.5), SMALL_SPEC, 0.1),
-        ("stairs_up", (0.0, 0.6), DemSpec(), 0.0),  # the test world: risers every 0.29 m
+        ("stairs_up", (0.0, 0.6), DemSpec(), 0.0),  # the test world: risers every 0.27 m
         ("stairs_up", (0.6, 1.2), DemSpec(), 0.0),
     ],
 )
 def test_dem_equals_highest_tread_under_each_cell(builtin_worlds, terrain, x_range, spec, y):
     world = (_world(STAIRCASE["up"], STAIRCASE["down"], length=7.5) if terrain == "staircase"
              else builtin_worlds["test/stairs_up"])
-    x = _clear_pose(spec, _risers(world), *x_range)
+    # the test world's 0.27 m run never leaves every 0.1 m row border 2 cm clear of a riser; 1.2 cm
+    # (more than one 1 cm grid pixel) still is
+    x = _clear_pose(spec, _risers(world), *x_range, clearance=0.012 if terrain == "stairs_up" else 0.02)
     z = 0.3
     dem = DemExtractor(HeightGrid.for_world(world), spec).extract(x, y, z, 0.0)
     assert dem.shape == spec.shape and dem.dtype == np.float32
