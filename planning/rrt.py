@@ -50,6 +50,10 @@ class PlannerConfig:
     max_tree_mib: float = 1024.0  # snapshots + recorded samples; keeps a worker far below 2 GiB
     record_dt: float = 0.1  # s between recorded samples (the policy's control period)
     reject_warnings: bool = True  # a new safety warning makes an expansion unsafe
+    # An expansion after which the goal cannot be reached within the scoring's "slow" limit (slow_factor x
+    # the nominal time), even at the commanded speed from there on, is rejected as behind schedule: such a
+    # plan would be judged unclear ("slow"), and slipping on stairs with a poor posture is what makes it slow.
+    reject_slow: bool = True
     guide_prob: float = 0.8  # guided: probability of taking the most policy-like untried action
     extend_new: float = 1.0  # probability of expanding the node just added (go deep until blocked)
     smart_start: SmartStartConfig = field(default_factory=SmartStartConfig)
@@ -116,6 +120,7 @@ class _Planner:
         self.failures: dict[str, int] = {}
         self.tree_bytes = 0
         self.best_progress = 0.0
+        self.deadline = sim.limits.slow_factor * world.length / world.speed  # later than this scores "slow"
         # the feature box sampled by the RRT rule: progress, pitch, four flipper angles
         lo, hi = sim.robot.flipper_lower, sim.robot.flipper_upper
         self.sample_lo = np.array([0.0, -0.8, lo, lo, lo, lo])
@@ -196,6 +201,8 @@ class _Planner:
             return FAILED, None
         if self.config.reject_warnings and sum(e.severity == "warn" for e in sim.events) > n_warn:
             return "warned", None
+        if self.config.reject_slow and obs.time + max(0.0, self.world.length - obs.progress) / self.world.speed > self.deadline:
+            return "slow", None
         return sim.status, self._add(i, action, dem, proprio, obs)
 
     def _path(self, leaf: int) -> Trajectory:
@@ -243,7 +250,7 @@ class _Planner:
                 result = new
                 break
             if new is None:
-                kind = "warning" if status == "warned" else _fail_reason(sim)
+                kind = {"warned": "warning", "slow": "slow"}.get(status) or _fail_reason(sim)
                 self.failures[kind] = self.failures.get(kind, 0) + 1
         meta = {
             "world": world.name, "seed": self.seed, "action_set": self.actions.name, "dt": self.actions.dt,

@@ -29,6 +29,9 @@ RECORD_DT = PlannerConfig().record_dt
 NEUTRAL = COARSE.array[COARSE.names.index("neutral")]
 # a 0.25 m step: climbable with a clean plan even when pitch warns at 30 degrees
 STEP_025 = {"name": "step_025", "length": 3.0, "terrain": [{"type": "step", "position": [1.2, 0.0], "height": 0.25, "length": 3.0}]}
+# four low steps (about 22 degrees): every coarse posture climbs them in time
+EASY_STAIRS = {"name": "easy_stairs", "length": 3.4, "terrain": [
+    {"type": "stairs", "position": [1.2, 0.0], "direction": "up", "steps": 4, "rise": 0.12, "run": 0.3, "landing": 2.0}]}
 # a 0.8 m wall across the course: no posture gets over it
 WALL = {"name": "wall", "length": 3.0, "terrain": [{"type": "step", "position": [1.0, 0.0], "height": 0.8, "length": 3.0}]}
 
@@ -176,7 +179,7 @@ def test_either_selection_rule_alone_solves_step_up(sim, worlds, eta):
 def test_smart_start_goes_for_the_frontier(sim, worlds):
     """Smart Start alone on an easy staircase: almost every expansion extends the path that is finally kept."""
     cfg = PlannerConfig(extend_new=0.0, smart_start=SmartStartConfig(eta=1.0))
-    traj = plan(sim, worlds["stairs_up"], SEED, cfg)
+    traj = plan(sim, world_from_dict(EASY_STAIRS), SEED, cfg)
     assert traj.success, traj.reason
     path_nodes = math.ceil(len(traj) / int(round(COARSE.dt / RECORD_DT)))
     assert path_nodes <= traj.meta["expansions"] <= path_nodes + 3
@@ -231,7 +234,8 @@ def test_wall_fails_naming_the_unsafe_expansions(sim):
     assert not traj.success and len(traj) == 0
     assert traj.reason.startswith("expansion budget 40 exhausted; best progress ")
     unsafe = traj.meta["unsafe_expansions"]
-    assert unsafe and set(unsafe) <= {"pitch", "roll", "accel", "contact", "lateral", "stuck", "blowup", "time", "warning"}
+    assert unsafe and set(unsafe) <= {"pitch", "roll", "accel", "contact", "lateral", "stuck", "blowup", "time", "warning",
+                                 "slow"}
     assert traj.meta["best_progress"] < 1.0  # never past the wall's foot
     for kind, n in unsafe.items():
         assert f"{kind} {n}" in traj.reason
@@ -446,3 +450,17 @@ def test_action_dt_must_be_a_multiple_of_record_dt():
     for spec in ("coarse@0.25", "coarse@0.05", "coarse@0.35"):
         with pytest.raises(ValueError, match="record_dt"):
             PlannerConfig(action_set=spec)
+
+
+def test_plans_behind_schedule_are_rejected(sim, worlds):
+    """On the 34-degree stairs a careless climb slips and would be judged slow; the planner must not keep it."""
+    world = worlds["stairs_up"]
+    deadline = sim.limits.slow_factor * world.length / world.speed
+    careless = plan(sim, world, 0, PlannerConfig(reject_slow=False))
+    assert careless.success and careless.meta["sim_time"] > deadline  # the cheap plan is a slow one
+    timely = plan(sim, world, 0, PlannerConfig(reject_slow=True))
+    assert timely.success, timely.reason
+    assert timely.meta["sim_time"] <= deadline
+    assert timely.meta["unsafe_expansions"].get("slow", 0) >= 1  # it met the schedule only by rejecting
+    end = _replay(world, 0, timely)
+    assert end.status == SUCCESS and end.time <= deadline
