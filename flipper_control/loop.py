@@ -136,11 +136,11 @@ def load_loop_config(path: str | Path) -> LoopConfig:
 DEMO_CONFIG: dict[str, Any] = {
     "seed": 0,
     "iterations": 5,
-    "training_worlds": 16,
+    "training_worlds": 24,
     "candidates": 4,
-    "selection_runs": 2,
-    "eval_runs": 3,
-    "imitation": {"epochs": 30, "policy": {"hidden": [64]}},
+    "selection_runs": 3,
+    "eval_runs": 5,
+    "imitation": {"epochs": 60, "policy": {"hidden": [128]}},
 }
 
 
