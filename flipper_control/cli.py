@@ -24,6 +24,10 @@ def _controller_factory(args):
 
 
 def _simulator(args):
+    if getattr(args, "reality", "sim") == "proxy":
+        from sim.reality_proxy import RealityProxy, RealityProxyConfig
+
+        return RealityProxy(config=RealityProxyConfig.ideal() if args.no_noise else None)
     from sim.mujoco_sim import MujocoSimulator, SimNoise
 
     return MujocoSimulator(noise=SimNoise(enabled=not args.no_noise))
@@ -103,6 +107,10 @@ def cmd_bench(args) -> int:
         from flipper_control.cli_learning import cmd_bench_plan
 
         return cmd_bench_plan(args)
+    if args.what == "dem":
+        from perception.bench_dem import run_bench_dem
+
+        return run_bench_dem(args.points, args.repeats, args.seed, args.json)
     from flipper_control.bench import bench_sim
     from sim.io_utils import write_json_atomic
     from sim.world_sets import resolve_world
@@ -142,16 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", type=int, default=3)
     s.add_argument("--seed", type=int, default=0, help="noise seed of the first run (run r uses seed + r)")
     s.add_argument("--control-dt", type=float, default=0.1, help="controller period in seconds")
-    s.add_argument("--no-noise", action="store_true", help="disable the seeded per-run noise")
+    s.add_argument("--no-noise", action="store_true", help="disable the seeded per-run noise (with --reality proxy: "
+                   "no perturbed dynamics, range noise or drift)")
+    s.add_argument("--reality", choices=["sim", "proxy"], default="sim",
+                   help="sim: the exact simulated DEM; proxy: the reality proxy (perturbed robot, lidar-built DEMs)")
     s.add_argument("--json", help="write results here")
     s.set_defaults(func=cmd_sim)
 
     b = sub.add_parser("bench", help="measure speed against baselines")
-    b.add_argument("what", choices=["sim", "plan", "policy"])
+    b.add_argument("what", choices=["sim", "plan", "policy", "dem"])
     b.add_argument("--world", default="stairs_up")
     b.add_argument("--seconds", type=float, default=20.0, help="simulated seconds of the physics baseline")
-    b.add_argument("--repeats", type=int, default=3, help="closed-loop runs (sim), timing repeats (policy)")
+    b.add_argument("--repeats", type=int, default=3, help="closed-loop runs (sim), timing repeats (policy, dem)")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--points", type=int, default=1_000_000, help="bench dem: points per cloud")
     b.add_argument("--json", help="write figures here")
     add_bench_args(b)
     b.set_defaults(func=cmd_bench)

@@ -105,6 +105,14 @@ def cmd_train_policy(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ eval
+def reality_of(world_ref: str, reality: str) -> str:
+    """``sim`` or ``proxy`` for a world reference; ``auto`` runs the proxy course (the stand-in for the real
+    test obstacles) on the reality proxy and every other world on the exact simulator."""
+    if reality != "auto":
+        return reality
+    return "proxy" if world_ref == "proxy" or world_ref.startswith("proxy/") else "sim"
+
+
 def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluation
     from flipper_control.evaluation import WorldEvaluation, score_table, section_table
     from flipper_control.executors import make_executor
@@ -122,8 +130,16 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
         from flipper_control.controllers import make_controller
 
         make_controller(kind, posture or None)
-    worlds = resolve_worlds(args.worlds)
-    tasks = [{"controller": spec, "world": w, "seeds": [args.seed + r for r in range(args.runs)]} for w in worlds]
+    worlds, realities = [], []
+    for ref in args.worlds:  # per reference, so that `auto` can tell the proxy course from the rest
+        found = resolve_worlds([ref])
+        worlds += found
+        realities += [reality_of(ref, args.reality)] * len(found)
+    tasks = [{"controller": spec, "world": w, "seeds": [args.seed + r for r in range(args.runs)], "reality": re}
+             for w, re in zip(worlds, realities, strict=True)]
+    if "proxy" in realities:
+        _err(f"reality proxy (perturbed robot, lidar-built DEMs) for: "
+             f"{', '.join(w.name for w, re in zip(worlds, realities, strict=True) if re == 'proxy')}")
     t0 = time.perf_counter()
     with make_executor(args.executor or "process", args.workers) as ex:
         results = ex.map(eval_task, tasks, progress=lambda d, n: _err(f"  evaluated {d}/{n} worlds"))
@@ -136,7 +152,8 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
     total = sum(ev.score for ev in evs)
     if args.json:
         write_json_atomic(args.json, {"controller": label, "seed": args.seed, "runs": args.runs, "total": round(total, 4),
-                                      "max": len(evs), "worlds": [ev.to_dict() for ev in evs],
+                                      "max": len(evs), "reality": dict(zip([w.name for w in worlds], realities, strict=True)),
+                                      "worlds": [ev.to_dict() for ev in evs],
                                       "wall_s": round(time.perf_counter() - t0, 2)})
     return 0
 
@@ -253,6 +270,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--runs", type=int, default=3)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", help="write results here")
+    e.add_argument("--reality", choices=["auto", "sim", "proxy"], default="auto",
+                   help="sim: the exact simulated DEM; proxy: the reality proxy (perturbed robot, lidar-built DEMs "
+                        "with NaN and drift); auto (default): proxy for the proxy course, sim for the rest")
     executor_args(e)
     e.set_defaults(func=cmd_eval)
 

@@ -15,17 +15,25 @@ from sim.world import World
 
 __all__ = ["plan_task", "eval_task", "train_task", "controller_from_spec"]
 
-_SIM = None
+_SIMS: dict[str, Any] = {}
 _POLICIES: dict[tuple[str, float], Any] = {}
+REALITIES = ("sim", "proxy")  # the exact simulator, or the reality proxy (perturbed robot, lidar DEMs)
 
 
-def _simulator():
-    global _SIM
-    if _SIM is None:
-        from sim.mujoco_sim import MujocoSimulator
+def _simulator(reality: str = "sim"):
+    """This worker's simulator of the given kind, built once."""
+    if reality not in _SIMS:
+        if reality == "proxy":
+            from sim.reality_proxy import RealityProxy
 
-        _SIM = MujocoSimulator()
-    return _SIM
+            _SIMS[reality] = RealityProxy()
+        elif reality == "sim":
+            from sim.mujoco_sim import MujocoSimulator
+
+            _SIMS[reality] = MujocoSimulator()
+        else:
+            raise ValueError(f"unknown reality {reality!r}; allowed: {', '.join(REALITIES)}")
+    return _SIMS[reality]
 
 
 def _policy(path: str):
@@ -67,7 +75,8 @@ def plan_task(task: dict) -> dict:
 
 
 def eval_task(task: dict) -> dict:
-    """Run one controller on one world for the given noise seeds: ``{controller: spec, world: World, seeds: [..]}``.
+    """Run one controller on one world for the given noise seeds: ``{controller: spec, world: World, seeds: [..]}``,
+    optionally ``reality: "proxy"`` to run on the reality proxy instead of the exact simulator.
 
     Returns ``{"runs": [RunResult, ...], "cpu_s": float}``.
     """
@@ -75,7 +84,7 @@ def eval_task(task: dict) -> dict:
 
     world: World = task["world"]
     cpu0 = time.process_time()
-    sim = _simulator()
+    sim = _simulator(task.get("reality", "sim"))
     runs = [run_episode(sim, world, controller_from_spec(task["controller"]), seed=int(s)) for s in task["seeds"]]
     return {"runs": runs, "cpu_s": time.process_time() - cpu0}
 

@@ -28,7 +28,8 @@ WARN_SEED = 0  # a seed whose step_up climb warns at 30 degrees of pitch unless 
 RECORD_DT = PlannerConfig().record_dt
 NEUTRAL = COARSE.array[COARSE.names.index("neutral")]
 # a 0.25 m step: climbable with a clean plan even when pitch warns at 30 degrees
-STEP_025 = {"name": "step_025", "length": 3.0, "terrain": [{"type": "step", "position": [1.2, 0.0], "height": 0.25, "length": 3.0}]}
+STEP_025 = {"name": "step_025", "length": 3.0,
+            "terrain": [{"type": "step", "position": [1.2, 0.0], "height": 0.25, "length": 3.0}]}
 # four low steps (about 22 degrees): every coarse posture climbs them in time
 EASY_STAIRS = {"name": "easy_stairs", "length": 3.4, "terrain": [
     {"type": "stairs", "position": [1.2, 0.0], "direction": "up", "steps": 4, "rise": 0.12, "run": 0.3, "landing": 2.0}]}

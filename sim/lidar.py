@@ -1,0 +1,271 @@
+"""A rotating 2D lidar like Absolem's, ray-cast against a world's terrain with open3d.
+
+Absolem carries a 2D scanner (SICK LMS-151: 270 degree lines, 0.5 degree steps, 50 lines/s) on a
+platform that turns about the robot's x axis, so the scan plane always contains the x axis and one
+turn of the platform covers the sphere: a full 3D scan every ``period`` seconds (about 3 s). The 90
+degree blind sector of a line faces away from the line's centre, which points perpendicular to the x
+axis, so what is blind in one half-turn is seen in the other.
+
+Each line is cast from the robot's true pose at the line's own time, so the robot's motion during a
+scan distorts the cloud as on the real robot; occlusion comes for free from the ray casting. Rays also
+hit the robot itself (body, tracks, mast and the four flippers at their current angles, tested
+analytically as boxes), which is what the DEM builder's body filter exists to remove. Returns carry
+Gaussian range noise, random dropouts and the scanner's minimum and maximum range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import open3d as o3d
+
+from sim.odometry import quat_to_matrix
+from sim.robot import FLIPPER_NAMES, RobotSpec
+from sim.terrain import Solid
+
+# pose_fn(t) -> (base_link position (3,), (w, x, y, z) quaternion, four flipper angles) at time t
+PoseFn = Callable[[float], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+_BOX_CORNERS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+# 12 outward-wound triangles over the corner order above (index = 4*(sx>0) + 2*(sy>0) + (sz>0))
+_BOX_TRIANGLES = np.array([
+    [0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5],  # x- , x+
+    [0, 4, 5], [0, 5, 1], [2, 3, 7], [2, 7, 6],  # y- , y+
+    [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3],  # z- , z+
+], dtype=np.uint32)
+
+
+@dataclass(frozen=True)
+class LidarConfig:
+    """The scanner and its mount. Angles in radians, lengths in metres, times in seconds.
+
+    ``mount``: optical centre in base_link, or None for 6 cm above the top of the robot's mast.
+    The scanner's axes are those of base_link turned by the platform angle about x.
+    """
+
+    period: float = 3.0  # one turn of the platform = one full 3D scan
+    line_rate: float = 50.0  # 2D lines per second
+    fov: float = math.radians(270.0)
+    angular_step: float = math.radians(0.5)
+    min_range: float = 0.10  # the scanner's own housing and the mast top are closer than this
+    max_range: float = 20.0
+    range_sigma: float = 0.01  # Gaussian range noise
+    dropout: float = 0.02  # probability that a return is lost (dark or specular surface)
+    phase: float = 0.0  # platform angle at t = 0
+    mount: tuple[float, float, float] | None = None
+    self_hits: bool = True  # rays may hit the robot's own body and flippers
+    threads: int = 1  # open3d ray-casting threads (0: all cores); 1 keeps parallel rollouts fair
+
+    def __post_init__(self) -> None:
+        checks = {
+            "period": self.period > 0,
+            "line_rate": self.line_rate > 0,
+            "fov": 0 < self.fov <= 2 * math.pi,
+            "angular_step": 0 < self.angular_step <= self.fov,
+            "min_range/max_range": 0 <= self.min_range < self.max_range,
+            "range_sigma": self.range_sigma >= 0,
+            "dropout": 0 <= self.dropout < 1,
+            "threads": self.threads >= 0,
+        }
+        bad = [n for n, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"LidarConfig: invalid {', '.join(bad)} in {self}")
+
+    @property
+    def beams(self) -> int:
+        """Returns per line (both ends of the field of view included)."""
+        return int(math.floor(self.fov / self.angular_step + 1e-9)) + 1
+
+    @property
+    def lines_per_period(self) -> float:
+        return self.period * self.line_rate
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Returns of the lines swept in one ``RotatingLidar.scan`` call.
+
+    ``points``: (N, 3) in base_link at each return's own stamp (what a driver with a known platform
+    angle publishes). ``world_points``: the same returns in the frame of the poses given (the
+    simulator's world, i.e. odom). ``stamps``: (N,) seconds. ``line``: (N,) global line index (the
+    ring). ``self_hit``: (N,) ground truth, true where the return came from the robot itself; a real
+    robot does not know it -- for tests and figures only.
+    """
+
+    points: np.ndarray
+    world_points: np.ndarray
+    stamps: np.ndarray
+    line: np.ndarray
+    self_hit: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    @staticmethod
+    def empty() -> Scan:
+        z = np.zeros((0, 3))
+        return Scan(z, z.copy(), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))
+
+    @staticmethod
+    def concatenate(scans: list[Scan]) -> Scan:
+        """One scan from several consecutive ones."""
+        scans = [s for s in scans if len(s)]
+        if not scans:
+            return Scan.empty()
+        return Scan(*(np.concatenate([getattr(s, f) for s in scans]) for f in
+                      ("points", "world_points", "stamps", "line", "self_hit")))
+
+
+def solid_rotation(solid: Solid) -> np.ndarray:
+    """3x3 rotation of a terrain solid, the same as its MuJoCo orientation."""
+    return quat_to_matrix(np.array(solid.quat()))
+
+
+def terrain_mesh(solids: list[Solid], ground_half: float = 200.0) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (V, 3) float32, triangles (T, 3) uint32) of the ground plane z = 0 (a square of half
+    size ``ground_half`` around the origin, standing in for MuJoCo's infinite plane) and every box."""
+    g = ground_half
+    verts = [np.array([[-g, -g, 0.0], [g, -g, 0.0], [g, g, 0.0], [-g, g, 0.0]])]
+    tris = [np.array([[0, 1, 2], [0, 2, 3]], dtype=np.uint32)]
+    for k, s in enumerate(solids):
+        corners = (_BOX_CORNERS * np.array(s.half)) @ solid_rotation(s).T + np.array(s.center)
+        verts.append(corners)
+        tris.append(_BOX_TRIANGLES + np.uint32(4 + 8 * k))
+    return np.concatenate(verts).astype(np.float32), np.concatenate(tris).astype(np.uint32)
+
+
+class RobotBoxes:
+    """The robot as oriented boxes in base_link, for analytic ray tests: chassis, mast, the two main
+    tracks, and the four flippers (tapered tracks approximated by boxes of their mean thickness)
+    turned to given angles."""
+
+    def __init__(self, robot: RobotSpec):
+        r = robot
+        body_top = r.body_z + r.body_height / 2
+        static = [  # (centre, half sizes), axis-aligned
+            ((0.0, 0.0, r.body_z), (r.body_length / 2, r.body_width / 2, r.body_height / 2)),
+            ((r.mast_x, 0.0, body_top + r.mast_size[2] / 2), tuple(s / 2 for s in r.mast_size)),
+        ]
+        for y in (r.track_separation / 2, -r.track_separation / 2):
+            static.append(((0.0, y, 0.0), (r.wheel_base / 2 + r.wheel_radius, r.track_width / 2, r.wheel_radius)))
+        self.static_centers = np.array([c for c, _ in static])
+        self.static_half = np.array([h for _, h in static])
+        self.pivots = np.array([r.flipper_pivots()[n] for n in FLIPPER_NAMES])
+        self.sign = np.array([1.0 if n.startswith("front") else -1.0 for n in FLIPPER_NAMES])
+        self.flipper_reach = r.flipper_length + r.flipper_tip_radius
+        self.flipper_half = np.array([self.flipper_reach / 2, r.flipper_width / 2,
+                                      (r.wheel_radius + r.flipper_tip_radius) / 2])
+
+    def boxes(self, flipper_angles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(centres (K, 3), axes (K, 3, 3) rows = box axes in base_link, half sizes (K, 3))."""
+        a = np.asarray(flipper_angles, dtype=float)
+        along = np.stack([self.sign * np.cos(a), np.zeros(4), np.sin(a)], axis=1)  # pivot -> tip
+        normal = np.stack([-along[:, 2], np.zeros(4), along[:, 0]], axis=1)
+        side = np.tile([0.0, 1.0, 0.0], (4, 1))
+        f_axes = np.stack([along, side, normal], axis=1)
+        f_centers = self.pivots + along * (self.flipper_reach / 2)
+        n_static = len(self.static_centers)
+        centers = np.concatenate([self.static_centers, f_centers])
+        axes = np.concatenate([np.tile(np.eye(3), (n_static, 1, 1)), f_axes])
+        half = np.concatenate([self.static_half, np.tile(self.flipper_half, (4, 1))])
+        return centers, axes, half
+
+
+    def contains(self, points: np.ndarray, flipper_angles: np.ndarray, margin: float = 0.0) -> np.ndarray:
+        """(N,) true where a base_link point lies inside any box grown by ``margin`` (a self filter like
+        robot_body_filter's, which Absolem runs on its clouds with the current joint angles)."""
+        centers, axes, half = self.boxes(flipper_angles)
+        local = np.einsum("kij,knj->kni", axes, points[None, :, :] - centers[:, None, :])
+        return (np.abs(local) <= half[:, None, :] + margin).all(axis=2).any(axis=0)
+
+
+def ray_box_distance(origin: np.ndarray, dirs: np.ndarray, centers: np.ndarray, axes: np.ndarray,
+                     half: np.ndarray) -> np.ndarray:
+    """Distance along unit ``dirs`` (N, 3) from ``origin`` (3,) to the nearest of K oriented boxes
+    (slab test); inf where a ray misses them all or starts inside one."""
+    o = np.einsum("kij,kj->ki", axes, origin[None, :] - centers)  # origin in each box frame (K, 3)
+    d = np.einsum("kij,nj->kni", axes, dirs)  # (K, N, 3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / d
+        t1 = (-half[:, None, :] - o[:, None, :]) * inv
+        t2 = (half[:, None, :] - o[:, None, :]) * inv
+    t_near = np.minimum(t1, t2).max(axis=2)
+    t_far = np.maximum(t1, t2).min(axis=2)
+    hit = (t_near <= t_far) & (t_near > 0)  # NaN (a ray in a slab's boundary plane) compares false
+    return np.where(hit, t_near, np.inf).min(axis=0)
+
+
+class RotatingLidar:
+    """The rotating 2D lidar over one world's terrain (see module docstring)."""
+
+    def __init__(self, solids: list[Solid], config: LidarConfig | None = None, rng: np.random.Generator | None = None,
+                 robot: RobotSpec | None = None):
+        self.config = c = config or LidarConfig()
+        if rng is None:
+            raise ValueError("RotatingLidar needs a seeded np.random.Generator for its noise (rng=...)")
+        self.rng = rng
+        self.robot = robot or RobotSpec()
+        self.mount = np.array(c.mount if c.mount is not None else (self.robot.mast_x, 0.0, self.robot.mast_top + 0.06))
+        self.body = RobotBoxes(self.robot)
+        verts, tris = terrain_mesh(solids)
+        self.scene = o3d.t.geometry.RaycastingScene()
+        self.scene.add_triangles(o3d.core.Tensor(verts), o3d.core.Tensor(tris))
+        self.phase = c.phase  # the proxy draws a per-run platform angle at t = 0
+        theta = -c.fov / 2 + np.arange(c.beams) * c.angular_step
+        self._sin_theta, self._cos_theta = np.sin(theta), np.cos(theta)
+
+    def line_times(self, t0: float, t1: float) -> np.ndarray:
+        """Global indices of the lines swept in [t0, t1)."""
+        rate = self.config.line_rate
+        k0, k1 = math.ceil(t0 * rate - 1e-9), math.ceil(t1 * rate - 1e-9)
+        return np.arange(k0, k1)
+
+    def directions(self, line: int) -> np.ndarray:
+        """Unit beam directions (beams, 3) of one line in base_link axes."""
+        c = self.config
+        phi = self.phase + 2 * math.pi * line / c.lines_per_period
+        # the line's plane holds x and n = (0, cos phi, sin phi); the field of view is centred on n
+        return np.stack([self._sin_theta, self._cos_theta * math.cos(phi), self._cos_theta * math.sin(phi)], axis=1)
+
+    def scan(self, t0: float, t1: float, pose_fn: PoseFn) -> Scan:
+        """Cast the lines swept in [t0, t1), each from ``pose_fn`` at its own time."""
+        c = self.config
+        lines = self.line_times(t0, t1)
+        if lines.size == 0:
+            return Scan.empty()
+        n_beams = c.beams
+        dirs_base = np.empty((lines.size, n_beams, 3))
+        origins = np.empty((lines.size, 3))
+        rot = np.empty((lines.size, 3, 3))
+        positions = np.empty((lines.size, 3))
+        self_t = np.full((lines.size, n_beams), np.inf)
+        for i, k in enumerate(lines):
+            pos, quat, flippers = pose_fn(k / c.line_rate)
+            dirs_base[i] = self.directions(int(k))
+            rot[i] = quat_to_matrix(quat)
+            positions[i] = pos
+            origins[i] = rot[i] @ self.mount + pos
+            if c.self_hits:
+                self_t[i] = ray_box_distance(self.mount, dirs_base[i], *self.body.boxes(flippers))
+        dirs_world = np.einsum("lij,lbj->lbi", rot, dirs_base)
+        rays = np.empty((lines.size, n_beams, 6), dtype=np.float32)
+        rays[..., :3] = origins[:, None, :]
+        rays[..., 3:] = dirs_world
+        hit = self.scene.cast_rays(o3d.core.Tensor(rays), nthreads=c.threads)
+        terrain_t = hit["t_hit"].numpy().astype(float)
+        dist = np.minimum(terrain_t, self_t)
+        is_self = self_t < terrain_t
+        keep = (dist >= c.min_range) & (dist <= c.max_range)
+        if c.dropout > 0:
+            keep &= self.rng.random(dist.shape) >= c.dropout
+        rng_noise = self.rng.standard_normal(dist.shape) * c.range_sigma if c.range_sigma > 0 else 0.0
+        measured = dist + rng_noise
+        li, bi = np.nonzero(keep)
+        r = measured[li, bi][:, None]
+        points = self.mount + r * dirs_base[li, bi]
+        world_points = origins[li] + r * dirs_world[li, bi]
+        stamps = lines[li] / c.line_rate
+        return Scan(points, world_points, stamps, lines[li], is_self[li, bi])
