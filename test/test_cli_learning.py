@@ -67,6 +67,26 @@ def test_eval_controller_prints_a_table_with_a_sum_and_writes_json(tmp_path, cap
     assert f"{data['total']:.2f}/1" in out
 
 
+@pytest.mark.parametrize("ref, reality, expected", [
+    ("proxy", "auto", "proxy"), ("proxy/F", "auto", "proxy"), ("test", "auto", "sim"), ("flat", "auto", "sim"),
+    ("test", "proxy", "proxy"), ("proxy", "sim", "sim"),
+])
+def test_auto_reality_runs_the_proxy_course_on_the_reality_proxy(ref, reality, expected):
+    from flipper_control.cli_learning import reality_of
+
+    assert reality_of(ref, reality) == expected
+
+
+def test_eval_on_the_reality_proxy_records_which_worlds_ran_there(tmp_path, capsys):
+    path = tmp_path / "eval.json"
+    assert main(["eval", "--controller", "heuristic", "--worlds", "proxy/F", "flat", "--runs", "1", "--executor",
+                 "serial", "--json", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert data["reality"] == {"F": "proxy", "flat": "sim"}
+    assert "reality proxy (perturbed robot, lidar-built DEMs) for: F" in capsys.readouterr().err
+    assert data["total"] == pytest.approx(2.0)  # flat ground: the heuristic traverses both
+
+
 def test_eval_without_executor_uses_the_default(tmp_path, capsys):
     path = tmp_path / "eval.json"
     assert main(["eval", "--controller", "heuristic", "--worlds", "flat", "--runs", "1", "--workers", "1",
