@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -214,9 +214,6 @@ class RealityProxy(Simulator):
         return np.clip(targets, self.robot.flipper_lower, self.robot.flipper_upper)
 
     # ------------------------------------------------------------------ stepping
-    def _flippers(self) -> np.ndarray:
-        return self.sim.data.qpos[self._flip_qadr].copy()
-
     def _take_sample(self, servo: np.ndarray, accel_world: np.ndarray) -> ProxySample:
         d = self.sim.data
         pos, quat = d.qpos[0:3].copy(), d.qpos[3:7].copy()
@@ -225,7 +222,7 @@ class RealityProxy(Simulator):
         return ProxySample(
             time=float(d.time), true_position=pos, true_quat=quat, estimated_position=est_pos, estimated_quat=est_quat,
             map_to_odom=self.odometry.map_to_odom(), angular_velocity=d.qvel[3:6].copy(),  # free joint: body frame
-            linear_acceleration=rot.T @ (accel_world + self._gravity), flipper_angles=self._flippers(),
+            linear_acceleration=rot.T @ (accel_world + self._gravity), flipper_angles=d.qpos[self._flip_qadr].copy(),
             flipper_velocities=d.qvel[self._flip_dadr].copy(), servo_targets=servo,
         )
 
@@ -259,8 +256,7 @@ class RealityProxy(Simulator):
         # one map update per step: a point map insert costs more per call than per point
         self._fuse([(scan, sample) for scan, sample in zip(scans, samples, strict=True)])
         self.timing["fusion"] += time.perf_counter() - t0
-        speed = self.world.speed if self.world else 0.0
-        self.last_step = ProxyStep(Scan.concatenate(scans), tuple(samples), targets.copy(), (speed, 0.0))
+        self.last_step = ProxyStep(Scan.concatenate(scans), tuple(samples), targets.copy(), (self.world.speed, 0.0))
         self._dem = None
         return self.observation()
 
@@ -310,6 +306,7 @@ class RealityProxy(Simulator):
         inner = self.sim.get_state()
         proxy = {
             "commands": self._commands.copy(), "lag": (list(self.lag.queue), self.lag.output.copy()),
+            "drawn": (self.lag.delay, self.lag.tau, self.lidar.phase),
             "odometry": self.odometry.state(), "odometry_rng": self.odometry.rng.bit_generator.state,
             "lidar_rng": self.lidar.rng.bit_generator.state, "map": self.point_map.points().copy(),
             "vel": self._vel.copy(), "sample": self._sample, "last_step": self.last_step,
@@ -326,6 +323,7 @@ class RealityProxy(Simulator):
         self._commands = p["commands"].copy()
         self.lag.queue = deque((t, u.copy()) for t, u in p["lag"][0])
         self.lag.output = p["lag"][1].copy()
+        self.lag.delay, self.lag.tau, self.lidar.phase = p["drawn"]  # a snapshot of another seed's run
         self.odometry.set_state(p["odometry"])
         self.odometry.rng.bit_generator.state = p["odometry_rng"]
         self.lidar.rng.bit_generator.state = p["lidar_rng"]
@@ -365,8 +363,6 @@ class RealityProxy(Simulator):
 
     def config_dict(self) -> dict:
         """Everything that defines this proxy's behaviour, for recording with outputs."""
-        from dataclasses import asdict
-
         out = self.sim.config_dict()
         out.update(backend="reality_proxy", proxy=asdict(self.config))
         if hasattr(self, "lag"):
@@ -406,13 +402,15 @@ def bench_proxy(world: World, seconds: float = 20.0, config: RealityProxyConfig 
         for label, sim in (("mujoco", MujocoSimulator()), ("proxy", RealityProxy(config=config))):
             sim_s = wall = 0.0
             seed = 0
+            levels = []
             while sim_s < seconds:
                 t0 = time.perf_counter()
-                run_episode(sim, world, HeuristicController(), seed=seed)
+                levels.append(run_episode(sim, world, HeuristicController(), seed=seed).level)
                 wall += time.perf_counter() - t0
                 sim_s += sim.time
                 seed += 1
-            out[label] = {"sim_s": sim_s, "wall_s": wall, "real_time_factor": sim_s / wall, "episodes": seed}
+            out[label] = {"sim_s": sim_s, "wall_s": wall, "real_time_factor": sim_s / wall, "episodes": seed,
+                          "levels": levels}
             if label == "proxy":
                 out[label]["wall_share"] = {k: v / wall for k, v in sim.timing.items()}
                 out[label]["map_points"] = len(sim.point_map.points())
