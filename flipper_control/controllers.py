@@ -75,10 +75,19 @@ class HeuristicController:
         pass
 
     def features(self, obs: Observation) -> tuple[float, float]:
-        """(rise, drop) of the terrain ahead relative to the ground under the tracks."""
+        """(rise, drop) of the terrain ahead relative to the ground under the tracks.
+
+        NaN cells (nothing seen there: lidar-built DEMs) are left out; with no measured ground or nothing
+        seen ahead, there is no obstacle to react to and both are 0.
+        """
         dem = obs.dem
-        ground = float(np.median(dem[self._under]))
+        under = dem[self._under]
+        under = under[np.isfinite(under)]
         ahead = dem[self._ahead]
+        ahead = ahead[np.isfinite(ahead)]
+        if under.size == 0 or ahead.size == 0:
+            return 0.0, 0.0
+        ground = float(np.median(under))
         return float(ahead.max()) - ground, ground - float(ahead.min())
 
     def act(self, obs: Observation) -> np.ndarray:

@@ -32,6 +32,20 @@ def test_heuristic_features_measure_rise_and_drop():
     assert drop == pytest.approx(0.3, abs=1e-6) and rise == pytest.approx(0.0, abs=1e-6)
 
 
+def test_heuristic_features_ignore_unseen_cells():
+    """Lidar-built DEMs have NaN cells: they must neither hide an obstacle nor turn into one."""
+    ctrl = HeuristicController()
+    dem = _dem_with_block(0.5, 0.2)
+    xs, _ = DemSpec().cell_centers()
+    holey = dem.copy()
+    holey[::3, 1] = np.nan  # a few unseen cells under the robot and ahead
+    assert ctrl.features(_obs(holey)) == pytest.approx(ctrl.features(_obs(dem)), abs=1e-6)
+    blind = dem.copy()
+    blind[(xs >= 0.3)] = np.nan  # nothing seen ahead: no obstacle to react to
+    assert ctrl.features(_obs(blind)) == (0.0, 0.0)
+    assert np.all(np.isfinite(ctrl.act(_obs(np.full_like(dem, np.nan)))))
+
+
 def test_heuristic_raises_front_flippers_for_obstacles_and_lowers_them_for_descents():
     ctrl = HeuristicController()
     flat = ctrl.act(_obs(_dem_with_block(0.5, 0.0)))
