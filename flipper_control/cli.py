@@ -116,6 +116,19 @@ def cmd_bench(args) -> int:
     from sim.world_sets import resolve_world
 
     world = resolve_world(args.world)
+    if args.what == "proxy":
+        from sim.reality_proxy import bench_proxy
+
+        out = bench_proxy(world, seconds=args.seconds)
+        px, mj = out["proxy"], out["mujoco"]
+        print(f"world {world.name}, one CPU, heuristic at 10 Hz, >= {args.seconds:g} simulated s each")
+        print(f"  plain MuJoCo (baseline): real-time factor {mj['real_time_factor']:6.1f}x   levels {mj['levels']}")
+        print(f"  reality proxy:           real-time factor {px['real_time_factor']:6.1f}x   levels {px['levels']}")
+        print("  proxy wall time: " + ", ".join(f"{k} {v:.0%}" for k, v in px["wall_share"].items())
+              + f"; point map {px['map_points']} points, {px['map_bytes'] / 2**20:.1f} MiB")
+        if args.json:
+            write_json_atomic(args.json, out)
+        return 0
     out = bench_sim(world, seconds=args.seconds, repeats=args.repeats)
     base, loop, dem = out["physics_baseline"], out["closed_loop_heuristic"], out["dem"]
     print(f"world {world.name}, one thread (cpu {out['cpu']}), physics step {out['timestep'] * 1e3:g} ms")
@@ -158,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sim)
 
     b = sub.add_parser("bench", help="measure speed against baselines")
-    b.add_argument("what", choices=["sim", "plan", "policy", "dem"])
+    b.add_argument("what", choices=["sim", "plan", "policy", "dem", "proxy"])
     b.add_argument("--world", default="stairs_up")
     b.add_argument("--seconds", type=float, default=20.0, help="simulated seconds of the physics baseline")
     b.add_argument("--repeats", type=int, default=3, help="closed-loop runs (sim), timing repeats (policy, dem)")

@@ -76,3 +76,15 @@ def test_bad_world_file_names_file_and_field(tmp_path, capsys):
     assert main(["sim", "--world", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "terrain[0].type" in err and "stairs" in err
+
+
+def test_bench_proxy_reports_both_real_time_factors(tmp_path, capsys):
+    out = tmp_path / "bench_proxy.json"
+    assert main(["bench", "proxy", "--world", "proxy/F", "--seconds", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for label in ("mujoco", "proxy"):
+        run = data[label]
+        assert run["sim_s"] >= 1.0 and run["real_time_factor"] == pytest.approx(run["sim_s"] / run["wall_s"])
+        assert run["levels"] == ["good"] * run["episodes"]
+    assert data["proxy"]["map_points"] > 0 and set(data["proxy"]["wall_share"]) >= {"physics", "lidar", "dem"}
+    assert "reality proxy:" in capsys.readouterr().out
