@@ -13,6 +13,7 @@ import sys
 import yaml
 
 from flipper_control.cli_learning import add_bench_args, add_parsers
+from flipper_control.cli_perception import add_parsers as add_perception_parsers
 from sim.world import WorldError, dump_world
 
 
@@ -78,6 +79,14 @@ def cmd_sim(args) -> int:
     from flipper_control.evaluation import evaluate
     from sim.io_utils import write_json_atomic
     from sim.world_sets import resolve_world
+
+    if args.record:
+        if args.reality != "proxy":
+            raise ValueError("--record needs --reality proxy: only the reality proxy produces lidar clouds to record")
+        from flipper_control.cli_perception import cmd_record
+
+        args.out, args.max_time = args.record, None
+        return cmd_record(args)  # one recorded run (seed --seed)
 
     world = resolve_world(args.world)
     factory = _controller_factory(args)
@@ -167,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "no perturbed dynamics, range noise or drift)")
     s.add_argument("--reality", choices=["sim", "proxy"], default="sim",
                    help="sim: the exact simulated DEM; proxy: the reality proxy (perturbed robot, lidar-built DEMs)")
+    s.add_argument("--record", metavar="BAG", help="with --reality proxy: record one run as a rosbag2 folder "
+                   "(/points, /imu/data, /joint_states, /tf, /tf_static, /cmd_vel, /elevation_map, flipper commands)")
+    s.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="rosbag2 storage of --record")
     s.add_argument("--json", help="write results here")
     s.set_defaults(func=cmd_sim)
 
@@ -181,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_args(b)
     b.set_defaults(func=cmd_bench)
     add_parsers(sub)
+    add_perception_parsers(sub)  # record, ingest, replay, proxy-figure
     return p
 
 

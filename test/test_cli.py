@@ -88,3 +88,17 @@ def test_bench_proxy_reports_both_real_time_factors(tmp_path, capsys):
         assert run["levels"] == ["good"] * run["episodes"]
     assert data["proxy"]["map_points"] > 0 and set(data["proxy"]["wall_share"]) >= {"physics", "lidar", "dem"}
     assert "reality proxy:" in capsys.readouterr().out
+
+
+def test_sim_records_a_proxy_run_as_a_rosbag(tmp_path, capsys):
+    from perception.bag_io import BagReader
+
+    bag = tmp_path / "run"
+    assert main(["sim", "--world", "proxy/F", "--reality", "proxy", "--record", str(bag), "--storage", "sqlite3"]) == 0
+    reader = BagReader(bag)
+    assert {"/points", "/imu/data", "/joint_states", "/tf", "/tf_static", "/cmd_vel", "/elevation_map",
+            "/flipper_controller/commands"} <= set(reader.topics)
+    assert "F (seed 0): good" in capsys.readouterr().out
+    assert main(["sim", "--world", "F", "--record", str(tmp_path / "exact")]) == 2  # only the proxy has clouds
+    assert "--record needs --reality proxy" in capsys.readouterr().err
+    assert not (tmp_path / "exact").exists()

@@ -1,0 +1,333 @@
+"""Rosbags: recorder and tolerant reader (both storages), proxy recording, ingestion, replay and their CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+
+from flipper_control.bags import DATASET_NAME, REPORT_NAME, ingest, record_proxy_run, replay
+from flipper_control.cli import main
+from flipper_control.controllers import make_controller
+from perception.bag_io import BagError, BagReader, BagRecorder, MissingTopicError, Transform
+from perception.dem_handler import DemHandler
+from perception.gridmap import dem_center, gridmap_to_dem
+from perception.messages import stamp, to_nanoseconds, typestore
+from perception.pointcloud import cloud_to_xyz
+from planning.dataset import TrajectoryDataset
+from sim.odometry import yaw_quat
+from sim.reality_proxy import RealityProxy
+from sim.safety import euler_from_quat
+from sim.world import world_from_dict
+
+STORAGES = ["mcap", "sqlite3"]
+EPOCH = 1_600_000_000.0
+# a 0.8 m course with a 0.1 m step: about 30 control steps, half a second of proxy time per recording
+SHORT = world_from_dict({"name": "short_step", "length": 0.8, "time_limit": 3.0,
+                         "terrain": [{"type": "step", "position": [0.5, 0.0], "height": 0.1, "width": 2.0}]})
+STORAGE_FILE = {"mcap": "*.mcap", "sqlite3": "*.db3"}
+
+
+def _ns(t: float) -> int:
+    return to_nanoseconds(stamp(EPOCH + t))
+
+
+# ------------------------------------------------------------------------------------------ recorder + reader
+def _write_every_topic(path: Path, storage: str, dem: np.ndarray) -> None:
+    with BagRecorder(path, storage, epoch=EPOCH, custom_data={"world": "unit"}) as rec:
+        rec.tf(0.0, [Transform("base_link", "lidar", (0.1, 0.0, 0.4), (1.0, 0.0, 0.0, 0.0))], static=True)
+        for k in range(3):
+            t = 0.25 * k
+            rec.tf(t, [Transform("map", "odom", (0.1, 0.0, 0.0), yaw_quat(0.05)),
+                       Transform("odom", "base_link", (t, 0.0, 0.1), yaw_quat(0.1 * k))])
+            rec.imu(t, yaw_quat(0.1 * k), (0.0, 0.01, 0.0), (0.0, 0.0, 9.81))
+            rec.joint_states(t, ["front_left_joint", "front_right_joint"], [0.1 * k, -0.1 * k], [0.0, 0.0])
+            rec.points(t, np.array([[1.0, 0.0, -0.3], [1.5, 0.2, -0.3 + k]]))
+            rec.cmd_vel(t, 0.3, 0.0)
+            rec.flipper_commands(t, [0.1, 0.2, 0.3, 0.4 + k])
+            rec.elevation_map(t, dem, (t, 0.0, 0.1), 0.1 * k)
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_every_topic_round_trips_with_stamps_and_frames(tmp_path, storage):
+    dem = np.random.default_rng(0).normal(size=(20, 5)).astype(np.float32)
+    dem[3, 2] = np.nan
+    bag = tmp_path / "bag"
+    _write_every_topic(bag, storage, dem)
+    assert len(list(bag.glob(STORAGE_FILE[storage]))) == 1 and (bag / "metadata.yaml").is_file()
+    with BagReader(bag) as reader:
+        msgs = list(reader.messages())
+        assert reader.custom_data["world"] == "unit"
+        assert reader.topics["/elevation_map"] == "grid_map_msgs/msg/GridMap"
+    assert not reader.report.salvaged and reader.report.n_skipped == 0
+    by_topic: dict[str, list] = {}
+    for m in msgs:
+        by_topic.setdefault(m.topic, []).append(m)
+        if hasattr(m.msg, "header"):  # header stamp == log time == epoch + t
+            assert to_nanoseconds(m.msg.header.stamp) == m.log_ns
+    assert {t: len(v) for t, v in by_topic.items()} == {"/tf_static": 1, "/tf": 3, "/imu/data": 3, "/joint_states": 3,
+                                                         "/points": 3, "/cmd_vel": 3, "/flipper_controller/commands": 3,
+                                                         "/elevation_map": 3}
+    assert [m.log_ns for m in by_topic["/points"]] == [_ns(0.0), _ns(0.25), _ns(0.5)]
+    tf = by_topic["/tf"][2].msg.transforms
+    assert [(x.header.frame_id, x.child_frame_id) for x in tf] == [("map", "odom"), ("odom", "base_link")]
+    assert to_nanoseconds(tf[1].header.stamp) == _ns(0.5) and tf[1].transform.translation.x == 0.5
+    assert by_topic["/tf_static"][0].msg.transforms[0].child_frame_id == "lidar"
+    imu = by_topic["/imu/data"][1].msg
+    assert imu.header.frame_id == "imu_link" and euler_from_quat([imu.orientation.w, imu.orientation.x,
+                                                                   imu.orientation.y, imu.orientation.z])[2] == pytest.approx(0.1)
+    js = by_topic["/joint_states"][2].msg
+    assert list(js.name) == ["front_left_joint", "front_right_joint"] and list(js.position) == pytest.approx([0.2, -0.2])
+    cloud = by_topic["/points"][2].msg
+    assert cloud.header.frame_id == "lidar"
+    np.testing.assert_allclose(cloud_to_xyz(cloud), [[1.0, 0.0, -0.3], [1.5, 0.2, 1.7]], atol=1e-6)
+    assert list(by_topic["/flipper_controller/commands"][2].msg.data) == [0.1, 0.2, 0.3, 2.4]
+    assert by_topic["/cmd_vel"][0].msg.linear.x == 0.3
+    got, info = gridmap_to_dem(by_topic["/elevation_map"][2].msg)  # the GridMap round trip through the bag
+    np.testing.assert_array_equal(got, dem)
+    assert info["frame"] == "map" and info["yaw"] == pytest.approx(0.2) and info["z"] == pytest.approx(0.1)
+    np.testing.assert_allclose(info["center"], dem_center((0.5, 0.0), 0.2), atol=1e-12)
+
+
+def test_recorder_is_atomic_and_never_overwrites(tmp_path):
+    bag = tmp_path / "bag"
+    with pytest.raises(RuntimeError, match="killed"):
+        with BagRecorder(bag, "mcap") as rec:
+            rec.cmd_vel(0.0, 0.3)
+            assert not bag.exists()  # while recording, only a hidden temporary folder exists
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []  # nothing at the target, no temporary left
+    bag.mkdir()
+    with pytest.raises(BagError, match="exists already"):
+        BagRecorder(bag, "mcap").open()
+    with pytest.raises(BagError, match="unknown bag storage"):
+        BagRecorder(tmp_path / "x", "rosbag1")
+
+
+def test_a_killed_recording_leaves_no_bag_at_the_target(tmp_path):
+    script = (f"import os, signal\nfrom perception.bag_io import BagRecorder\n"
+              f"rec = BagRecorder({str(tmp_path / 'bag')!r}, 'mcap').open()\n"
+              "for k in range(50):\n    rec.cmd_vel(0.1 * k, 0.3)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    assert not (tmp_path / "bag").exists()
+    (partial,) = tmp_path.iterdir()  # the hidden temporary folder is all that is left
+    assert partial.name.startswith(".bag.") and partial.name.endswith(".partial")
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_messages_that_do_not_deserialise_are_skipped_and_counted(tmp_path, storage):
+    bag = tmp_path / "bag"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3) as w:
+        c = w.add_connection("/flipper_controller/commands", "std_msgs/msg/Float64MultiArray", typestore=typestore())
+        good = typestore().serialize_cdr(typestore().types["std_msgs/msg/Float64MultiArray"](
+            layout=typestore().types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=np.ones(4)),
+            "std_msgs/msg/Float64MultiArray")
+        w.write(c, 1, good)
+        w.write(c, 2, b"\x00\x01\x00\x00\xff\xff\xff\x7f")  # an array length far beyond the data
+        w.write(c, 3, good)
+    with BagReader(bag) as reader:
+        assert len(list(reader.messages())) == 2
+    assert reader.report.skipped["does not deserialise"]["/flipper_controller/commands"] == 1
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_truncated_bag_gives_what_precedes_the_damage_and_a_report(tmp_path, storage):
+    bag = tmp_path / "bag"
+    with BagRecorder(bag, storage) as rec:
+        for k in range(150):
+            rec.points(0.1 * k, np.random.default_rng(k).normal(size=(400, 3)))
+            rec.flipper_commands(0.1 * k, [0.0, 0.0, 0.0, float(k)])
+    (f,) = bag.glob(STORAGE_FILE[storage])
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    with BagReader(bag) as reader:
+        cmds = [int(m.msg.data[3]) for m in reader.messages(["/flipper_controller/commands"])]
+    rep = reader.report
+    assert rep.salvaged and rep.errors
+    # what precedes the damage, in order (SQLite may also keep rows on intact pages after a damaged one)
+    assert 40 <= len(cmds) < 150 and cmds[:40] == list(range(40)) and cmds == sorted(set(cmds))
+    assert rep.skipped["lost to storage damage"]["/flipper_controller/commands"] == 150 - len(cmds)
+    json.dumps(rep.to_dict())  # the report is JSON-ready
+
+
+def test_missing_topic_error_lists_the_topics_the_bag_has(tmp_path):
+    bag = tmp_path / "bag"
+    with BagRecorder(bag, "sqlite3") as rec:
+        rec.cmd_vel(0.0, 0.3)
+        rec.imu(0.0, (1.0, 0.0, 0.0, 0.0), (0, 0, 0), (0, 0, 9.8))
+    with BagReader(bag) as reader, pytest.raises(MissingTopicError) as err:
+        reader.require(["/points", "/imu/data"])
+    text = str(err.value)
+    assert "no /points" in text and "/cmd_vel (geometry_msgs/msg/Twist, 1 messages)" in text and "/imu/data" in text
+
+
+# ------------------------------------------------------------------------------------------ proxy recording
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """One short proxy run recorded in each storage, with the proxy (for its final state)."""
+    root = tmp_path_factory.mktemp("bags")
+    out = {}
+    for storage in STORAGES:
+        proxy = RealityProxy()
+        summary = record_proxy_run(SHORT, make_controller("heuristic"), root / storage, storage, seed=1, proxy=proxy)
+        out[storage] = (root / storage, summary, proxy)
+    return out
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_proxy_recording_has_every_topic_at_its_rate(recorded, storage):
+    bag, summary, proxy = recorded[storage]
+    n = summary["messages"]["/flipper_controller/commands"]  # one per control step
+    assert n >= 20 and summary["run"]["level"] in ("good", "slow", "bad")
+    m = summary["messages"]
+    assert m["/points"] == m["/elevation_map"] == m["/joint_states"] == n + 1  # plus the start's full scan
+    assert m["/cmd_vel"] == n and m["/tf_static"] == 1
+    assert m["/tf"] == m["/imu/data"] > 4 * n  # per 20 ms substep (the last step may end early)
+    with BagReader(bag) as reader:
+        msgs = list(reader.messages())
+    assert [x.log_ns for x in msgs] == sorted(x.log_ns for x in msgs)
+    tf = [x for x in msgs if x.topic == "/tf"]
+    assert {(t.header.frame_id, t.child_frame_id) for x in tf for t in x.msg.transforms} == {("map", "odom"),
+                                                                                             ("odom", "base_link")}
+    last_tf = tf[-1].msg.transforms[1].transform.translation
+    np.testing.assert_allclose([last_tf.x, last_tf.y, last_tf.z], proxy.pose()[0])  # odom -> base_link = truth
+    last_map = [x for x in msgs if x.topic == "/elevation_map"][-1]
+    np.testing.assert_array_equal(gridmap_to_dem(last_map.msg)[0], proxy.observation().dem)
+    assert last_map.log_ns == _ns_at(summary["epoch"], proxy.time)
+    points = [x for x in msgs if x.topic == "/points"]
+    assert all(p.msg.header.frame_id == "lidar" for p in points) and points[0].msg.width > 10 * points[1].msg.width
+
+
+def _ns_at(epoch: float, t: float) -> int:
+    return to_nanoseconds(stamp(epoch + t))
+
+
+# ------------------------------------------------------------------------------------------ ingest
+@pytest.mark.parametrize("storage", STORAGES)
+def test_ingest_builds_one_trajectory_with_nan_dems_and_paired_states(recorded, storage, tmp_path):
+    bag, summary, _ = recorded[storage]
+    out = ingest([bag], tmp_path / "data")
+    data = TrajectoryDataset.load(tmp_path / "data" / DATASET_NAME)
+    report = json.loads((tmp_path / "data" / REPORT_NAME).read_text())
+    n = summary["messages"]["/flipper_controller/commands"]
+    assert len(data) == 1 and data.n_samples == n == out["samples"]  # the last DEM has no command after it
+    assert report["bags"][0]["pairing_skips"] == {"DEM without command within 0.1 s": 1}
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted([DATASET_NAME, REPORT_NAME])
+    traj = data.trajectories[0]
+    assert traj.meta["world"] == "short_step" and traj.meta["seed"] == 1
+    assert np.isnan(traj.dem).any() and np.isfinite(traj.dem).mean() > 0.5  # real DEMs: holes, mostly seen
+    with BagReader(bag) as reader:
+        msgs = list(reader.messages(["/flipper_controller/commands", "/imu/data", "/joint_states"]))
+    cmds = np.array([list(x.msg.data) for x in msgs if x.topic == "/flipper_controller/commands"])
+    np.testing.assert_allclose(traj.action, cmds, atol=1e-6)
+    imu = {x.log_ns: x.msg.orientation for x in msgs if x.topic == "/imu/data"}
+    joints = [x for x in msgs if x.topic == "/joint_states"]
+    for k in (1, n // 2, n - 1):  # sample k: the DEM at the end of step k, pitch/roll and flippers at that stamp
+        q = imu[joints[k].log_ns]
+        roll, pitch, _ = euler_from_quat([q.w, q.x, q.y, q.z])
+        np.testing.assert_allclose(traj.proprio[k], [pitch, roll, *joints[k].msg.position], atol=1e-6)
+
+
+def test_ingest_of_a_truncated_bag_gives_part_of_the_run_and_says_so(recorded, tmp_path):
+    bag, summary, _ = recorded["mcap"]
+    cut = tmp_path / "cut"
+    shutil.copytree(bag, cut)
+    (f,) = cut.glob("*.mcap")
+    f.write_bytes(f.read_bytes()[: int(f.stat().st_size * 0.7)])
+    out = ingest([cut], tmp_path / "data")
+    rep = out["bags"][0]
+    assert 0 < out["samples"] < summary["messages"]["/flipper_controller/commands"]
+    assert rep["salvaged"] and any("truncated" in e for e in rep["errors"])
+    assert rep["skipped"]["lost to storage damage"]["/points"] > 0
+
+
+def test_ingest_stops_on_a_bag_without_points_before_writing(recorded, tmp_path):
+    bag = tmp_path / "no_points"
+    with BagRecorder(bag, "mcap") as rec:
+        rec.cmd_vel(0.0, 0.3)
+    with pytest.raises(MissingTopicError, match=r"no /points.*its topics: /cmd_vel"):
+        ingest([recorded["mcap"][0], bag], tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+# ------------------------------------------------------------------------------------------ replay
+def test_replay_writes_the_handlers_elevation_maps_to_a_new_bag(recorded, tmp_path):
+    bag, _, _ = recorded["sqlite3"]
+    out = replay(bag, tmp_path / "replayed")
+    handler, expected = DemHandler(), []  # the handler over the same messages, in the same order
+    with BagReader(bag) as reader:
+        for m in reader.messages(["/tf", "/tf_static", "/imu/data", "/joint_states", "/points"]):
+            if m.topic in ("/tf", "/tf_static"):
+                handler.on_tf(m.msg, static=m.topic == "/tf_static")
+            elif m.topic == "/joint_states":
+                handler.on_joint_states(m.msg)
+            elif m.topic == "/points":
+                expected.append((m.log_ns, handler.on_cloud(m.msg).dem))
+    assert out["storage"] == "sqlite3" and not list((tmp_path / "replayed").glob("*.mcap"))
+    with BagReader(tmp_path / "replayed") as reader:
+        assert set(reader.topics) == {"/elevation_map"}
+        got = [(m.log_ns, gridmap_to_dem(m.msg)[0]) for m in reader.messages()]
+    assert [t for t, _ in got] == [t for t, _ in expected]
+    for (_, a), (_, b) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_replay_with_a_policy_adds_its_commands(recorded, tmp_path):
+    import torch
+
+    from flipper_control.checkpoint import save_policy
+    from flipper_control.policy import NanAwarePolicy, PolicyConfig
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    save_policy(tmp_path / "p", NanAwarePolicy(PolicyConfig(hidden=(16,), conv_channels=4)))
+    out = replay(recorded["mcap"][0], tmp_path / "replayed", policy=tmp_path / "p")
+    assert out["messages"]["/flipper_controller/commands"] == out["messages"]["/elevation_map"]
+    with BagReader(tmp_path / "replayed") as reader:
+        cmds = [np.asarray(m.msg.data) for m in reader.messages(["/flipper_controller/commands"])]
+    assert all(c.shape == (4,) and np.all(np.abs(c) <= math.pi) for c in cmds)
+    assert np.ptp(np.stack(cmds), axis=0).max() > 0  # decisions follow the changing DEM and state
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_record_ingest_replay_and_errors(tmp_path, capsys, write_world):
+    world = write_world({"name": "cli_flat", "length": 0.6, "time_limit": 2.5, "terrain": []})
+    bag = tmp_path / "run"
+    assert main(["record", "--world", str(world), "--controller", "heuristic", "--out", str(bag), "--storage",
+                 "sqlite3", "--seed", "2", "--max-time", "1.0"]) == 0
+    assert list(bag.glob("*.db3"))
+    assert main(["record", "--world", str(world), "--out", str(bag)]) == 2  # never overwrite
+    assert "exists already" in capsys.readouterr().err
+    assert main(["ingest", str(bag), "--out", str(tmp_path / "data")]) == 0
+    assert "10 samples" in capsys.readouterr().out  # 1 s at 10 Hz
+    assert main(["replay", str(bag), "--out", str(tmp_path / "replayed")]) == 0
+    assert "/elevation_map 11" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    with BagRecorder(empty, "mcap") as rec:
+        rec.cmd_vel(0.0, 0.3)
+    assert main(["ingest", str(empty), "--out", str(tmp_path / "d2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flipper: error:") and "/cmd_vel" in err and len(err.splitlines()) == 1
+
+
+def test_cli_proxy_figure_writes_a_png_and_its_numbers(tmp_path, write_world):
+    world = write_world({"name": "few_stairs", "length": 1.6, "time_limit": 8.0,
+                         "terrain": [{"type": "stairs", "position": [0.7, 0.0], "steps": 2, "rise": 0.12, "run": 0.3,
+                                      "width": 2.0}]})
+    png, js = tmp_path / "fig.png", tmp_path / "fig.json"
+    assert main(["proxy-figure", "--world", str(world), "--out", str(png), "--json", str(js)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = json.loads(js.read_text())
+    freq = np.array(out["nan_frequency"])
+    assert freq.shape == (20, 5) and 0 <= freq.min() and freq.max() <= 1 and out["steps"] > 10
+    assert out["mean_abs_error_step"] < 0.1  # the proxy's DEM is close to the exact one where it has values
