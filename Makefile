@@ -34,6 +34,8 @@ lint: setup
 bench: setup  # bench plan needs the policy of a finished `make demo`
 	$(VENV)/bin/flipper bench sim --world stairs_up --json $(DEMO_OUT)/bench_sim.json
 	$(VENV)/bin/flipper bench policy --json $(DEMO_OUT)/bench_policy.json
+	$(VENV)/bin/flipper bench dem --points 1000000 --json $(DEMO_OUT)/bench_dem.json
+	$(VENV)/bin/flipper bench proxy --world proxy/staircase --json $(DEMO_OUT)/bench_proxy.json
 	$(VENV)/bin/flipper bench plan --policy $$(ls -d $(DEMO_OUT)/iter_*/policy.json | sort -V | tail -1 | sed 's/.json$$//') \
 		--peer ompl --json $(DEMO_OUT)/bench_plan.json
 

@@ -168,7 +168,7 @@ def _run_task(fn: Callable[[Any], Any], task: Any) -> _Outcome:
 
             # safe: a round trip of our own in-memory exception, never bytes from a file or the network;
             # both ways because a custom __init__ may pickle but fail to unpickle
-            pickle.loads(pickle.dumps(exc))
+            pickle.loads(pickle.dumps(exc))  # safe: our own in-memory object (see above)
         except Exception:  # such an exception travels as text only
             exc_to_send = None
         value = _Failure(type(exc).__name__, str(exc), traceback.format_exc(), exc_to_send)
