@@ -57,7 +57,7 @@ def record_proxy_run(world, controller, bag_path: str | Path, storage: str = "mc
     with BagRecorder(bag_path, storage, epoch, custom_data=custom) as rec:
         rec.tf(0.0, [Transform(FRAMES["base"], FRAMES["lidar"], proxy.lidar.mount, (1.0, 0.0, 0.0, 0.0)),
                      Transform(FRAMES["base"], FRAMES["imu"], (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0))], static=True)
-        sample = proxy._sample  # the state at reset (RealityProxy has no public accessor for it)
+        sample = proxy.sample  # the state at reset
         _record_sample(rec, sample)
         rec.joint_states(sample.time, JOINT_NAMES, sample.flipper_angles, sample.flipper_velocities)
         # the full turn the robot waited for at the start, published as one cloud at t = 0

@@ -357,6 +357,11 @@ class RealityProxy(Simulator):
         """True world position and (w, x, y, z) orientation of base_link."""
         return self.sim.pose()
 
+    @property
+    def sample(self) -> ProxySample:
+        """The latest sensor sample (after reset: the start state), as a recorder publishes it."""
+        return self._sample
+
     def estimated_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """The drifting estimate of base_link in the map frame."""
         return self._sample.estimated_position.copy(), self._sample.estimated_quat.copy()
