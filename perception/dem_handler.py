@@ -231,7 +231,7 @@ class DemHandler:
         self._crop_radius = math.hypot(max(s.front, s.rows * s.resolution - s.front), s.cols * s.resolution / 2) + 0.3
         self._boxes = None
         if c.self_filter:
-            from sim.lidar import RobotBoxes  # the robot's boxes with the flippers turned (imports open3d)
+            from sim.robot_boxes import RobotBoxes  # the robot's boxes with the flippers turned
 
             self._boxes = RobotBoxes(robot or RobotSpec())
 

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from sim.lidar import LidarConfig, RobotBoxes, RotatingLidar, Scan, ray_box_distance, solid_rotation
+from sim.lidar import LidarConfig, RotatingLidar, Scan, solid_rotation
 from sim.robot import RobotSpec
+from sim.robot_boxes import RobotBoxes, ray_box_distance
 from sim.terrain import world_solids
 from sim.world import world_from_dict
 
