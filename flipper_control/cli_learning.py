@@ -135,26 +135,38 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
         found = resolve_worlds([ref])
         worlds += found
         realities += [reality_of(ref, args.reality)] * len(found)
+    # `both`: every world on the exact simulator and on the reality proxy, side by side (the sim-to-real gap)
+    passes = [["sim"] * len(worlds), ["proxy"] * len(worlds)] if args.reality == "both" else [realities]
     tasks = [{"controller": spec, "world": w, "seeds": [args.seed + r for r in range(args.runs)], "reality": re}
-             for w, re in zip(worlds, realities, strict=True)]
-    if "proxy" in realities:
-        _err(f"reality proxy (perturbed robot, lidar-built DEMs) for: "
-             f"{', '.join(w.name for w, re in zip(worlds, realities, strict=True) if re == 'proxy')}")
+             for pass_ in passes for w, re in zip(worlds, pass_, strict=True)]
+    on_proxy = [t["world"].name for t in tasks if t["reality"] == "proxy"]
+    if on_proxy and args.reality != "both":
+        _err(f"reality proxy (perturbed robot, lidar-built DEMs) for: {', '.join(on_proxy)}")
     t0 = time.perf_counter()
     with make_executor(args.executor or "process", args.workers) as ex:
         results = ex.map(eval_task, tasks, progress=lambda d, n: _err(f"  evaluated {d}/{n} worlds"))
-    evs = [WorldEvaluation(w.name, r["runs"]) for w, r in zip(worlds, results, strict=True)]
+    evs_of = [[WorldEvaluation(w.name, r["runs"]) for w, r in zip(worlds, results[k * len(worlds):(k + 1) * len(worlds)],
+                                                                   strict=True)] for k in range(len(passes))]
+    columns = {f"{label} ({p[0]})": evs for p, evs in zip(passes, evs_of, strict=True)} if len(passes) > 1 else {label: evs_of[0]}
     print(f"\n{len(worlds)} worlds, {args.runs} runs each (seeds {args.seed}..{args.seed + args.runs - 1}):\n")
-    print(score_table({label: evs}))
+    print(score_table(columns))
     if any(w.sections for w in worlds):
         print("\nSections (Table II layout):\n")
-        print(section_table({label: evs}))
-    total = sum(ev.score for ev in evs)
+        print(section_table(columns))
+    totals = [sum(ev.score for ev in evs) for evs in evs_of]
+    if len(passes) > 1:
+        print(f"\nsim-to-real gap (sim - proxy): {totals[0] - totals[1]:+.2f} of {len(worlds)}")
     if args.json:
-        write_json_atomic(args.json, {"controller": label, "seed": args.seed, "runs": args.runs, "total": round(total, 4),
-                                      "max": len(evs), "reality": dict(zip([w.name for w in worlds], realities, strict=True)),
-                                      "worlds": [ev.to_dict() for ev in evs],
-                                      "wall_s": round(time.perf_counter() - t0, 2)})
+        out = {"controller": label, "seed": args.seed, "runs": args.runs, "max": len(worlds),
+               "wall_s": round(time.perf_counter() - t0, 2)}
+        if len(passes) > 1:
+            out["by_reality"] = {p[0]: {"total": round(t, 4), "worlds": [ev.to_dict() for ev in evs]}
+                                 for p, t, evs in zip(passes, totals, evs_of, strict=True)}
+            out["gap"] = round(totals[0] - totals[1], 4)
+        else:
+            out |= {"total": round(totals[0], 4), "reality": dict(zip([w.name for w in worlds], realities, strict=True)),
+                    "worlds": [ev.to_dict() for ev in evs_of[0]]}
+        write_json_atomic(args.json, out)
     return 0
 
 
@@ -270,9 +282,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--runs", type=int, default=3)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", help="write results here")
-    e.add_argument("--reality", choices=["auto", "sim", "proxy"], default="auto",
+    e.add_argument("--reality", choices=["auto", "sim", "proxy", "both"], default="auto",
                    help="sim: the exact simulated DEM; proxy: the reality proxy (perturbed robot, lidar-built DEMs "
-                        "with NaN and drift); auto (default): proxy for the proxy course, sim for the rest")
+                        "with NaN and drift); auto (default): proxy for the proxy course, sim for the rest; "
+                        "both: every world on each, side by side, with the sim-to-real gap")
     executor_args(e)
     e.set_defaults(func=cmd_eval)
 

@@ -87,6 +87,18 @@ def test_eval_on_the_reality_proxy_records_which_worlds_ran_there(tmp_path, caps
     assert data["total"] == pytest.approx(2.0)  # flat ground: the heuristic traverses both
 
 
+def test_eval_both_realities_side_by_side_gives_the_gap(tmp_path, capsys):
+    path = tmp_path / "eval.json"
+    assert main(["eval", "--controller", "heuristic", "--worlds", "flat", "--runs", "1", "--executor", "serial",
+                 "--reality", "both", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| heuristic (sim) |" in out and "| heuristic (proxy) |" in out and "sim-to-real gap" in out
+    data = json.loads(path.read_text())
+    by = data["by_reality"]
+    assert set(by) == {"sim", "proxy"} and [w["world"] for w in by["proxy"]["worlds"]] == ["flat"]
+    assert data["gap"] == pytest.approx(by["sim"]["total"] - by["proxy"]["total"])
+
+
 def test_eval_without_executor_uses_the_default(tmp_path, capsys):
     path = tmp_path / "eval.json"
     assert main(["eval", "--controller", "heuristic", "--worlds", "flat", "--runs", "1", "--workers", "1",
