@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from perception.dem_builder import DemBuilder, RobotPose
+from sim.rotations import quat_from_euler
 from sim.terrain import HeightGrid, world_solids
 from sim.world_sets import resolve_world
 
@@ -40,15 +41,6 @@ def baseline_dem(builder: DemBuilder, points: np.ndarray, position, quat) -> np.
     np.maximum.at(out, cell, z[keep] - pose.position[2])
     out[np.isneginf(out)] = np.nan
     return out.astype(np.float32).reshape(s.shape)
-
-
-def quat_from_euler(roll: float, pitch: float, yaw: float) -> np.ndarray:
-    """(w, x, y, z) of ZYX Euler angles (REP 103)."""
-    cr, sr = math.cos(roll / 2), math.sin(roll / 2)
-    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
-    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
-    return np.array([cr * cp * cy + sr * sp * sy, sr * cp * cy - cr * sp * sy,
-                     cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy])
 
 
 def bench_clouds(n_points: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

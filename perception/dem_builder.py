@@ -18,6 +18,7 @@ import numpy as np
 
 from sim.dem import DemSpec
 from sim.robot import RobotSpec
+from sim.rotations import quat_to_matrix
 
 Vec3 = tuple[float, float, float]
 
@@ -105,12 +106,7 @@ class RobotPose:
         norm = float(np.linalg.norm(q)) if q.shape == (4,) else math.nan
         if not (math.isfinite(norm) and norm > 1e-9):
             raise ValueError(f"DemBuilder: quat must be a finite non-zero (w, x, y, z), got {quat!r}")
-        w, x, y, z = q / norm
-        rot = np.array([
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ])
+        rot = quat_to_matrix(q / norm)
         # ZYX yaw, as sim.safety.euler_from_quat: the heading the simulated DEM keeps
         return cls(p, rot, math.atan2(rot[1, 0], rot[0, 0]))
 

@@ -26,8 +26,8 @@ from perception.dem_builder import DemBuilder, DemBuilderConfig, PointMap, Robot
 from perception.gridmap import dem_center, dem_to_gridmap
 from perception.messages import msg, to_nanoseconds, typestore
 from perception.pointcloud import CloudError, cloud_to_xyz
-from sim.odometry import quat_multiply, quat_to_matrix
 from sim.robot import FLIPPER_NAMES, RobotSpec
+from sim.rotations import quat_multiply, quat_to_matrix
 
 __all__ = ["DemHandler", "DemHandlerConfig", "DemResult", "TfBuffer", "TransformError", "SKIP_REASONS"]
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import open3d as o3d
 
-from sim.odometry import quat_to_matrix
 from sim.robot import RobotSpec
 from sim.robot_boxes import RobotBoxes, ray_box_distance
+from sim.rotations import quat_to_matrix
 from sim.terrain import Solid
 
 # pose_fn(t) -> (base_link position (3,), (w, x, y, z) quaternion, four flipper angles) at time t

@@ -25,8 +25,9 @@ import numpy as np
 from perception.dem_builder import DemBuilder, DemBuilderConfig, PointMap
 from sim.lidar import LidarConfig, RotatingLidar, Scan
 from sim.mujoco_sim import MujocoSimulator, SimNoise
-from sim.odometry import OdometryConfig, OdometryDrift, nlerp, quat_to_matrix
+from sim.odometry import OdometryConfig, OdometryDrift
 from sim.robot import FLIPPER_NAMES, RobotSpec, SimPhysics
+from sim.rotations import nlerp, quat_to_matrix
 from sim.safety import SafetyLimits, euler_from_quat
 from sim.simulator import RUNNING, Observation, SimState, Simulator
 from sim.terrain import world_solids

@@ -23,8 +23,8 @@ from perception.gridmap import dem_center, gridmap_to_dem
 from perception.messages import stamp, to_nanoseconds, typestore
 from perception.pointcloud import cloud_to_xyz
 from planning.dataset import TrajectoryDataset
-from sim.odometry import yaw_quat
 from sim.reality_proxy import RealityProxy
+from sim.rotations import yaw_quat
 from sim.safety import euler_from_quat
 from sim.world import world_from_dict
 

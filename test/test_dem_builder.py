@@ -14,10 +14,11 @@ import math
 import numpy as np
 import pytest
 
-from perception.bench_dem import baseline_dem, bench_dem, quat_from_euler
+from perception.bench_dem import baseline_dem, bench_dem
 from perception.dem_builder import DemBuilder, DemBuilderConfig, PointMap, RobotPose, body_box, cell_max
 from sim.dem import DemExtractor, DemSpec
 from sim.robot import RobotSpec
+from sim.rotations import quat_from_euler
 from sim.terrain import HeightGrid, world_solids
 from sim.world_sets import resolve_world
 

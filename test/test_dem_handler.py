@@ -16,9 +16,9 @@ from perception.gridmap import dem_center, gridmap_to_dem
 from perception.messages import msg, stamp, typestore
 from perception.pointcloud import xyz_to_cloud
 from sim.dem import DemSpec
-from sim.odometry import quat_to_matrix, yaw_quat
 from sim.robot import RobotSpec
 from sim.robot_boxes import RobotBoxes
+from sim.rotations import quat_to_matrix, yaw_quat
 
 T0 = 1_700_000_000.0  # stamps as a robot would have them
 NS = 1_000_000_000
