@@ -1,11 +1,21 @@
 """``flipper bench plan``: planning cost per trajectory, the Table III analogue, side by side in one run.
 
-On the same training worlds and noise seeds, with the same budget, it plans with: unguided 3 actions x
-1000 ms (iteration 1), guided 3 x 1000 ms, guided 7 x 200 ms (later iterations) and unguided 7 x 200 ms
-(the baseline that guidance must beat). Each trajectory's CPU seconds are measured in the worker that
-planned it (process time, so parallel workers do not inflate each other). A failed trajectory counts
-with the CPU time it used, and the success count is reported beside the median. With ``--peer ompl``
-OMPL's SST and KPIECE1 run on the same worlds with the same simulator propagation (``planning.ompl_peer``).
+On the same worlds and noise seeds, with the same budget, it plans with: unguided 3 actions x 1000 ms
+(iteration 1), guided 3 x 1000 ms, guided 7 x 200 ms (later iterations) and unguided 7 x 200 ms (the
+baseline that guidance must beat). Each trajectory's CPU seconds are measured in the worker that planned
+it (process time, so parallel workers do not inflate each other). A failed trajectory counts with the
+CPU time it used, and the success count is reported beside the median.
+
+It measures on two world sets drawn with the same generator seed (``sim.world_sets``):
+
+- ``training``: the loop's own training distribution. Most of its worlds (pallets, ramps, rough ground,
+  shallow stairs) can be crossed with almost any posture, so every planner needs about the path length
+  in expansions and guidance cannot be much cheaper there;
+- ``steep``: stairs, steps and drops from the hardest half of the same ranges, where only a few posture
+  sequences arrive in time. That is where a guide can save work (seed 000 Table III).
+
+With ``--peer ompl`` OMPL's SST and KPIECE1 run on the first set with the same simulator propagation
+(``planning.ompl_peer``).
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from pathlib import Path
 from flipper_control.executors import make_executor, peak_rss_mib
 from flipper_control.loop_tasks import plan_task
 from planning.rrt import PlannerConfig
-from sim.world_sets import training_worlds
+from sim.world_sets import load_set
 
 __all__ = ["bench_plan", "print_bench_plan", "default_policy"]
 
@@ -59,31 +69,55 @@ def _summary(rows: list[dict]) -> dict:
             "max_cpu_s": round(max(cpus), 4), "per_world": rows}
 
 
+def _comparison(variants: dict) -> dict:
+    """Guided against unguided 7 x 200 ms: the median ratio and the worlds only the guided planner solved."""
+    g, u = variants["guided 7x200ms"], variants["unguided 7x200ms"]
+    return {
+        "cpu_ratio_median": round(u["median_cpu_s"] / max(g["median_cpu_s"], 1e-9), 3),
+        "guided_successes": g["successes"], "unguided_successes": u["successes"],
+        "worlds_only_guided_solved": sorted({a["world"] for a, b in zip(g["per_world"], u["per_world"], strict=True)
+                                             if a["success"] and not b["success"]}),
+        "worlds_only_unguided_solved": sorted({a["world"] for a, b in zip(g["per_world"], u["per_world"], strict=True)
+                                               if b["success"] and not a["success"]}),
+    }
+
+
 def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = 7, seed: int = 0,
                budget_cpu_s: float = 60.0, max_expansions: int = 20000, peer: str | None = None,
-               executor: str = "process", workers: int | None = None) -> dict:
-    """Plan every variant on ``worlds`` training worlds; returns the figures (see module docstring)."""
+               executor: str = "process", workers: int | None = None,
+               world_sets: tuple[str, ...] = ("training", "steep")) -> dict:
+    """Plan every variant on ``worlds`` worlds of each set in ``world_sets``; returns the figures (see module
+    docstring) with one entry per set under ``sets``."""
     from flipper_control.checkpoint import load_policy
 
+    if not world_sets:
+        raise ValueError("bench plan: name at least one world set (training, steep)")
     policy = policy or default_policy()
     load_policy(policy)  # a bad checkpoint stops here, before any work
-    ws = training_worlds(worlds, seed=world_seed)
+    by_set = {name: load_set(name, worlds, world_seed) for name in world_sets}  # an unknown set stops here
     tasks, index = [], []
-    for label, aset, guided in VARIANTS:
-        cfg = PlannerConfig(action_set=aset, max_cpu_s=budget_cpu_s, max_expansions=max_expansions)
-        for i, w in enumerate(ws):
-            tasks.append({"world": w, "seed": seed + i, "planner": cfg.to_dict(), "guide": policy if guided else None})
-            index.append((label, w.name))
-    out: dict = {"policy": policy, "worlds": [w.name for w in ws], "world_seed": world_seed, "seed": seed,
-                 "budget_cpu_s": budget_cpu_s, "max_expansions": max_expansions, "python": platform.python_version()}
+    for set_name, ws in by_set.items():
+        for label, aset, guided in VARIANTS:
+            cfg = PlannerConfig(action_set=aset, max_cpu_s=budget_cpu_s, max_expansions=max_expansions)
+            for i, w in enumerate(ws):
+                tasks.append({"world": w, "seed": seed + i, "planner": cfg.to_dict(), "guide": policy if guided else None})
+                index.append((set_name, label, w.name))
+    out: dict = {"policy": policy, "world_seed": world_seed, "seed": seed, "budget_cpu_s": budget_cpu_s,
+                 "max_expansions": max_expansions, "python": platform.python_version(), "sets": {}}
     with make_executor(executor, workers) as ex:
         results = ex.map(plan_task, tasks, progress=lambda d, n: print(f"  planned {d}/{n}", file=sys.stderr, flush=True))
-        rows: dict[str, list[dict]] = {label: [] for label, _, _ in VARIANTS}
-        for (label, name), r in zip(index, results, strict=True):
+        rows: dict[str, dict[str, list[dict]]] = {name: {label: [] for label, _, _ in VARIANTS} for name in by_set}
+        for (set_name, label, name), r in zip(index, results, strict=True):
             t = r["trajectory"]
-            rows[label].append({"world": name, "success": t.success, "cpu_s": round(t.meta["cpu_s"], 4),
-                                "expansions": t.meta["expansions"], "tree_mib": t.meta["tree_mib"], "reason": t.reason})
-        out["variants"] = {label: _summary(r) for label, r in rows.items()}
+            rows[set_name][label].append({"world": name, "success": t.success, "cpu_s": round(t.meta["cpu_s"], 4),
+                                          "expansions": t.meta["expansions"], "tree_mib": t.meta["tree_mib"],
+                                          "reason": t.reason})
+        for set_name, ws in by_set.items():
+            variants = {label: _summary(r) for label, r in rows[set_name].items()}
+            out["sets"][set_name] = {"worlds": [w.name for w in ws],
+                                     "descriptions": {w.name: w.description for w in ws},
+                                     "variants": variants, "guided_vs_unguided_fine": _comparison(variants)}
+        ws = by_set[world_sets[0]]
         if peer == "ompl":
             peer_tasks = [{"world": w, "seed": seed + i, "planner": p, "action_set": "coarse", "budget": budget_cpu_s}
                           for p in ("SST", "KPIECE1") for i, w in enumerate(ws)]
@@ -93,32 +127,27 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = 7, 
                 peer_rows.setdefault(f"OMPL {t['planner']} 3x1000ms", []).append(
                     {"world": t["world"].name, "success": r["success"], "cpu_s": round(r["cpu_s"] or 0.0, 4),
                      "reason": r["reason"]})
-            out["peer"] = {label: _summary(r) for label, r in peer_rows.items()}
+            out["sets"][world_sets[0]]["peer"] = {label: _summary(r) for label, r in peer_rows.items()}
         out["memory"] = ex.memory_report() | {"bench_process_peak_rss_mib": round(peak_rss_mib(), 1)}
-    v = out["variants"]
-    g, u = v["guided 7x200ms"], v["unguided 7x200ms"]
-    out["guided_vs_unguided_fine"] = {
-        "cpu_ratio_median": round(u["median_cpu_s"] / max(g["median_cpu_s"], 1e-9), 3),
-        "guided_successes": g["successes"], "unguided_successes": u["successes"],
-        "worlds_only_guided_solved": sorted({a["world"] for a, b in zip(g["per_world"], u["per_world"], strict=True)
-                                             if a["success"] and not b["success"]}),
-    }
-    out["max_tree_mib"] = max(r["tree_mib"] for rs in rows.values() for r in rs)
+    out["max_tree_mib"] = max(r["tree_mib"] for by_label in rows.values() for rs in by_label.values() for r in rs)
     return out
 
 
 def print_bench_plan(r: dict) -> None:
-    """The Table III layout on stdout."""
-    print(f"planning on {len(r['worlds'])} training worlds (seed {r['world_seed']}), budget {r['budget_cpu_s']:g} CPU s "
-          f"/ {r['max_expansions']} expansions, guide {r['policy']}:")
-    print("| planner | success | median CPU s / trajectory | median CPU s (successes) | max CPU s |")
-    print("|---|---:|---:|---:|---:|")
-    for label, s in list(r["variants"].items()) + list(r.get("peer", {}).items()):
-        med_ok = "-" if s["median_cpu_s_successes"] is None else f"{s['median_cpu_s_successes']:.2f}"
-        print(f"| {label} | {s['successes']}/{s['trajectories']} | {s['median_cpu_s']:.2f} | {med_ok} | {s['max_cpu_s']:.2f} |")
-    c = r["guided_vs_unguided_fine"]
-    print(f"unguided/guided 7x200ms median CPU ratio: {c['cpu_ratio_median']:.2f}x; solved only when guided: "
-          f"{', '.join(c['worlds_only_guided_solved']) or 'none'}")
+    """The Table III layout on stdout, one table per world set."""
+    print(f"budget {r['budget_cpu_s']:g} CPU s / {r['max_expansions']} expansions per trajectory, guide {r['policy']}")
+    for set_name, st in r["sets"].items():
+        print(f"\n{set_name} worlds (generator seed {r['world_seed']}, {len(st['worlds'])} worlds):")
+        print("| planner | success | median CPU s / trajectory | median CPU s (successes) | max CPU s |")
+        print("|---|---:|---:|---:|---:|")
+        for label, s in list(st["variants"].items()) + list(st.get("peer", {}).items()):
+            med_ok = "-" if s["median_cpu_s_successes"] is None else f"{s['median_cpu_s_successes']:.2f}"
+            print(f"| {label} | {s['successes']}/{s['trajectories']} | {s['median_cpu_s']:.2f} | {med_ok} "
+                  f"| {s['max_cpu_s']:.2f} |")
+        c = st["guided_vs_unguided_fine"]
+        print(f"unguided/guided 7x200ms median CPU ratio: {c['cpu_ratio_median']:.2f}x; solved only when guided: "
+              f"{', '.join(c['worlds_only_guided_solved']) or 'none'}; only when unguided: "
+              f"{', '.join(c['worlds_only_unguided_solved']) or 'none'}")
     m = r["memory"]
     print(f"peak RSS: largest planning worker {m.get('max_worker_peak_rss_mib') or 0:.0f} MiB, "
           f"bench process {m['bench_process_peak_rss_mib']:.0f} MiB; largest tree {r['max_tree_mib']:.1f} MiB")

@@ -36,13 +36,13 @@ def _simulator(args):
 
 # ------------------------------------------------------------------------------------------ worlds
 def cmd_worlds(args) -> int:
-    from sim.world_sets import BUILTIN_SETS, load_set, resolve_world
+    from sim.world_sets import BUILTIN_SETS, GENERATED_SETS, load_set, resolve_world
 
     if args.action == "list":
-        sets = [args.set] if args.set else list(BUILTIN_SETS) + ["training"]
+        sets = [args.set] if args.set else list(BUILTIN_SETS) + list(GENERATED_SETS)
         for set_name in sets:
             worlds = load_set(set_name, args.count, args.seed)
-            label = f"{set_name} (seed {args.seed}, {args.count} worlds)" if set_name == "training" else set_name
+            label = f"{set_name} (seed {args.seed}, {args.count} worlds)" if set_name in GENERATED_SETS else set_name
             print(f"{label}:")
             for w in worlds:
                 print(f"  {w.name:16s} {w.length:5.1f} m  {w.description}")
@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worlds", help="list, show or export worlds")
     w.add_argument("action", choices=["list", "show", "export"])
     w.add_argument("world", nargs="?", help="world name (stairs_up, proxy/staircase, training/3) or YAML file")
-    w.add_argument("--set", choices=["test", "proxy", "training"], help="only this set (list)")
-    w.add_argument("--count", type=int, default=10, help="number of training worlds to list")
+    w.add_argument("--set", choices=["test", "proxy", "training", "steep"], help="only this set (list)")
+    w.add_argument("--count", type=int, default=10, help="number of training (or steep) worlds to list")
     w.add_argument("--seed", type=int, default=0, help="training-world generator seed")
     w.add_argument("--format", choices=["mjcf", "urdf"], default="mjcf", help="export format")
     w.add_argument("--out", help="write the export here instead of stdout")

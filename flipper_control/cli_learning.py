@@ -232,7 +232,8 @@ def cmd_bench_plan(args) -> int:
     from flipper_control.bench_plan import bench_plan, print_bench_plan
 
     r = bench_plan(policy=args.policy, worlds=args.count, world_seed=args.world_seed, seed=args.seed, budget_cpu_s=args.budget,
-                   max_expansions=args.max_expansions, peer=args.peer, executor=args.executor, workers=args.workers)
+                   max_expansions=args.max_expansions, peer=args.peer, executor=args.executor, workers=args.workers,
+                   world_sets=tuple(args.world_sets))
     print_bench_plan(r)
     if args.json:
         write_json_atomic(args.json, r)
@@ -306,8 +307,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def add_bench_args(b: argparse.ArgumentParser) -> None:
     """Options of ``flipper bench plan|policy`` (``bench sim`` options live in cli.py)."""
     b.add_argument("--policy", help="bench plan: the guiding policy (default: the last policy of demo_out)")
-    b.add_argument("--count", type=int, default=8, help="bench plan: training worlds")
-    b.add_argument("--world-seed", type=int, default=7, help="bench plan: training-world generator seed")
+    b.add_argument("--count", type=int, default=8, help="bench plan: worlds per set")
+    b.add_argument("--world-sets", nargs="+", default=["training", "steep"],
+                   help="bench plan: world sets to plan on (training: the loop's distribution; steep: the hardest "
+                        "half of its stairs, steps and drops)")
+    b.add_argument("--world-seed", type=int, default=7, help="bench plan: world generator seed")
     b.add_argument("--budget", type=float, default=60.0, help="bench plan: CPU seconds per trajectory")
     b.add_argument("--max-expansions", type=int, default=20000, help="bench plan: expansions per trajectory")
     b.add_argument("--peer", choices=["ompl"], help="bench plan: also run OMPL's SST and KPIECE1")

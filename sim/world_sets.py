@@ -4,6 +4,8 @@
 - ``proxy``: the real test course of seed 000 (F, P and a staircase scored as SU1-3, SD1-3).
 - ``training``: any number of random worlds whose obstacles roughly match the expected real ones,
   drawn from a seeded generator (same seed, same worlds).
+- ``steep``: the same generator restricted to stairs, steps and drops from the hardest half of their
+  size ranges: the worlds where the flipper posture decides (``flipper bench plan`` measures there too).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from sim.world import World, WorldError, load_world, world_from_dict
 
 BUILTIN_SETS = ("test", "proxy")
+GENERATED_SETS = ("training", "steep")
 
 
 def _set_dir(name: str) -> Path:
@@ -26,8 +29,10 @@ def load_set(name: str, count: int = 20, seed: int = 0) -> list[World]:
     """Worlds of a built-in set; ``count`` and ``seed`` apply to ``training``."""
     if name == "training":
         return training_worlds(count, seed)
+    if name == "steep":
+        return steep_worlds(count, seed)
     if name not in BUILTIN_SETS:
-        raise WorldError("<world set>", "name", f"unknown world set {name!r}; allowed: test, proxy, training")
+        raise WorldError("<world set>", "name", f"unknown world set {name!r}; allowed: test, proxy, training, steep")
     return [load_world(p) for p in sorted(_set_dir(name).glob("*.yaml"))]
 
 
@@ -42,12 +47,12 @@ def resolve_world(ref: str) -> World:
     if path.suffix in (".yaml", ".yml") or path.exists():
         return load_world(path)
     parts = ref.split("/")
-    if parts[0] == "training":
+    if parts[0] in GENERATED_SETS:
         try:
             seed, index = (int(p) for p in parts[1:3]) if len(parts) == 3 else (0, int(parts[1]))
         except (ValueError, IndexError):
-            raise WorldError(ref, "<name>", "training worlds are named training/INDEX or training/SEED/INDEX") from None
-        return training_worlds(index + 1, seed)[index]
+            raise WorldError(ref, "<name>", f"generated worlds are named {parts[0]}/INDEX or {parts[0]}/SEED/INDEX") from None
+        return load_set(parts[0], index + 1, seed)[index]
     sets = [parts[0]] if len(parts) == 2 else list(BUILTIN_SETS)
     name = parts[-1]
     for set_name in sets:
@@ -57,14 +62,15 @@ def resolve_world(ref: str) -> World:
             if world.name == name:
                 return world
     known = ", ".join(f"{s}/{n}" for s, names in builtin_world_names().items() for n in names)
-    raise WorldError(ref, "<name>", f"no such world file or built-in world; built-in: {known}; or training/INDEX")
+    raise WorldError(ref, "<name>", f"no such world file or built-in world; built-in: {known}; "
+                                     "or training/INDEX, steep/INDEX (SEED/INDEX too)")
 
 
 def resolve_worlds(refs: list[str], count: int = 20, seed: int = 0) -> list[World]:
     """Expand set names (test, proxy, training) and single world references into a list of worlds."""
     worlds: list[World] = []
     for ref in refs:
-        if ref in BUILTIN_SETS or ref == "training":
+        if ref in BUILTIN_SETS or ref in GENERATED_SETS:
             worlds.extend(load_set(ref, count, seed))
         else:
             worlds.append(resolve_world(ref))
@@ -82,24 +88,32 @@ STAIR_RISE, STAIR_RUN = (0.14, 0.21), (0.25, 0.32)
 STEP_UP, STEP_DOWN = (0.12, 0.34), (0.15, 0.45)
 
 
-def _obstacle(kind: str, x: float, rng: np.random.Generator) -> tuple[list[dict], float]:
+def _size(rng: np.random.Generator, bounds: tuple[float, float], severity: float, larger_is_harder: bool = True) -> float:
+    """A size from ``bounds``, restricted to its hardest ``1 - severity`` part (severity 0: the whole range)."""
+    lo, hi = bounds
+    cut = (hi - lo) * severity
+    return float(rng.uniform(lo + cut, hi) if larger_is_harder else rng.uniform(lo, hi - cut))
+
+
+def _obstacle(kind: str, x: float, rng: np.random.Generator, severity: float = 0.0) -> tuple[list[dict], float]:
     """One obstacle starting at x; returns its primitives and where the terrain is flat again."""
     width = float(rng.uniform(1.2, 1.8))
+    if kind in ("stairs_up", "stairs_down"):  # steeper is harder: a higher rise and a shorter run
+        steps = int(rng.integers(3, 7))
+        rise, run = _size(rng, STAIR_RISE, severity), _size(rng, STAIR_RUN, severity, larger_is_harder=False)
     if kind == "stairs_up":
-        steps, rise, run = int(rng.integers(3, 7)), float(rng.uniform(*STAIR_RISE)), float(rng.uniform(*STAIR_RUN))
         landing = float(rng.uniform(1.5, 2.5))
         return [{"type": "stairs", "position": [x, 0.0], "direction": "up", "steps": steps, "rise": round(rise, 3),
                  "run": round(run, 3), "width": round(width, 2), "landing": round(landing, 2)}], x + steps * run + landing
     if kind == "stairs_down":
-        steps, rise, run = int(rng.integers(3, 7)), float(rng.uniform(*STAIR_RISE)), float(rng.uniform(*STAIR_RUN))
         return [{"type": "stairs", "position": [x, 0.0], "direction": "down", "steps": steps, "rise": round(rise, 3),
                  "run": round(run, 3), "width": round(width, 2)}], x + (steps - 1) * run
     if kind == "step_up":
-        h, length = float(rng.uniform(*STEP_UP)), float(rng.uniform(1.5, 3.0))
+        h, length = _size(rng, STEP_UP, severity), float(rng.uniform(1.5, 3.0))
         return [{"type": "step", "position": [x, 0.0], "height": round(h, 3), "width": round(width, 2),
                  "length": round(length, 2)}], x + length
     if kind == "step_down":
-        h = float(rng.uniform(*STEP_DOWN))
+        h = _size(rng, STEP_DOWN, severity)
         return [{"type": "step", "position": [x, 0.0], "height": -round(h, 3), "width": round(width, 2)}], x
     if kind == "pallet":
         h, length = float(rng.uniform(0.10, 0.16)), float(rng.uniform(0.8, 1.2))
@@ -121,35 +135,62 @@ _ANYWHERE = ("stairs_up", "step_up", "pallet", "ramp", "rough")
 _ENDS_WORLD = ("stairs_up",)  # obstacles after which the course ends (see training_worlds)
 
 
-def training_worlds(count: int, seed: int = 0) -> list[World]:
+OBSTACLE_KINDS = _FIRST_ONLY + _ANYWHERE
+FLIPPER_KINDS = ("stairs_up", "stairs_down", "step_up", "step_down")  # obstacles that need the flippers
+
+
+def training_worlds(count: int, seed: int = 0, kinds: tuple[str, ...] | None = None,
+                    severity: float = 0.0, name: str = "training") -> list[World]:
     """``count`` random training worlds (1-3 obstacles each) drawn from ``np.random.default_rng(seed)``.
+
+    ``kinds`` restricts the obstacles to a subset of ``OBSTACLE_KINDS`` (for example ``FLIPPER_KINDS``);
+    the default draws from all of them. ``severity`` in [0, 1) draws stair, step and drop sizes from the
+    hardest ``1 - severity`` part of their ranges (0.5: stairs of 31.5-40 degrees, steps of 0.23-0.34 m,
+    drops of 0.30-0.45 m); the generator's other draws (pallets, ramps, rough ground) are unchanged.
+    Worlds are named ``{name}_{seed}_{index}``.
 
     Descents only come first (they start from a platform reaching back to the start) and an up-staircase
     comes last (the course ends on its landing instead of dropping off a cliff as high as the flight).
     """
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
+    allowed = OBSTACLE_KINDS if kinds is None else tuple(kinds)
+    unknown = sorted(set(allowed) - set(OBSTACLE_KINDS))
+    first = tuple(k for k in _FIRST_ONLY + _ANYWHERE if k in allowed)
+    later = tuple(k for k in _ANYWHERE if k in allowed)
+    if unknown or not first:
+        what = f"unknown obstacle kinds {unknown}" if unknown else "no obstacle kinds given"
+        raise ValueError(f"training worlds: {what}; allowed: {', '.join(OBSTACLE_KINDS)}")
+    if not 0.0 <= severity < 1.0:
+        raise ValueError(f"training worlds: severity must be in [0, 1), got {severity}")
     rng = np.random.default_rng(seed)
     worlds = []
     for i in range(count):
         n_obstacles = int(rng.integers(1, 4))
         x = _GAP
         terrain: list[dict] = []
-        kinds = []
+        drawn = []
         length = 0.0
         for k in range(n_obstacles):
-            pool = _FIRST_ONLY + _ANYWHERE if k == 0 else _ANYWHERE
+            pool = first if k == 0 else later
+            if not pool:
+                break
             kind = str(pool[int(rng.integers(0, len(pool)))])
-            prims, x_end = _obstacle(kind, round(x, 2), rng)
+            prims, x_end = _obstacle(kind, round(x, 2), rng, severity)
             terrain.extend(prims)
-            kinds.append(kind)
+            drawn.append(kind)
             if kind in _ENDS_WORLD:
                 # the landing of an up-staircase ends in a cliff as high as the flight: the course ends on it
                 length = round(x_end - 0.3, 2)
                 break
             x = x_end + _GAP
         length = length or round(x - _GAP + 1.0, 2)
-        data = {"name": f"training_{seed}_{i}", "length": length, "speed": 0.3, "seed": int(rng.integers(0, 2**31 - 1)),
-                "description": "random training world: " + ", ".join(kinds), "terrain": terrain}
-        worlds.append(world_from_dict(data, f"training/{seed}/{i}"))
+        data = {"name": f"{name}_{seed}_{i}", "length": length, "speed": 0.3, "seed": int(rng.integers(0, 2**31 - 1)),
+                "description": "random training world: " + ", ".join(drawn), "terrain": terrain}
+        worlds.append(world_from_dict(data, f"{name}/{seed}/{i}"))
     return worlds
+
+
+def steep_worlds(count: int, seed: int = 0) -> list[World]:
+    """``count`` worlds of only stairs, steps and drops from the hardest half of their ranges (``steep_SEED_I``)."""
+    return training_worlds(count, seed, kinds=FLIPPER_KINDS, severity=0.5, name="steep")

@@ -286,3 +286,30 @@ def test_bench_policy_prints_ms_per_decision_and_writes_json(tmp_path, capsys):
     assert data["act_numpy"]["ms_per_decision"] > 0 and data["baseline_forward"]["ms_per_decision"] > 0
     assert data["batched"]["decisions_per_s"] > 0
     assert data["nan_outputs_finite"] is True
+
+
+def test_bench_plan_compares_guided_and_unguided_on_both_world_sets(checkpoint, tmp_path, capsys):
+    path = tmp_path / "bench_plan.json"
+    assert main(["bench", "plan", "--policy", str(checkpoint), "--count", "1", "--budget", "5", "--max-expansions", "25",
+                 "--executor", "serial", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "training worlds" in out and "steep worlds" in out and "median CPU ratio" in out
+    data = json.loads(path.read_text())
+    assert list(data["sets"]) == ["training", "steep"]
+    steep = data["sets"]["steep"]
+    assert steep["worlds"] == ["steep_7_0"] and data["sets"]["training"]["worlds"] == ["training_7_0"]
+    for st in data["sets"].values():
+        assert set(st["variants"]) == {"unguided 3x1000ms", "guided 3x1000ms", "guided 7x200ms", "unguided 7x200ms"}
+        for v in st["variants"].values():
+            row = v["per_world"][0]
+            assert v["trajectories"] == 1 and 0 < row["expansions"] <= 25 and row["cpu_s"] > 0
+            assert row["success"] or row["reason"], "a failed plan says why"
+        c, v = st["guided_vs_unguided_fine"], st["variants"]
+        ratio = v["unguided 7x200ms"]["median_cpu_s"] / v["guided 7x200ms"]["median_cpu_s"]
+        assert c["cpu_ratio_median"] == pytest.approx(ratio, rel=1e-2)
+    assert data["memory"]["bench_process_peak_rss_mib"] > 0
+
+
+def test_bench_plan_unknown_world_set_exits_2_before_planning(checkpoint, capsys):
+    assert main(["bench", "plan", "--policy", str(checkpoint), "--world-sets", "training", "cliffs"]) == 2
+    assert "cliffs" in error_of(capsys)

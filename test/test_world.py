@@ -8,7 +8,15 @@ import pytest
 import yaml
 
 from sim.world import Box, Ramp, Rough, Stairs, Step, WorldError, dump_world, load_world, world_from_dict
-from sim.world_sets import load_set, resolve_world, resolve_worlds, training_worlds
+from sim.world_sets import (
+    FLIPPER_KINDS,
+    OBSTACLE_KINDS,
+    load_set,
+    resolve_world,
+    resolve_worlds,
+    steep_worlds,
+    training_worlds,
+)
 
 ALLOWED_PRIMITIVES = ("box", "stairs", "step", "ramp", "rough")  # the contract of ARCHITECTURE.md
 TEST_WORLDS = ("flat", "pallet", "stairs_up", "stairs_down", "step_up", "step_down", "rubble", "mixed")
@@ -257,6 +265,48 @@ def test_training_worlds_differ_across_seeds():
 
 def test_a_prefix_of_training_worlds_does_not_depend_on_count():
     assert training_worlds(3, seed=2) == training_worlds(8, seed=2)[:3]
+
+
+def test_restricting_obstacle_kinds_keeps_only_those_kinds():
+    from sim.world import Box, Ramp, Rough
+
+    worlds = training_worlds(30, seed=3, kinds=FLIPPER_KINDS)
+    assert not any(isinstance(p, (Box, Ramp, Rough)) for w in worlds for p in w.terrain)
+    assert all("pallet" not in w.description and "ramp" not in w.description for w in worlds)
+    assert any(isinstance(p, Box) for w in training_worlds(30, seed=3) for p in w.terrain), "the default draws pallets"
+
+
+def test_severity_draws_from_the_hard_part_of_each_range():
+    from sim.world import Stairs, Step
+    from sim.world_sets import STAIR_RISE, STAIR_RUN, STEP_DOWN, STEP_UP
+
+    sizes = {"rise": [], "run": [], "up": [], "down": []}
+    for w in steep_worlds(40, seed=1):
+        assert w.name.startswith("steep_1_")
+        for p in w.terrain:
+            if isinstance(p, Stairs):
+                sizes["rise"].append(p.rise)
+                sizes["run"].append(p.run)
+            elif isinstance(p, Step):
+                sizes["up" if p.height > 0 else "down"].append(abs(p.height))
+    assert all(len(v) >= 3 for v in sizes.values()), sizes
+    mid = {k: sum(r) / 2 for k, r in (("rise", STAIR_RISE), ("run", STAIR_RUN), ("up", STEP_UP), ("down", STEP_DOWN))}
+    assert min(sizes["rise"]) >= mid["rise"] - 1e-3 and max(sizes["run"]) <= mid["run"] + 1e-3, "steeper stairs"
+    assert min(sizes["up"]) >= mid["up"] - 1e-3 and min(sizes["down"]) >= mid["down"] - 1e-3, "higher steps and drops"
+
+
+def test_generator_options_do_not_change_the_default_draw():
+    plain = training_worlds(10, seed=4)
+    assert training_worlds(10, seed=4, kinds=OBSTACLE_KINDS, severity=0.0) == plain
+    assert resolve_world("steep/4/2") == steep_worlds(3, seed=4)[2]
+    assert [w.name for w in resolve_worlds(["steep"], count=2, seed=4)] == ["steep_4_0", "steep_4_1"]
+
+
+@pytest.mark.parametrize("kwargs, fragment", [({"kinds": ("stairs_up", "slide")}, "slide"), ({"kinds": ()}, "no obstacle"),
+                                              ({"severity": 1.0}, "severity"), ({"severity": -0.1}, "severity")])
+def test_bad_generator_options_are_refused(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        training_worlds(2, seed=0, **kwargs)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
