@@ -62,7 +62,7 @@ class LoopConfig:
     carry_best: bool = True  # the previous iteration's policy competes in the selection (it stays unless beaten)
     selection_worlds: tuple[str, ...] = ("test",)  # scored to pick the best candidate (seed 000: the test worlds)
     selection_runs: int = 1
-    selection_seed: int = 1000  # noise seeds differ from the evaluation's
+    selection_seed: int = 1000  # noise seeds differ from the evaluation's; each iteration draws fresh ones
     eval_worlds: tuple[str, ...] = ("test",)
     eval_runs: int = 3
     eval_seed: int = 0
@@ -254,9 +254,13 @@ class _Loop:
                   "metadata": {"data_sha256": data_hash, "iteration": k, "loop_seed": c.seed}} for s in seeds]
         trained = self.ex.map(train_task, tasks, progress=_progress(f"iter {k}: training {len(seeds)} candidates"))
         worlds = resolve_worlds(list(c.selection_worlds))
+        # Fresh noise seeds every iteration, shared by all its candidates and the carried policy. With the same
+        # seeds each time (the simulator is deterministic per seed), a carried policy would keep the score that
+        # made it win once (the best of several noisy draws) and no new candidate could fairly beat it.
+        sel_seed = selection_seed(c, k)
         cands, selection_cpu = [], 0.0
         for s, t in zip(seeds, trained, strict=True):
-            ev = self.evaluate({"kind": "policy", "path": t["path"]}, worlds, c.selection_runs, c.selection_seed,
+            ev = self.evaluate({"kind": "policy", "path": t["path"]}, worlds, c.selection_runs, sel_seed,
                                f"iter {k}: selecting, candidate {s}")
             selection_cpu += ev["cpu_s"]
             cands.append({"seed": s, "path": t["path"], "score": ev["total"], "test_mse": t["report"]["test_mse"],
@@ -266,7 +270,7 @@ class _Loop:
             prev = json.loads((self.out / f"iter_{k - 1}" / "selection.json").read_text())
             kept = prev["candidates"][0]
             ev = self.evaluate({"kind": "policy", "path": str(self.out / f"iter_{k - 1}" / "policy")}, worlds, c.selection_runs,
-                               c.selection_seed, f"iter {k}: selecting, carried policy of iteration {k - 1}")
+                               sel_seed, f"iter {k}: selecting, carried policy of iteration {k - 1}")
             selection_cpu += ev["cpu_s"]
             cands.append({**kept, "path": str(self.out / f"iter_{k - 1}" / "policy"), "score": ev["total"],
                           "carried_from": kept.get("carried_from", k - 1)})
@@ -278,7 +282,7 @@ class _Loop:
             src, dst = Path(best["path"] + suffix), d / f"policy{suffix}"
             write_bytes_atomic(dst, src.read_bytes())
         selection = {"iteration": k, "candidates": cands, "kept": best["seed"], "selection_worlds": list(c.selection_worlds),
-                     "selection_runs": c.selection_runs, "data_sha256": data_hash,
+                     "selection_runs": c.selection_runs, "selection_seed": sel_seed, "data_sha256": data_hash,
                      "train_cpu_s": round(sum(t["cpu_s"] for t in trained), 3), "selection_cpu_s": round(selection_cpu, 3),
                      "wall_s": round(time.perf_counter() - t0, 2)}
         write_json_atomic(d / "selection.json", selection)
@@ -295,6 +299,12 @@ class _Loop:
         ev["wall_s"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(d / "eval.json", ev)
         return ev
+
+
+def selection_seed(c: LoopConfig, k: int) -> int:
+    """The first noise seed of iteration ``k``'s selection runs (seeds ``seed .. seed + selection_runs - 1``);
+    iterations never share a seed."""
+    return c.selection_seed + (k - 1) * max(1000, c.selection_runs)
 
 
 def _results_config(d: dict) -> dict:

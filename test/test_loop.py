@@ -184,6 +184,7 @@ def test_learning_curve_is_a_png(base_run):
 def test_each_iteration_policy_loads_and_records_its_training_data(base_run):
     out, report, _ = base_run
     imitation = ImitationConfig.from_dict(TINY["imitation"])
+    seeds = []
     for it in report["iterations"]:
         k = it["iteration"]
         d = out / f"iter_{k}"
@@ -203,8 +204,12 @@ def test_each_iteration_policy_loads_and_records_its_training_data(base_run):
             if "carried_from" not in c:
                 assert Path(c["path"] + ".safetensors").is_file() and Path(c["path"] + ".json").is_file()
         assert (d / "candidates").is_dir()
+        seeds.append(selection["selection_seed"])
         ev = json.loads((d / "eval.json").read_text())
         assert ev["scores"] == it["scores"] and ev["total"] == it["total"]
+    # every iteration selects on fresh noise seeds (the carried policy is re-scored on them, not on its old ones)
+    assert len(set(seeds)) == len(seeds) == len(report["iterations"])
+    assert seeds[0] == TINY.get("selection_seed", 1000)
 
 
 # ------------------------------------------------------------------------------------------ resume
