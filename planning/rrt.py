@@ -15,7 +15,11 @@ spreads the tree over what has not been reached (Voronoi bias).
 Guided planning (seed 000: "keeping planned actions as close to actions of pi as possible") offers the
 policy's own output first and then the discrete actions in order of their distance to it; with
 probability ``1 - guide_prob`` an untried action is drawn at random instead, which keeps exploring where
-the policy is wrong. Unguided planning draws untried actions uniformly.
+the policy is wrong. After the first dive (the greedy run along the guide until an expansion is rejected),
+each new dive ignores the guide with probability ``random_dive``: a guide that is systematically wrong on
+a stretch (too slow on steep stairs, say) would otherwise send every dive back onto the same wrong
+postures, and guided planning would cost more than unguided. Unguided planning draws untried actions
+uniformly.
 
 The path is recorded every ``record_dt`` seconds (the policy's control period), so a 1000 ms action
 gives ten (state, action) samples for imitation.
@@ -56,6 +60,11 @@ class PlannerConfig:
     reject_slow: bool = True
     guide_prob: float = 0.8  # guided: probability of taking the most policy-like untried action
     extend_new: float = 1.0  # probability of expanding the node just added (go deep until blocked)
+    # guided: probability that a dive (the expansions from a selected node, going deep from each new node)
+    # ignores the guide and draws its actions at random, so that a guide that is wrong on a stretch cannot
+    # make the search much slower than unguided planning. The first dive always follows the guide: where the
+    # guide is good, the plan is the guide's and costs about the path length.
+    random_dive: float = 0.5
     smart_start: SmartStartConfig = field(default_factory=SmartStartConfig)
 
     def __post_init__(self) -> None:
@@ -64,7 +73,7 @@ class PlannerConfig:
         action_set(self.action_set)  # validates
         if self.max_expansions < 1 or self.max_cpu_s <= 0 or self.max_tree_mib <= 0:
             raise ValueError("PlannerConfig: max_expansions >= 1, max_cpu_s > 0 and max_tree_mib > 0 are required")
-        for name in ("guide_prob", "extend_new"):
+        for name in ("guide_prob", "extend_new", "random_dive"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"PlannerConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.record_dt:
@@ -120,6 +129,7 @@ class _Planner:
         self.failures: dict[str, int] = {}
         self.tree_bytes = 0
         self.best_progress = 0.0
+        self.random_dive = False  # the current dive ignores the guide
         self.deadline = sim.limits.slow_factor * world.length / world.speed  # later than this scores "slow"
         # the feature box sampled by the RRT rule: progress, pitch, four flipper angles
         lo, hi = sim.robot.flipper_lower, sim.robot.flipper_upper
@@ -162,6 +172,8 @@ class _Planner:
             return None
         if last_new is not None and self.nodes[last_new].candidates and self.rng.random() < self.config.extend_new:
             return last_new
+        if self.guide is not None and self.config.random_dive > 0.0 and len(self.nodes) > 1:  # a later dive starts
+            self.random_dive = self.rng.random() < self.config.random_dive
         if self.rng.random() < self.config.smart_start.eta:
             cell = self.grid.best_cell()
             if cell is not None:
@@ -176,7 +188,7 @@ class _Planner:
 
     def _choose_action(self, node: _Node) -> np.ndarray:
         cands = node.candidates
-        if self.guide is not None and self.rng.random() < self.config.guide_prob:
+        if self.guide is not None and not self.random_dive and self.rng.random() < self.config.guide_prob:
             return cands.pop(0)
         return cands.pop(int(self.rng.integers(len(cands))))
 

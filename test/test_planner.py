@@ -305,6 +305,31 @@ def test_neutral_guide_keeps_the_path_neutral(sim, worlds):
     assert np.mean(np.all(loose.action == NEUTRAL.astype(np.float32), axis=1)) >= 0.6
 
 
+def test_the_first_dive_follows_the_guide_even_with_random_dives(sim, worlds):
+    guide = FixedController((0.0, 0.0, 0.0, 0.0)).act  # flat: fine on flat ground
+    traj = plan(sim, worlds["flat"], SEED, PlannerConfig(guide_prob=1.0, random_dive=1.0), guide=guide)
+    assert traj.success and np.all(traj.action == 0.0), "where the guide is good, the plan is the guide's"
+
+
+@pytest.mark.parametrize("random_dive, low, high", [(0.0, 0.7, 1.0), (1.0, 0.0, 0.5)])
+def test_later_dives_ignore_the_guide_with_probability_random_dive(sim, worlds, random_dive, low, high):
+    """A flat-flipper guide gets stuck at the step; after that dive fails, dives either keep returning to the
+    guide's posture (random_dive 0) or draw their postures at random (random_dive 1)."""
+    guide = FixedController((0.0, 0.0, 0.0, 0.0)).act
+    traj = plan(sim, worlds["step_up"], SEED, PlannerConfig(guide_prob=1.0, random_dive=random_dive), guide=guide)
+    assert traj.success, traj.reason
+    flat = np.all(traj.action == 0.0, axis=1)
+    assert flat[0], "the first dive starts with the guide's posture"
+    after = flat[int(np.argmin(flat)):]  # from the first deviation from the guide on
+    assert low <= after.mean() <= high
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_random_dive_must_be_a_probability(value):
+    with pytest.raises(ValueError, match="random_dive"):
+        PlannerConfig(random_dive=value)
+
+
 def test_guided_candidates_are_ordered_by_distance_to_the_guide(sim, worlds):
     target = np.array([0.7, 0.7, -0.1, -0.1])
     planner = _Planner(sim, worlds["flat"], SEED, PlannerConfig(), FixedController(tuple(target)).act)
