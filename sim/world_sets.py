@@ -26,7 +26,7 @@ def _set_dir(name: str) -> Path:
 
 
 def load_set(name: str, count: int = 20, seed: int = 0) -> list[World]:
-    """Worlds of a built-in set; ``count`` and ``seed`` apply to ``training``."""
+    """Worlds of a built-in set; ``count`` and ``seed`` apply to the generated sets (training, steep)."""
     if name == "training":
         return training_worlds(count, seed)
     if name == "steep":
@@ -67,7 +67,7 @@ def resolve_world(ref: str) -> World:
 
 
 def resolve_worlds(refs: list[str], count: int = 20, seed: int = 0) -> list[World]:
-    """Expand set names (test, proxy, training) and single world references into a list of worlds."""
+    """Expand set names (test, proxy, training, steep) and single world references into a list of worlds."""
     worlds: list[World] = []
     for ref in refs:
         if ref in BUILTIN_SETS or ref in GENERATED_SETS:
