@@ -6,13 +6,15 @@ baseline that guidance must beat). Each trajectory's CPU seconds are measured in
 it (process time, so parallel workers do not inflate each other). A failed trajectory counts with the
 CPU time it used, and the success count is reported beside the median.
 
-It measures on two world sets drawn with the same generator seed (``sim.world_sets``):
+By default it measures on two world sets drawn with the same generator seed (``sim.world_sets``):
 
 - ``training``: the loop's own training distribution. Most of its worlds (pallets, ramps, rough ground,
   shallow stairs) can be crossed with almost any posture, so every planner needs about the path length
   in expansions and guidance cannot be much cheaper there;
 - ``steep``: stairs, steps and drops from the hardest half of the same ranges, where only a few posture
   sequences arrive in time. That is where a guide can save work (seed 000 Table III).
+- ``half_steep`` (on request, ``--world-sets``): the two in turn, the distribution ``configs/full.yaml``
+  trains on.
 
 With ``--peer ompl`` OMPL's SST and KPIECE1 run on the first set with the same simulator propagation
 (``planning.ompl_peer``).
@@ -91,7 +93,7 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = 7, 
     from flipper_control.checkpoint import load_policy
 
     if not world_sets:
-        raise ValueError("bench plan: name at least one world set (training, steep)")
+        raise ValueError("bench plan: name at least one world set (training, steep, half_steep)")
     policy = policy or default_policy()
     load_policy(policy)  # a bad checkpoint stops here, before any work
     by_set = {name: load_set(name, worlds, world_seed) for name in world_sets}  # an unknown set stops here

@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worlds", help="list, show or export worlds")
     w.add_argument("action", choices=["list", "show", "export"])
     w.add_argument("world", nargs="?", help="world name (stairs_up, proxy/staircase, training/3) or YAML file")
-    w.add_argument("--set", choices=["test", "proxy", "training", "steep"], help="only this set (list)")
+    w.add_argument("--set", choices=["test", "proxy", "training", "steep", "half_steep"], help="only this set (list)")
     w.add_argument("--count", type=int, default=10, help="number of training (or steep) worlds to list")
     w.add_argument("--seed", type=int, default=0, help="training-world generator seed")
     w.add_argument("--format", choices=["mjcf", "urdf"], default="mjcf", help="export format")

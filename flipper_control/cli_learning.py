@@ -309,8 +309,9 @@ def add_bench_args(b: argparse.ArgumentParser) -> None:
     b.add_argument("--policy", help="bench plan: the guiding policy (default: the last policy of demo_out)")
     b.add_argument("--count", type=int, default=8, help="bench plan: worlds per set")
     b.add_argument("--world-sets", nargs="+", default=["training", "steep"],
-                   help="bench plan: world sets to plan on (training: the loop's distribution; steep: the hardest "
-                        "half of its stairs, steps and drops)")
+                   help="bench plan: world sets to plan on (training: the default loop distribution; steep: the "
+                        "hardest half of its stairs, steps and drops; half_steep: the two in turn, what configs/full.yaml "
+                        "trains on)")
     b.add_argument("--world-seed", type=int, default=7, help="bench plan: world generator seed")
     b.add_argument("--budget", type=float, default=60.0, help="bench plan: CPU seconds per trajectory")
     b.add_argument("--max-expansions", type=int, default=20000, help="bench plan: expansions per trajectory")

@@ -90,6 +90,9 @@ class ImitationConfig:
     test_fraction: float = 0.2  # share of samples (whole trajectories) held out for test_mse
     split_seed: int | None = 0
     mirror: bool = True  # left-right mirror augmentation: each training sample is mirrored with probability 1/2
+    # At most this many training samples per epoch, a fresh random subset each time (null: all of them). The
+    # loop aggregates data over iterations; a cap keeps the cost of an epoch flat as the dataset grows.
+    samples_per_epoch: int | None = None
     log_every: int = 10  # epochs between progress lines
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
@@ -113,6 +116,8 @@ class ImitationConfig:
             problems.append(f"split_seed must be an integer >= 0 or null, got {self.split_seed!r}")
         if not isinstance(self.mirror, bool):
             problems.append(f"mirror must be true or false, got {self.mirror!r}")
+        if not (self.samples_per_epoch is None or (_is_int(self.samples_per_epoch) and self.samples_per_epoch >= 1)):
+            problems.append(f"samples_per_epoch must be an integer >= 1 or null, got {self.samples_per_epoch!r}")
         if not isinstance(self.policy, PolicyConfig):
             problems.append(f"policy must be a PolicyConfig or a mapping of its fields, got {type(self.policy).__name__}")
         elif self.mirror and (self.policy.n_proprio != _N_BODY + len(FLIPPER_NAMES) or self.policy.n_out != len(FLIPPER_NAMES)):
@@ -353,6 +358,7 @@ def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int,
         # mirrored copies of the whole training set, made once; each batch picks per sample which one to use
         m_dem, m_proprio, m_action = (torch.from_numpy(a) for a in mirror_arrays(dem.numpy(), proprio.numpy(), action.numpy()))
     n_train = len(tr)
+    n_epoch = n_train if config.samples_per_epoch is None else min(n_train, config.samples_per_epoch)
     te = torch.from_numpy(p.test_idx)
     test = (p.dem[te], p.proprio[te], p.action[te])
 
@@ -362,10 +368,10 @@ def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int,
     grad_norm_max = 0.0
     history: list[float] = []
     for epoch in range(1, config.epochs + 1):
-        perm = torch.randperm(n_train, generator=gen)
-        flip = torch.rand(n_train, generator=gen) < 0.5 if config.mirror else None
+        perm = torch.randperm(n_train, generator=gen)[:n_epoch]
+        flip = torch.rand(n_epoch, generator=gen) < 0.5 if config.mirror else None
         loss_sum = 0.0
-        for s in range(0, n_train, config.batch_size):
+        for s in range(0, n_epoch, config.batch_size):
             idx = perm[s:s + config.batch_size]
             if flip is None:
                 xb, pb, yb = dem[idx], proprio[idx], action[idx]
@@ -387,7 +393,7 @@ def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int,
             clipped += norm > config.grad_clip
             grad_norm_max = max(grad_norm_max, norm)
             loss_sum += loss_value * len(idx)
-        history.append(loss_sum / n_train)
+        history.append(loss_sum / n_epoch)
         if progress is not None and (epoch % config.log_every == 0 or epoch == config.epochs):
             test_mse = float(evaluate_mse(policy, *test).mean())
             progress(f"seed {seed}: epoch {epoch}/{config.epochs} train loss {history[-1]:.5f} test mse {test_mse:.5f} "

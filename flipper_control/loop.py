@@ -31,7 +31,7 @@ from planning.dataset import TrajectoryDataset
 from planning.rrt import PlannerConfig
 from sim.io_utils import write_bytes_atomic, write_json_atomic
 from sim.scoring import world_score
-from sim.world_sets import resolve_worlds, training_worlds
+from sim.world_sets import GENERATED_SETS, generated_worlds, resolve_worlds
 
 __all__ = ["LoopConfig", "run_loop", "load_loop_config", "demo_config", "DEMO_CONFIG"]
 
@@ -54,6 +54,7 @@ class LoopConfig:
     workers: int | None = None  # default: the CPUs this process may use
     ray_address: str | None = None  # an existing Ray cluster (default: start a local instance)
     training_worlds: int = 16  # new random training worlds planned per iteration
+    training_set: str = "training"  # the generator they come from: training, steep or half_steep (sim.world_sets)
     plans_per_world: int = 1  # planning runs (noise seeds) per training world
     coarse: PlannerConfig = field(default_factory=_coarse)  # iteration 1: unguided
     guided: PlannerConfig = field(default_factory=_guided)  # iterations 2+: guided by the last policy
@@ -86,6 +87,8 @@ class LoopConfig:
                 problems.append(f"{name} must be an integer >= 0, got {v!r}")
         if not isinstance(self.carry_best, bool):
             problems.append(f"carry_best must be true or false, got {self.carry_best!r}")
+        if self.training_set not in GENERATED_SETS:
+            problems.append(f"training_set must be one of {', '.join(GENERATED_SETS)}, got {self.training_set!r}")
         if self.executor not in EXECUTOR_KINDS:
             problems.append(f"executor must be one of {', '.join(EXECUTOR_KINDS)}, got {self.executor!r}")
         for name in ("iterations", "training_worlds", "plans_per_world", "candidates", "selection_runs", "eval_runs"):
@@ -208,7 +211,7 @@ class _Loop:
             return summary
         c, t0 = self.c, time.perf_counter()
         planner = c.coarse if k == 1 else c.guided
-        worlds = training_worlds(c.training_worlds, seed=c.seed * 1000 + k)
+        worlds = generated_worlds(c.training_set, c.training_worlds, seed=c.seed * 1000 + k)
         tasks = [{"world": w, "seed": c.seed * 100_000 + k * 1000 + i * c.plans_per_world + j, "planner": planner.to_dict(),
                   "guide": guide} for i, w in enumerate(worlds) for j in range(c.plans_per_world)]
         label = f"iter {k}: planning {'guided ' + planner.action_set if guide else 'unguided ' + planner.action_set}"
@@ -322,7 +325,13 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
 
     out = Path(out)
     recorded = _read_json(out / "config.json")
-    if recorded is not None and _results_config(recorded) != _results_config(json.loads(json.dumps(config.to_dict()))):
+    if recorded is not None:
+        try:  # a run recorded before a field existed holds that field's default
+            recorded = LoopConfig.from_dict(recorded).to_dict()
+        except (ValueError, TypeError):
+            pass  # not a loop config we can read: it differs, which the check below says
+    wanted = _results_config(json.loads(json.dumps(config.to_dict())))
+    if recorded is not None and _results_config(json.loads(json.dumps(recorded))) != wanted:
         raise ValueError(f"{out} holds a loop run with a different configuration ({out / 'config.json'}); "
                          "use a new --out, or delete the folder to start over")
     write_json_atomic(out / "config.json", config.to_dict())

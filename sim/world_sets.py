@@ -6,6 +6,8 @@
   drawn from a seeded generator (same seed, same worlds).
 - ``steep``: the same generator restricted to stairs, steps and drops from the hardest half of their
   size ranges: the worlds where the flipper posture decides (``flipper bench plan`` measures there too).
+- ``half_steep``: ``training`` and ``steep`` worlds taking turns (even indices from one, odd from the other);
+  what ``configs/full.yaml`` trains on.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from sim.world import World, WorldError, load_world, world_from_dict
 
 BUILTIN_SETS = ("test", "proxy")
-GENERATED_SETS = ("training", "steep")
+GENERATED_SETS = ("training", "steep", "half_steep")
 
 
 def _set_dir(name: str) -> Path:
@@ -26,13 +28,12 @@ def _set_dir(name: str) -> Path:
 
 
 def load_set(name: str, count: int = 20, seed: int = 0) -> list[World]:
-    """Worlds of a built-in set; ``count`` and ``seed`` apply to the generated sets (training, steep)."""
-    if name == "training":
-        return training_worlds(count, seed)
-    if name == "steep":
-        return steep_worlds(count, seed)
+    """Worlds of a built-in set; ``count`` and ``seed`` apply to the generated sets (training, steep, half_steep)."""
+    if name in GENERATED_SETS:
+        return generated_worlds(name, count, seed)
     if name not in BUILTIN_SETS:
-        raise WorldError("<world set>", "name", f"unknown world set {name!r}; allowed: test, proxy, training, steep")
+        allowed = ", ".join(BUILTIN_SETS + GENERATED_SETS)
+        raise WorldError("<world set>", "name", f"unknown world set {name!r}; allowed: {allowed}")
     return [load_world(p) for p in sorted(_set_dir(name).glob("*.yaml"))]
 
 
@@ -63,11 +64,11 @@ def resolve_world(ref: str) -> World:
                 return world
     known = ", ".join(f"{s}/{n}" for s, names in builtin_world_names().items() for n in names)
     raise WorldError(ref, "<name>", f"no such world file or built-in world; built-in: {known}; "
-                                     "or training/INDEX, steep/INDEX (SEED/INDEX too)")
+                                     "or training/INDEX, steep/INDEX, half_steep/INDEX (SEED/INDEX too)")
 
 
 def resolve_worlds(refs: list[str], count: int = 20, seed: int = 0) -> list[World]:
-    """Expand set names (test, proxy, training, steep) and single world references into a list of worlds."""
+    """Expand set names (test, proxy, training, steep, half_steep) and single world references into a list of worlds."""
     worlds: list[World] = []
     for ref in refs:
         if ref in BUILTIN_SETS or ref in GENERATED_SETS:
@@ -79,8 +80,8 @@ def resolve_worlds(refs: list[str], count: int = 20, seed: int = 0) -> list[Worl
 
 # ------------------------------------------------------------------------------------------ training
 _GAP = 1.2  # flat run-up before each obstacle, metres
-# Obstacle size ranges (metres). They reach past the built-in test worlds (stairs of 30 degrees, a 0.25 m
-# step up, a 0.30 m drop) to steep building stairs (up to about 40 degrees) and drops of 0.45 m: there the
+# Obstacle size ranges (metres). They reach past the built-in test worlds (stairs of 34 degrees, a 0.30 m
+# step up, a 0.38 m drop) to steep building stairs (up to about 40 degrees) and drops of 0.45 m: there the
 # flipper posture has to be prepared a second or more ahead, which is what makes fine-grained planning
 # hard without a guiding policy (seed 000 Table III) and what the policy must learn. Higher steps up than
 # 0.34 m are not climbable with the coarse action set, so iteration 1 could not plan them.
@@ -194,3 +195,22 @@ def training_worlds(count: int, seed: int = 0, kinds: tuple[str, ...] | None = N
 def steep_worlds(count: int, seed: int = 0) -> list[World]:
     """``count`` worlds of only stairs, steps and drops from the hardest half of their ranges (``steep_SEED_I``)."""
     return training_worlds(count, seed, kinds=FLIPPER_KINDS, severity=0.5, name="steep")
+
+
+def half_steep_worlds(count: int, seed: int = 0) -> list[World]:
+    """``count`` worlds alternating between ``training_worlds`` (even indices) and ``steep_worlds`` (odd).
+
+    Every world keeps the name it has in its own set; a prefix does not depend on ``count``.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    plain, steep = training_worlds((count + 1) // 2, seed), steep_worlds(count // 2, seed)
+    return [plain[i // 2] if i % 2 == 0 else steep[i // 2] for i in range(count)]
+
+
+def generated_worlds(name: str, count: int, seed: int = 0) -> list[World]:
+    """``count`` worlds of the generated set ``name`` (one of ``GENERATED_SETS``) from generator seed ``seed``."""
+    makers = {"training": training_worlds, "steep": steep_worlds, "half_steep": half_steep_worlds}
+    if name not in makers:
+        raise ValueError(f"unknown generated world set {name!r}; allowed: {', '.join(GENERATED_SETS)}")
+    return makers[name](count, seed)

@@ -119,6 +119,21 @@ def test_deterministic_for_a_seed_and_different_for_another():
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_samples_per_epoch_caps_each_epoch_with_a_fresh_subset():
+    data = _synthetic(n_traj=10, length=40)  # 400 samples, 320 of them for training
+    _, full = train_policy(data, FAST, seed=3)
+    _, uncapped = train_policy(data, ImitationConfig(epochs=3, batch_size=64, policy=SMALL, samples_per_epoch=10_000), seed=3)
+    # a cap above the training set changes nothing, not even the random stream
+    assert uncapped.loss_history == full.loss_history and uncapped.steps == full.steps == 3 * 5
+    capped_cfg = ImitationConfig(epochs=3, batch_size=64, policy=SMALL, samples_per_epoch=100)
+    _, capped = train_policy(data, capped_cfg, seed=3)
+    assert capped.samples_train == full.samples_train == 320
+    assert capped.steps == 3 * 2  # 100 samples per epoch: batches of 64 and 36
+    assert capped.loss_history != full.loss_history
+    _, again = train_policy(data, capped_cfg, seed=3)
+    assert again.loss_history == capped.loss_history  # the subsets come from the seeded generator
+
+
 def test_mirror_is_an_involution_and_respects_a_symmetric_rule():
     assert MIRROR_FLIPPERS == (1, 0, 3, 2)
     data = _synthetic(n_traj=2, length=20, nan_fraction=0.2)
@@ -277,6 +292,7 @@ def test_config_round_trip_and_validation():
         ({"mirror": "yes"}, "mirror must be true or false"),
         ({"batch_size": 2.5, "weight_decay": -1}, "batch_size.*weight_decay"),
         ({"policy": {"n_out": 3}}, "mirror needs"),
+        ({"samples_per_epoch": 0}, "samples_per_epoch must be an integer >= 1 or null"),
     ]:
         with pytest.raises(ValueError, match=message):
             ImitationConfig.from_dict(bad)

@@ -130,6 +130,19 @@ def test_iteration_1_plans_coarse_unguided_and_iteration_2_fine_guided(base_run)
         assert all(t.meta["dt"] == pytest.approx(dt) and t.meta["guided"] is guided for t in plans.trajectories)
         summary = json.loads((out / f"iter_{k}" / "plans.json").read_text())
         assert summary["guided"] is guided and summary["successes"] == sum(t.success for t in plans.trajectories)
+        # new worlds every iteration, from the default generator (seed = loop seed * 1000 + iteration)
+        assert [t.meta["world"] for t in plans.trajectories] == [f"training_{k}_{i}" for i in range(TINY["training_worlds"])]
+
+
+def test_training_set_chooses_the_generator_of_the_planned_worlds(tmp_path):
+    config = tiny_config(training_set="half_steep", training_worlds=2, coarse={"action_set": "coarse", "max_expansions": 30})
+    loop = loop_module._Loop(config, tmp_path)
+    try:
+        loop.plan(1, None)
+    finally:
+        loop.ex.close()
+    plans = TrajectoryDataset.load(tmp_path / "iter_1" / "plans.safetensors")
+    assert [t.meta["world"] for t in plans.trajectories] == ["training_1_0", "steep_1_0"]
 
 
 def test_datasets_aggregate_the_trajectories_of_all_iterations(base_run):
@@ -258,6 +271,20 @@ def test_resume_with_a_changed_config_is_refused_and_names_config_json(base_run,
     assert mtimes(out) == before  # refused before anything was written
 
 
+def test_a_run_recorded_before_a_config_field_existed_resumes(base_run, tmp_path):
+    base, report, _ = base_run
+    out = copy_run(base, tmp_path / "run")
+    recorded = json.loads((out / "config.json").read_text())
+    del recorded["training_set"], recorded["imitation"]["samples_per_epoch"]  # as an older version wrote it
+    (out / "config.json").write_text(json.dumps(recorded))
+    before = {p: t for p, t in mtimes(out).items() if p.startswith("iter_")}
+    again = run_loop(tiny_config(), out)
+    assert [it["total"] for it in again["iterations"]] == [it["total"] for it in report["iterations"]]
+    assert {p: t for p, t in mtimes(out).items() if p.startswith("iter_")} == before, "nothing was redone"
+    with pytest.raises(ValueError, match="config.json"):  # the defaults filled in still have to match
+        run_loop(tiny_config(training_set="steep"), out)
+
+
 def test_an_interrupted_loop_continues_and_reuses_the_finished_iteration(base_run, tmp_path, monkeypatch):
     base, report, _ = base_run
     out = tmp_path / "run"
@@ -331,6 +358,7 @@ def test_unknown_keys_are_named():
     ({"workers": 0}, "workers must be an integer >= 1"),
     ({"baselines": ["random"]}, "baseline 'random'"),
     ({"coarse": {"action_set": "bogus"}}, "bogus"),
+    ({"training_set": "test"}, "training_set must be one of training, steep, half_steep"),
 ])
 def test_invalid_values_are_refused_with_a_reason(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -378,3 +406,5 @@ def test_full_yaml_is_seed_000_scale():
     assert full.iterations >= 7 and full.candidates == 10
     assert full.coarse.action_set == "coarse" and full.guided.action_set == "fine"
     assert full.executor == "process"
+    # what the README says it trains on, and the per-epoch cap that keeps later iterations as cheap as early ones
+    assert full.training_set == "half_steep" and full.imitation.samples_per_epoch == 50_000

@@ -11,6 +11,8 @@ from sim.world import Box, Ramp, Rough, Stairs, Step, WorldError, dump_world, lo
 from sim.world_sets import (
     FLIPPER_KINDS,
     OBSTACLE_KINDS,
+    generated_worlds,
+    half_steep_worlds,
     load_set,
     resolve_world,
     resolve_worlds,
@@ -300,6 +302,15 @@ def test_generator_options_do_not_change_the_default_draw():
     assert training_worlds(10, seed=4, kinds=OBSTACLE_KINDS, severity=0.0) == plain
     assert resolve_world("steep/4/2") == steep_worlds(3, seed=4)[2]
     assert [w.name for w in resolve_worlds(["steep"], count=2, seed=4)] == ["steep_4_0", "steep_4_1"]
+
+
+def test_half_steep_worlds_alternate_between_the_plain_and_the_steep_draw():
+    worlds = half_steep_worlds(5, seed=4)
+    assert worlds[0::2] == training_worlds(3, seed=4) and worlds[1::2] == steep_worlds(2, seed=4)
+    assert half_steep_worlds(3, seed=4) == worlds[:3], "a prefix does not depend on count"
+    assert resolve_world("half_steep/4/3") == worlds[3] and resolve_worlds(["half_steep"], count=5, seed=4) == worlds
+    with pytest.raises(ValueError, match="unknown generated world set 'hard'"):
+        generated_worlds("hard", 2)
 
 
 @pytest.mark.parametrize("kwargs, fragment", [({"kinds": ("stairs_up", "slide")}, "slide"), ({"kinds": ()}, "no obstacle"),
