@@ -211,7 +211,7 @@ class _Loop:
             return summary
         c, t0 = self.c, time.perf_counter()
         planner = c.coarse if k == 1 else c.guided
-        worlds = generated_worlds(c.training_set, c.training_worlds, seed=c.seed * 1000 + k)
+        worlds = generated_worlds(c.training_set, c.training_worlds, seed=training_world_seed(c, k))
         tasks = [{"world": w, "seed": c.seed * 100_000 + k * 1000 + i * c.plans_per_world + j, "planner": planner.to_dict(),
                   "guide": guide} for i, w in enumerate(worlds) for j in range(c.plans_per_world)]
         label = f"iter {k}: planning {'guided ' + planner.action_set if guide else 'unguided ' + planner.action_set}"
@@ -302,6 +302,11 @@ class _Loop:
         ev["wall_s"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(d / "eval.json", ev)
         return ev
+
+
+def training_world_seed(c: LoopConfig, k: int) -> int:
+    """The generator seed of iteration ``k``'s new training worlds."""
+    return c.seed * 1000 + k
 
 
 def selection_seed(c: LoopConfig, k: int) -> int:

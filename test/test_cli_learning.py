@@ -297,7 +297,7 @@ def test_bench_plan_compares_guided_and_unguided_on_both_world_sets(checkpoint, 
     data = json.loads(path.read_text())
     assert list(data["sets"]) == ["training", "steep"]
     steep = data["sets"]["steep"]
-    assert steep["worlds"] == ["steep_7_0"] and data["sets"]["training"]["worlds"] == ["training_7_0"]
+    assert steep["worlds"] == ["steep_999_0"] and data["sets"]["training"]["worlds"] == ["training_999_0"]
     for st in data["sets"].values():
         assert set(st["variants"]) == {"unguided 3x1000ms", "guided 3x1000ms", "guided 7x200ms", "unguided 7x200ms"}
         for v in st["variants"].values():
@@ -308,6 +308,15 @@ def test_bench_plan_compares_guided_and_unguided_on_both_world_sets(checkpoint, 
         ratio = v["unguided 7x200ms"]["median_cpu_s"] / v["guided 7x200ms"]["median_cpu_s"]
         assert c["cpu_ratio_median"] == pytest.approx(ratio, rel=1e-2)
     assert data["memory"]["bench_process_peak_rss_mib"] > 0
+
+
+def test_bench_plan_worlds_are_none_the_shipped_loops_train_on():
+    from flipper_control.bench_plan import BENCH_WORLD_SEED
+    from flipper_control.loop import demo_config, load_loop_config, training_world_seed
+
+    full = load_loop_config(Path(__file__).resolve().parents[1] / "configs" / "full.yaml")
+    for config in (demo_config(), full):
+        assert BENCH_WORLD_SEED not in {training_world_seed(config, k) for k in range(1, config.iterations + 1)}
 
 
 def test_bench_plan_unknown_world_set_exits_2_before_planning(checkpoint, capsys):
