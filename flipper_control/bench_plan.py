@@ -8,7 +8,7 @@ CPU time it used, and the success count is reported beside the median.
 
 By default it measures on two world sets drawn with the same generator seed (``sim.world_sets``):
 
-- ``training``: the loop's own training distribution. Most of its worlds (pallets, ramps, rough ground,
+- ``training``: the default loop distribution (``configs/demo.yaml``). Most of its worlds (pallets, ramps, rough ground,
   shallow stairs) can be crossed with almost any posture, so every planner needs about the path length
   in expansions and guidance cannot be much cheaper there;
 - ``steep``: stairs, steps and drops from the hardest half of the same ranges, where only a few posture

@@ -229,9 +229,10 @@ def cmd_bench_policy(args) -> int:
 
 
 def cmd_bench_plan(args) -> int:
-    from flipper_control.bench_plan import bench_plan, print_bench_plan
+    from flipper_control.bench_plan import BENCH_WORLD_SEED, bench_plan, print_bench_plan
 
-    r = bench_plan(policy=args.policy, worlds=args.count, world_seed=args.world_seed, seed=args.seed, budget_cpu_s=args.budget,
+    world_seed = BENCH_WORLD_SEED if args.world_seed is None else args.world_seed
+    r = bench_plan(policy=args.policy, worlds=args.count, world_seed=world_seed, seed=args.seed, budget_cpu_s=args.budget,
                    max_expansions=args.max_expansions, peer=args.peer, executor=args.executor, workers=args.workers,
                    world_sets=tuple(args.world_sets))
     print_bench_plan(r)
@@ -312,8 +313,8 @@ def add_bench_args(b: argparse.ArgumentParser) -> None:
                    help="bench plan: world sets to plan on (training: the default loop distribution; steep: the "
                         "hardest half of its stairs, steps and drops; half_steep: the two in turn, what configs/full.yaml "
                         "trains on)")
-    b.add_argument("--world-seed", type=int, default=999,
-                   help="bench plan: world generator seed (999: no loop iteration trains on these worlds)")
+    b.add_argument("--world-seed", type=int,
+                   help="bench plan: world generator seed (default 999: worlds the shipped loop configs never train on)")
     b.add_argument("--budget", type=float, default=60.0, help="bench plan: CPU seconds per trajectory")
     b.add_argument("--max-expansions", type=int, default=20000, help="bench plan: expansions per trajectory")
     b.add_argument("--peer", choices=["ompl"], help="bench plan: also run OMPL's SST and KPIECE1")
