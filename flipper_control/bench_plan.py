@@ -91,7 +91,8 @@ def _comparison(variants: dict) -> dict:
 def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BENCH_WORLD_SEED, seed: int = 0,
                budget_cpu_s: float = 60.0, max_expansions: int = 20000, peer: str | None = None,
                executor: str = "process", workers: int | None = None,
-               world_sets: tuple[str, ...] = ("training", "steep")) -> dict:
+               world_sets: tuple[str, ...] = ("training", "steep"),
+               max_delay_s: float | None = PlannerConfig.__dataclass_fields__["max_delay_s"].default) -> dict:
     """Plan every variant on ``worlds`` worlds of each set in ``world_sets``; returns the figures (see module
     docstring) with one entry per set under ``sets``."""
     from flipper_control.checkpoint import load_policy
@@ -104,12 +105,13 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BEN
     tasks, index = [], []
     for set_name, ws in by_set.items():
         for label, aset, guided in VARIANTS:
-            cfg = PlannerConfig(action_set=aset, max_cpu_s=budget_cpu_s, max_expansions=max_expansions)
+            cfg = PlannerConfig(action_set=aset, max_cpu_s=budget_cpu_s, max_expansions=max_expansions,
+                                max_delay_s=max_delay_s)
             for i, w in enumerate(ws):
                 tasks.append({"world": w, "seed": seed + i, "planner": cfg.to_dict(), "guide": policy if guided else None})
                 index.append((set_name, label, w.name))
     out: dict = {"policy": policy, "world_seed": world_seed, "seed": seed, "budget_cpu_s": budget_cpu_s,
-                 "max_expansions": max_expansions, "python": platform.python_version(), "sets": {}}
+                 "max_expansions": max_expansions, "max_delay_s": max_delay_s, "python": platform.python_version(), "sets": {}}
     with make_executor(executor, workers) as ex:
         results = ex.map(plan_task, tasks, progress=lambda d, n: print(f"  planned {d}/{n}", file=sys.stderr, flush=True))
         rows: dict[str, dict[str, list[dict]]] = {name: {label: [] for label, _, _ in VARIANTS} for name in by_set}
@@ -141,7 +143,9 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BEN
 
 def print_bench_plan(r: dict) -> None:
     """The Table III layout on stdout, one table per world set."""
-    print(f"budget {r['budget_cpu_s']:g} CPU s / {r['max_expansions']} expansions per trajectory, guide {r['policy']}")
+    delay = r.get("max_delay_s")
+    print(f"budget {r['budget_cpu_s']:g} CPU s / {r['max_expansions']} expansions per trajectory, at most "
+          f"{'the world slack' if delay is None else f'{delay:g} s'} behind schedule, guide {r['policy']}")
     for set_name, st in r["sets"].items():
         print(f"\n{set_name} worlds (generator seed {r['world_seed']}, {len(st['worlds'])} worlds):")
         print("| planner | success | median CPU s / trajectory | median CPU s (successes) | max CPU s |")

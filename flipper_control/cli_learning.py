@@ -28,7 +28,8 @@ def cmd_plan(args) -> int:
     from sim.world_sets import resolve_worlds
 
     worlds = resolve_worlds(args.world, count=args.count, seed=args.world_seed)
-    config = PlannerConfig(action_set=args.action_set, max_expansions=args.max_expansions, max_cpu_s=args.max_cpu_s)
+    config = PlannerConfig(action_set=args.action_set, max_expansions=args.max_expansions, max_cpu_s=args.max_cpu_s,
+                           **_max_delay_kwargs(args))
     if args.policy:
         from flipper_control.checkpoint import load_policy
 
@@ -234,7 +235,7 @@ def cmd_bench_plan(args) -> int:
     world_seed = BENCH_WORLD_SEED if args.world_seed is None else args.world_seed
     r = bench_plan(policy=args.policy, worlds=args.count, world_seed=world_seed, seed=args.seed, budget_cpu_s=args.budget,
                    max_expansions=args.max_expansions, peer=args.peer, executor=args.executor, workers=args.workers,
-                   world_sets=tuple(args.world_sets))
+                   world_sets=tuple(args.world_sets), **_max_delay_kwargs(args))
     print_bench_plan(r)
     if args.json:
         write_json_atomic(args.json, r)
@@ -242,6 +243,26 @@ def cmd_bench_plan(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ parser
+def _max_delay(text: str) -> float | str:
+    """``--max-delay``: seconds, or ``none`` for only the world's own slack."""
+    if text.strip().lower() in ("none", "null"):
+        return "none"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {text!r}") from None
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return value
+
+
+def _max_delay_kwargs(args) -> dict:
+    """``{max_delay_s: ...}`` when ``--max-delay`` was given, else nothing (the planner's default applies)."""
+    if args.max_delay is None:
+        return {}
+    return {"max_delay_s": None if args.max_delay == "none" else args.max_delay}
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the learning commands to the ``flipper`` parser."""
     def executor_args(p):
@@ -257,6 +278,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", help="guide the expansion with this checkpoint")
     p.add_argument("--max-expansions", type=int, default=3000)
     p.add_argument("--max-cpu-s", type=float, default=60.0)
+    p.add_argument("--max-delay", type=_max_delay,
+                   help="seconds a plan may fall behind the nominal schedule, or none for the world's own slack "
+                        "(default: the planner's, planning.rrt.PlannerConfig.max_delay_s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the trajectories here (safetensors dataset)")
     p.add_argument("--json", help="write a summary here")
@@ -317,6 +341,9 @@ def add_bench_args(b: argparse.ArgumentParser) -> None:
                    help="bench plan: world generator seed (default 999: worlds the shipped loop configs never train on)")
     b.add_argument("--budget", type=float, default=60.0, help="bench plan: CPU seconds per trajectory")
     b.add_argument("--max-expansions", type=int, default=20000, help="bench plan: expansions per trajectory")
+    b.add_argument("--max-delay", type=_max_delay,
+                   help="bench plan: seconds a plan may fall behind the nominal schedule, or none for the world's own "
+                        "slack (default: the planner's)")
     b.add_argument("--peer", choices=["ompl"], help="bench plan: also run OMPL's SST and KPIECE1")
     b.add_argument("--calls", type=int, default=5000, help="bench policy: decisions per repeat")
     b.add_argument("--executor", choices=["serial", "process", "ray"], default="process")

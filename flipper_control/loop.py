@@ -331,7 +331,10 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
     out = Path(out)
     recorded = _read_json(out / "config.json")
     if recorded is not None:
-        try:  # a run recorded before a field existed holds that field's default
+        try:  # a run recorded before a field existed holds that field's default, or what the older version did
+            for key in ("coarse", "guided"):
+                if isinstance(recorded.get(key), dict):
+                    recorded[key].setdefault("max_delay_s", None)  # planned before the bound existed: none
             recorded = LoopConfig.from_dict(recorded).to_dict()
         except (ValueError, TypeError):
             pass  # not a loop config we can read: it differs, which the check below says

@@ -3,9 +3,12 @@
 Each tree node holds a complete simulator snapshot. An expansion picks a node, restores its snapshot,
 applies one action (a target flipper configuration) for the action set's ``dt`` and keeps the resulting
 state as a new node when it is safe (no safety failure, and by default no warning either: guiding
-trajectories should be clean examples). The search ends when an expansion reaches the world's goal
-(the required length within the time limit), or when its budget of expansions, CPU seconds or tree
-memory runs out; then the result is a failed trajectory that says why.
+trajectories should be clean examples) and not behind schedule: no further behind the nominal time
+(length / commanded speed) than the scoring's "slow" limit allows on that world, and by default no more
+than ``max_delay_s`` (3.5 s) on any world, so that plans on long training worlds climb as briskly as the
+short test worlds demand. The search ends when an expansion reaches the world's goal (the required
+length within the time limit), or when its budget of expansions, CPU seconds or tree memory runs out;
+then the result is a failed trajectory that says why.
 
 Node selection mixes two rules. With probability ``eta`` it is Smart Start (``planning.smart_start``):
 the node of the coarse state cell with the best upper-confidence score. Otherwise it is the RRT rule:
@@ -58,6 +61,12 @@ class PlannerConfig:
     # the nominal time), even at the commanded speed from there on, is rejected as behind schedule: such a
     # plan would be judged unclear ("slow"), and slipping on stairs with a poor posture is what makes it slow.
     reject_slow: bool = True
+    # the most the plan may fall behind the nominal schedule (time - progress / speed), in seconds; None: only
+    # the world's own slack ((slow_factor - 1) x its nominal time). A long training world has more slack than a
+    # short test world with the same obstacle, so without a bound its plans may crawl over a staircase that the
+    # test course allows only a brisk climb on, and a policy imitating them learns to crawl. The default keeps
+    # within the slack of the test course's one-obstacle worlds (3.0 s for 3 m, 3.7 s for the 3.7 m stairs).
+    max_delay_s: float | None = 3.5
     guide_prob: float = 0.8  # guided: probability of taking the most policy-like untried action
     extend_new: float = 1.0  # probability of expanding the node just added (go deep until blocked)
     # guided: probability that a dive (the expansions from a selected node, going deep from each new node)
@@ -76,6 +85,8 @@ class PlannerConfig:
         for name in ("guide_prob", "extend_new", "random_dive"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"PlannerConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.max_delay_s is not None and not self.max_delay_s > 0.0:
+            raise ValueError(f"PlannerConfig.max_delay_s must be > 0 seconds or null, got {self.max_delay_s}")
         if not 0.0 < self.record_dt:
             raise ValueError(f"PlannerConfig.record_dt must be > 0, got {self.record_dt}")
         dt = action_set(self.action_set).dt
@@ -130,7 +141,10 @@ class _Planner:
         self.tree_bytes = 0
         self.best_progress = 0.0
         self.random_dive = False  # the current dive ignores the guide
-        self.deadline = sim.limits.slow_factor * world.length / world.speed  # later than this scores "slow"
+        # arriving later than nominal + the world's slack scores "slow"; max_delay_s bounds it further
+        self.max_delay = (sim.limits.slow_factor - 1.0) * world.length / world.speed
+        if config.max_delay_s is not None:
+            self.max_delay = min(self.max_delay, config.max_delay_s)
         # the feature box sampled by the RRT rule: progress, pitch, four flipper angles
         lo, hi = sim.robot.flipper_lower, sim.robot.flipper_upper
         self.sample_lo = np.array([0.0, -0.8, lo, lo, lo, lo])
@@ -213,7 +227,7 @@ class _Planner:
             return FAILED, None
         if self.config.reject_warnings and sum(e.severity == "warn" for e in sim.events) > n_warn:
             return "warned", None
-        if self.config.reject_slow and obs.time + max(0.0, self.world.length - obs.progress) / self.world.speed > self.deadline:
+        if self.config.reject_slow and obs.time - min(obs.progress, self.world.length) / self.world.speed > self.max_delay:
             return "slow", None
         return sim.status, self._add(i, action, dem, proprio, obs)
 

@@ -164,6 +164,24 @@ def test_plan_writes_a_dataset_and_a_summary(tmp_path, capsys):
     assert summary["trajectories"][0]["samples"] == data.n_samples
 
 
+@pytest.mark.parametrize("arg, expected", [(None, "default"), ("2.5", 2.5), ("none", None)])
+def test_plan_max_delay_reaches_the_planner(tmp_path, arg, expected):
+    from planning.rrt import PlannerConfig
+
+    expected = PlannerConfig().max_delay_s if expected == "default" else expected
+    json_path = tmp_path / "plan.json"
+    extra = [] if arg is None else ["--max-delay", arg]
+    assert main(["plan", "--world", "flat", "--json", str(json_path), *extra]) == 0
+    assert json.loads(json_path.read_text())["planner"]["max_delay_s"] == expected
+
+
+@pytest.mark.parametrize("arg", ["0", "-1", "soon"])
+def test_plan_bad_max_delay_exits_2(capsys, arg):
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", "--world", "flat", "--max-delay", arg])
+    assert exc.value.code == 2 and "--max-delay" in capsys.readouterr().err
+
+
 def test_plan_unknown_action_set_exits_2(tmp_path, capsys):
     out = tmp_path / "d.safetensors"
     assert main(["plan", "--world", "flat", "--action-set", "bogus", "--out", str(out)]) == 2

@@ -285,6 +285,23 @@ def test_a_run_recorded_before_a_config_field_existed_resumes(base_run, tmp_path
         run_loop(tiny_config(training_set="steep"), out)
 
 
+def test_a_run_planned_before_the_delay_bound_resumes_only_without_it(base_run, tmp_path):
+    """Runs recorded before ``max_delay_s`` existed planned without the bound: resuming them with the new default
+    would change the planner mid-run, so it is refused; with ``max_delay_s: null`` they resume."""
+    base, report, _ = base_run
+    out = copy_run(base, tmp_path / "run")
+    recorded = json.loads((out / "config.json").read_text())
+    del recorded["coarse"]["max_delay_s"], recorded["guided"]["max_delay_s"]  # as an older version wrote it
+    (out / "config.json").write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match="different configuration"):
+        run_loop(tiny_config(), out)
+    unbounded = {key: {**TINY[key], "max_delay_s": None} for key in ("coarse", "guided")}
+    before = {p: t for p, t in mtimes(out).items() if p.startswith("iter_")}
+    again = run_loop(tiny_config(**unbounded), out)
+    assert len(again["iterations"]) == len(report["iterations"])
+    assert {p: t for p, t in mtimes(out).items() if p.startswith("iter_")} == before, "nothing was redone"
+
+
 def test_an_interrupted_loop_continues_and_reuses_the_finished_iteration(base_run, tmp_path, monkeypatch):
     base, report, _ = base_run
     out = tmp_path / "run"

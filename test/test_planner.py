@@ -490,3 +490,28 @@ def test_plans_behind_schedule_are_rejected(sim, worlds):
     assert timely.meta["unsafe_expansions"].get("slow", 0) >= 1  # it met the schedule only by rejecting
     end = _replay(world, 0, timely)
     assert end.status == SUCCESS and end.time <= deadline
+
+
+def test_max_delay_bounds_how_far_a_plan_falls_behind_schedule(sim, worlds):
+    """``max_delay_s`` below the world's own slack: expansions that fall further behind the nominal schedule
+    are rejected as slow, and the plan arrives within nominal time + max_delay_s."""
+    world = worlds["step_up"]
+    nominal = world.length / world.speed
+    loose = plan(sim, world, 0, PlannerConfig(max_delay_s=None))
+    assert loose.success and loose.meta["sim_time"] - nominal > 2.0  # the world's slack (3 s) lets it dawdle
+    brisk = plan(sim, world, 0, PlannerConfig(max_delay_s=2.0))
+    assert brisk.success, brisk.reason
+    assert brisk.meta["sim_time"] - nominal <= 2.0 and brisk.meta["unsafe_expansions"].get("slow", 0) >= 1
+    assert _replay(world, 0, brisk).time - nominal <= 2.0
+
+
+def test_max_delay_above_the_world_slack_changes_nothing(sim, worlds):
+    world = worlds["step_up"]  # slack (1.3 - 1) x 10 s = 3 s
+    a, b = plan(sim, world, 0, PlannerConfig(max_delay_s=None)), plan(sim, world, 0, PlannerConfig(max_delay_s=5.0))
+    np.testing.assert_array_equal(a.action, b.action)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0])
+def test_max_delay_must_be_positive(value):
+    with pytest.raises(ValueError, match="max_delay_s"):
+        PlannerConfig(max_delay_s=value)
