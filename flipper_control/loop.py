@@ -339,9 +339,11 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
         except (ValueError, TypeError):
             pass  # not a loop config we can read: it differs, which the check below says
     wanted = _results_config(json.loads(json.dumps(config.to_dict())))
-    if recorded is not None and _results_config(json.loads(json.dumps(recorded))) != wanted:
-        raise ValueError(f"{out} holds a loop run with a different configuration ({out / 'config.json'}); "
-                         "use a new --out, or delete the folder to start over")
+    have = _results_config(json.loads(json.dumps(recorded))) if isinstance(recorded, dict) else None
+    if recorded is not None and have != wanted:
+        differ = sorted(k for k in set(wanted) | set(have or {}) if (have or {}).get(k) != wanted.get(k))
+        raise ValueError(f"{out} holds a loop run with a different configuration ({out / 'config.json'}; differs in "
+                         f"{', '.join(differ)}); use a new --out, or delete the folder to start over")
     write_json_atomic(out / "config.json", config.to_dict())
     loop = _Loop(config, out)
     report: dict[str, Any] = {"config": config.to_dict(), "seed": config.seed, "iterations": []}
