@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_planner import _replay  # replays a plan in a fresh simulator, checking its recorded observations
 
 from planning.rrt import PlannerConfig, plan
 from sim.mujoco_sim import MujocoSimulator
-from sim.simulator import RUNNING, SUCCESS
+from sim.simulator import SUCCESS
 from sim.world_sets import resolve_world
 
 
@@ -22,19 +23,6 @@ def sim():
 @pytest.fixture(scope="module")
 def worlds():
     return {name: resolve_world(name) for name in ("step_up", "stairs_up")}
-
-
-def _replay(world, seed: int, traj) -> MujocoSimulator:
-    """Step every recorded action for one record_dt from reset in a fresh simulator, checking the recorded
-    observations on the way; returns the simulator at the end."""
-    fresh = MujocoSimulator()
-    obs = fresh.reset(world, seed=seed)
-    for k, a in enumerate(traj.action):
-        assert fresh.status == RUNNING, f"replay ended ({fresh.status}) at sample {k} of {len(traj)}"
-        np.testing.assert_allclose(traj.proprio[k], obs.proprio(), atol=1e-5, err_msg=f"proprio of sample {k}")
-        np.testing.assert_allclose(traj.dem[k], obs.dem, atol=1e-5, err_msg=f"DEM of sample {k}")
-        obs = fresh.step(a, PlannerConfig().record_dt)
-    return fresh
 
 
 def test_plans_behind_schedule_are_rejected(sim, worlds):
