@@ -25,6 +25,9 @@ class WorldError(ValueError):
         super().__init__(f"{source}: {where}: {problem}")
         self.source, self.where, self.problem = source, where, problem
 
+    def __reduce__(self):  # picklable (process pools) although __init__ takes three arguments
+        return (type(self), (self.source, self.where, self.problem))
+
 
 @dataclass(frozen=True)
 class Box:

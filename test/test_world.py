@@ -407,3 +407,13 @@ def test_resolve_worlds_expands_sets():
     assert [w.name for w in worlds[:8]] == list(TEST_WORLDS)
     assert worlds[8].name == "P"
     assert worlds[9:] == training_worlds(2, seed=1)
+
+
+def test_world_error_survives_a_pickle_round_trip():
+    """Process pools send a worker's exception back pickled; a custom __init__ must not break that."""
+    import pickle
+
+    err = WorldError("w.yaml", "obstacles[0].rise", "must be > 0")
+    back = pickle.loads(pickle.dumps(err))  # safe: our own in-memory object
+    assert type(back) is WorldError and str(back) == str(err)
+    assert (back.source, back.where, back.problem) == ("w.yaml", "obstacles[0].rise", "must be > 0")
