@@ -320,6 +320,18 @@ def _results_config(d: dict) -> dict:
     return {k: v for k, v in d.items() if k not in ("executor", "workers", "ray_address")}
 
 
+def _differences(have: dict, wanted: dict, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, recorded value, asked value) for every leaf where two configs differ, as JSON text."""
+    rows = []
+    for key in sorted(set(have) | set(wanted)):
+        a, b = have.get(key, "<absent>"), wanted.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            rows += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            rows.append((prefix + key, *(v if v == "<absent>" else json.dumps(v)[:60] for v in (a, b))))
+    return rows
+
+
 def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict], None] | None = None) -> dict:
     """Run (or resume) the loop in ``out``; returns the report dict (also written as report.json/md/png).
 
@@ -341,9 +353,9 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
     wanted = _results_config(json.loads(json.dumps(config.to_dict())))
     have = _results_config(json.loads(json.dumps(recorded))) if isinstance(recorded, dict) else None
     if recorded is not None and have != wanted:
-        differ = sorted(k for k in set(wanted) | set(have or {}) if (have or {}).get(k) != wanted.get(k))
-        raise ValueError(f"{out} holds a loop run with a different configuration ({out / 'config.json'}; differs in "
-                         f"{', '.join(differ)}); use a new --out, or delete the folder to start over")
+        differ = "; ".join(f"{key}: recorded {a}, asked {b}" for key, a, b in _differences(have or {}, wanted))
+        raise ValueError(f"{out} holds a loop run with a different configuration ({out / 'config.json'}; {differ}); "
+                         "set the recorded values to resume it, use a new --out, or delete the folder to start over")
     write_json_atomic(out / "config.json", config.to_dict())
     loop = _Loop(config, out)
     report: dict[str, Any] = {"config": config.to_dict(), "seed": config.seed, "iterations": []}

@@ -293,7 +293,8 @@ def test_a_run_planned_before_the_delay_bound_resumes_only_without_it(base_run, 
     recorded = json.loads((out / "config.json").read_text())
     del recorded["coarse"]["max_delay_s"], recorded["guided"]["max_delay_s"]  # as an older version wrote it
     (out / "config.json").write_text(json.dumps(recorded))
-    with pytest.raises(ValueError, match="different configuration.*differs in coarse, guided"):
+    with pytest.raises(ValueError, match=r"different configuration.*coarse\.max_delay_s: recorded null, asked 3\.5; "
+                       r"guided\.max_delay_s: recorded null, asked 3\.5\)"):
         run_loop(tiny_config(), out)
     unbounded = {key: {**TINY[key], "max_delay_s": None} for key in ("coarse", "guided")}
     before = {p: t for p, t in mtimes(out).items() if p.startswith("iter_")}
