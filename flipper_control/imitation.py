@@ -35,6 +35,7 @@ import torch
 
 from flipper_control.policy import NanAwarePolicy, PolicyConfig
 from planning.dataset import DatasetError, TrajectoryDataset
+from sim.config_io import config_from_mapping
 from sim.robot import FLIPPER_NAMES
 
 __all__ = [
@@ -134,16 +135,7 @@ class ImitationConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImitationConfig:
         """Inverse of ``to_dict``; unknown keys are an error naming them (a typo must not become a default)."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"ImitationConfig: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"ImitationConfig: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise ValueError(f"ImitationConfig: {exc}") from None
+        return config_from_mapping(cls, data, "ImitationConfig")
 
 
 @dataclass

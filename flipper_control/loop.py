@@ -29,6 +29,7 @@ from flipper_control.imitation import ImitationConfig
 from flipper_control.loop_tasks import eval_task, plan_task, train_task
 from planning.dataset import TrajectoryDataset
 from planning.rrt import PlannerConfig
+from sim.config_io import config_from_mapping
 from sim.io_utils import write_bytes_atomic, write_json_atomic
 from sim.scoring import world_score
 from sim.world_sets import GENERATED_SETS, generated_worlds, resolve_worlds
@@ -114,12 +115,7 @@ class LoopConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoopConfig:
-        if not isinstance(data, dict):
-            raise ValueError(f"loop config must be a mapping, got {type(data).__name__}")
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"loop config: unknown keys {unknown}; allowed: {', '.join(cls.__dataclass_fields__)}")
-        return cls(**data)
+        return config_from_mapping(cls, data, "loop config")
 
 
 def load_loop_config(path: str | Path) -> LoopConfig:

@@ -9,12 +9,13 @@ fully connected layers to four flipper angles squashed into the joint range.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from sim.config_io import config_from_mapping
 from sim.dem import DemSpec
 from sim.robot import RobotSpec
 from sim.simulator import Observation
@@ -78,16 +79,7 @@ class PolicyConfig:
     @classmethod
     def from_dict(cls, data: dict) -> PolicyConfig:
         """Inverse of ``to_dict``; unknown keys are an error (a typo must not fall back to a default)."""
-        if not isinstance(data, dict):
-            raise ValueError(f"PolicyConfig: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"PolicyConfig: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-        try:
-            return cls(**data)
-        except TypeError as exc:  # e.g. a string where a number belongs
-            raise ValueError(f"PolicyConfig: {exc}") from None
+        return config_from_mapping(cls, data, "PolicyConfig")
 
 
 class NanAwarePolicy(nn.Module):

@@ -39,6 +39,7 @@ import numpy as np
 from planning.actions import ActionSet, action_set
 from planning.dataset import Trajectory
 from planning.smart_start import SmartStartConfig, SmartStartGrid
+from sim.config_io import config_from_mapping
 from sim.simulator import FAILED, RUNNING, SUCCESS, Observation, Simulator
 from sim.world import World
 
@@ -100,10 +101,7 @@ class PlannerConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> PlannerConfig:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"planner config: unknown keys {sorted(unknown)}; allowed: {', '.join(cls.__dataclass_fields__)}")
-        return cls(**data)
+        return config_from_mapping(cls, data, "planner config")
 
 
 @dataclass

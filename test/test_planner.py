@@ -459,9 +459,13 @@ def test_planner_config_round_trip_and_nested_smart_start():
     assert PlannerConfig.from_dict(cfg.to_dict()) == cfg
 
 
-def test_planner_config_names_unknown_keys():
-    with pytest.raises(ValueError, match=r"unknown keys \['budget', 'max_iters'\]"):
+def test_planner_config_names_unknown_keys_and_wrong_types():
+    with pytest.raises(ValueError, match=r"planner config: unknown field\(s\) budget, max_iters; allowed: action_set"):
         PlannerConfig.from_dict({"budget": 3, "max_iters": 5, "max_expansions": 10})
+    with pytest.raises(ValueError, match="planner config: .*'<'"):  # a string where a number belongs (YAML quotes)
+        PlannerConfig.from_dict({"max_expansions": "10"})
+    with pytest.raises(ValueError, match="planner config: expected a mapping, got list"):
+        PlannerConfig.from_dict([("max_expansions", 10)])
 
 
 @pytest.mark.parametrize("kw", [{"max_expansions": 0}, {"max_cpu_s": 0.0}, {"max_tree_mib": -1.0}, {"guide_prob": 1.5},
