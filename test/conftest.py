@@ -1,4 +1,4 @@
-"""Shared fixtures of the sim tests: a noise-free simulator, the built-in worlds, a YAML world writer."""
+"""Shared fixtures: a noise-free simulator, the built-in worlds, a YAML world writer, one torch thread."""
 
 from __future__ import annotations
 
@@ -21,6 +21,18 @@ def builtin_worlds():
 def quiet_sim():
     """One MuJoCo simulator without noise, shared by a module; every test calls ``reset`` itself."""
     return MujocoSimulator(noise=SimNoise(enabled=False))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread while a test runs: tiny tensors run fastest on one thread (thread hand-offs cost 20x the
+    arithmetic on a 2-core machine), and training results depend on the thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -27,13 +27,7 @@ FAST = ImitationConfig(epochs=3, batch_size=64, policy=SMALL)
 MEDIUM = PolicyConfig(conv_channels=8, hidden=(64,))  # enough to learn the synthetic rule in about a second
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Determinism and speed: tiny tensors run fastest on one thread, and results depend on the thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def _rule(dem: np.ndarray, proprio: np.ndarray) -> np.ndarray:

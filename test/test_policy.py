@@ -15,13 +15,7 @@ from sim.world_sets import resolve_world
 CFG = PolicyConfig()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thread hand-offs cost more than the arithmetic (20x on a 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 def _policy(seed: int = 0, config: PolicyConfig = CFG) -> NanAwarePolicy:
