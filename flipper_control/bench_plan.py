@@ -4,7 +4,10 @@ On the same worlds and noise seeds, with the same budget, it plans with: unguide
 (iteration 1), guided 3 x 1000 ms, guided 7 x 200 ms (later iterations) and unguided 7 x 200 ms (the
 baseline that guidance must beat). Each trajectory's CPU seconds are measured in the worker that planned
 it (process time, so parallel workers do not inflate each other). A failed trajectory counts with the
-CPU time it used, and the success count is reported beside the median.
+CPU time it used, and the success count is reported beside the median. Search cost varies a lot with the
+noise seed (the same world can take 150 expansions with one seed and fail within 20,000 with another), so
+``noise_seeds`` plans every world that many times, with seeds ``seed + index + r x worlds``, and the
+medians run over all of them.
 
 By default it measures on two world sets drawn with the same generator seed (``sim.world_sets``):
 
@@ -81,17 +84,22 @@ def _comparison(variants: dict) -> dict:
     return {
         "cpu_ratio_median": round(u["median_cpu_s"] / max(g["median_cpu_s"], 1e-9), 3),
         "guided_successes": g["successes"], "unguided_successes": u["successes"],
-        "worlds_only_guided_solved": sorted({a["world"] for a, b in zip(g["per_world"], u["per_world"], strict=True)
-                                             if a["success"] and not b["success"]}),
-        "worlds_only_unguided_solved": sorted({a["world"] for a, b in zip(g["per_world"], u["per_world"], strict=True)
-                                               if b["success"] and not a["success"]}),
+        "worlds_only_guided_solved": _only(g["per_world"], u["per_world"]),
+        "worlds_only_unguided_solved": _only(u["per_world"], g["per_world"]),
     }
+
+
+def _only(solved: list[dict], missed: list[dict]) -> list[str]:
+    """Worlds (``world@seed`` where a world was planned with several noise seeds) only ``solved`` solved."""
+    several = len({r["world"] for r in solved}) < len(solved)
+    return sorted({f"{a['world']}@{a['seed']}" if several else a["world"]
+                   for a, b in zip(solved, missed, strict=True) if a["success"] and not b["success"]})
 
 
 def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BENCH_WORLD_SEED, seed: int = 0,
                budget_cpu_s: float = 60.0, max_expansions: int = 20000, peer: str | None = None,
                executor: str = "process", workers: int | None = None,
-               world_sets: tuple[str, ...] = ("training", "steep"),
+               world_sets: tuple[str, ...] = ("training", "steep"), noise_seeds: int = 1,
                max_delay_s: float | None = PlannerConfig.__dataclass_fields__["max_delay_s"].default) -> dict:
     """Plan every variant on ``worlds`` worlds of each set in ``world_sets``; returns the figures (see module
     docstring) with one entry per set under ``sets``."""
@@ -99,6 +107,8 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BEN
 
     if not world_sets:
         raise ValueError("bench plan: name at least one world set (training, steep, half_steep)")
+    if noise_seeds < 1:
+        raise ValueError(f"bench plan: noise_seeds must be >= 1, got {noise_seeds}")
     policy = policy or default_policy()
     load_policy(policy)  # a bad checkpoint stops here, before any work
     by_set = {name: load_set(name, worlds, world_seed) for name in world_sets}  # an unknown set stops here
@@ -107,18 +117,22 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BEN
         for label, aset, guided in VARIANTS:
             cfg = PlannerConfig(action_set=aset, max_cpu_s=budget_cpu_s, max_expansions=max_expansions,
                                 max_delay_s=max_delay_s)
-            for i, w in enumerate(ws):
-                tasks.append({"world": w, "seed": seed + i, "planner": cfg.to_dict(), "guide": policy if guided else None})
-                index.append((set_name, label, w.name))
-    out: dict = {"policy": policy, "world_seed": world_seed, "seed": seed, "budget_cpu_s": budget_cpu_s,
-                 "max_expansions": max_expansions, "max_delay_s": max_delay_s, "python": platform.python_version(), "sets": {}}
+            for r in range(noise_seeds):
+                for i, w in enumerate(ws):
+                    task_seed = seed + i + r * len(ws)
+                    tasks.append({"world": w, "seed": task_seed, "planner": cfg.to_dict(), "guide": policy if guided else None})
+                    index.append((set_name, label, w.name, task_seed))
+    out: dict = {"policy": policy, "world_seed": world_seed, "seed": seed, "noise_seeds": noise_seeds,
+                 "budget_cpu_s": budget_cpu_s, "max_expansions": max_expansions, "max_delay_s": max_delay_s,
+                 "python": platform.python_version(), "sets": {}}
     with make_executor(executor, workers) as ex:
         results = ex.map(plan_task, tasks, progress=lambda d, n: print(f"  planned {d}/{n}", file=sys.stderr, flush=True))
         rows: dict[str, dict[str, list[dict]]] = {name: {label: [] for label, _, _ in VARIANTS} for name in by_set}
-        for (set_name, label, name), r in zip(index, results, strict=True):
+        for (set_name, label, name, task_seed), r in zip(index, results, strict=True):
             t = r["trajectory"]
-            rows[set_name][label].append({"world": name, "success": t.success, "cpu_s": round(t.meta["cpu_s"], 4),
-                                          "expansions": t.meta["expansions"], "tree_mib": t.meta["tree_mib"],
+            rows[set_name][label].append({"world": name, "seed": task_seed, "success": t.success,
+                                          "cpu_s": round(t.meta["cpu_s"], 4), "expansions": t.meta["expansions"],
+                                          "tree_mib": t.meta["tree_mib"],
                                           "reason": t.reason})
         for set_name, ws in by_set.items():
             variants = {label: _summary(r) for label, r in rows[set_name].items()}
@@ -147,7 +161,9 @@ def print_bench_plan(r: dict) -> None:
     print(f"budget {r['budget_cpu_s']:g} CPU s / {r['max_expansions']} expansions per trajectory, at most "
           f"{'the world slack' if delay is None else f'{delay:g} s'} behind schedule, guide {r['policy']}")
     for set_name, st in r["sets"].items():
-        print(f"\n{set_name} worlds (generator seed {r['world_seed']}, {len(st['worlds'])} worlds):")
+        seeds = r.get("noise_seeds", 1)
+        print(f"\n{set_name} worlds (generator seed {r['world_seed']}, {len(st['worlds'])} worlds"
+              f"{f' x {seeds} noise seeds' if seeds > 1 else ''}):")
         print("| planner | success | median CPU s / trajectory | median CPU s (successes) | max CPU s |")
         print("|---|---:|---:|---:|---:|")
         for label, s in list(st["variants"].items()) + list(st.get("peer", {}).items()):

@@ -235,7 +235,7 @@ def cmd_bench_plan(args) -> int:
     world_seed = BENCH_WORLD_SEED if args.world_seed is None else args.world_seed
     r = bench_plan(policy=args.policy, worlds=args.count, world_seed=world_seed, seed=args.seed, budget_cpu_s=args.budget,
                    max_expansions=args.max_expansions, peer=args.peer, executor=args.executor, workers=args.workers,
-                   world_sets=tuple(args.world_sets), **_max_delay_kwargs(args))
+                   world_sets=tuple(args.world_sets), noise_seeds=args.noise_seeds, **_max_delay_kwargs(args))
     print_bench_plan(r)
     if args.json:
         write_json_atomic(args.json, r)
@@ -344,6 +344,9 @@ def add_bench_args(b: argparse.ArgumentParser) -> None:
     b.add_argument("--max-delay", type=_max_delay,
                    help="bench plan: seconds a plan may fall behind the nominal schedule, or none for the world's own "
                         "slack (default: the planner's)")
+    b.add_argument("--noise-seeds", type=int, default=1,
+                   help="bench plan: plan every world with this many noise seeds (search cost varies a lot with the "
+                        "seed); medians run over all")
     b.add_argument("--peer", choices=["ompl"], help="bench plan: also run OMPL's SST and KPIECE1")
     b.add_argument("--calls", type=int, default=5000, help="bench policy: decisions per repeat")
     b.add_argument("--executor", choices=["serial", "process", "ray"], default="process")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -326,6 +327,36 @@ def test_bench_plan_compares_guided_and_unguided_on_both_world_sets(checkpoint, 
         ratio = v["unguided 7x200ms"]["median_cpu_s"] / v["guided 7x200ms"]["median_cpu_s"]
         assert c["cpu_ratio_median"] == pytest.approx(ratio, rel=1e-2)
     assert data["memory"]["bench_process_peak_rss_mib"] > 0
+
+
+def test_bench_plan_plans_each_world_with_every_noise_seed(checkpoint, tmp_path, capsys):
+    """--noise-seeds N: N trajectories per world and variant, with distinct seeds, the same for every variant;
+    the first seed is what a single-seed bench uses, so figures stay comparable."""
+    path = tmp_path / "bench_plan.json"
+    assert main(["bench", "plan", "--policy", str(checkpoint), "--count", "2", "--budget", "5", "--max-expansions", "8",
+                 "--world-sets", "steep", "--noise-seeds", "2", "--seed", "3", "--executor", "serial",
+                 "--json", str(path)]) == 0
+    assert "2 worlds x 2 noise seeds" in capsys.readouterr().out
+    data = json.loads(path.read_text())
+    assert data["noise_seeds"] == 2
+    variants = data["sets"]["steep"]["variants"]
+    for v in variants.values():
+        pairs = [(row["world"], row["seed"]) for row in v["per_world"]]
+        assert v["trajectories"] == 4 and pairs == [("steep_999_0", 3), ("steep_999_1", 4), ("steep_999_0", 5),
+                                                    ("steep_999_1", 6)]
+        assert v["median_cpu_s"] == pytest.approx(float(np.median([row["cpu_s"] for row in v["per_world"]])), abs=1e-3)
+    assert main(["bench", "plan", "--policy", str(checkpoint), "--noise-seeds", "0"]) == 2
+    assert "noise_seeds must be >= 1" in error_of(capsys)
+
+
+def test_bench_plan_only_solved_names_the_seed_when_a_world_was_planned_several_times():
+    from flipper_control.bench_plan import _only
+
+    one = [{"world": "a", "seed": 0, "success": True}, {"world": "b", "seed": 1, "success": False}]
+    assert _only(one, [{**r, "success": False} for r in one]) == ["a"]
+    two = one + [{"world": "a", "seed": 2, "success": True}, {"world": "b", "seed": 3, "success": True}]
+    missed = [{**r, "success": r["seed"] == 2} for r in two]
+    assert _only(two, missed) == ["a@0", "b@3"]
 
 
 def test_bench_plan_worlds_are_none_the_shipped_loops_train_on():
