@@ -19,8 +19,8 @@ By default it measures on two world sets drawn with the same generator seed (``s
 - ``half_steep`` (on request, ``--world-sets``): the two in turn, the distribution ``configs/full.yaml``
   trains on.
 
-With ``--peer ompl`` OMPL's SST and KPIECE1 run on the first set with the same simulator propagation
-(``planning.ompl_peer``).
+With ``--peer ompl`` OMPL's SST and KPIECE1 run on the first set with the same simulator propagation and
+the same acceptance rules (no new safety warning, the same schedule bound; ``planning.ompl_peer``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _peer_task(task: dict) -> dict:
 
     try:
         cfg = OmplConfig(planner=task["planner"], action_set=task["action_set"], time_budget_s=task["budget"],
-                         seed=task["seed"])
+                         seed=task["seed"], max_delay_s=task["max_delay_s"])
         t = plan_ompl(task["world"], task["seed"], cfg)
     except OmplUnavailable as exc:  # e.g. an ompl build whose SST cannot be constructed from Python
         return {"success": False, "cpu_s": 0.0, "reason": f"unavailable: {exc}", "meta": {}}
@@ -141,7 +141,8 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BEN
                                      "variants": variants, "guided_vs_unguided_fine": _comparison(variants)}
         ws = by_set[world_sets[0]]
         if peer == "ompl":
-            peer_tasks = [{"world": w, "seed": seed + i, "planner": p, "action_set": "coarse", "budget": budget_cpu_s}
+            peer_tasks = [{"world": w, "seed": seed + i, "planner": p, "action_set": "coarse", "budget": budget_cpu_s,
+                           "max_delay_s": max_delay_s}
                           for p in ("SST", "KPIECE1") for i, w in enumerate(ws)]
             res = ex.map(_peer_task, peer_tasks, progress=lambda d, n: print(f"  OMPL {d}/{n}", file=sys.stderr, flush=True))
             peer_rows: dict[str, list[dict]] = {}

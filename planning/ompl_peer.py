@@ -29,7 +29,9 @@ How the simulator is put under OMPL
   snapshot and writes its features and id. A state whose run already ended (SUCCESS) is copied, not
   stepped. The table only grows; ``max_snapshots`` caps it (the search then stops and says so).
 - **Validity.** A state is invalid when its snapshot's status is FAILED (any safety failure, including
-  the world's time limit) or it has no snapshot (cap reached).
+  the world's time limit), when the step to it raised a new safety warning or left the run further
+  behind the nominal schedule than ``max_delay_s`` allows (the same rules and helpers as
+  ``planning.rrt``, so that both search the same problem), or when it has no snapshot (cap reached).
 - **Goal.** A goal region whose distance is 0 for a snapshot with status SUCCESS (or progress at least
   the world's length) and the remaining course length otherwise.
 - **Budget.** ``time_budget_s`` CPU seconds (``time.process_time``) from the start reset on (as in
@@ -71,6 +73,7 @@ from planning.actions import ActionSet
 from planning.actions import action_set as resolve_action_set
 from planning.dataset import Trajectory
 from planning.ompl_sst import OmplUnavailable, construct_sst, ompl_version
+from planning.rrt import allowed_delay, behind_schedule, warn_count
 from sim.simulator import FAILED, RUNNING, SUCCESS, Observation, SimState, Simulator
 from sim.world import World
 
@@ -106,6 +109,10 @@ class OmplConfig:
     weights: tuple[float, float, float, float] = (1.0, 0.3, 0.1, 1.0)
     kpiece_cells: tuple[float, float] = (0.1, 0.1)
     record_dt: float = 0.1
+    # the acceptance rules of planning.rrt.PlannerConfig, with the same defaults and meaning
+    reject_warnings: bool = True
+    reject_slow: bool = True
+    max_delay_s: float | None = 3.5
 
     def __post_init__(self) -> None:
         names = {p.lower(): p for p in PLANNERS}
@@ -123,6 +130,8 @@ class OmplConfig:
             raise ValueError(f"kpiece_cells: two positive sizes (progress m, pitch rad), got {self.kpiece_cells}")
         if not self.record_dt > 0:
             raise ValueError(f"record_dt must be > 0, got {self.record_dt}")
+        if self.max_delay_s is not None and not self.max_delay_s > 0:
+            raise ValueError(f"max_delay_s must be > 0 seconds or None, got {self.max_delay_s}")
 
     @property
     def actions(self) -> ActionSet:
@@ -138,21 +147,27 @@ class _SnapshotTable:
     here to them would be a cycle that Python's garbage collector cannot see through C++.
     """
 
-    def __init__(self, sim: Simulator, world: World, actions: ActionSet, max_snapshots: int):
+    def __init__(self, sim: Simulator, world: World, actions: ActionSet, max_snapshots: int,
+                 config: OmplConfig | None = None):
         self.sim, self.world = sim, world
+        config = config or OmplConfig()
+        self.reject_warnings = config.reject_warnings
+        self.max_delay = allowed_delay(sim, world, config.max_delay_s) if config.reject_slow else math.inf
         self.targets = actions.array
         self.k = len(actions)
         self.max_snapshots = int(max_snapshots)
         self.states: list[SimState] = []
         self.status: list[str] = []  # per id, so that validity and goal checks need not touch the snapshot
+        self.rejected: list[bool] = []  # per id: the step to it warned or fell behind schedule
         self.propagations = 0
         self.full = False
         self.best_progress = -math.inf
 
-    def add(self, state: SimState, obs: Observation) -> int:
+    def add(self, state: SimState, obs: Observation, rejected: bool = False) -> int:
         self.states.append(state)
         self.status.append(state.status)
-        if state.status != FAILED:
+        self.rejected.append(rejected)
+        if state.status != FAILED and not rejected:
             self.best_progress = max(self.best_progress, obs.progress)
         return len(self.states) - 1
 
@@ -181,21 +196,25 @@ class _SnapshotTable:
             result[_ID][0] = _NO_SNAPSHOT
             return
         self.sim.set_state(self.states[sid])
+        n_warn = warn_count(self.sim)
         obs = self.sim.step(self.targets[self.action_index(control)], duration)
         self.propagations += 1
-        self.write(result, obs, self.add(self.sim.get_state(), obs))
+        rejected = ((self.reject_warnings and warn_count(self.sim) > n_warn)
+                    or behind_schedule(obs, self.world, self.max_delay))
+        self.write(result, obs, self.add(self.sim.get_state(), obs, rejected))
 
     def is_valid(self, state) -> bool:
-        """StateValidityCheckerFn: a stored snapshot whose run has not failed."""
+        """StateValidityCheckerFn: a stored snapshot whose run has not failed and that was not rejected."""
         sid = int(state[_ID][0])
-        return sid >= 0 and self.status[sid] != FAILED
+        return sid >= 0 and self.status[sid] != FAILED and not self.rejected[sid]
 
     def goal_distance(self, state) -> float:
         """GoalRegion distance: 0 for a run that succeeded (status SUCCESS, or progress >= length without
         a failure), else the remaining course length, kept above OMPL's threshold (machine epsilon)."""
         sid = int(state[_ID][0])
         remaining = self.world.length - state[_COURSE][0]
-        if sid >= 0 and (self.status[sid] == SUCCESS or (remaining <= 0.0 and self.status[sid] != FAILED)):
+        if sid >= 0 and not self.rejected[sid] and (
+                self.status[sid] == SUCCESS or (remaining <= 0.0 and self.status[sid] != FAILED)):
             return 0.0
         return max(remaining, 1e-6)
 
@@ -376,7 +395,7 @@ def plan_ompl(world: World, seed: int = 0, config: OmplConfig | None = None, sim
 
     t0 = time.process_time()  # like planning.rrt: the clock (and the budget) starts before the start reset
     start_obs = sim.reset(world, seed=seed)
-    table = _SnapshotTable(sim, world, actions, config.max_snapshots)
+    table = _SnapshotTable(sim, world, actions, config.max_snapshots, config)
     start_id = table.add(sim.get_state(), start_obs)
     log_level = ou.getLogLevel()
     try:

@@ -43,7 +43,7 @@ from sim.config_io import config_from_mapping
 from sim.simulator import FAILED, RUNNING, SUCCESS, Observation, Simulator
 from sim.world import World
 
-__all__ = ["PlannerConfig", "plan", "Guide"]
+__all__ = ["PlannerConfig", "plan", "Guide", "allowed_delay", "behind_schedule", "warn_count"]
 
 Guide = Callable[[Observation], np.ndarray]  # a policy: observation -> four flipper targets
 
@@ -104,6 +104,23 @@ class PlannerConfig:
         return config_from_mapping(cls, data, "planner config")
 
 
+def allowed_delay(sim: Simulator, world: World, max_delay_s: float | None) -> float:
+    """Seconds a plan may fall behind the nominal schedule on ``world``: the scoring's slack ((slow_factor - 1)
+    x nominal time), bounded by ``max_delay_s`` where given. Shared with the OMPL peer (same problem)."""
+    delay = (sim.limits.slow_factor - 1.0) * world.length / world.speed
+    return delay if max_delay_s is None else min(delay, max_delay_s)
+
+
+def behind_schedule(obs: Observation, world: World, max_delay: float) -> bool:
+    """The run at ``obs`` is more than ``max_delay`` seconds behind the nominal time of its progress."""
+    return obs.time - min(obs.progress, world.length) / world.speed > max_delay
+
+
+def warn_count(sim: Simulator) -> int:
+    """Safety warnings so far in the simulator's run (a new one makes an expansion unsafe by default)."""
+    return sum(e.severity == "warn" for e in sim.events)
+
+
 @dataclass
 class _Node:
     state: object  # SimState
@@ -140,9 +157,7 @@ class _Planner:
         self.best_progress = 0.0
         self.random_dive = False  # the current dive ignores the guide
         # arriving later than nominal + the world's slack scores "slow"; max_delay_s bounds it further
-        self.max_delay = (sim.limits.slow_factor - 1.0) * world.length / world.speed
-        if config.max_delay_s is not None:
-            self.max_delay = min(self.max_delay, config.max_delay_s)
+        self.max_delay = allowed_delay(sim, world, config.max_delay_s)
         # the feature box sampled by the RRT rule: progress, pitch, four flipper angles
         lo, hi = sim.robot.flipper_lower, sim.robot.flipper_upper
         self.sample_lo = np.array([0.0, -0.8, lo, lo, lo, lo])
@@ -209,7 +224,7 @@ class _Planner:
         """Restore node i, apply ``action`` for dt, recording samples; returns (status, new node or None)."""
         sim, node = self.sim, self.nodes[i]
         sim.set_state(node.state)
-        n_warn = sum(e.severity == "warn" for e in sim.events)
+        n_warn = warn_count(sim)
         steps = max(1, int(round(self.actions.dt / self.config.record_dt)))
         sub_dt = self.actions.dt / steps
         dems, props = [], []
@@ -223,9 +238,9 @@ class _Planner:
         dem, proprio = np.stack(dems), np.stack(props)
         if sim.status == FAILED:
             return FAILED, None
-        if self.config.reject_warnings and sum(e.severity == "warn" for e in sim.events) > n_warn:
+        if self.config.reject_warnings and warn_count(sim) > n_warn:
             return "warned", None
-        if self.config.reject_slow and obs.time - min(obs.progress, self.world.length) / self.world.speed > self.max_delay:
+        if self.config.reject_slow and behind_schedule(obs, self.world, self.max_delay):
             return "slow", None
         return sim.status, self._add(i, action, dem, proprio, obs)
 

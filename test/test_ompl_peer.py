@@ -81,6 +81,36 @@ def test_snapshot_cap_stops_the_search(flat):
     assert traj.meta["snapshots"] == 6 and traj.meta["stop"] == "snapshot_cap"
 
 
+def _propagate_once(world, config: OmplConfig, action: int = 0, duration: float = 1.0):
+    """One propagation of the peer's snapshot table from the start, with plain lists as the OMPL states."""
+    from planning.ompl_peer import _SnapshotTable
+
+    sim = MujocoSimulator()
+    obs = sim.reset(world, seed=0)
+    table = _SnapshotTable(sim, world, config.actions, config.max_snapshots, config)
+    start = [[0.0] * 2, [0.0] * 2, [0.0] * 4, [0.0], [0.0]]
+    table.write(start, obs, float(table.add(sim.get_state(), obs)))
+    result = [[0.0] * 2, [0.0] * 2, [0.0] * 4, [0.0], [0.0]]
+    table.propagate(start, [action + 0.5], duration, result)
+    return table, result
+
+
+def test_a_step_behind_schedule_is_invalid_as_in_our_planner(flat):
+    """The peer searches our planner's problem: a step that leaves the robot further behind the nominal
+    schedule than max_delay_s allows is not a valid state (the robot starts at rest, so after one second it
+    is a little behind); with the default bound the same step is valid."""
+    from planning.rrt import allowed_delay
+
+    table, result = _propagate_once(flat, OmplConfig(max_delay_s=0.01))
+    assert not table.is_valid(result) and table.goal_distance(result) > 0
+    lag = result[3][0] - result[0][0] / flat.speed  # time - progress / speed of the new state
+    assert lag > 0.01
+    table, result = _propagate_once(flat, OmplConfig())
+    assert table.is_valid(result) and lag < allowed_delay(table.sim, flat, OmplConfig().max_delay_s)
+    table, result = _propagate_once(flat, OmplConfig(max_delay_s=0.01, reject_slow=False))
+    assert table.is_valid(result)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="SST, KPIECE1"):
         OmplConfig(planner="RRTstar")
@@ -88,6 +118,8 @@ def test_config_validation():
     assert OmplConfig(action_set="fine").actions.dt == pytest.approx(0.2)
     with pytest.raises(ValueError, match="time_budget_s"):
         OmplConfig(time_budget_s=0)
+    with pytest.raises(ValueError, match="max_delay_s"):
+        OmplConfig(max_delay_s=0.0)
 
 
 def test_replay_chunks_keep_the_physics_step_count():
