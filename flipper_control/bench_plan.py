@@ -32,7 +32,7 @@ from pathlib import Path
 
 from flipper_control.executors import make_executor, peak_rss_mib
 from flipper_control.loop_tasks import plan_task
-from planning.rrt import PlannerConfig
+from planning.rrt import DEFAULT_MAX_DELAY_S, PlannerConfig
 from sim.world_sets import load_set
 
 __all__ = ["bench_plan", "print_bench_plan", "default_policy", "BENCH_WORLD_SEED"]
@@ -100,7 +100,7 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BEN
                budget_cpu_s: float = 60.0, max_expansions: int = 20000, peer: str | None = None,
                executor: str = "process", workers: int | None = None,
                world_sets: tuple[str, ...] = ("training", "steep"), noise_seeds: int = 1,
-               max_delay_s: float | None = PlannerConfig.__dataclass_fields__["max_delay_s"].default) -> dict:
+               max_delay_s: float | None = DEFAULT_MAX_DELAY_S) -> dict:
     """Plan every variant on ``worlds`` worlds of each set in ``world_sets``; returns the figures (see module
     docstring) with one entry per set under ``sets``."""
     from flipper_control.checkpoint import load_policy

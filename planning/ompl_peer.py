@@ -73,7 +73,7 @@ from planning.actions import ActionSet
 from planning.actions import action_set as resolve_action_set
 from planning.dataset import Trajectory
 from planning.ompl_sst import OmplUnavailable, construct_sst, ompl_version
-from planning.rrt import allowed_delay, behind_schedule, warn_count
+from planning.rrt import DEFAULT_MAX_DELAY_S, allowed_delay, behind_schedule, warn_count
 from sim.simulator import FAILED, RUNNING, SUCCESS, Observation, SimState, Simulator
 from sim.world import World
 
@@ -112,7 +112,7 @@ class OmplConfig:
     # the acceptance rules of planning.rrt.PlannerConfig, with the same defaults and meaning
     reject_warnings: bool = True
     reject_slow: bool = True
-    max_delay_s: float | None = 3.5
+    max_delay_s: float | None = DEFAULT_MAX_DELAY_S
 
     def __post_init__(self) -> None:
         names = {p.lower(): p for p in PLANNERS}

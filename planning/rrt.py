@@ -43,9 +43,11 @@ from sim.config_io import config_from_mapping
 from sim.simulator import FAILED, RUNNING, SUCCESS, Observation, Simulator
 from sim.world import World
 
-__all__ = ["PlannerConfig", "plan", "Guide", "allowed_delay", "behind_schedule", "warn_count"]
+__all__ = ["PlannerConfig", "plan", "Guide", "DEFAULT_MAX_DELAY_S", "allowed_delay", "behind_schedule", "warn_count"]
 
 Guide = Callable[[Observation], np.ndarray]  # a policy: observation -> four flipper targets
+
+DEFAULT_MAX_DELAY_S = 3.5  # PlannerConfig.max_delay_s; the OMPL peer and the bench use the same default
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class PlannerConfig:
     # short test world with the same obstacle, so without a bound its plans may crawl over a staircase that the
     # test course allows only a brisk climb on, and a policy imitating them learns to crawl. The default keeps
     # within the slack of the test course's one-obstacle worlds (3.0 s for 3 m, 3.7 s for the 3.7 m stairs).
-    max_delay_s: float | None = 3.5
+    max_delay_s: float | None = DEFAULT_MAX_DELAY_S
     guide_prob: float = 0.8  # guided: probability of taking the most policy-like untried action
     extend_new: float = 1.0  # probability of expanding the node just added (go deep until blocked)
     # guided: probability that a dive (the expansions from a selected node, going deep from each new node)
