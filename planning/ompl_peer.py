@@ -147,15 +147,13 @@ class _SnapshotTable:
     here to them would be a cycle that Python's garbage collector cannot see through C++.
     """
 
-    def __init__(self, sim: Simulator, world: World, actions: ActionSet, max_snapshots: int,
-                 config: OmplConfig | None = None):
+    def __init__(self, sim: Simulator, world: World, config: OmplConfig):
         self.sim, self.world = sim, world
-        config = config or OmplConfig()
         self.reject_warnings = config.reject_warnings
         self.max_delay = allowed_delay(sim, world, config.max_delay_s) if config.reject_slow else math.inf
-        self.targets = actions.array
-        self.k = len(actions)
-        self.max_snapshots = int(max_snapshots)
+        self.targets = config.actions.array
+        self.k = len(config.actions)
+        self.max_snapshots = int(config.max_snapshots)
         self.states: list[SimState] = []
         self.status: list[str] = []  # per id, so that validity and goal checks need not touch the snapshot
         self.rejected: list[bool] = []  # per id: the step to it warned or fell behind schedule
@@ -395,7 +393,7 @@ def plan_ompl(world: World, seed: int = 0, config: OmplConfig | None = None, sim
 
     t0 = time.process_time()  # like planning.rrt: the clock (and the budget) starts before the start reset
     start_obs = sim.reset(world, seed=seed)
-    table = _SnapshotTable(sim, world, actions, config.max_snapshots, config)
+    table = _SnapshotTable(sim, world, config)
     start_id = table.add(sim.get_state(), start_obs)
     log_level = ou.getLogLevel()
     try:

@@ -87,7 +87,7 @@ def _propagate_once(world, config: OmplConfig, action: int = 0, duration: float 
 
     sim = MujocoSimulator()
     obs = sim.reset(world, seed=0)
-    table = _SnapshotTable(sim, world, config.actions, config.max_snapshots, config)
+    table = _SnapshotTable(sim, world, config)
     start = [[0.0] * 2, [0.0] * 2, [0.0] * 4, [0.0], [0.0]]
     table.write(start, obs, float(table.add(sim.get_state(), obs)))
     result = [[0.0] * 2, [0.0] * 2, [0.0] * 4, [0.0], [0.0]]
