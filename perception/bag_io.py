@@ -352,6 +352,11 @@ class BagReader:
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     @property
+    def counts(self) -> dict[str, int]:
+        """topic -> messages the bag's index (or its metadata.yaml, for a salvaged bag) says it holds; may be empty."""
+        return dict(self._counts)
+
+    @property
     def topics(self) -> dict[str, str]:
         """topic -> type name of every topic the bag has (as far as it could be read)."""
         return dict(self.report.topics)

@@ -6,7 +6,7 @@ base_link, columns toward -y from ``cols * resolution / 2``, heights relative to
 the highest point that falls into it and NaN where none does; points on the robot's own rigid body are
 removed first. ``DemBuilder.build`` is vectorised numpy that crops before it rotates, so a 1M-point cloud
 costs a few passes over its x and y columns plus work on the few points near the robot
-(``perception.bench_dem`` measures it against a transform-everything baseline).
+(``flipper_control.bench.dem`` measures it against a transform-everything baseline).
 """
 
 from __future__ import annotations

@@ -10,12 +10,15 @@ never from the simulator's exact heights. Pitch and roll come from the true orie
 
 ``RealityProxy`` implements ``Simulator``, so rollouts and ``evaluate`` take it in place of
 ``MujocoSimulator``; ``last_step`` holds the raw data of the last step for a rosbag recorder.
+
+Layering: this is the one module of ``sim`` that imports a layer above it (``perception.dem_builder``), on
+purpose: the proxy reproduces the robot's perception path, so it must build its DEMs with the very code that
+runs on the robot, not with a copy. ``test/test_layering.py`` names this import as its only exception.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
@@ -388,40 +391,3 @@ def _interpolator(a: ProxySample, b: ProxySample):
                 (1 - s) * a.flipper_angles + s * b.flipper_angles)
 
     return pose_fn
-
-
-# ------------------------------------------------------------------------------------------ benchmark
-def bench_proxy(world: World, seconds: float = 20.0, config: RealityProxyConfig | None = None) -> dict:
-    """Real-time factors (simulated / wall seconds) of the proxy and of the plain ``MujocoSimulator``,
-    both driven by the heuristic controller at 10 Hz for at least ``seconds`` simulated seconds on one
-    CPU (the process is pinned for the measurement and restored afterwards)."""
-    from flipper_control.controllers import HeuristicController  # the controller layer sits above sim
-    from sim.rollout import run_episode
-
-    try:
-        affinity = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {min(affinity)})
-    except (AttributeError, OSError):
-        affinity = None
-    try:
-        out = {"world": world.name, "seconds": seconds}
-        for label, sim in (("mujoco", MujocoSimulator()), ("proxy", RealityProxy(config=config))):
-            sim_s = wall = 0.0
-            seed = 0
-            levels = []
-            while sim_s < seconds:
-                t0 = time.perf_counter()
-                levels.append(run_episode(sim, world, HeuristicController(), seed=seed).level)
-                wall += time.perf_counter() - t0
-                sim_s += sim.time
-                seed += 1
-            out[label] = {"sim_s": sim_s, "wall_s": wall, "real_time_factor": sim_s / wall, "episodes": seed,
-                          "levels": levels}
-            if label == "proxy":
-                out[label]["wall_share"] = {k: v / wall for k, v in sim.timing.items()}
-                out[label]["map_points"] = len(sim.point_map.points())
-                out[label]["map_bytes"] = int(sim.point_map.nbytes)
-        return out
-    finally:
-        if affinity is not None:
-            os.sched_setaffinity(0, affinity)

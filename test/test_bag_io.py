@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from flipper_control.bags import DATASET_NAME, REPORT_NAME, ingest, record_proxy_run, replay
 from flipper_control.cli import main
 from flipper_control.controllers import make_controller
+from flipper_control.learning.bags import DATASET_NAME, REPORT_NAME, ingest, record_proxy_run, replay
 from perception.bag_io import BagError, BagReader, BagRecorder, MissingTopicError, Transform
 from perception.dem_handler import DemHandler
 from perception.gridmap import dem_center, gridmap_to_dem

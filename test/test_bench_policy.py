@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from flipper_control.bench import bench_policy
+from flipper_control.bench.policy import bench_policy
 from flipper_control.policy import NanAwarePolicy, PolicyConfig
 
 

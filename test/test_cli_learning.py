@@ -16,7 +16,7 @@ import yaml
 
 from flipper_control.checkpoint import checkpoint_paths, load_policy
 from flipper_control.cli import main
-from flipper_control.loop import LoopConfig
+from flipper_control.learning.loop import LoopConfig
 from planning.dataset import Trajectory, TrajectoryDataset
 
 SMALL_POLICY = {"epochs": 2, "policy": {"hidden": [16], "conv_channels": 4}}
@@ -73,7 +73,7 @@ def test_eval_controller_prints_a_table_with_a_sum_and_writes_json(tmp_path, cap
     ("test", "proxy", "proxy"), ("proxy", "sim", "sim"),
 ])
 def test_auto_reality_runs_the_proxy_course_on_the_reality_proxy(ref, reality, expected):
-    from flipper_control.cli_learning import reality_of
+    from flipper_control.cli.evaluate import reality_of
 
     assert reality_of(ref, reality) == expected
 
@@ -350,7 +350,7 @@ def test_bench_plan_plans_each_world_with_every_noise_seed(checkpoint, tmp_path,
 
 
 def test_bench_plan_only_solved_names_the_seed_when_a_world_was_planned_several_times():
-    from flipper_control.bench_plan import _only
+    from flipper_control.bench.plan import _only
 
     one = [{"world": "a", "seed": 0, "success": True}, {"world": "b", "seed": 1, "success": False}]
     assert _only(one, [{**r, "success": False} for r in one]) == ["a"]
@@ -360,8 +360,8 @@ def test_bench_plan_only_solved_names_the_seed_when_a_world_was_planned_several_
 
 
 def test_bench_plan_worlds_are_none_the_shipped_loops_train_on():
-    from flipper_control.bench_plan import BENCH_WORLD_SEED
-    from flipper_control.loop import demo_config, load_loop_config, training_world_seed
+    from flipper_control.bench.plan import BENCH_WORLD_SEED
+    from flipper_control.learning.loop import demo_config, load_loop_config, training_world_seed
 
     full = load_loop_config(Path(__file__).resolve().parents[1] / "configs" / "full.yaml")
     for config in (demo_config(), full):

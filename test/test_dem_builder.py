@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from perception.bench_dem import baseline_dem, bench_dem
+from flipper_control.bench.dem import baseline_dem, bench_dem
 from perception.dem_builder import DemBuilder, DemBuilderConfig, PointMap, RobotPose, body_box, cell_max
 from sim.dem import DemExtractor, DemSpec
 from sim.robot import RobotSpec

@@ -8,8 +8,8 @@ import pickle
 
 import pytest
 
-from flipper_control import _selftest_tasks as tasks
-from flipper_control.executors import (
+from flipper_control.learning import _selftest_tasks as tasks
+from flipper_control.learning.executors import (
     EXECUTOR_KINDS,
     ProcessExecutor,
     RayExecutor,

@@ -10,7 +10,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from flipper_control.checkpoint import load_policy, save_policy
-from flipper_control.imitation import (
+from flipper_control.learning.imitation import (
     MIRROR_FLIPPERS,
     ImitationConfig,
     evaluate_mse,

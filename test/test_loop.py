@@ -1,4 +1,5 @@
-"""The coarse-to-fine learning loop (flipper_control.loop) at a tiny scale: report, checkpoints, resume, executors, config.
+"""The coarse-to-fine learning loop (flipper_control.learning.loop) at a tiny scale: report, checkpoints, resume,
+executors, config.
 
 One 2-iteration loop runs once per module (``base_run``) and most tests only read it. Tests that resume, interrupt or
 re-run work on copies of it (``copytree`` keeps mtimes) or in their own folders, so the order of the tests does not
@@ -17,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-import flipper_control.loop as loop_module
+import flipper_control.learning.loop as loop_module
 from flipper_control.checkpoint import load_policy
-from flipper_control.imitation import ImitationConfig
-from flipper_control.loop import DEMO_CONFIG, LoopConfig, demo_config, load_loop_config, run_loop
+from flipper_control.learning.imitation import ImitationConfig
+from flipper_control.learning.loop import DEMO_CONFIG, LoopConfig, demo_config, load_loop_config, run_loop
 from planning.dataset import TrajectoryDataset
 from planning.rrt import PlannerConfig
 from sim.world import WorldError

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sim.mujoco_sim import MujocoSimulator
@@ -30,19 +29,18 @@ class WorldEvaluation:
 
 
 def evaluate(controller_factory, worlds: list[World], runs: int, seed: int, sim: MujocoSimulator | None = None,
-             control_dt: float = 0.1, progress: bool = True, label: str = "") -> list[WorldEvaluation]:
-    """Run a fresh controller ``runs`` times on each world; run r of every world uses noise seed seed + r."""
+             control_dt: float = 0.1, progress: Callable[[int, int], None] | None = None) -> list[WorldEvaluation]:
+    """Run a fresh controller ``runs`` times on each world; run r of every world uses noise seed seed + r.
+    ``progress(worlds done, worlds)`` is called after each world."""
     sim = sim or MujocoSimulator()
     results = []
-    t0 = time.perf_counter()
     for i, world in enumerate(worlds):
         ev = WorldEvaluation(world.name)
         for r in range(runs):
             ev.runs.append(run_episode(sim, world, controller_factory(), seed=seed + r, control_dt=control_dt))
         results.append(ev)
-        if progress:
-            print(f"  [{label}{i + 1}/{len(worlds)}] {world.name}: {ev.score:.2f} ({time.perf_counter() - t0:.1f} s)",
-                  file=sys.stderr, flush=True)
+        if progress is not None:
+            progress(i + 1, len(worlds))
     return results
 
 

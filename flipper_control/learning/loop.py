@@ -24,9 +24,10 @@ from typing import Any
 
 import yaml
 
-from flipper_control.executors import EXECUTOR_KINDS, make_executor
-from flipper_control.imitation import ImitationConfig
-from flipper_control.loop_tasks import eval_task, plan_task, train_task
+from flipper_control.learning.executors import EXECUTOR_KINDS, make_executor
+from flipper_control.learning.imitation import ImitationConfig
+from flipper_control.learning.tasks import eval_task, plan_task, train_task
+from flipper_control.progress import Step
 from planning.dataset import TrajectoryDataset
 from planning.rrt import PlannerConfig
 from sim.config_io import config_from_mapping
@@ -149,17 +150,16 @@ def demo_config() -> LoopConfig:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+LOG_PREFIX = "[loop] "
+
+
 def _log(msg: str) -> None:
-    print(f"[loop] {msg}", file=sys.stderr, flush=True)
+    print(f"{LOG_PREFIX}{msg}", file=sys.stderr, flush=True)
 
 
-def _progress(label: str) -> Callable[[int, int], None]:
-    t0 = time.perf_counter()
-
-    def cb(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 5) == 0:
-            _log(f"  {label}: {done}/{total} ({time.perf_counter() - t0:.0f} s)")
-    return cb
+def _step(label: str, total: int, unit: str) -> Step:
+    """One step of the loop: a bar on a terminal, then its summary line (``flipper_control.progress``)."""
+    return Step(label, total, unit, prefix=LOG_PREFIX)
 
 
 def _controller_spec(name: str) -> dict:
@@ -182,8 +182,10 @@ class _Loop:
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, spec: dict, worlds, runs: int, seed: int, label: str) -> dict:
         tasks = [{"controller": spec, "world": w, "seeds": [seed + r for r in range(runs)]} for w in worlds]
-        results = self.ex.map(eval_task, tasks, progress=_progress(label))
-        per_world = {w.name: round(world_score(r["runs"]), 4) for w, r in zip(worlds, results, strict=True)}
+        with _step(label, len(tasks), "world") as step:
+            results = self.ex.map(eval_task, tasks, progress=step)
+            per_world = {w.name: round(world_score(r["runs"]), 4) for w, r in zip(worlds, results, strict=True)}
+            step.finish(f"{sum(per_world.values()):.2f}/{len(worlds)}")
         return {"scores": per_world, "total": round(sum(per_world.values()), 4), "max": len(worlds),
                 "runs": {w.name: [x.to_dict() for x in r["runs"]] for w, r in zip(worlds, results, strict=True)},
                 "cpu_s": round(sum(r["cpu_s"] for r in results), 3)}
@@ -204,6 +206,8 @@ class _Loop:
         d = self.out / f"iter_{k}"
         summary = _read_json(d / "plans.json")
         if summary is not None and (d / "plans.safetensors").is_file():
+            _log(f"iter {k}: planned earlier: {summary['successes']}/{summary['trajectories']} found "
+                 f"(median {summary['cpu_s_median']} CPU s per trajectory)")
             return summary
         c, t0 = self.c, time.perf_counter()
         planner = c.coarse if k == 1 else c.guided
@@ -211,8 +215,11 @@ class _Loop:
         tasks = [{"world": w, "seed": c.seed * 100_000 + k * 1000 + i * c.plans_per_world + j, "planner": planner.to_dict(),
                   "guide": guide} for i, w in enumerate(worlds) for j in range(c.plans_per_world)]
         label = f"iter {k}: planning {'guided ' + planner.action_set if guide else 'unguided ' + planner.action_set}"
-        results = self.ex.map(plan_task, tasks, progress=_progress(label))
-        trajs = [r["trajectory"] for r in results]
+        with _step(label, len(tasks), "trajectory") as step:
+            results = self.ex.map(plan_task, tasks, progress=step)
+            trajs = [r["trajectory"] for r in results]
+            step.finish(f"{sum(t.success for t in trajs)}/{len(trajs)} found, median "
+                        f"{statistics.median(t.meta['cpu_s'] for t in trajs):.2f} CPU s per trajectory")
         TrajectoryDataset(trajs).save(d / "plans.safetensors")
         cpus = [t.meta["cpu_s"] for t in trajs]
         ok = [t for t in trajs if t.success]
@@ -251,7 +258,11 @@ class _Loop:
         tasks = [{"dataset": str(dataset), "imitation": c.imitation.to_dict(), "seed": s,
                   "out": str(d / "candidates" / f"seed_{s}"),
                   "metadata": {"data_sha256": data_hash, "iteration": k, "loop_seed": c.seed}} for s in seeds]
-        trained = self.ex.map(train_task, tasks, progress=_progress(f"iter {k}: training {len(seeds)} candidates"))
+        with _step(f"iter {k}: training {len(seeds)} candidates", len(tasks), "candidate") as step:
+            trained = self.ex.map(train_task, tasks, progress=step)
+            resumed = sum(bool(t.get("resumed")) for t in trained)
+            step.finish(f"best test mse {min(t['report']['test_mse'] for t in trained):.5f}"
+                        + (f" ({resumed} trained earlier)" if resumed else ""))
         worlds = resolve_worlds(list(c.selection_worlds))
         # Fresh noise seeds every iteration, shared by all its candidates and the carried policy. With the same
         # seeds each time (the simulator is deterministic per seed), a carried policy would keep the score that
@@ -334,7 +345,7 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
     CPU and wall seconds are read back from each step's own JSON, so a resumed run reports the work of
     all sessions once, whichever session did it.
     """
-    from flipper_control.loop_report import write_report
+    from flipper_control.learning.report import write_report
 
     out = Path(out)
     recorded = _read_json(out / "config.json")
@@ -366,8 +377,6 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
         guide = None
         for k in range(1, config.iterations + 1):
             plans = loop.plan(k, guide)
-            _log(f"iter {k}: planned {plans['successes']}/{plans['trajectories']} "
-                 f"(median {plans['cpu_s_median']} CPU s per trajectory)")
             dataset, data_hash, n_traj, n_samples = loop.aggregate(k)
             selection = loop.train_and_select(k, dataset, data_hash)
             ev = loop.evaluate_policy(k)

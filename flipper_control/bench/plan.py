@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import platform
 import statistics
-import sys
 from pathlib import Path
 
-from flipper_control.executors import make_executor, peak_rss_mib
-from flipper_control.loop_tasks import plan_task
+from flipper_control.learning.executors import make_executor, peak_rss_mib
+from flipper_control.learning.tasks import plan_task
+from flipper_control.progress import Step
 from planning.rrt import DEFAULT_MAX_DELAY_S, PlannerConfig
 from sim.world_sets import load_set
 
@@ -126,7 +126,9 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BEN
                  "budget_cpu_s": budget_cpu_s, "max_expansions": max_expansions, "max_delay_s": max_delay_s,
                  "python": platform.python_version(), "sets": {}}
     with make_executor(executor, workers) as ex:
-        results = ex.map(plan_task, tasks, progress=lambda d, n: print(f"  planned {d}/{n}", file=sys.stderr, flush=True))
+        with Step("bench plan: planning", len(tasks), "trajectory") as step:
+            results = ex.map(plan_task, tasks, progress=step)
+            step.finish(f"{sum(r['trajectory'].success for r in results)}/{len(tasks)} trajectories found")
         rows: dict[str, dict[str, list[dict]]] = {name: {label: [] for label, _, _ in VARIANTS} for name in by_set}
         for (set_name, label, name, task_seed), r in zip(index, results, strict=True):
             t = r["trajectory"]
@@ -144,7 +146,9 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BEN
             peer_tasks = [{"world": w, "seed": seed + i, "planner": p, "action_set": "coarse", "budget": budget_cpu_s,
                            "max_delay_s": max_delay_s}
                           for p in ("SST", "KPIECE1") for i, w in enumerate(ws)]
-            res = ex.map(_peer_task, peer_tasks, progress=lambda d, n: print(f"  OMPL {d}/{n}", file=sys.stderr, flush=True))
+            with Step("bench plan: OMPL peer", len(peer_tasks), "trajectory") as step:
+                res = ex.map(_peer_task, peer_tasks, progress=step)
+                step.finish(f"{sum(bool(r['success']) for r in res)}/{len(peer_tasks)} solved")
             peer_rows: dict[str, list[dict]] = {}
             for t, r in zip(peer_tasks, res, strict=True):
                 peer_rows.setdefault(f"OMPL {t['planner']} 3x1000ms", []).append(

@@ -1,40 +1,34 @@
 """The rosbag and perception commands of ``flipper``: record, ingest, replay and proxy-figure.
 
-Kept apart from ``cli.py`` like ``cli_learning``. Bad input (a missing topic, a damaged bag, an existing
-output bag) raises a ``ValueError`` subclass that ``cli.main`` turns into one line and exit status 2.
+Bad input (a missing topic, a damaged bag, an existing output bag) raises a ``ValueError`` subclass that
+``cli.main`` turns into one line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
+from flipper_control.cli.common import add_controller_args, controller, err
+from flipper_control.progress import Step
 from sim.io_utils import write_json_atomic
 
 
-def _err(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _controller(name: str, posture: str | None):
-    from flipper_control.controllers import make_controller
-
-    return make_controller(name, posture)
-
-
 # ------------------------------------------------------------------------------------------ record
-def record(world_ref: str, controller: str, out: str, storage: str = "mcap", seed: int = 0, posture: str | None = None,
+def record(world_ref: str, controller_name: str, out: str, storage: str = "mcap", seed: int = 0, posture: str | None = None,
            control_dt: float = 0.1, no_noise: bool = False, max_time: float | None = None) -> dict:
     """What ``flipper record`` (and ``flipper sim --reality proxy --record BAG``) runs: one recorded proxy run."""
-    from flipper_control.bags import record_proxy_run
+    from flipper_control.learning.bags import record_proxy_run
     from sim.reality_proxy import RealityProxy, RealityProxyConfig
     from sim.world_sets import resolve_world
 
     world = resolve_world(world_ref)
-    ctrl = _controller(controller, posture)
+    ctrl = controller(controller_name, posture)
     proxy = RealityProxy(config=RealityProxyConfig.ideal() if no_noise else None)
-    return record_proxy_run(world, ctrl, out, storage=storage, seed=seed, control_dt=control_dt, proxy=proxy,
-                            max_time=max_time)
+    with Step(f"recording {world.name} on the reality proxy", unit="sim s") as step:
+        summary = record_proxy_run(world, ctrl, out, storage=storage, seed=seed, control_dt=control_dt, proxy=proxy,
+                                   max_time=max_time, progress=lambda t, horizon: step.update(round(t, 1), horizon))
+        step.finish(f"{summary['sim_time']:.1f} simulated s")
+    return summary
 
 
 def cmd_record(args) -> int:
@@ -43,7 +37,7 @@ def cmd_record(args) -> int:
     run = out["run"]
     print(f"{out['world']} (seed {out['seed']}): {run['level']} {run['distance']:.2f} m in {run['time']:.1f} s")
     print(", ".join(f"{topic} {n}" for topic, n in sorted(out["messages"].items())))
-    _err(f"wrote {args.out} ({args.storage})")
+    err(f"wrote {args.out} ({args.storage})")
     if args.json:
         write_json_atomic(args.json, out)
     return 0
@@ -51,22 +45,24 @@ def cmd_record(args) -> int:
 
 # ------------------------------------------------------------------------------------------ ingest
 def cmd_ingest(args) -> int:
-    from flipper_control.bags import IngestConfig, ingest
+    from flipper_control.learning.bags import IngestConfig, ingest
 
-    out = ingest(args.bags, args.out, IngestConfig(max_gap=args.max_gap))
+    with Step(f"ingesting {len(args.bags)} bag{'s' if len(args.bags) > 1 else ''}", unit="cloud") as step:
+        out = ingest(args.bags, args.out, IngestConfig(max_gap=args.max_gap), progress=step)
+        step.finish(f"{out['samples']} samples")
     for rep in out["bags"]:
         skips = {**rep["handler_skips"], **rep["pairing_skips"],
                  **{r: sum(c.values()) for r, c in rep["skipped"].items()}}
         extra = ("  skipped: " + ", ".join(f"{r} {n}" for r, n in skips.items())) if skips else ""
         damage = f"  DAMAGED: {'; '.join(rep['errors'])}" if rep["errors"] else ""
         print(f"{rep['path']}: {rep['samples']} samples{extra}{damage}")
-    _err(f"wrote {out['trajectories']} trajectories ({out['samples']} samples) to {out['dataset']}")
+    err(f"wrote {out['trajectories']} trajectories ({out['samples']} samples) to {out['dataset']}")
     return 0
 
 
 # ------------------------------------------------------------------------------------------ replay
 def cmd_replay(args) -> int:
-    from flipper_control.bags import replay
+    from flipper_control.learning.bags import replay
 
     out = replay(args.bag, args.out, policy=args.policy, storage=args.storage)
     counts = ", ".join(f"{topic} {n}" for topic, n in sorted(out["messages"].items()))
@@ -81,14 +77,14 @@ def cmd_replay(args) -> int:
 
 # ------------------------------------------------------------------------------------------ figure
 def cmd_proxy_figure(args) -> int:
-    from flipper_control.proxy_figure import proxy_figure
+    from flipper_control.learning.proxy_figure import proxy_figure
     from sim.world_sets import resolve_world
 
     world = resolve_world(args.world)
-    out = proxy_figure(world, args.out, _controller(args.controller, args.posture), args.seed, args.control_dt)
+    out = proxy_figure(world, args.out, controller(args.controller, args.posture), args.seed, args.control_dt)
     print(f"{world.name}: step {out['step']} (t = {out['time']:.1f} s), NaN share {out['nan_share_step']:.2f} there, "
           f"{out['nan_share_run']:.2f} over the run; mean |proxy - exact| {out['mean_abs_error_step'] or 0:.3f} m")
-    _err(f"wrote {args.out}")
+    err(f"wrote {args.out}")
     if args.json:
         write_json_atomic(args.json, out)
     return 0
@@ -98,8 +94,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add record, ingest, replay and proxy-figure to the ``flipper`` parser."""
     r = sub.add_parser("record", help="run a controller on the reality proxy and record a rosbag2")
     r.add_argument("--world", required=True, help="world name or YAML file")
-    r.add_argument("--controller", default="heuristic", help="fixed or heuristic")
-    r.add_argument("--posture", help="fixed posture: flat, approach, v")
+    add_controller_args(r)
     r.add_argument("--out", required=True, help="bag folder to create (must not exist)")
     r.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     r.add_argument("--seed", type=int, default=0, help="noise seed of the run")
@@ -127,8 +122,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("proxy-figure", help="simulated vs reality-proxy DEM on stairs and NaN frequency (PNG)")
     f.add_argument("--world", default="staircase", help="world name or YAML file")
     f.add_argument("--out", required=True, help="PNG to write")
-    f.add_argument("--controller", default="heuristic", help="fixed or heuristic")
-    f.add_argument("--posture", help="fixed posture: flat, approach, v")
+    add_controller_args(f)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--control-dt", type=float, default=0.1)
     f.add_argument("--json", help="write the figure's numbers here")

@@ -15,13 +15,12 @@ clouds, and their DEMs must be equal (NaN in the same cells). Two clouds:
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
-from contextlib import contextmanager
 
 import numpy as np
 
+from flipper_control.bench.common import one_core
 from perception.dem_builder import DemBuilder, RobotPose
 from sim.rotations import quat_from_euler
 from sim.terrain import HeightGrid, world_solids
@@ -78,22 +77,6 @@ def bench_clouds(n_points: int, rng: np.random.Generator) -> tuple[dict[str, np.
     return {"lidar": mix(lidar), "dense": mix(dense)}, position, quat
 
 
-@contextmanager
-def one_core():
-    """Pin this process to one CPU for the measurement and restore the affinity afterwards (Linux; else a no-op)."""
-    try:
-        before = os.sched_getaffinity(0)
-        cpu = min(before)
-        os.sched_setaffinity(0, {cpu})
-    except (AttributeError, OSError):
-        yield None
-        return
-    try:
-        yield cpu
-    finally:
-        os.sched_setaffinity(0, before)
-
-
 def _times(fn, repeats: int) -> list[float]:
     fn()  # warm-up: first-touch page faults of the output buffers
     out = []
@@ -147,14 +130,3 @@ def format_report(out: dict) -> str:
         lines.append(f"  {name:5s} cloud: builder {r['builder_mpts_per_s']:7.1f} M points/s   baseline (np.maximum.at) "
                      f"{r['baseline_mpts_per_s']:6.1f} M points/s   ({r['speedup']:.1f}x, equal: {r['equal_to_baseline']})")
     return "\n".join(lines)
-
-
-def run_bench_dem(n_points: int, repeats: int, seed: int, json_path: str | None) -> int:
-    """``flipper bench dem``: measure, print, write the figures to ``json_path``; exit 1 if the DEMs differ."""
-    from sim.io_utils import write_json_atomic
-
-    out = bench_dem(n_points=n_points, repeats=repeats, seed=seed)
-    print(format_report(out))
-    if json_path:
-        write_json_atomic(json_path, out)
-    return 0 if out["equal_to_baseline"] else 1

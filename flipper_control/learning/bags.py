@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,12 @@ _NS = 1_000_000_000
 # ------------------------------------------------------------------------------------------ record
 def record_proxy_run(world, controller, bag_path: str | Path, storage: str = "mcap", seed: int = 0,
                      control_dt: float = 0.1, proxy=None, epoch: float = DEFAULT_EPOCH,
-                     max_time: float | None = None) -> dict[str, Any]:
+                     max_time: float | None = None,
+                     progress: Callable[[float, float], None] | None = None) -> dict[str, Any]:
     """Run ``controller`` on ``world`` in the reality proxy (``proxy``, default a fresh ``RealityProxy()``)
     with noise seed ``seed`` and record the run to ``bag_path`` (atomically); stops when the run ends or
-    at ``max_time`` simulated seconds. Returns a summary: the judged run, message counts, the bag."""
+    at ``max_time`` simulated seconds. Returns a summary: the judged run, message counts, the bag.
+    ``progress(simulated s, at most s)`` is called after every control step."""
     from sim.reality_proxy import RealityProxy
     from sim.scoring import judge_run
 
@@ -63,6 +66,7 @@ def record_proxy_run(world, controller, bag_path: str | Path, storage: str = "mc
         # the full turn the robot waited for at the start, published as one cloud at t = 0
         rec.points(sample.time, proxy.warmup_scan.points - proxy.lidar.mount)
         _record_dem(rec, sample, obs.dem, spec)
+        horizon = world.effective_time_limit if max_time is None else min(max_time, world.effective_time_limit)
         while proxy.status == RUNNING and (max_time is None or proxy.time < max_time - 1e-9):
             t = proxy.time
             targets = np.clip(np.asarray(controller.act(obs), dtype=float), robot.flipper_lower, robot.flipper_upper)
@@ -77,6 +81,8 @@ def record_proxy_run(world, controller, bag_path: str | Path, storage: str = "mc
             rec.joint_states(sample.time, JOINT_NAMES, sample.flipper_angles, sample.flipper_velocities)
             rec.points(sample.time, step.scan.points - proxy.lidar.mount)
             _record_dem(rec, sample, obs.dem, spec)
+            if progress is not None:
+                progress(proxy.time, horizon)
         counts = dict(rec.counts)
     run = judge_run(world, proxy.status, proxy.events, proxy.time, obs.progress, proxy.limits, seed=seed)
     return {"bag": str(bag_path), "storage": storage, "world": world.name, "seed": seed, "epoch": epoch,
@@ -150,9 +156,10 @@ def _flipper_angles(js) -> np.ndarray | None:
     return np.asarray(js.position, dtype=float)[[names.index(j) for j in JOINT_NAMES]]
 
 
-def ingest_bag(path: str | Path, config: IngestConfig | None = None):
+def ingest_bag(path: str | Path, config: IngestConfig | None = None, on_cloud: Callable[[], None] | None = None):
     """One bag -> (``planning.dataset.Trajectory``, report dict). Raises MissingTopicError for a bag without
-    the topics a trajectory needs (the message lists the topics it has)."""
+    the topics a trajectory needs (the message lists the topics it has). ``on_cloud()`` is called after every
+    cloud (a progress hook)."""
     from planning.dataset import Trajectory
 
     config = config or IngestConfig()
@@ -191,6 +198,8 @@ def ingest_bag(path: str | Path, config: IngestConfig | None = None):
             t = to_nanoseconds(m.msg.header.stamp)
             handler.flipper_angles = joints.at_or_before(t)  # the self filter's flipper pose, as live
             result = handler.on_cloud(m.msg)
+            if on_cloud is not None:
+                on_cloud()
             if result is None:
                 continue
             pr, fl, cmd = imu.nearest(t, gap), joints.nearest(t, gap), commands.next_after(t, gap)
@@ -216,20 +225,32 @@ def ingest_bag(path: str | Path, config: IngestConfig | None = None):
     return traj, report
 
 
-def ingest(bags: list[str | Path], out_dir: str | Path, config: IngestConfig | None = None) -> dict[str, Any]:
+def ingest(bags: list[str | Path], out_dir: str | Path, config: IngestConfig | None = None,
+           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Bags -> ``out_dir/real_trajectories.safetensors`` (one trajectory per bag, DEMs with NaN) and
     ``out_dir/ingest_report.json`` (what was read and skipped, per bag); both written atomically.
-    Every bag is checked for the required topics before anything is processed or written."""
+    Every bag is checked for the required topics before anything is processed or written.
+    ``progress(clouds done, clouds in all bags)`` is called after every cloud."""
     from planning.dataset import TrajectoryDataset
 
     if not bags:
         raise ValueError("ingest: give at least one bag")
+    total = 0
     for bag in bags:  # fail fast, before minutes of DEM building on the other bags
         with BagReader(bag) as reader:
             reader.require(INGEST_TOPICS)
+            total += reader.counts.get(POINTS, 0)
+    done = 0
+
+    def on_cloud() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, max(total, done))
+
     trajectories, reports = [], []
     for bag in bags:
-        traj, rep = ingest_bag(bag, config)
+        traj, rep = ingest_bag(bag, config, on_cloud)
         trajectories.append(traj)
         reports.append(rep)
     out = Path(out_dir)

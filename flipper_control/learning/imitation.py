@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 Progress = Callable[[str], None]
+EpochHook = Callable[[int, int, float], None]  # (seed, epoch, mean training loss of the epoch)
 Data = TrajectoryDataset | Mapping[str, np.ndarray]
 
 # Index of each flipper's mirror image in FLIPPER_NAMES order (front_left <-> front_right, ...),
@@ -334,8 +335,8 @@ def _check_seed(seed: object) -> int:
     return int(seed)
 
 
-def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int,
-                    progress: Progress | None) -> tuple[NanAwarePolicy, TrainReport]:
+def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int, progress: Progress | None,
+                    on_epoch: EpochHook | None = None) -> tuple[NanAwarePolicy, TrainReport]:
     start = time.perf_counter()
     # initialise the weights from the seed without disturbing the caller's global torch RNG
     with torch.random.fork_rng(devices=[]):
@@ -386,6 +387,8 @@ def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int,
             grad_norm_max = max(grad_norm_max, norm)
             loss_sum += loss_value * len(idx)
         history.append(loss_sum / n_epoch)
+        if on_epoch is not None:
+            on_epoch(seed, epoch, history[-1])
         if progress is not None and (epoch % config.log_every == 0 or epoch == config.epochs):
             test_mse = float(evaluate_mse(policy, *test).mean())
             progress(f"seed {seed}: epoch {epoch}/{config.epochs} train loss {history[-1]:.5f} test mse {test_mse:.5f} "
@@ -425,7 +428,7 @@ def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int,
 
 
 def train_policy(data: Data, config: ImitationConfig | None = None, seed: int = 0,
-                 progress: Progress | None = None) -> tuple[NanAwarePolicy, TrainReport]:
+                 progress: Progress | None = None, on_epoch: EpochHook | None = None) -> tuple[NanAwarePolicy, TrainReport]:
     """Train one ``NanAwarePolicy`` by imitation; returns (policy in eval mode, report).
 
     ``data`` is a ``TrajectoryDataset`` (its successful trajectories) or a mapping with ``dem`` (N, rows,
@@ -433,24 +436,28 @@ def train_policy(data: Data, config: ImitationConfig | None = None, seed: int = 
     one trajectory). Raises ``DatasetError`` when there are no samples, when proprio/action hold
     non-finite values or when the shapes do not fit ``config.policy``. Deterministic for a fixed
     ``seed`` and thread count (set ``torch.set_num_threads(1)`` before calling); ``progress`` receives
-    a line every ``config.log_every`` epochs (``stderr_progress`` prints it).
+    a line every ``config.log_every`` epochs (``stderr_progress`` prints it); ``on_epoch(seed, epoch, loss)`` is
+    called after every epoch (a progress bar's hook).
     """
     config = config or ImitationConfig()
     seed = _check_seed(seed)
     split_seed = seed if config.split_seed is None else config.split_seed
-    return _train_prepared(_prepare(data, config, split_seed), config, seed, progress)
+    return _train_prepared(_prepare(data, config, split_seed), config, seed, progress, on_epoch)
 
 
 def train_candidates(data: Data, config: ImitationConfig | None = None, seeds: Sequence[int] = tuple(range(10)),
                      score_fn: Callable[[NanAwarePolicy], float] | None = None, keep: int = 2,
-                     progress: Progress | None = None) -> list[Candidate]:
+                     progress: Progress | None = None, on_epoch: EpochHook | None = None,
+                     on_candidate: Callable[[Candidate], None] | None = None) -> list[Candidate]:
     """Train one policy per seed and rank them, best first; the ``keep`` best have ``kept=True``.
 
     With ``score_fn(policy) -> float`` (higher is better; seed 000 uses the simulated test-world score)
     candidates are ordered by score, ties by lower ``test_mse``, then lower seed; a NaN score ranks last.
     Without it they are ordered by ``test_mse``, then seed. The data is checked and split once; with
     ``config.split_seed`` set (the default) all candidates share the same test set. ``split_seed=None``
-    splits with the first seed, for the same reason.
+    splits with the first seed, for the same reason. ``progress`` receives the epoch lines of ``train_policy`` and
+    one line per finished candidate; ``on_epoch`` is ``train_policy``'s hook; ``on_candidate`` receives each
+    candidate when it is trained (and scored).
     """
     config = config or ImitationConfig()
     seeds = [_check_seed(s) for s in seeds]
@@ -464,12 +471,14 @@ def train_candidates(data: Data, config: ImitationConfig | None = None, seeds: S
     prepared = _prepare(data, config, seeds[0] if config.split_seed is None else config.split_seed)
     candidates = []
     for seed in seeds:
-        policy, report = _train_prepared(prepared, config, seed, progress)
+        policy, report = _train_prepared(prepared, config, seed, progress, on_epoch)
         score = None
         if score_fn is not None:
             score = float(score_fn(policy))
             policy.eval()  # safe: nn.Module.eval(); the scorer must not leave it in training mode
         candidates.append(Candidate(seed=seed, policy=policy, report=report, score=score))
+        if on_candidate is not None:
+            on_candidate(candidates[-1])
         if progress is not None:
             extra = f", score {score:.4f}" if score is not None else ""
             progress(f"candidate seed {seed}: test mse {report.test_mse:.5f} (baseline {report.baseline_test_mse:.5f}){extra}, "

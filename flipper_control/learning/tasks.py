@@ -98,7 +98,7 @@ def train_task(task: dict) -> dict:
     import json
 
     from flipper_control.checkpoint import checkpoint_paths, save_policy
-    from flipper_control.imitation import ImitationConfig, train_policy
+    from flipper_control.learning.imitation import ImitationConfig, train_policy
     from planning.dataset import TrajectoryDataset
 
     out = Path(task["out"])

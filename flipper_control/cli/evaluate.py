@@ -1,0 +1,141 @@
+"""``flipper sim`` and ``flipper eval``: run a controller or a policy on worlds and score the runs (Table I and II
+layouts), on the exact simulator, the reality proxy, or both side by side."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from flipper_control.cli.common import add_controller_args, add_executor_args, controller, controller_factory, err, simulator
+from sim.io_utils import write_json_atomic
+
+
+# ------------------------------------------------------------------------------------------ sim
+def cmd_sim(args) -> int:
+    from flipper_control.learning.evaluation import evaluate
+    from sim.world_sets import resolve_world
+
+    if args.record:
+        if args.reality != "proxy":
+            raise ValueError("--record needs --reality proxy: only the reality proxy produces lidar clouds to record")
+        from flipper_control.cli.perception import cmd_record
+
+        args.out, args.max_time = args.record, None
+        return cmd_record(args)  # one recorded run (seed --seed)
+
+    world = resolve_world(args.world)
+    factory = controller_factory(args)
+    sim = simulator(args)
+    evs = evaluate(factory, [world], args.runs, args.seed, sim=sim, control_dt=args.control_dt)
+    ev = evs[0]
+    for i, run in enumerate(ev.runs):
+        extra = "" if run.level == "good" else "  " + "; ".join(run.reasons)
+        print(f"run {i} (seed {run.seed}): {run.level:7s} {run.distance:5.2f} m in {run.time:5.1f} s{extra}")
+        for name, sec in run.sections.items():
+            print(f"    {name}: {sec['level']}" + (f" ({'; '.join(sec['reasons'])})" if sec["reasons"] else ""))
+    print(f"{world.name}: score {ev.score:.2f} over {len(ev.runs)} runs ({args.controller})")
+    if args.json:
+        label = args.controller + (f":{args.posture}" if args.posture else "")
+        write_json_atomic(args.json, {"world": world.name, "controller": label, "seed": args.seed, **ev.to_dict(),
+                                      "simulator": sim.config_dict()})
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ eval
+def reality_of(world_ref: str, reality: str) -> str:
+    """``sim`` or ``proxy`` for a world reference; ``auto`` runs the proxy course (the stand-in for the real
+    test obstacles) on the reality proxy and every other world on the exact simulator."""
+    if reality != "auto":
+        return reality
+    return "proxy" if world_ref == "proxy" or world_ref.startswith("proxy/") else "sim"
+
+
+def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluation
+    from flipper_control.learning.evaluation import WorldEvaluation, score_table, section_table
+    from flipper_control.learning.executors import make_executor
+    from flipper_control.learning.tasks import eval_task
+    from flipper_control.progress import Step
+    from sim.world_sets import resolve_worlds
+
+    if args.policy:
+        from flipper_control.checkpoint import load_policy
+
+        load_policy(args.policy)  # validate before fanning out
+        spec, label = {"kind": "policy", "path": args.policy}, f"policy {args.policy}"
+    else:
+        kind, _, posture = args.controller.partition(":")
+        spec, label = {"kind": kind, "posture": posture or None}, args.controller
+        controller(kind, posture or None)
+    worlds, realities = [], []
+    for ref in args.worlds:  # per reference, so that `auto` can tell the proxy course from the rest
+        found = resolve_worlds([ref])
+        worlds += found
+        realities += [reality_of(ref, args.reality)] * len(found)
+    # `both`: every world on the exact simulator and on the reality proxy, side by side (the sim-to-real gap)
+    passes = [["sim"] * len(worlds), ["proxy"] * len(worlds)] if args.reality == "both" else [realities]
+    tasks = [{"controller": spec, "world": w, "seeds": [args.seed + r for r in range(args.runs)], "reality": re}
+             for pass_ in passes for w, re in zip(worlds, pass_, strict=True)]
+    on_proxy = [t["world"].name for t in tasks if t["reality"] == "proxy"]
+    if on_proxy and args.reality != "both":
+        err(f"reality proxy (perturbed robot, lidar-built DEMs) for: {', '.join(on_proxy)}")
+    t0 = time.perf_counter()
+    with make_executor(args.executor or "process", args.workers) as ex, Step("evaluating", len(tasks), "world") as step:
+        results = ex.map(eval_task, tasks, progress=step)
+        step.finish(f"{len(tasks)} world evaluations of {args.runs} runs")
+    evs_of = [[WorldEvaluation(w.name, r["runs"]) for w, r in zip(worlds, results[k * len(worlds):(k + 1) * len(worlds)],
+                                                                   strict=True)] for k in range(len(passes))]
+    columns = {f"{label} ({p[0]})": evs for p, evs in zip(passes, evs_of, strict=True)} if len(passes) > 1 else {label: evs_of[0]}
+    print(f"\n{len(worlds)} worlds, {args.runs} runs each (seeds {args.seed}..{args.seed + args.runs - 1}):\n")
+    print(score_table(columns))
+    if any(w.sections for w in worlds):
+        print("\nSections (Table II layout):\n")
+        print(section_table(columns))
+    totals = [sum(ev.score for ev in evs) for evs in evs_of]
+    if len(passes) > 1:
+        print(f"\nsim-to-real gap (sim - proxy): {totals[0] - totals[1]:+.2f} of {len(worlds)}")
+    if args.json:
+        out = {"controller": label, "seed": args.seed, "runs": args.runs, "max": len(worlds),
+               "wall_s": round(time.perf_counter() - t0, 2)}
+        if len(passes) > 1:
+            out["by_reality"] = {p[0]: {"total": round(t, 4), "worlds": [ev.to_dict() for ev in evs]}
+                                 for p, t, evs in zip(passes, totals, evs_of, strict=True)}
+            out["gap"] = round(totals[0] - totals[1], 4)
+        else:
+            out |= {"total": round(totals[0], 4), "reality": dict(zip([w.name for w in worlds], realities, strict=True)),
+                    "worlds": [ev.to_dict() for ev in evs_of[0]]}
+        write_json_atomic(args.json, out)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``sim`` and ``eval`` to the ``flipper`` parser."""
+    s = sub.add_parser("sim", help="run a controller on a world and score the runs")
+    s.add_argument("--world", required=True, help="world name or YAML file")
+    add_controller_args(s)
+    s.add_argument("--runs", type=int, default=3)
+    s.add_argument("--seed", type=int, default=0, help="noise seed of the first run (run r uses seed + r)")
+    s.add_argument("--control-dt", type=float, default=0.1, help="controller period in seconds")
+    s.add_argument("--no-noise", action="store_true", help="disable the seeded per-run noise (with --reality proxy: "
+                   "no perturbed dynamics, range noise or drift)")
+    s.add_argument("--reality", choices=["sim", "proxy"], default="sim",
+                   help="sim: the exact simulated DEM; proxy: the reality proxy (perturbed robot, lidar-built DEMs)")
+    s.add_argument("--record", metavar="BAG", help="with --reality proxy: record one run as a rosbag2 folder "
+                   "(/points, /imu/data, /joint_states, /tf, /tf_static, /cmd_vel, /elevation_map, flipper commands)")
+    s.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="rosbag2 storage of --record")
+    s.add_argument("--json", help="write results here")
+    s.set_defaults(func=cmd_sim)
+
+    e = sub.add_parser("eval", help="score a policy or controller on worlds (Table I layout)")
+    who = e.add_mutually_exclusive_group(required=True)
+    who.add_argument("--policy", help="checkpoint (PATH, PATH.safetensors or PATH.json)")
+    who.add_argument("--controller", help="heuristic or fixed:POSTURE")
+    e.add_argument("--worlds", nargs="+", default=["test"], help="test, proxy, world names or YAML files")
+    e.add_argument("--runs", type=int, default=3)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", help="write results here")
+    e.add_argument("--reality", choices=["auto", "sim", "proxy", "both"], default="auto",
+                   help="sim: the exact simulated DEM; proxy: the reality proxy (perturbed robot, lidar-built DEMs "
+                        "with NaN and drift); auto (default): proxy for the proxy course, sim for the rest; "
+                        "both: every world on each, side by side, with the sim-to-real gap")
+    add_executor_args(e)
+    e.set_defaults(func=cmd_eval)

@@ -1,0 +1,202 @@
+"""The learning commands of ``flipper``: plan, train-policy, loop and demo.
+
+Every command that produces figures can write them as JSON (``--json PATH``), atomically, with the seed
+recorded. Long work shows progress through ``flipper_control.progress``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from flipper_control.cli.common import add_executor_args, err, max_delay, max_delay_kwargs
+from flipper_control.progress import Step
+from sim.io_utils import write_json_atomic
+
+DEMO_NOTE = "the embedded default loop (configs/demo.yaml); configs/full.yaml is the full-scale run"
+
+
+# ------------------------------------------------------------------------------------------ plan
+def cmd_plan(args) -> int:
+    from flipper_control.learning.tasks import plan_task
+    from planning.dataset import TrajectoryDataset
+    from planning.rrt import PlannerConfig
+    from sim.world_sets import resolve_worlds
+
+    worlds = resolve_worlds(args.world, count=args.count, seed=args.world_seed)
+    config = PlannerConfig(action_set=args.action_set, max_expansions=args.max_expansions, max_cpu_s=args.max_cpu_s,
+                           **max_delay_kwargs(args))
+    if args.policy:
+        from flipper_control.checkpoint import load_policy
+
+        load_policy(args.policy)  # a bad checkpoint stops here with its message, before any planning
+    trajs = []
+    with Step("planning", len(worlds), "world") as step:
+        for i, w in enumerate(worlds):
+            r = plan_task({"world": w, "seed": args.seed + i, "planner": config.to_dict(), "guide": args.policy})
+            t = r["trajectory"]
+            m = t.meta
+            line = (f"{w.name:16s} {'found' if t.success else 'FAILED':6s} {m['cpu_s']:7.2f} CPU s  "
+                    f"{m['expansions']:5d} expansions")
+            step.write(line + (f"  {len(t)} samples" if t.success else f"  {t.reason}"), sys.stdout)
+            trajs.append(t)
+            step.advance()
+        step.finish(f"{sum(t.success for t in trajs)}/{len(trajs)} found")
+    data = TrajectoryDataset(trajs)
+    if args.out:
+        data.save(args.out)
+        err(f"wrote {len(data)} trajectories ({data.n_samples} samples) to {args.out}")
+    if args.json:
+        write_json_atomic(args.json, {"seed": args.seed, "planner": config.to_dict(), "guide": args.policy,
+                                      "trajectories": [t.summary() for t in trajs]})
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ train-policy
+def cmd_train_policy(args) -> int:
+    import torch
+    import yaml
+
+    from flipper_control.checkpoint import save_policy
+    from flipper_control.learning.imitation import ImitationConfig, train_candidates
+    from planning.dataset import TrajectoryDataset
+
+    torch.set_num_threads(1)  # small networks: one thread is faster than two on this class of machine
+    data = TrajectoryDataset()
+    for path in args.data:
+        data.extend(TrajectoryDataset.load(path))
+    cfg = {}
+    if args.config:
+        cfg = yaml.safe_load(Path(args.config).read_text()) or {}
+    if args.epochs is not None:
+        cfg["epochs"] = args.epochs
+    config = ImitationConfig.from_dict(cfg)
+    score_fn = None
+    if args.select_worlds:
+        from flipper_control.learning.evaluation import evaluate
+        from flipper_control.policy import PolicyController
+        from sim.world_sets import resolve_worlds
+
+        worlds = resolve_worlds(args.select_worlds)
+
+        def score_fn(policy):
+            evs = evaluate(lambda: PolicyController(policy), worlds, args.select_runs, args.select_seed)
+            return sum(ev.score for ev in evs)
+    seeds = [args.seed + i for i in range(args.seeds)]
+    with Step(f"training {len(seeds)} candidates", len(seeds) * config.epochs, "epoch") as step:
+        def on_candidate(c) -> None:
+            extra = f", score {c.score:.4f}" if c.score is not None else ""
+            step.write(f"candidate seed {c.seed}: test mse {c.report.test_mse:.5f} (baseline "
+                       f"{c.report.baseline_test_mse:.5f}){extra}, {c.report.seconds:.1f} s")
+
+        cands = train_candidates(data, config, seeds=seeds, score_fn=score_fn, keep=args.keep, on_candidate=on_candidate,
+                                 on_epoch=lambda seed, epoch, loss: step.advance(info=f"seed {seed} loss {loss:.5f}"))
+        step.finish(f"{len(cands)} trained")
+    data_hash = data.sha256()
+    out = Path(args.out)
+    print("| seed | test MSE | baseline MSE | sim score | kept |\n|---:|---:|---:|---:|:---:|")
+    kept_paths = []
+    for c in cands:
+        score = "-" if c.score is None else f"{c.score:.2f}"
+        print(f"| {c.seed} | {c.report.test_mse:.5f} | {c.report.baseline_test_mse:.5f} | {score} | {'yes' if c.kept else ''} |")
+        if c.kept:
+            path = out if not kept_paths else out.with_name(f"{out.name}_{len(kept_paths) + 1}")
+            rep = c.report.to_dict()
+            rep.pop("loss_history", None)
+            save_policy(path, c.policy, {"seed": c.seed, "data_sha256": data_hash, "datasets": [str(p) for p in args.data],
+                                         "train_report": rep, "score": c.score})
+            kept_paths.append(str(path))
+    err(f"kept {len(kept_paths)} of {len(cands)}: " + ", ".join(p + ".safetensors" for p in kept_paths))
+    if args.json:
+        write_json_atomic(args.json, {"data_sha256": data_hash, "samples": data.n_samples,
+                                      "candidates": [c.to_dict() for c in cands], "kept": kept_paths})
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ loop / demo
+def _print_report(report: dict, out: Path) -> None:
+    from flipper_control.learning.report import table_i, table_iii
+
+    print("\nSimulated test worlds (Table I analogue):\n")
+    print(table_i(report))
+    print("\nPlanning cost per trajectory (Table III analogue):\n")
+    print(table_iii(report))
+    cpu = report.get("cpu_s", {})
+    print(f"\nCPU {cpu.get('total', 0):.0f} s ({cpu.get('cpu_hours', 0):.3f} CPU-hours), wall {report.get('wall_s', 0):.0f} s; "
+          f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'learning_curve.png'}")
+
+
+def _with_overrides(config, args):
+    from dataclasses import replace
+
+    changes = {k: v for k, v in (("executor", args.executor), ("workers", args.workers), ("ray_address", args.ray_address)) if v}
+    return replace(config, **changes) if changes else config
+
+
+def cmd_loop(args) -> int:
+    from flipper_control.learning.loop import load_loop_config, run_loop
+
+    config = _with_overrides(load_loop_config(args.config), args)
+    report = run_loop(config, args.out)
+    _print_report(report, Path(args.out))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from flipper_control.learning.loop import demo_config, run_loop
+
+    config = _with_overrides(demo_config(), args)
+    err(f"flipper demo: {DEMO_NOTE}; output in {args.out}")
+    t0 = time.perf_counter()
+    report = run_loop(config, args.out)
+    _print_report(report, Path(args.out))
+    err(f"demo finished in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add the learning commands to the ``flipper`` parser."""
+    p = sub.add_parser("plan", help="plan guiding trajectories with the RRT (optionally guided by a policy)")
+    p.add_argument("--world", nargs="+", required=True, help="world names, sets (test, proxy, training) or YAML files")
+    p.add_argument("--count", type=int, default=4, help="training worlds when 'training' is named")
+    p.add_argument("--world-seed", type=int, default=0, help="training-world generator seed")
+    p.add_argument("--action-set", default="coarse", help="coarse (3 x 1000 ms), fine (7 x 200 ms), or NAME@DT")
+    p.add_argument("--policy", help="guide the expansion with this checkpoint")
+    p.add_argument("--max-expansions", type=int, default=3000)
+    p.add_argument("--max-cpu-s", type=float, default=60.0)
+    p.add_argument("--max-delay", type=max_delay,
+                   help="seconds a plan may fall behind the nominal schedule, or none for the world's own slack "
+                        "(default: the planner's, planning.rrt.PlannerConfig.max_delay_s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the trajectories here (safetensors dataset)")
+    p.add_argument("--json", help="write a summary here")
+    p.set_defaults(func=cmd_plan)
+
+    t = sub.add_parser("train-policy", help="imitate planned trajectories: train N policies, keep the best")
+    t.add_argument("--data", nargs="+", required=True, help="trajectory datasets (aggregated)")
+    t.add_argument("--out", required=True, help="checkpoint path of the best policy (the next kept get _2, _3, ...)")
+    t.add_argument("--config", help="ImitationConfig YAML (epochs, lr, grad_clip, test_fraction, policy: ...)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seeds", type=int, default=3, help="policies trained (seed 000: 10)")
+    t.add_argument("--keep", type=int, default=1, help="policies kept (seed 000: 2)")
+    t.add_argument("--seed", type=int, default=0, help="first training seed")
+    t.add_argument("--select-worlds", nargs="*", help="rank by simulated score on these worlds (default: by test MSE)")
+    t.add_argument("--select-runs", type=int, default=1)
+    t.add_argument("--select-seed", type=int, default=1000)
+    t.add_argument("--json", help="write the candidates' reports here")
+    t.set_defaults(func=cmd_train_policy)
+
+    lp = sub.add_parser("loop", help="the coarse-to-fine learning loop (resumable: run again with the same --out)")
+    lp.add_argument("--config", required=True, help="loop YAML (see configs/demo.yaml, configs/full.yaml)")
+    lp.add_argument("--out", required=True)
+    lp.add_argument("--ray-address", help="an existing Ray cluster (with --executor ray)")
+    add_executor_args(lp)
+    lp.set_defaults(func=cmd_loop)
+
+    d = sub.add_parser("demo", help=DEMO_NOTE + " (what `make demo` runs)")
+    d.add_argument("--out", default="demo_out")
+    d.add_argument("--ray-address", help=argparse.SUPPRESS)
+    add_executor_args(d)
+    d.set_defaults(func=cmd_demo)
