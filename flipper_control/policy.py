@@ -27,6 +27,11 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+# A bound on the network a config (or a checkpoint's sidecar) may ask for: building it allocates the weights, and a
+# typo or a hostile file (hidden: [100000000]) would otherwise exhaust memory before any message could say why.
+MAX_PARAMETERS = 20_000_000
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """Architecture of ``NanAwarePolicy``; everything a checkpoint needs to rebuild the network."""
@@ -68,8 +73,19 @@ class PolicyConfig:
                 problems.append(f"{name} must be a positive number of metres, got {value!r}")
         if not (math.isfinite(self.negative_slope) and 0 <= self.negative_slope < 1):
             problems.append(f"negative_slope must lie in [0, 1), got {self.negative_slope!r}")
+        if not problems and self.parameter_count() > MAX_PARAMETERS:
+            problems.append(f"{self.parameter_count():,} parameters is more than a flipper policy needs (at most "
+                            f"{MAX_PARAMETERS:,}; the default has {PolicyConfig().parameter_count():,}): lower hidden, "
+                            "conv_channels or dem_shape")
         if problems:
             raise ValueError("PolicyConfig: " + "; ".join(problems))
+
+    def parameter_count(self) -> int:
+        """Weights and biases of the network this config builds (``NanAwarePolicy``), computed without building it."""
+        rows, cols = self.dem_shape
+        convs = 2 * (self.conv_channels * self.conv_kernel ** 2 + self.conv_channels)
+        widths = [self.conv_channels * rows * cols + self.n_proprio, *self.hidden, self.n_out]
+        return convs + sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
 
     def to_dict(self) -> dict:
         """Plain JSON-ready mapping (tuples become lists)."""

@@ -259,6 +259,9 @@ class DemHandler:
         c = self.config
         t_ns = to_nanoseconds(cloud.header.stamp)
         where = f"cloud at t = {t_ns / _NS:.3f} s in frame {cloud.header.frame_id!r}"
+        if t_ns < 0 or not 0 <= cloud.header.stamp.nanosec < _NS:  # a GridMap cannot carry it; the tf lookup is meaningless
+            self._skip(MALFORMED, f"{where}: invalid stamp (sec {cloud.header.stamp.sec}, nanosec {cloud.header.stamp.nanosec})")
+            return None
         try:
             xyz = cloud_to_xyz(cloud)
         except CloudError as exc:

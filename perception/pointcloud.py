@@ -118,8 +118,9 @@ def cloud_to_xyz(cloud: Any) -> np.ndarray:
             raise CloudError(f"field {f.name!r} has count {f.count}, expected 1")
     view = _point_view(cloud)
     xyz = np.empty((view.size, 3), dtype=np.float64)
-    for i, axis in enumerate(_XYZ):
-        xyz[:, i] = view[axis].reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):  # garbage bytes decode to NaN or inf: dropped just below
+        for i, axis in enumerate(_XYZ):
+            xyz[:, i] = view[axis].reshape(-1)
     finite = np.isfinite(xyz).all(axis=1)
     return xyz if finite.all() else xyz[finite]
 

@@ -81,7 +81,7 @@ class PlannerConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.smart_start, dict):
-            object.__setattr__(self, "smart_start", SmartStartConfig(**self.smart_start))
+            object.__setattr__(self, "smart_start", config_from_mapping(SmartStartConfig, self.smart_start, "smart_start config"))
         action_set(self.action_set)  # validates
         if self.max_expansions < 1 or self.max_cpu_s <= 0 or self.max_tree_mib <= 0:
             raise ValueError("PlannerConfig: max_expansions >= 1, max_cpu_s > 0 and max_tree_mib > 0 are required")

@@ -26,7 +26,39 @@ def config_from_mapping(cls: type[T], data: Any, label: str) -> T:
     unknown = sorted(str(k) for k in set(data) - known)
     if unknown:
         raise ValueError(f"{label}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    problems = [p for f in fields(cls) if f.name in data and (p := _type_problem(f.name, f.type, data[f.name]))]
+    if problems:
+        raise ValueError(f"{label}: " + "; ".join(problems))
     try:
         return cls(**data)
     except TypeError as exc:  # e.g. a string where a number belongs, caught by a comparison in __post_init__
         raise ValueError(f"{label}: {exc}") from None
+
+
+def _type_problem(name: str, annotation: Any, value: Any) -> str | None:
+    """What is wrong with the kind of ``value`` for a field annotated ``annotation`` (a string under postponed
+    annotations), or None. Only kinds are checked here (a number, a flag, a list of names); ranges and the rest
+    are each config's own ``__post_init__``'s business."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    base, optional = text.removesuffix(" | None"), text.endswith(" | None")
+    if value is None:
+        return None if optional or base not in _KINDS else f"{name} must be {_KINDS[base]}, got null"
+    if base in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        hint = ""
+        if isinstance(value, str):
+            try:
+                float(value)
+                hint = " (YAML reads an exponent without a sign as text: write 1.0e+9, not 1.0e9)" if "e" in value.lower() \
+                    else " (quoted in the file?)"
+            except ValueError:
+                pass
+        return f"{name} must be {_KINDS[base]}, got {value!r}{hint}"
+    if base == "bool" and not isinstance(value, bool):
+        return f"{name} must be true or false, got {value!r}"
+    if base == "tuple[str, ...]" and not (isinstance(value, str) or (isinstance(value, (list, tuple))
+                                                                     and all(isinstance(v, str) for v in value))):
+        return f"{name} must be a name or a list of names, got {value!r}"
+    return None
+
+
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false"}

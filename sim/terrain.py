@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.world import Box, Ramp, Rough, Stairs, Step, World
+from sim.world import Box, Ramp, Rough, Stairs, Step, World, WorldError
 
+MAX_GRID_CELLS = 60_000_000  # 480 MiB of float64 heights: more than any course within sim.world's bounds needs
 RAMP_SLAB = 0.10  # thickness of the tilted slab that forms a ramp surface
 
 
@@ -150,6 +151,12 @@ class HeightGrid:
             reach = math.hypot(s.half[0], s.half[1])
             x_lo, x_hi = min(x_lo, s.center[0] - reach), max(x_hi, s.center[0] + reach)
             y_lo, y_hi = min(y_lo, s.center[1] - reach), max(y_hi, s.center[1] + reach)
+        cells = math.ceil((x_hi - x_lo) / resolution) * math.ceil((y_hi - y_lo) / resolution)
+        if cells > MAX_GRID_CELLS:  # the world checks bound each field; this bounds their sum
+            raise WorldError(world.source, "terrain", f"the terrain spans {x_hi - x_lo:.0f} m x {y_hi - y_lo:.0f} m: a "
+                                                      f"{resolution * 100:g} cm height grid of {cells:.2e} cells "
+                                                      f"({cells * 8 / 2**20:.0f} MiB), more than the simulator's "
+                                                      f"{MAX_GRID_CELLS:.0e}; shorten the course or its obstacles")
         return cls(solids, (x_lo, x_hi), (y_lo, y_hi), resolution)
 
     def _index_range(self, lo: float, hi: float, origin: float, n: int) -> tuple[int, int]:

@@ -154,7 +154,25 @@ class World:
 # Validation
 
 
+# How much course the simulator holds. Its terrain is a 1 cm height grid over the course plus margins
+# (sim.terrain.HeightGrid), so the grid's size follows the course: 100 m x 10 m is 10^7 cells (80 MB of float64).
+# Obstacles lie on the course: at most OBSTACLE_MARGIN before its start or after its end, at most MAX_OFFSET
+# to either side of its centre line (the robot fails when it leaves the course by 0.6 m anyway).
+MAX_LENGTH = 100.0  # metres of course
+MAX_START_X = 100.0  # |start_x|, metres
+OBSTACLE_MARGIN = 20.0  # metres before the start line or past the goal line
+MAX_OFFSET = 5.0  # |y| of a primitive's centre line, metres
+MAX_ROUGH_BLOCKS = 20_000  # blocks of one rough patch (each is a MuJoCo box)
+
+
 def _number(src: str, where: str, value: Any, *, positive: bool = False, nonneg: bool = False) -> float:
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            raise WorldError(src, where, f"not a number: {value!r} is text") from None
+        hint = " (YAML reads an exponent without a sign as text: write 1.0e+9, not 1.0e9)" if "e" in value.lower() else ""
+        raise WorldError(src, where, f"not a number: {value!r} is text{hint}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise WorldError(src, where, f"expected a finite number, got {value!r}")
     if positive and value <= 0:
@@ -224,7 +242,29 @@ def _primitive(src: str, index: int, item: Any) -> Any:
         raise WorldError(src, f"{where}.height", "must be > 0 (use direction: down for a descent)")
     if kind == "box" and kwargs["size"][2] > 1.5:
         raise WorldError(src, f"{where}.size[2]", f"impossible height {kwargs['size'][2]}; at most 1.5 m")
-    return cls(**kwargs)
+    if kind == "box" and max(kwargs["size"][:2]) > _LIMITS["width"][1]:
+        raise WorldError(src, f"{where}.size", f"impossible size {list(kwargs['size'])}; length and width at most "
+                                               f"{_LIMITS['width'][1]:g} m")
+    prim = cls(**kwargs)
+    if isinstance(prim, Rough):
+        blocks = math.ceil(prim.length / prim.cell) * math.ceil(prim.width / prim.cell)
+        if blocks > MAX_ROUGH_BLOCKS:
+            raise WorldError(src, where, f"a rough patch of {blocks} blocks is more than the simulator holds (at most "
+                                         f"{MAX_ROUGH_BLOCKS}, each a collision box); use a larger cell or a smaller patch")
+    return prim
+
+
+def _on_course(src: str, index: int, prim: Any, start_x: float, goal_x: float) -> None:
+    """A primitive must lie on the course the simulator holds (see MAX_LENGTH and the margins above)."""
+    x, y = prim.position
+    lo, hi = start_x - OBSTACLE_MARGIN, goal_x + OBSTACLE_MARGIN
+    if not lo <= x <= hi:
+        raise WorldError(src, f"terrain[{index}].position[0]", f"x = {x:g} m is off the course; allowed [{lo:g}, {hi:g}] "
+                                                               f"(from {OBSTACLE_MARGIN:g} m before the start to "
+                                                               f"{OBSTACLE_MARGIN:g} m past the goal)")
+    if abs(y) > MAX_OFFSET:
+        raise WorldError(src, f"terrain[{index}].position[1]", f"y = {y:g} m is off the course; allowed "
+                                                               f"[{-MAX_OFFSET:g}, {MAX_OFFSET:g}]")
 
 
 def _required(cls: type) -> list[str]:
@@ -249,6 +289,9 @@ def world_from_dict(data: Any, source: str = "<dict>") -> World:
     if not isinstance(name, str) or not name.strip():
         raise WorldError(source, "name", f"expected a non-empty string, got {name!r}")
     length = _number(source, "length", data["length"], positive=True)
+    if length > MAX_LENGTH:
+        raise WorldError(source, "length", f"{length:g} m is more course than the simulator holds; allowed (0, {MAX_LENGTH:g}]"
+                                           " (split a longer course into several worlds)")
     speed = _number(source, "speed", data.get("speed", 0.3), positive=True)
     if speed > 2.0:
         raise WorldError(source, "speed", f"impossible speed {speed} m/s; allowed (0, 2]")
@@ -261,12 +304,17 @@ def world_from_dict(data: Any, source: str = "<dict>") -> World:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise WorldError(source, "seed", f"expected an integer, got {seed!r}")
     start_x = _number(source, "start_x", data.get("start_x", 0.0))
+    if abs(start_x) > MAX_START_X:
+        raise WorldError(source, "start_x", f"{start_x:g} m is too far from the origin; allowed "
+                                            f"[{-MAX_START_X:g}, {MAX_START_X:g}]")
     terrain_raw = data.get("terrain", [])
     if terrain_raw is None:
         terrain_raw = []
     if not isinstance(terrain_raw, list):
         raise WorldError(source, "terrain", "expected a list of primitives")
     terrain = tuple(_primitive(source, i, item) for i, item in enumerate(terrain_raw))
+    for i, prim in enumerate(terrain):
+        _on_course(source, i, prim, start_x, start_x + length)
     sections = []
     for i, sec in enumerate(data.get("sections", []) or []):
         w = f"sections[{i}]"
@@ -286,9 +334,12 @@ def load_world(path: str | Path) -> World:
     """Load and validate a world YAML file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise WorldError(str(path), "<file>", f"cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise WorldError(str(path), "<file>", f"not a text file (a world is YAML text): byte 0x{exc.object[exc.start]:02x} "
+                                              f"at offset {exc.start} is not UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +19,11 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from flipper_control.cli import main
 from flipper_control.controllers import make_controller
-from flipper_control.learning.bags import DATASET_NAME, REPORT_NAME, ingest, record_proxy_run, replay
-from perception.bag_io import BagError, BagReader, BagRecorder, MissingTopicError, Transform
+from flipper_control.learning.bags import DATASET_NAME, REPORT_NAME, OutputExistsError, ingest, record_proxy_run, replay
+from perception.bag_io import BagError, MissingTopicError, Transform
+from perception.bag_partials import WRITER_MARKER, partial_bags, remove_stale_partials, stale_partials
+from perception.bag_reader import BagReader
+from perception.bag_writer import BagRecorder
 from perception.dem_handler import DemHandler
 from perception.gridmap import dem_center, gridmap_to_dem
 from perception.messages import stamp, to_nanoseconds, typestore
@@ -112,16 +118,79 @@ def test_recorder_is_atomic_and_never_overwrites(tmp_path):
         BagRecorder(tmp_path / "x", "rosbag1")
 
 
-def test_a_killed_recording_leaves_no_bag_at_the_target(tmp_path):
-    script = (f"import os, signal\nfrom perception.bag_io import BagRecorder\n"
-              f"rec = BagRecorder({str(tmp_path / 'bag')!r}, 'mcap').open()\n"
+def _recording_in_another_process(bag: Path, killed: bool = True) -> subprocess.Popen:
+    """A recorder into ``bag`` in a child process: SIGKILLed mid-recording (``killed``), or left recording (it
+    waits for its stdin) once it has said 'recording'."""
+    script = (f"import os, signal, sys\nfrom perception.bag_writer import BagRecorder\n"
+              f"rec = BagRecorder({str(bag)!r}, 'mcap').open()\n"
               "for k in range(50):\n    rec.cmd_vel(0.1 * k, 0.3)\n"
-              "os.kill(os.getpid(), signal.SIGKILL)\n")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], capture_output=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+              + ("os.kill(os.getpid(), signal.SIGKILL)\n" if killed else "print('recording', flush=True)\nsys.stdin.read()\n"))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if killed:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, err
+    else:
+        assert proc.stdout.readline().strip() == "recording", proc.stderr.read()
+    return proc
+
+
+def test_a_killed_recording_leaves_no_bag_at_the_target(tmp_path):
+    _recording_in_another_process(tmp_path / "bag")
     assert not (tmp_path / "bag").exists()
     (partial,) = tmp_path.iterdir()  # the hidden temporary folder is all that is left
     assert partial.name.startswith(".bag.") and partial.name.endswith(".partial")
+
+
+def test_leftovers_of_killed_recordings_are_named_by_the_next_one_and_only_they_are_removed(tmp_path, caplog):
+    _recording_in_another_process(tmp_path / "bag")
+    (left,) = tmp_path.iterdir()
+    (info,) = partial_bags(tmp_path)
+    assert info.state == "stale" and info.target == tmp_path / "bag" and info.writer["pid"] > 0
+    assert stale_partials(tmp_path) == [left]
+    live = _recording_in_another_process(tmp_path / "other", killed=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="perception.bag_writer"):
+            with BagRecorder(tmp_path / "bag", "mcap") as rec:  # the same target, the same folder
+                rec.cmd_vel(0.0, 0.3)
+                states = {pb.target.name: pb.state for pb in partial_bags(tmp_path) if pb.path != left}
+                assert states == {"bag": "live", "other": "live"}  # this recording, and the other process's
+                assert remove_stale_partials(tmp_path) == [left]  # while both record: only the leftover goes
+                assert len(partial_bags(tmp_path)) == 2
+        warning = caplog.text
+        assert str(left) in warning and "killed recordings" in warning and "1 of them for bag" in warning
+        assert "--clean-partials" in warning and "rm -r" in warning
+        assert "still running" in warning and ".other." in warning  # the live one is mentioned, left alone
+        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".other.")) == ["bag"]
+        assert remove_stale_partials(tmp_path) == []  # the other recording still runs
+    finally:
+        live.kill()
+        live.communicate(timeout=60)
+    (other,) = stale_partials(tmp_path)  # killed now: a leftover
+    assert remove_stale_partials(tmp_path) == [other] and sorted(p.name for p in tmp_path.iterdir()) == ["bag"]
+
+
+def test_partials_of_a_reused_pid_or_of_unknown_writers(tmp_path):
+    def partial(name: str, marker: dict | None) -> Path:
+        p = tmp_path / f".{name}.abc123.partial"
+        (p / name).mkdir(parents=True)
+        if marker is not None:
+            (p / WRITER_MARKER).write_text(json.dumps(marker))
+        return p
+
+    host = socket.gethostname()
+    reused = partial("a", {"pid": os.getpid(), "host": host, "process_start": "0"})  # our pid, not our process
+    foreign = partial("b", {"pid": os.getpid(), "host": host + "-elsewhere"})
+    unmarked = partial("c", None)
+    (tmp_path / ".d.abc123.partial").mkdir()
+    (tmp_path / ".d.abc123.partial" / "notes.txt").write_text("not a recording")  # not ours: never removed
+    assert {pb.path.name: pb.state for pb in partial_bags(tmp_path)} == {
+        reused.name: "stale" if Path("/proc/self/stat").exists() else "live", foreign.name: "unknown",
+        unmarked.name: "unknown", ".d.abc123.partial": "unknown"}
+    assert set(remove_stale_partials(tmp_path)) <= {reused} and foreign.exists() and unmarked.exists()
+    assert remove_stale_partials(tmp_path, unknown_older_than=3600) == []  # written just now
+    assert set(remove_stale_partials(tmp_path, unknown_older_than=0)) == {foreign, unmarked}
+    assert [p.name for p in tmp_path.iterdir()] == [".d.abc123.partial"]
 
 
 @pytest.mark.parametrize("storage", STORAGES)
@@ -251,6 +320,23 @@ def test_ingest_of_a_truncated_bag_gives_part_of_the_run_and_says_so(recorded, t
     assert rep["skipped"]["lost to storage damage"]["/points"] > 0
 
 
+def test_ingest_refuses_to_replace_an_existing_dataset_unless_asked(recorded, tmp_path, capsys):
+    bag, data = recorded["sqlite3"][0], tmp_path / "data"
+    ingest([bag], data)
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    sha = TrajectoryDataset.load(data / DATASET_NAME).sha256()
+    with pytest.raises(OutputExistsError, match=rf"{DATASET_NAME} and .*{REPORT_NAME} exist already.*--overwrite"):
+        ingest([bag], data)
+    (data / DATASET_NAME).unlink()  # a report alone is not replaced either
+    with pytest.raises(OutputExistsError, match=rf"{REPORT_NAME} exists already"):
+        ingest([bag], data)
+    assert (data / REPORT_NAME).read_bytes() == before[REPORT_NAME] and not (data / DATASET_NAME).exists()
+    assert main(["ingest", str(bag), "--out", str(data)]) == 2  # the command: one line, exit status 2
+    assert "exists already" in capsys.readouterr().err
+    out = ingest([bag], data, overwrite=True)
+    assert out["trajectories"] == 1 and TrajectoryDataset.load(data / DATASET_NAME).sha256() == sha
+
+
 def test_ingest_stops_on_a_bag_without_points_before_writing(recorded, tmp_path):
     bag = tmp_path / "no_points"
     with BagRecorder(bag, "mcap") as rec:
@@ -331,3 +417,23 @@ def test_cli_proxy_figure_writes_a_png_and_its_numbers(tmp_path, write_world):
     freq = np.array(out["nan_frequency"])
     assert freq.shape == (20, 5) and 0 <= freq.min() and freq.max() <= 1 and out["steps"] > 10
     assert out["mean_abs_error_step"] < 0.1  # the proxy's DEM is close to the exact one where it has values
+
+
+def test_a_required_topic_of_another_type_is_refused_by_ingest_and_replay(tmp_path, capsys):
+    """/points recorded as sensor_msgs/Imu: the message names topic, found and expected type (no AttributeError)."""
+    joints = ["front_left_flipper_joint", "front_right_flipper_joint", "rear_left_flipper_joint", "rear_right_flipper_joint"]
+    bag = tmp_path / "wrong_type"
+    with BagRecorder(bag, "mcap", 0.0) as rec:
+        for i in range(3):
+            t = 0.1 * i
+            rec.joint_states(t, joints, [0.0] * 4, [0.0] * 4)
+            rec.flipper_commands(t, [0.0] * 4)
+            rec.tf(t, [Transform("map", "odom", (0, 0, 0), (1, 0, 0, 0)),
+                       Transform("odom", "base_link", (t, 0, 0), (1, 0, 0, 0))])
+            imu = rec.imu(t, (1, 0, 0, 0), (0, 0, 0), (0, 0, 9.8))
+            rec.write("/points", t, imu, msgtype="sensor_msgs/msg/Imu")
+    with pytest.raises(BagError, match="/points is sensor_msgs/msg/Imu, expected sensor_msgs/msg/PointCloud2"):
+        ingest([bag], tmp_path / "out")
+    assert main(["replay", str(bag), "--out", str(tmp_path / "replayed")]) == 2
+    assert "/points is sensor_msgs/msg/Imu, expected sensor_msgs/msg/PointCloud2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "replayed").exists()

@@ -63,7 +63,11 @@ def test_bench_sim_reports_rates(tmp_path):
     (["sim", "--world", "no_such_world"], "no such world"),
     (["worlds", "show"], "needs a world"),
     (["sim", "--world", "flat", "--controller", "magic"], "unknown controller"),
-    (["sim", "--world", "flat", "--runs", "0"], "--runs must be >= 1"),
+    (["sim", "--world", "flat", "--runs", "0"], "argument --runs: must be an integer >= 1, got 0"),
+    (["sim", "--world", "flat", "--seed", "-5"], "argument --seed: must be an integer >= 0, got -5"),
+    (["eval", "--controller", "heuristic", "--workers", "0"], "argument --workers: must be an integer >= 1"),
+    (["record", "--world", "F", "--out", "x", "--control-dt", "nan"], "argument --control-dt: must be a finite number"),
+    (["bench", "plan", "--noise-seeds", "0"], "argument --noise-seeds: must be an integer >= 1"),
 ])
 def test_bad_input_exits_2_with_a_message(argv, needle, capsys):
     assert main(argv) == 2
@@ -91,7 +95,7 @@ def test_bench_proxy_reports_both_real_time_factors(tmp_path, capsys):
 
 
 def test_sim_records_a_proxy_run_as_a_rosbag(tmp_path, capsys):
-    from perception.bag_io import BagReader
+    from perception.bag_reader import BagReader
 
     bag = tmp_path / "run"
     assert main(["sim", "--world", "proxy/F", "--reality", "proxy", "--record", str(bag), "--storage", "sqlite3"]) == 0

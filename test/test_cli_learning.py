@@ -178,9 +178,8 @@ def test_plan_max_delay_reaches_the_planner(tmp_path, arg, expected):
 
 @pytest.mark.parametrize("arg", ["0", "-1", "soon"])
 def test_plan_bad_max_delay_exits_2(capsys, arg):
-    with pytest.raises(SystemExit) as exc:
-        main(["plan", "--world", "flat", "--max-delay", arg])
-    assert exc.value.code == 2 and "--max-delay" in capsys.readouterr().err
+    assert main(["plan", "--world", "flat", "--max-delay", arg]) == 2
+    assert "flipper: error: argument --max-delay" in capsys.readouterr().err
 
 
 def test_plan_unknown_action_set_exits_2(tmp_path, capsys):
@@ -346,7 +345,7 @@ def test_bench_plan_plans_each_world_with_every_noise_seed(checkpoint, tmp_path,
                                                     ("steep_999_1", 6)]
         assert v["median_cpu_s"] == pytest.approx(float(np.median([row["cpu_s"] for row in v["per_world"]])), abs=1e-3)
     assert main(["bench", "plan", "--policy", str(checkpoint), "--noise-seeds", "0"]) == 2
-    assert "noise_seeds must be >= 1" in error_of(capsys)
+    assert "argument --noise-seeds: must be an integer >= 1" in error_of(capsys)
 
 
 def test_bench_plan_only_solved_names_the_seed_when_a_world_was_planned_several_times():
@@ -371,3 +370,16 @@ def test_bench_plan_worlds_are_none_the_shipped_loops_train_on():
 def test_bench_plan_unknown_world_set_exits_2_before_planning(checkpoint, capsys):
     assert main(["bench", "plan", "--policy", str(checkpoint), "--world-sets", "training", "cliffs"]) == 2
     assert "cliffs" in error_of(capsys)
+
+
+def test_train_policy_refuses_actions_far_outside_the_flipper_limits_naming_the_file(planned, tmp_path, capsys):
+    data = TrajectoryDataset.load(planned)
+    for t in data.trajectories:
+        t.action[:] = 1.0e6  # a hostile or broken dataset: rc 0 and a kept policy with test MSE 1e12 before
+    bad = tmp_path / "bad.safetensors"
+    data.save(bad)
+    out = tmp_path / "policy"
+    assert main(["train-policy", "--data", str(planned), str(bad), "--out", str(out), "--seeds", "1", "--epochs", "1"]) == 2
+    err = error_of(capsys)
+    assert f"{bad}: " in err and "action (flipper targets) outside" in err and "value 1e+06" in err
+    assert not checkpoint_paths(out)[0].exists()

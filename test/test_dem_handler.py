@@ -267,3 +267,44 @@ def test_node_imports_without_rclpy_and_its_defaults_are_the_handlers():
             assert getattr(defaults, name) == value
     assert node.PARAMETERS["points_topic"] == "/points" and node.PARAMETERS["elevation_map_topic"] == "/elevation_map"
     assert all(isinstance(v, (bool, int, float, str)) for v in node.PARAMETERS.values())  # ROS parameter types
+
+
+# ------------------------------------------------------------------------------------------ hostile input
+def _static_handler() -> DemHandler:
+    h = DemHandler()  # static transforms never age: every stamp finds them
+    for parent, child, p in (("map", "odom", (0, 0, 0)), ("odom", "base_link", (0, 0, 0)), ("base_link", "lidar", (0, 0, 0.3))):
+        h.tf.set_transform(parent, child, 0, p, UPRIGHT, static=True)
+    return h
+
+
+def test_a_cloud_with_an_impossible_stamp_is_skipped_not_raised():
+    h = _static_handler()
+    cloud = xyz_to_cloud(np.array([[1.0, 0.0, -0.3], [1.2, 0.1, -0.3]], np.float32), "lidar", 1.0)
+    cloud.header.stamp.sec = -5
+    assert h.on_cloud(cloud) is None
+    assert h.skips["malformed cloud"] == 1
+
+
+def test_random_clouds_and_bytes_never_raise_and_every_cloud_is_accounted_for():
+    """Seeded fuzzing of what a broken driver or a hostile publisher could send (the node must keep running)."""
+    rng = np.random.default_rng(7)
+    h = _static_handler()
+    good = xyz_to_cloud(rng.normal(0, 2, (200, 3)).astype(np.float32), "lidar", 1.0)
+    cloud_type, field_type = type(good), msg("sensor_msgs/msg/PointField")
+    n = 300
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:  # random data bytes under a valid header
+            c = cloud_type(**{**good.__dict__, "data": rng.integers(0, 256, int(rng.integers(0, 6000)), dtype=np.uint8)})
+        elif kind == 1:  # absurd dimensions
+            c = cloud_type(**{**good.__dict__, "height": int(rng.integers(0, 4)), "width": int(rng.integers(0, 2**31)),
+                              "point_step": int(rng.integers(0, 2**31)), "row_step": int(rng.integers(0, 2**32))})
+        elif kind == 2:  # random fields
+            fields = [field_type(name=str(rng.choice(["x", "y", "z", "i"])), offset=int(rng.integers(0, 2**32)),
+                                 datatype=int(rng.integers(0, 12)), count=int(rng.integers(0, 2**32))) for _ in range(3)]
+            c = cloud_type(**{**good.__dict__, "fields": fields})
+        else:  # random CDR bytes, as the rclpy adapter hands them over
+            assert h.on_cloud_cdr(rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes()) is None
+            continue
+        h.on_cloud(c)
+    assert h.processed + sum(h.skips.values()) == n

@@ -1,10 +1,13 @@
 """Executors: serial, process pool and a real local Ray instance give the same results, in task order, with
-task failures surfacing as ``TaskError`` naming the task, and per-worker peak memory recorded."""
+task failures surfacing as ``TaskError`` naming the task, and per-worker peak memory recorded; closing a pool does
+not wait for running tasks. Stopping by signals is in test_executor_signals.py, ``--ray-address`` against a real
+two-node Ray cluster in test_ray_cluster.py."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import time
 
 import pytest
 
@@ -15,10 +18,9 @@ from flipper_control.learning.executors import (
     RayExecutor,
     SerialExecutor,
     TaskError,
-    children_peak_rss_mib,
     make_executor,
-    peak_rss_mib,
 )
+from flipper_control.learning.worker_process import children_peak_rss_mib, peak_rss_mib
 
 
 @pytest.fixture(scope="module", params=EXECUTOR_KINDS)
@@ -99,10 +101,35 @@ def test_runs_in_workers(executor):
         import ray
 
         assert ray.is_initialized() and executor.startup_s > 0
+        # the local instance advertises a loopback address (Ray would take the route towards 8.8.8.8 otherwise)
+        assert ray.get_runtime_context().gcs_address.startswith("127.")
         # a second executor joins the running instance and must leave it running when closed
         with make_executor("ray", workers=1) as guest:
             assert guest.map(tasks.fail_on, [2]) == [4]
         assert ray.is_initialized()
+
+
+def test_close_does_not_wait_for_running_tasks(tmp_path):
+    """Task 1 fails at once while task 0 sleeps for a minute in the other worker: the TaskError arrives at once, and
+    close() terminates the busy worker instead of waiting for its task (Ctrl-C and SIGTERM end up here too)."""
+    ex = make_executor("process", workers=2)
+    try:
+        with pytest.raises(TaskError, match=r"task 1 failed: FileNotFoundError"):
+            ex.map(tasks.mark_and_sleep, [(str(tmp_path / "sleeping"), 60.0), (str(tmp_path / "no" / "such" / "dir"), 0.0)])
+        for _ in range(600):  # the sleeping task marks its start with its worker's pid
+            if (tmp_path / "sleeping").exists() and (tmp_path / "sleeping").read_text():
+                break
+            time.sleep(0.05)
+        busy = int((tmp_path / "sleeping").read_text())
+        os.kill(busy, 0)  # still running its task (raises ProcessLookupError otherwise)
+    finally:
+        t0 = time.monotonic()
+        ex.close()
+        elapsed = time.monotonic() - t0
+    assert elapsed < 5.0, f"close() took {elapsed:.1f} s"
+    with pytest.raises(ProcessLookupError):
+        os.kill(busy, 0)  # terminated and reaped
+    ex.close()  # twice is fine
 
 
 def test_unpicklable_function_reports_task():

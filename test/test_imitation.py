@@ -290,3 +290,40 @@ def test_config_round_trip_and_validation():
     ]:
         with pytest.raises(ValueError, match=message):
             ImitationConfig.from_dict(bad)
+
+
+# ------------------------------------------------------------------------------------------ ranges
+@pytest.mark.parametrize(
+    "key, index, value, what",
+    [
+        ("action", (7, 2), 1.0e6, "action (flipper targets)"),
+        ("action", (3, 0), -1.4, "action (flipper targets)"),  # 0.2 rad past the lower limit
+        ("proprio", (11, 3), 90.0, "flipper angles"),  # degrees where radians belong
+        ("proprio", (5, 0), 3.0, "pitch or roll"),
+        ("dem", (9, 4, 2), 1.0e6, "DEM heights"),
+        ("dem", (2, 0, 0), -np.inf, "DEM heights"),
+    ],
+)
+def test_samples_outside_the_robots_ranges_are_refused_with_what_and_where(key, index, value, what):
+    data = _synthetic(n_traj=3, length=20)
+    data[key][index] = value
+    with pytest.raises(DatasetError) as info:
+        train_policy(data, FAST)
+    message = str(info.value)
+    assert f"1 of 60 samples have {what} outside" in message and f"first at sample {index[0]}," in message
+
+
+def test_small_excursions_past_the_limits_are_tolerated():
+    data = _synthetic(n_traj=3, length=20)
+    data["action"][0, 0] = PolicyConfig().flipper_upper + 0.05  # an overshoot of 3 degrees
+    data["dem"][1, 0, 0] = np.nan  # NaN cells are what the policy is made for
+    train_policy(data, ImitationConfig(epochs=1, batch_size=64, policy=SMALL))
+
+
+def test_a_bad_sample_of_a_dataset_names_its_trajectory_and_world():
+    data = _synthetic(n_traj=2, length=10)
+    trajs = [Trajectory(data["dem"][i * 10:(i + 1) * 10], data["proprio"][i * 10:(i + 1) * 10],
+                        data["action"][i * 10:(i + 1) * 10], success=True, meta={"world": f"w{i}"}) for i in range(2)]
+    trajs[1].action[4, 1] = 7.0
+    with pytest.raises(DatasetError, match=r"first at sample 14 \(trajectory 1, world 'w1', its sample 4\), value 7"):
+        train_policy(TrajectoryDataset(trajs), FAST)

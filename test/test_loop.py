@@ -8,7 +8,6 @@ matter. The whole module takes some tens of seconds on two cores.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_loop import TINY, tiny_loop
 
 import flipper_control.learning.loop as loop_module
 from flipper_control.checkpoint import load_policy
@@ -30,27 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVAL_WORLDS = ["flat", "step_up"]
 
-# small enough for seconds per iteration on 2 cores; iteration 1 plans coarse and unguided, iteration 2 fine and guided
-TINY: dict = {
-    "executor": "serial",
-    "iterations": 2,
-    "training_worlds": 2,
-    "candidates": 1,
-    "selection_worlds": ["flat"],
-    "selection_runs": 1,
-    "eval_worlds": EVAL_WORLDS,
-    "eval_runs": 1,
-    "baselines": ["heuristic"],
-    "coarse": {"action_set": "coarse", "max_expansions": 200, "max_cpu_s": 10},
-    "guided": {"action_set": "fine", "max_expansions": 400, "max_cpu_s": 10},
-    "imitation": {"epochs": 2, "policy": {"hidden": [16], "conv_channels": 4}},
-}
-
-
 def tiny_config(**changes) -> LoopConfig:
-    data = copy.deepcopy(TINY)
-    data.update(changes)
-    return LoopConfig.from_dict(data)
+    return LoopConfig.from_dict(tiny_loop(**changes))
 
 
 def mtimes(root: Path) -> dict[str, int]:
@@ -371,7 +352,7 @@ def test_unknown_keys_are_named():
 @pytest.mark.parametrize(("changes", "message"), [
     ({"executor": "threads"}, "executor must be one of serial, process, ray"),
     ({"iterations": 0}, "iterations must be an integer >= 1"),
-    ({"iterations": True}, "iterations must be an integer >= 1"),
+    ({"iterations": True}, "iterations must be an integer, got True"),
     ({"candidates": -1}, "candidates must be an integer >= 1"),
     ({"eval_runs": 1.5}, "eval_runs must be an integer >= 1"),
     ({"workers": 0}, "workers must be an integer >= 1"),

@@ -6,6 +6,7 @@ import io
 import re
 
 import pytest
+from tiny_loop import tiny_loop
 
 from flipper_control.learning.loop import LoopConfig, run_loop
 from flipper_control.progress import Step, on_terminal
@@ -62,10 +63,7 @@ def test_the_environment_can_force_either_mode(monkeypatch):
     assert not on_terminal(FakeTerminal())
 
 
-LOOP = {"executor": "serial", "iterations": 1, "training_worlds": 2, "candidates": 2, "selection_worlds": ["flat"],
-        "selection_runs": 1, "eval_worlds": ["flat", "step_up"], "eval_runs": 1, "baselines": ["heuristic"],
-        "coarse": {"action_set": "coarse", "max_expansions": 200, "max_cpu_s": 10},
-        "imitation": {"epochs": 2, "policy": {"hidden": [16], "conv_channels": 4}}}
+LOOP = tiny_loop(iterations=1, candidates=2)
 
 
 def test_the_loop_prints_one_line_per_finished_step_and_bars_only_on_a_terminal(tmp_path, capsys, monkeypatch):

@@ -417,3 +417,58 @@ def test_world_error_survives_a_pickle_round_trip():
     back = pickle.loads(pickle.dumps(err))  # safe: our own in-memory object
     assert type(back) is WorldError and str(back) == str(err)
     assert (back.source, back.where, back.problem) == ("w.yaml", "obstacles[0].rise", "must be > 0")
+
+
+# ------------------------------------------------------------------------------------------ bounds of the simulator
+
+
+@pytest.mark.parametrize(
+    "world, field",
+    [
+        ({"name": "w", "length": 1.0e9}, "length"),
+        ({"name": "w", "length": 3.0, "start_x": 1.0e7}, "start_x"),
+        (_with_primitive(type="box", position=[1.0e7, 0.0], size=[0.5, 1.0, 0.1]), "terrain[0].position[0]"),
+        (_with_primitive(type="box", position=[-30.0, 0.0], size=[0.5, 1.0, 0.1]), "terrain[0].position[0]"),
+        (_with_primitive(type="step", position=[1.0, 40.0], height=0.2), "terrain[0].position[1]"),
+    ],
+    ids=["length-1e9", "start-1e7", "box-at-1e7", "box-far-behind", "step-far-aside"],
+)
+def test_a_world_larger_than_the_simulator_holds_names_field_and_bound(write_world, world, field):
+    message = _error_for(write_world, world)
+    assert f": {field}:" in message
+    match = _RANGE.search(message) or re.search(r"\((0), (\d+)\]", message)
+    assert match, f"no allowed range in {message!r}"
+
+
+def test_a_rough_patch_of_too_many_blocks_is_refused(write_world):
+    message = _error_for(write_world, _with_primitive(type="rough", position=[1.0, 0.0], length=100.0, width=20.0, cell=0.05))
+    assert ": terrain[0]:" in message and "800000 blocks" in message and "at most 20000" in message
+
+
+def test_terrain_grid_beyond_the_simulator_bound_is_a_world_error_not_a_memory_error():
+    """Every field within its bound, the sum still too large: refused before the grid is allocated."""
+    from sim.terrain import HeightGrid
+
+    world = world_from_dict({"name": "big", "length": 100, "terrain": [
+        {"type": "stairs", "position": [80, 0], "steps": 40, "run": 1.0, "rise": 0.5, "landing": 50, "width": 20},
+        {"type": "stairs", "position": [0, -5], "direction": "down", "steps": 40, "run": 1.0, "rise": 0.03,
+         "platform": 100, "width": 20}]}, source="big.yaml")
+    with pytest.raises(WorldError, match=r"big\.yaml: terrain: the terrain spans .* more than the simulator's"):
+        HeightGrid.for_world(world)
+
+
+@pytest.mark.parametrize("text, hint", [("1.0e9", "write 1.0e+9"), ("three", "is text")])
+def test_a_number_that_yaml_reads_as_text_is_named_not_a_number(write_world, text, hint):
+    path = write_world(f"name: w\nlength: {text}\n")
+    with pytest.raises(WorldError) as info:
+        load_world(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: length: not a number") and hint in message
+
+
+def test_a_binary_world_file_names_the_file(tmp_path):
+    path = tmp_path / "world.yaml"
+    path.write_bytes(b"name: w\nlength: 3\n\xff\xfe\x00binary")
+    with pytest.raises(WorldError) as info:
+        load_world(path)
+    assert str(info.value).startswith(f"{path}: <file>: not a text file") and "byte 0xff at offset 18" in str(info.value)

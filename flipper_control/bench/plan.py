@@ -29,8 +29,9 @@ import platform
 import statistics
 from pathlib import Path
 
-from flipper_control.learning.executors import make_executor, peak_rss_mib
+from flipper_control.learning.executors import make_executor
 from flipper_control.learning.tasks import plan_task
+from flipper_control.learning.worker_process import peak_rss_mib
 from flipper_control.progress import Step
 from planning.rrt import DEFAULT_MAX_DELAY_S, PlannerConfig
 from sim.world_sets import load_set

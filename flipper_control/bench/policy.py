@@ -45,7 +45,7 @@ def bench_policy(config=None, calls: int = 5000, repeats: int = 3, seed: int = 0
     """
     import torch
 
-    from flipper_control.learning.executors import peak_rss_mib
+    from flipper_control.learning.worker_process import peak_rss_mib
     from flipper_control.policy import NanAwarePolicy, PolicyConfig
 
     if calls < 1 or repeats < 1:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from flipper_control.cli.common import max_delay, max_delay_kwargs
+from flipper_control.cli.common import count, max_delay, max_delay_kwargs, save_json, seconds, seed
 from flipper_control.progress import Step
-from sim.io_utils import write_json_atomic
 
 
 def _bench_sim(args) -> dict:
@@ -87,10 +86,9 @@ BENCHES = {"sim": _bench_sim, "plan": _bench_plan, "policy": _bench_policy, "dem
 
 def cmd_bench(args) -> int:
     out = BENCHES[args.what](args)
-    if args.json:
-        write_json_atomic(args.json, out)
+    status = save_json(args.json, out)
     # the DEM builder must agree with its baseline: a bench that finds it does not fails
-    return 1 if args.what == "dem" and not out["equal_to_baseline"] else 0
+    return 1 if args.what == "dem" and not out["equal_to_baseline"] else status
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -98,29 +96,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench", help="measure speed against baselines")
     b.add_argument("what", choices=list(BENCHES))
     b.add_argument("--world", default="stairs_up")
-    b.add_argument("--seconds", type=float, default=20.0, help="simulated seconds of the physics baseline")
-    b.add_argument("--repeats", type=int, default=3, help="closed-loop runs (sim), timing repeats (policy, dem)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--points", type=int, default=1_000_000, help="bench dem: points per cloud")
+    b.add_argument("--seconds", type=seconds, default=20.0, help="simulated seconds of the physics baseline")
+    b.add_argument("--repeats", type=count, default=3, help="closed-loop runs (sim), timing repeats (policy, dem)")
+    b.add_argument("--seed", type=seed, default=0)
+    b.add_argument("--points", type=count, default=1_000_000, help="bench dem: points per cloud")
     b.add_argument("--json", help="write figures here")
     b.add_argument("--policy", help="bench plan: the guiding policy (default: the last policy of demo_out)")
-    b.add_argument("--count", type=int, default=8, help="bench plan: worlds per set")
+    b.add_argument("--count", type=count, default=8, help="bench plan: worlds per set")
     b.add_argument("--world-sets", nargs="+", default=["training", "steep"],
                    help="bench plan: world sets to plan on (training: the default loop distribution; steep: the "
                         "hardest half of its stairs, steps and drops; half_steep: the two in turn, what configs/full.yaml "
                         "trains on)")
-    b.add_argument("--world-seed", type=int,
+    b.add_argument("--world-seed", type=seed,
                    help="bench plan: world generator seed (default 999: worlds the shipped loop configs never train on)")
-    b.add_argument("--budget", type=float, default=60.0, help="bench plan: CPU seconds per trajectory")
-    b.add_argument("--max-expansions", type=int, default=20000, help="bench plan: expansions per trajectory")
+    b.add_argument("--budget", type=seconds, default=60.0, help="bench plan: CPU seconds per trajectory")
+    b.add_argument("--max-expansions", type=count, default=20000, help="bench plan: expansions per trajectory")
     b.add_argument("--max-delay", type=max_delay,
                    help="bench plan: seconds a plan may fall behind the nominal schedule, or none for the world's own "
                         "slack (default: the planner's)")
-    b.add_argument("--noise-seeds", type=int, default=1,
+    b.add_argument("--noise-seeds", type=count, default=1,
                    help="bench plan: plan every world with this many noise seeds (search cost varies a lot with the "
                         "seed); medians run over all")
     b.add_argument("--peer", choices=["ompl"], help="bench plan: also run OMPL's SST and KPIECE1")
-    b.add_argument("--calls", type=int, default=5000, help="bench policy: decisions per repeat")
+    b.add_argument("--calls", type=count, default=5000, help="bench policy: decisions per repeat")
     b.add_argument("--executor", choices=["serial", "process", "ray"], default="process")
-    b.add_argument("--workers", type=int)
+    b.add_argument("--workers", type=count)
     b.set_defaults(func=cmd_bench)

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sim.io_utils import check_writable, write_json_atomic
 
 __all__ = ["add_controller_args", "add_executor_args", "controller", "controller_factory", "err", "max_delay",
-           "max_delay_kwargs", "simulator"]
+           "max_delay_kwargs", "save_json", "save_output", "check_outputs", "count", "seconds", "seed", "simulator"]
 
 
 def err(msg: str) -> None:
@@ -64,10 +69,95 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
     """``--executor`` and ``--workers`` of the commands that fan tasks out."""
     p.add_argument("--executor", choices=["serial", "process", "ray"],
                    help="where tasks run (default: the config's, else process)")
-    p.add_argument("--workers", type=int, help="parallel workers (default: CPUs available)")
+    p.add_argument("--workers", type=count, help="parallel workers (default: CPUs available)")
 
 
 def add_controller_args(p: argparse.ArgumentParser) -> None:
     """``--controller`` and ``--posture`` of the commands that drive a reference controller."""
     p.add_argument("--controller", default="heuristic", help="fixed or heuristic")
     p.add_argument("--posture", help="fixed posture: flat, approach, v")
+
+
+def save_json(path: str | None, data) -> int:
+    """Write a finished command's ``--json`` result (see ``save_output``); returns the command's exit status."""
+    if not path:
+        return 0
+    return save_output(path, lambda p: write_json_atomic(p, data), "--json")[0]
+
+
+def save_output(path: str | Path, write, what: str) -> tuple[int, Path]:
+    """``write(path)`` for a finished result; returns (exit status, where it went). The target was checked before
+    the run (``check_outputs``), but a disk can fill or a folder vanish during it: then the result goes beside the
+    target, else into the current folder, else into the temp folder (as ``NAME-unsaved-TIME``), the message says
+    where, and the status is 1, so a finished run is never lost and a script still sees that it went wrong."""
+    target = Path(path)
+    try:
+        write(target)
+        return 0, target
+    except OSError as exc:  # OutputError included
+        problem = exc.strerror or str(exc)
+    name = f"{target.stem}-unsaved-{time.strftime('%Y%m%d-%H%M%S')}{target.suffix}"
+    for folder in (target.parent, Path.cwd(), Path(tempfile.gettempdir())):
+        try:
+            write(folder / name)
+        except OSError:
+            continue
+        err(f"flipper: could not write {what} {path} ({problem}); the results are in {folder / name}")
+        return 1, folder / name
+    raise OSError(f"could not write {what} {path} ({problem}) nor a copy in {target.parent}, {Path.cwd()} or the temp folder")
+
+
+def _integer_at_least(minimum: int, what: str):
+    """An argparse type: an integer >= ``minimum``, with a message that names the option (argparse adds it)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
+        return value
+
+    parse.__doc__ = f"{what}: an integer >= {minimum}."
+    return parse
+
+
+seed = _integer_at_least(0, "A seed option (numpy and torch take no negative seeds)")
+count = _integer_at_least(1, "A count option (runs, worlds, workers, epochs, ...)")
+
+
+def seconds(text: str) -> float:
+    """A duration option: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
+
+
+# Files each command writes under --out (a file, a checkpoint prefix, or a folder), checked before the work starts.
+_OUT_FILES = {
+    "plan": lambda out: [out],
+    "proxy-figure": lambda out: [out],
+    "worlds": lambda out: [out],
+    "train-policy": lambda out: [f"{out}.safetensors", f"{out}.json"],
+    "loop": lambda out: [Path(out) / "config.json"],
+    "demo": lambda out: [Path(out) / "config.json"],
+    "ingest": lambda out: [Path(out) / "ingest_report.json"],
+    "record": lambda out: [Path(out) / "metadata.yaml"],
+    "replay": lambda out: [Path(out) / "metadata.yaml"],
+}
+
+
+def check_outputs(args) -> None:
+    """Raise ``OutputError`` (exit 2) for a ``--json`` or ``--out`` target that cannot be written: a read-only
+    file, a folder in its place, a folder that takes no files. Checked before any work, so that a long run never
+    ends in an unwritable target."""
+    if getattr(args, "json", None):
+        check_writable(args.json, "--json")
+    out = getattr(args, "out", None)
+    if out and args.command in _OUT_FILES:
+        for path in _OUT_FILES[args.command](out):
+            check_writable(path, "--out")

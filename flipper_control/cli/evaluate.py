@@ -6,8 +6,18 @@ from __future__ import annotations
 import argparse
 import time
 
-from flipper_control.cli.common import add_controller_args, add_executor_args, controller, controller_factory, err, simulator
-from sim.io_utils import write_json_atomic
+from flipper_control.cli.common import (
+    add_controller_args,
+    add_executor_args,
+    controller,
+    controller_factory,
+    count,
+    err,
+    save_json,
+    seconds,
+    seed,
+    simulator,
+)
 
 
 # ------------------------------------------------------------------------------------------ sim
@@ -34,11 +44,9 @@ def cmd_sim(args) -> int:
         for name, sec in run.sections.items():
             print(f"    {name}: {sec['level']}" + (f" ({'; '.join(sec['reasons'])})" if sec["reasons"] else ""))
     print(f"{world.name}: score {ev.score:.2f} over {len(ev.runs)} runs ({args.controller})")
-    if args.json:
-        label = args.controller + (f":{args.posture}" if args.posture else "")
-        write_json_atomic(args.json, {"world": world.name, "controller": label, "seed": args.seed, **ev.to_dict(),
-                                      "simulator": sim.config_dict()})
-    return 0
+    label = args.controller + (f":{args.posture}" if args.posture else "")
+    return save_json(args.json, {"world": world.name, "controller": label, "seed": args.seed, **ev.to_dict(),
+                                 "simulator": sim.config_dict()})
 
 
 # ------------------------------------------------------------------------------------------ eval
@@ -93,18 +101,16 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
     totals = [sum(ev.score for ev in evs) for evs in evs_of]
     if len(passes) > 1:
         print(f"\nsim-to-real gap (sim - proxy): {totals[0] - totals[1]:+.2f} of {len(worlds)}")
-    if args.json:
-        out = {"controller": label, "seed": args.seed, "runs": args.runs, "max": len(worlds),
-               "wall_s": round(time.perf_counter() - t0, 2)}
-        if len(passes) > 1:
-            out["by_reality"] = {p[0]: {"total": round(t, 4), "worlds": [ev.to_dict() for ev in evs]}
-                                 for p, t, evs in zip(passes, totals, evs_of, strict=True)}
-            out["gap"] = round(totals[0] - totals[1], 4)
-        else:
-            out |= {"total": round(totals[0], 4), "reality": dict(zip([w.name for w in worlds], realities, strict=True)),
-                    "worlds": [ev.to_dict() for ev in evs_of[0]]}
-        write_json_atomic(args.json, out)
-    return 0
+    out = {"controller": label, "seed": args.seed, "runs": args.runs, "max": len(worlds),
+           "wall_s": round(time.perf_counter() - t0, 2)}
+    if len(passes) > 1:
+        out["by_reality"] = {p[0]: {"total": round(t, 4), "worlds": [ev.to_dict() for ev in evs]}
+                             for p, t, evs in zip(passes, totals, evs_of, strict=True)}
+        out["gap"] = round(totals[0] - totals[1], 4)
+    else:
+        out |= {"total": round(totals[0], 4), "reality": dict(zip([w.name for w in worlds], realities, strict=True)),
+                "worlds": [ev.to_dict() for ev in evs_of[0]]}
+    return save_json(args.json, out)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -112,9 +118,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sim", help="run a controller on a world and score the runs")
     s.add_argument("--world", required=True, help="world name or YAML file")
     add_controller_args(s)
-    s.add_argument("--runs", type=int, default=3)
-    s.add_argument("--seed", type=int, default=0, help="noise seed of the first run (run r uses seed + r)")
-    s.add_argument("--control-dt", type=float, default=0.1, help="controller period in seconds")
+    s.add_argument("--runs", type=count, default=3)
+    s.add_argument("--seed", type=seed, default=0, help="noise seed of the first run (run r uses seed + r)")
+    s.add_argument("--control-dt", type=seconds, default=0.1, help="controller period in seconds")
     s.add_argument("--no-noise", action="store_true", help="disable the seeded per-run noise (with --reality proxy: "
                    "no perturbed dynamics, range noise or drift)")
     s.add_argument("--reality", choices=["sim", "proxy"], default="sim",
@@ -130,8 +136,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--policy", help="checkpoint (PATH, PATH.safetensors or PATH.json)")
     who.add_argument("--controller", help="heuristic or fixed:POSTURE")
     e.add_argument("--worlds", nargs="+", default=["test"], help="test, proxy, world names or YAML files")
-    e.add_argument("--runs", type=int, default=3)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--runs", type=count, default=3)
+    e.add_argument("--seed", type=seed, default=0)
     e.add_argument("--json", help="write results here")
     e.add_argument("--reality", choices=["auto", "sim", "proxy", "both"], default="auto",
                    help="sim: the exact simulated DEM; proxy: the reality proxy (perturbed robot, lidar-built DEMs "

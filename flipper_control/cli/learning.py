@@ -11,9 +11,18 @@ import sys
 import time
 from pathlib import Path
 
-from flipper_control.cli.common import add_executor_args, err, max_delay, max_delay_kwargs
+from flipper_control.cli.common import (
+    add_executor_args,
+    count,
+    err,
+    max_delay,
+    max_delay_kwargs,
+    save_json,
+    save_output,
+    seconds,
+    seed,
+)
 from flipper_control.progress import Step
-from sim.io_utils import write_json_atomic
 
 DEMO_NOTE = "the embedded default loop (configs/demo.yaml); configs/full.yaml is the full-scale run"
 
@@ -45,13 +54,12 @@ def cmd_plan(args) -> int:
             step.advance()
         step.finish(f"{sum(t.success for t in trajs)}/{len(trajs)} found")
     data = TrajectoryDataset(trajs)
+    status = 0
     if args.out:
-        data.save(args.out)
-        err(f"wrote {len(data)} trajectories ({data.n_samples} samples) to {args.out}")
-    if args.json:
-        write_json_atomic(args.json, {"seed": args.seed, "planner": config.to_dict(), "guide": args.policy,
-                                      "trajectories": [t.summary() for t in trajs]})
-    return 0
+        status, where = save_output(args.out, data.save, "--out")
+        err(f"wrote {len(data)} trajectories ({data.n_samples} samples) to {where}")
+    return max(status, save_json(args.json, {"seed": args.seed, "planner": config.to_dict(), "guide": args.policy,
+                                             "trajectories": [t.summary() for t in trajs]}))
 
 
 # ------------------------------------------------------------------------------------------ train-policy
@@ -61,18 +69,25 @@ def cmd_train_policy(args) -> int:
 
     from flipper_control.checkpoint import save_policy
     from flipper_control.learning.imitation import ImitationConfig, train_candidates
-    from planning.dataset import TrajectoryDataset
+    from flipper_control.learning.training_data import check_training_data
+    from planning.dataset import DatasetError, TrajectoryDataset
 
     torch.set_num_threads(1)  # small networks: one thread is faster than two on this class of machine
-    data = TrajectoryDataset()
-    for path in args.data:
-        data.extend(TrajectoryDataset.load(path))
     cfg = {}
     if args.config:
         cfg = yaml.safe_load(Path(args.config).read_text()) or {}
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
     config = ImitationConfig.from_dict(cfg)
+    data = TrajectoryDataset()
+    for path in args.data:
+        part = TrajectoryDataset.load(path)
+        try:  # each file on its own, so that the message names the file that holds a bad sample
+            if part.n_samples:  # a file of failed plans adds nothing; the merged data must still have samples
+                check_training_data(part, config.policy)
+        except DatasetError as exc:
+            raise DatasetError(f"{path}: {exc}") from None
+        data.extend(part)
     score_fn = None
     if args.select_worlds:
         from flipper_control.learning.evaluation import evaluate
@@ -97,7 +112,7 @@ def cmd_train_policy(args) -> int:
     data_hash = data.sha256()
     out = Path(args.out)
     print("| seed | test MSE | baseline MSE | sim score | kept |\n|---:|---:|---:|---:|:---:|")
-    kept_paths = []
+    kept_paths, status = [], 0
     for c in cands:
         score = "-" if c.score is None else f"{c.score:.2f}"
         print(f"| {c.seed} | {c.report.test_mse:.5f} | {c.report.baseline_test_mse:.5f} | {score} | {'yes' if c.kept else ''} |")
@@ -105,14 +120,14 @@ def cmd_train_policy(args) -> int:
             path = out if not kept_paths else out.with_name(f"{out.name}_{len(kept_paths) + 1}")
             rep = c.report.to_dict()
             rep.pop("loss_history", None)
-            save_policy(path, c.policy, {"seed": c.seed, "data_sha256": data_hash, "datasets": [str(p) for p in args.data],
-                                         "train_report": rep, "score": c.score})
+            meta = {"seed": c.seed, "data_sha256": data_hash, "datasets": [str(p) for p in args.data], "train_report": rep,
+                    "score": c.score}
+            failed, path = save_output(path, lambda p, c=c, meta=meta: save_policy(p, c.policy, meta), "checkpoint")
+            status = max(status, failed)
             kept_paths.append(str(path))
     err(f"kept {len(kept_paths)} of {len(cands)}: " + ", ".join(p + ".safetensors" for p in kept_paths))
-    if args.json:
-        write_json_atomic(args.json, {"data_sha256": data_hash, "samples": data.n_samples,
-                                      "candidates": [c.to_dict() for c in cands], "kept": kept_paths})
-    return 0
+    return max(status, save_json(args.json, {"data_sha256": data_hash, "samples": data.n_samples,
+                                             "candidates": [c.to_dict() for c in cands], "kept": kept_paths}))
 
 
 # ------------------------------------------------------------------------------------------ loop / demo
@@ -160,16 +175,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the learning commands to the ``flipper`` parser."""
     p = sub.add_parser("plan", help="plan guiding trajectories with the RRT (optionally guided by a policy)")
     p.add_argument("--world", nargs="+", required=True, help="world names, sets (test, proxy, training) or YAML files")
-    p.add_argument("--count", type=int, default=4, help="training worlds when 'training' is named")
-    p.add_argument("--world-seed", type=int, default=0, help="training-world generator seed")
+    p.add_argument("--count", type=count, default=4, help="training worlds when 'training' is named")
+    p.add_argument("--world-seed", type=seed, default=0, help="training-world generator seed")
     p.add_argument("--action-set", default="coarse", help="coarse (3 x 1000 ms), fine (7 x 200 ms), or NAME@DT")
     p.add_argument("--policy", help="guide the expansion with this checkpoint")
-    p.add_argument("--max-expansions", type=int, default=3000)
-    p.add_argument("--max-cpu-s", type=float, default=60.0)
+    p.add_argument("--max-expansions", type=count, default=3000)
+    p.add_argument("--max-cpu-s", type=seconds, default=60.0)
     p.add_argument("--max-delay", type=max_delay,
                    help="seconds a plan may fall behind the nominal schedule, or none for the world's own slack "
                         "(default: the planner's, planning.rrt.PlannerConfig.max_delay_s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", help="write the trajectories here (safetensors dataset)")
     p.add_argument("--json", help="write a summary here")
     p.set_defaults(func=cmd_plan)
@@ -178,20 +193,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", nargs="+", required=True, help="trajectory datasets (aggregated)")
     t.add_argument("--out", required=True, help="checkpoint path of the best policy (the next kept get _2, _3, ...)")
     t.add_argument("--config", help="ImitationConfig YAML (epochs, lr, grad_clip, test_fraction, policy: ...)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--seeds", type=int, default=3, help="policies trained (seed 000: 10)")
-    t.add_argument("--keep", type=int, default=1, help="policies kept (seed 000: 2)")
-    t.add_argument("--seed", type=int, default=0, help="first training seed")
+    t.add_argument("--epochs", type=count)
+    t.add_argument("--seeds", type=count, default=3, help="policies trained (seed 000: 10)")
+    t.add_argument("--keep", type=count, default=1, help="policies kept (seed 000: 2)")
+    t.add_argument("--seed", type=seed, default=0, help="first training seed")
     t.add_argument("--select-worlds", nargs="*", help="rank by simulated score on these worlds (default: by test MSE)")
-    t.add_argument("--select-runs", type=int, default=1)
-    t.add_argument("--select-seed", type=int, default=1000)
+    t.add_argument("--select-runs", type=count, default=1)
+    t.add_argument("--select-seed", type=seed, default=1000)
     t.add_argument("--json", help="write the candidates' reports here")
     t.set_defaults(func=cmd_train_policy)
 
     lp = sub.add_parser("loop", help="the coarse-to-fine learning loop (resumable: run again with the same --out)")
     lp.add_argument("--config", required=True, help="loop YAML (see configs/demo.yaml, configs/full.yaml)")
     lp.add_argument("--out", required=True)
-    lp.add_argument("--ray-address", help="an existing Ray cluster (with --executor ray)")
+    lp.add_argument("--ray-address", help="HOST:PORT of a running Ray cluster's head (with --executor ray; token "
+                    "authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, see README)")
     add_executor_args(lp)
     lp.set_defaults(func=cmd_loop)
 

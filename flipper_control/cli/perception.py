@@ -7,10 +7,10 @@ Bad input (a missing topic, a damaged bag, an existing output bag) raises a ``Va
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from flipper_control.cli.common import add_controller_args, controller, err
+from flipper_control.cli.common import add_controller_args, controller, err, save_json, seconds, seed
 from flipper_control.progress import Step
-from sim.io_utils import write_json_atomic
 
 
 # ------------------------------------------------------------------------------------------ record
@@ -32,15 +32,19 @@ def record(world_ref: str, controller_name: str, out: str, storage: str = "mcap"
 
 
 def cmd_record(args) -> int:
+    if getattr(args, "clean_partials", None):  # `flipper sim --record` has no such option
+        from perception.bag_partials import remove_stale_partials
+
+        parent = Path(args.out).resolve().parent
+        for path in remove_stale_partials(parent, unknown_older_than=args.clean_partials):
+            err(f"removed {path} (the leftover of a killed recording)")
     out = record(args.world, args.controller, args.out, args.storage, args.seed, args.posture, args.control_dt,
                  args.no_noise, args.max_time)
     run = out["run"]
     print(f"{out['world']} (seed {out['seed']}): {run['level']} {run['distance']:.2f} m in {run['time']:.1f} s")
     print(", ".join(f"{topic} {n}" for topic, n in sorted(out["messages"].items())))
     err(f"wrote {args.out} ({args.storage})")
-    if args.json:
-        write_json_atomic(args.json, out)
-    return 0
+    return save_json(args.json, out)
 
 
 # ------------------------------------------------------------------------------------------ ingest
@@ -48,7 +52,7 @@ def cmd_ingest(args) -> int:
     from flipper_control.learning.bags import IngestConfig, ingest
 
     with Step(f"ingesting {len(args.bags)} bag{'s' if len(args.bags) > 1 else ''}", unit="cloud") as step:
-        out = ingest(args.bags, args.out, IngestConfig(max_gap=args.max_gap), progress=step)
+        out = ingest(args.bags, args.out, IngestConfig(max_gap=args.max_gap), progress=step, overwrite=args.overwrite)
         step.finish(f"{out['samples']} samples")
     for rep in out["bags"]:
         skips = {**rep["handler_skips"], **rep["pairing_skips"],
@@ -70,9 +74,7 @@ def cmd_replay(args) -> int:
     print(f"{args.out}: {counts} (skipped clouds: {skips})")
     if out["read"]["errors"]:
         print(f"input damaged: {'; '.join(out['read']['errors'])}")
-    if args.json:
-        write_json_atomic(args.json, out)
-    return 0
+    return save_json(args.json, out)
 
 
 # ------------------------------------------------------------------------------------------ figure
@@ -85,9 +87,7 @@ def cmd_proxy_figure(args) -> int:
     print(f"{world.name}: step {out['step']} (t = {out['time']:.1f} s), NaN share {out['nan_share_step']:.2f} there, "
           f"{out['nan_share_run']:.2f} over the run; mean |proxy - exact| {out['mean_abs_error_step'] or 0:.3f} m")
     err(f"wrote {args.out}")
-    if args.json:
-        write_json_atomic(args.json, out)
-    return 0
+    return save_json(args.json, out)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -97,18 +97,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_controller_args(r)
     r.add_argument("--out", required=True, help="bag folder to create (must not exist)")
     r.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
-    r.add_argument("--seed", type=int, default=0, help="noise seed of the run")
-    r.add_argument("--control-dt", type=float, default=0.1, help="controller period in seconds")
-    r.add_argument("--max-time", type=float, help="stop recording after this many simulated seconds")
+    r.add_argument("--seed", type=seed, default=0, help="noise seed of the run")
+    r.add_argument("--control-dt", type=seconds, default=0.1, help="controller period in seconds")
+    r.add_argument("--max-time", type=seconds, help="stop recording after this many simulated seconds")
     r.add_argument("--no-noise", action="store_true", help="ideal proxy: no perturbed dynamics, range noise or drift")
+    r.add_argument("--clean-partials", type=seconds, nargs="?", const=float("inf"), metavar="SECONDS",
+                   help="first remove the .partial folders that killed recordings left beside --out (only those whose "
+                        "writer is gone); with SECONDS also those of unknown writer untouched that long")
     r.add_argument("--json", help="write the run summary here")
     r.set_defaults(func=cmd_record)
 
     i = sub.add_parser("ingest", help="turn rosbags into the real-trajectory dataset (DEMs rebuilt from the clouds)")
     i.add_argument("bags", nargs="+", help="rosbag2 folders (or .mcap/.db3 files)")
     i.add_argument("--out", required=True, help="output folder: real_trajectories.safetensors, ingest_report.json")
-    i.add_argument("--max-gap", type=float, default=0.1, help="seconds within which a DEM finds its IMU, joint state "
+    i.add_argument("--max-gap", type=seconds, default=0.1, help="seconds within which a DEM finds its IMU, joint state "
                    "and command")
+    i.add_argument("--overwrite", action="store_true", help="replace the dataset and report an earlier ingest wrote "
+                   "to --out (by default an existing output is refused, as record and replay refuse an existing bag)")
     i.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("replay", help="run the DEM handler (and a policy) over a bag; write the outputs to a new bag")
@@ -123,7 +128,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--world", default="staircase", help="world name or YAML file")
     f.add_argument("--out", required=True, help="PNG to write")
     add_controller_args(f)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--control-dt", type=float, default=0.1)
+    f.add_argument("--seed", type=seed, default=0)
+    f.add_argument("--control-dt", type=seconds, default=0.1)
     f.add_argument("--json", help="write the figure's numbers here")
     f.set_defaults(func=cmd_proxy_figure)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from flipper_control.cli.common import count, seed
 from sim.world import WorldError, dump_world
 
 
@@ -53,8 +54,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     w.add_argument("action", choices=["list", "show", "export"])
     w.add_argument("world", nargs="?", help="world name (stairs_up, proxy/staircase, training/3) or YAML file")
     w.add_argument("--set", choices=["test", "proxy", "training", "steep", "half_steep"], help="only this set (list)")
-    w.add_argument("--count", type=int, default=10, help="number of training (or steep) worlds to list")
-    w.add_argument("--seed", type=int, default=0, help="training-world generator seed")
+    w.add_argument("--count", type=count, default=10, help="number of training (or steep) worlds to list")
+    w.add_argument("--seed", type=seed, default=0, help="training-world generator seed")
     w.add_argument("--format", choices=["mjcf", "urdf"], default="mjcf", help="export format")
     w.add_argument("--out", help="write the export here instead of stdout")
     w.set_defaults(func=cmd_worlds)

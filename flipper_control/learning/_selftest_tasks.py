@@ -1,4 +1,4 @@
-"""Task functions for ``test/test_executors.py``.
+"""Task functions for ``test/test_executors.py`` and ``test/test_executor_signals.py``.
 
 They live in the package, not in the test module, because spawned pool workers and Ray workers unpickle a
 task function by importing its module: ``flipper_control`` is installed, while ``test/`` is not a package
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 
 def heuristic_episode(seed: int) -> tuple[str, float, float]:
@@ -27,6 +28,27 @@ def sleep_and_echo(task: tuple[int, float]) -> tuple[int, int]:
     value, seconds = task
     time.sleep(seconds)
     return value, os.getpid()
+
+
+def mark_and_sleep(task: tuple[str, float]) -> int:
+    """``(path, seconds)``: creates the file ``path`` (so a test knows the task is running), sleeps, returns the pid."""
+    path, seconds = task
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def meet(task: tuple[str, int, float]) -> int:
+    """``(folder, n, timeout_s)``: leaves this worker's pid in ``folder`` and waits until ``n`` workers have, so that
+    ``n`` such tasks on ``n`` workers run at the same time, one per worker; returns the pid."""
+    folder, n, timeout_s = task
+    Path(folder, str(os.getpid())).touch()
+    deadline = time.monotonic() + timeout_s
+    while len(list(Path(folder).iterdir())) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(list(Path(folder).iterdir()))} of {n} workers arrived in {timeout_s} s")
+        time.sleep(0.01)
+    return os.getpid()
 
 
 def fail_on(task: int) -> int:

@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from perception.bag_io import DEFAULT_EPOCH, FRAMES, BagError, BagReader, BagRecorder, Transform, storage_of
+from perception.bag_io import DEFAULT_EPOCH, FRAMES, BagError, Transform, storage_of
+from perception.bag_reader import BagReader
+from perception.bag_writer import BagRecorder
 from perception.dem_handler import DemHandler, DemHandlerConfig
 from perception.messages import ELEVATION_MAP, FLIPPER_COMMANDS, IMU, JOINT_STATES, POINTS, TF, TF_STATIC, to_nanoseconds
-from sim.io_utils import write_json_atomic
+from sim.io_utils import OutputError, write_json_atomic
 from sim.robot import FLIPPER_NAMES
 from sim.safety import euler_from_quat
 from sim.simulator import RUNNING
@@ -34,6 +36,10 @@ JOINT_NAMES = tuple(f"{n}_joint" for n in FLIPPER_NAMES)  # the URDF's (sim.urdf
 INGEST_TOPICS = (POINTS, TF, IMU, JOINT_STATES, FLIPPER_COMMANDS)  # /tf_static is optional (mounts may be on /tf)
 DATASET_NAME, REPORT_NAME = "real_trajectories.safetensors", "ingest_report.json"
 _NS = 1_000_000_000
+
+
+class OutputExistsError(OutputError):
+    """An output that exists already and would be replaced; the message names it and how to go on."""
 
 
 # ------------------------------------------------------------------------------------------ record
@@ -218,23 +224,32 @@ def ingest_bag(path: str | Path, config: IngestConfig | None = None, on_cloud: C
     shape = config.handler.builder.dem.shape
     meta = {"source": "rosbag", "bag": str(path), "world": custom.get("world", Path(path).name),
             "seed": int(custom["seed"]) if custom.get("seed", "").isdigit() else None,
-            "t0": stamps[0] / _NS if stamps else None, "t1": stamps[-1] / _NS if stamps else None}
+            "t0": min(stamps) / _NS if stamps else None, "t1": max(stamps) / _NS if stamps else None}
     if not dems:
         return Trajectory.failed("no usable samples in the bag", shape, meta), report
-    traj = Trajectory(np.stack(dems), np.stack(proprio), np.stack(action), success=True, meta=meta)
+    # in time order: clouds recovered record by record from a damaged bag come after the others
+    order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
+    traj = Trajectory(np.stack(dems)[order], np.stack(proprio)[order], np.stack(action)[order], success=True, meta=meta)
     return traj, report
 
 
 def ingest(bags: list[str | Path], out_dir: str | Path, config: IngestConfig | None = None,
-           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+           progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Bags -> ``out_dir/real_trajectories.safetensors`` (one trajectory per bag, DEMs with NaN) and
     ``out_dir/ingest_report.json`` (what was read and skipped, per bag); both written atomically.
-    Every bag is checked for the required topics before anything is processed or written.
+    Either existing in ``out_dir`` raises OutputExistsError unless ``overwrite`` (as ``record`` and ``replay``
+    never replace a bag). Every bag is checked for the required topics before anything is processed or written.
     ``progress(clouds done, clouds in all bags)`` is called after every cloud."""
     from planning.dataset import TrajectoryDataset
 
     if not bags:
         raise ValueError("ingest: give at least one bag")
+    out = Path(out_dir)
+    existing = [out / name for name in (DATASET_NAME, REPORT_NAME) if (out / name).exists()]
+    if existing and not overwrite:  # before minutes of DEM building
+        raise OutputExistsError(f"{' and '.join(map(str, existing))} exist{'s' if len(existing) == 1 else ''} already; "
+                                "ingest replaces a dataset only when asked: pass --overwrite (overwrite=True) or choose "
+                                "another --out")
     total = 0
     for bag in bags:  # fail fast, before minutes of DEM building on the other bags
         with BagReader(bag) as reader:
@@ -253,7 +268,6 @@ def ingest(bags: list[str | Path], out_dir: str | Path, config: IngestConfig | N
         traj, rep = ingest_bag(bag, config, on_cloud)
         trajectories.append(traj)
         reports.append(rep)
-    out = Path(out_dir)
     data = TrajectoryDataset(trajectories)
     data.save(out / DATASET_NAME)
     summary = {"dataset": str(out / DATASET_NAME), "trajectories": len(data), "samples": data.n_samples,

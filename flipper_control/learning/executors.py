@@ -14,10 +14,20 @@ its own seeds (world seed, noise seed, torch/numpy seeds) and must not rely on g
 worker it lands on or the order of execution; then all kinds return identical results. Workers run torch
 with one intra-op thread (as ``serial`` does during ``map``), so thread counts cannot change reductions.
 
+Where the operating system comes in (thread limits, memory readings, how pool workers start and stop) is in
+``worker_process``; joining a Ray cluster with clear errors is in ``ray_connect``.
+
 Failures: an exception raised by a task cancels the tasks not yet started and reaches the caller as a
 ``TaskError`` whose message names the task index and the original error (type and message); the worker's
 traceback is in ``TaskError.remote_traceback``. Infrastructure failures (a task that cannot be pickled, a
 worker killed by the OOM killer) are reported the same way.
+
+Stopping: ``close()`` never waits for a running task. The process pool cancels what has not started, gives idle
+workers a moment to exit and terminates the rest, so Ctrl-C or SIGTERM (which the ``flipper`` command turns into an
+exception) ends a run within a couple of seconds. Pool workers ignore SIGINT (the parent decides; a Ctrl-C reaches
+the whole process group) and exit by themselves when the parent process dies, even by SIGKILL: a watchdog thread
+waits on the parent's lifeline pipe, and on Linux the kernel also sends them SIGKILL (``PR_SET_PDEATHSIG``). The
+multiprocessing resource tracker then exits too, once the last worker holding its pipe is gone.
 
 Memory: every task runs inside a wrapper that reads its worker's peak resident set (``peak_rss_mib``) after
 the task and sends it back with the result, so tasks need not do anything. The executor keeps the largest
@@ -29,8 +39,8 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
-import sys
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -39,82 +49,24 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = [
-    "EXECUTOR_KINDS",
-    "Executor",
-    "ProcessExecutor",
-    "RayExecutor",
-    "SerialExecutor",
-    "TaskError",
-    "children_peak_rss_mib",
-    "default_workers",
-    "limit_threads",
-    "make_executor",
-    "peak_rss_mib",
-]
+from flipper_control.learning.ray_connect import check_reachable, connection_error, local_node_ip
+from flipper_control.learning.worker_process import (
+    THREAD_ENV,
+    children_peak_rss_mib,
+    default_workers,
+    limit_threads,
+    peak_rss_mib,
+    pool_worker_init,
+    sigint_blocked,
+    stop_pool,
+)
+
+__all__ = ["EXECUTOR_KINDS", "Executor", "ProcessExecutor", "RayExecutor", "SerialExecutor", "TaskError", "make_executor"]
 
 EXECUTOR_KINDS = ("serial", "process", "ray")
 
-# the thread pools of OpenMP, MKL and OpenBLAS read these once, when the library loads
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 Progress = Callable[[int, int], None]
-
-
-# ------------------------------------------------------------------------------------------ memory
-def peak_rss_mib() -> float:
-    """Peak resident set of this process in MiB.
-
-    On Linux this is ``VmHWM`` of ``/proc/self/status``, the high-water mark of this process's own address
-    space. Why not ``getrusage(RUSAGE_SELF).ru_maxrss`` there: the kernel carries the peak across fork+exec, so
-    a spawned worker of a 500 MiB parent reports at least ~500 MiB however little it uses itself. Elsewhere
-    (or if /proc is unreadable) it falls back to ``ru_maxrss`` (KiB on Linux, bytes on macOS).
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0  # the value is in kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return _maxrss_mib(resource.RUSAGE_SELF)
-
-
-def children_peak_rss_mib() -> float:
-    """Largest peak resident set among this process's terminated, waited-for children, in MiB (``RUSAGE_CHILDREN``).
-
-    Caveats: live children are not counted (the process pool's workers appear only after ``close()``); the value
-    includes what a child inherited at fork, so for spawned workers it is at least this process's RSS when it
-    started them (prefer ``Executor.memory_report()``'s per-worker figures); Ray workers are children of the Ray
-    node, not of this process.
-    """
-    return _maxrss_mib(resource.RUSAGE_CHILDREN)
-
-
-def _maxrss_mib(who: int) -> float:
-    kib = resource.getrusage(who).ru_maxrss
-    return kib / (1024.0 * 1024.0) if sys.platform == "darwin" else kib / 1024.0
-
-
-# ------------------------------------------------------------------------------------------ threads
-def default_workers() -> int:
-    """CPUs this process may run on (the affinity mask where the OS has one, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def limit_threads() -> None:
-    """One compute thread per worker: the thread env vars for libraries loaded later, and torch's intra-op pool now.
-
-    Why: with N workers on N cores, extra threads only oversubscribe; and small torch ops (a policy decision,
-    one planner expansion) are about 50x slower with 2 threads than with 1 on a 2-core machine.
-    """
-    os.environ.update(THREAD_ENV)
-    import torch  # a dependency of the package; imported here so workers that never touch torch still get the setting
-
-    torch.set_num_threads(1)
 
 
 # ------------------------------------------------------------------------------------------ task wrapper
@@ -288,15 +240,25 @@ class SerialExecutor(Executor):
 
 
 class ProcessExecutor(Executor):
-    """A local pool of worker processes, created on the first ``map`` and reused until ``close()``."""
+    """A local pool of worker processes, created on the first ``map`` and reused until ``close()``.
+
+    ``close()`` (also on Ctrl-C or SIGTERM in a ``with`` block or ``finally``) returns within about two seconds:
+    tasks that have not started are cancelled and busy workers are terminated (see ``_stop_pool``).
+    """
 
     kind = "process"
 
     def __init__(self, workers: int | None = None):
         super().__init__(workers)
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_dies_with_main = False  # its workers get PR_SET_PDEATHSIG (started by the main thread)
 
     def _get_pool(self) -> ProcessPoolExecutor:
+        # the pool starts its workers in the thread that calls submit(); PDEATHSIG ties a worker to that thread, so
+        # it is only asked for from the main thread, and a pool that asked for it is not grown from another thread
+        in_main = threading.current_thread() is threading.main_thread()
+        if self._pool is not None and self._pool_dies_with_main and not in_main:
+            self._discard_pool()
         if self._pool is None:
             import multiprocessing
 
@@ -305,12 +267,15 @@ class ProcessExecutor(Executor):
             # parallel op (and 'fork' is unsafe on macOS). 'forkserver' would also do, but 'spawn' is available
             # everywhere and its start-up cost (~1 s per worker, once per executor) is small beside a task.
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=limit_threads)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=pool_worker_init,
+                                             initargs=(os.getpid(), in_main))
+            self._pool_dies_with_main = in_main
         return self._pool
 
     def _map_outcomes(self, fn, tasks, collect) -> None:
         pool = self._get_pool()
-        futures: dict[Future, int] = {pool.submit(_run_task, fn, task): i for i, task in enumerate(tasks)}
+        with sigint_blocked():  # submit() starts the workers (see sigint_blocked)
+            futures: dict[Future, int] = {pool.submit(_run_task, fn, task): i for i, task in enumerate(tasks)}
         pending = set(futures)
         try:
             while pending:
@@ -330,20 +295,26 @@ class ProcessExecutor(Executor):
                 fut.cancel()
 
     def _discard_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            stop_pool(pool, grace_s=0.0)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop the workers: cancel tasks not started, terminate busy workers after a 1 s grace; safe to call twice."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            stop_pool(pool)
 
 
 class RayExecutor(Executor):
     """Ray tasks (one CPU each). Connects on the first ``map``: to ``ray_address`` if given, else to an already
-    initialised Ray in this process, else starts a local instance with ``num_cpus=workers``; ``close()`` shuts Ray
-    down only if this executor started it."""
+    initialised Ray in this process, else starts a local instance with ``num_cpus=workers`` on a loopback address;
+    ``close()`` shuts Ray down only if this executor started it.
+
+    Joining a cluster that uses token authentication needs ``RAY_AUTH_MODE=token`` and the cluster's token
+    (``RAY_AUTH_TOKEN``, a file named by ``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``) in this process's
+    environment; Ray reads them itself. A failure to connect raises ``RayConnectionError`` naming the likely cause.
+    """
 
     kind = "ray"
 
@@ -367,11 +338,23 @@ class RayExecutor(Executor):
                     # workers read these when their libraries load, before limit_threads runs in the task
                     runtime_env={"env_vars": dict(THREAD_ENV)},
                 )
-                if self.ray_address:
-                    ray.init(address=self.ray_address, **common)
-                else:
-                    ray.init(num_cpus=self.workers, **common)
-                    self._started_ray = True
+                # ray.init replaces the SIGTERM handler by sys.exit(15); put back one the application installed
+                # (flipper's turns SIGTERM into an exception it reports, exit status 143), keep Ray's otherwise
+                in_main = threading.current_thread() is threading.main_thread()
+                sigterm_handler = signal.getsignal(signal.SIGTERM) if in_main else None
+                try:
+                    if self.ray_address:
+                        check_reachable(self.ray_address)
+                        try:
+                            ray.init(address=self.ray_address, **common)
+                        except Exception as exc:  # ConnectionError, RuntimeError, AuthenticationError, ...: cannot join
+                            raise connection_error(self.ray_address, exc) from exc
+                    else:
+                        ray.init(num_cpus=self.workers, _node_ip_address=local_node_ip(), **common)
+                        self._started_ray = True
+                finally:
+                    if callable(sigterm_handler):
+                        signal.signal(signal.SIGTERM, sigterm_handler)
                 self.startup_s = time.perf_counter() - t0
             self._remote = ray.remote(num_cpus=1)(_ray_entry)
         return ray

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from flipper_control.learning.training_data import Data, checked_arrays
 from flipper_control.policy import NanAwarePolicy, PolicyConfig
-from planning.dataset import DatasetError, TrajectoryDataset
+from planning.dataset import DatasetError
 from sim.config_io import config_from_mapping
 from sim.robot import FLIPPER_NAMES
 
@@ -53,7 +54,6 @@ __all__ = [
 
 Progress = Callable[[str], None]
 EpochHook = Callable[[int, int, float], None]  # (seed, epoch, mean training loss of the epoch)
-Data = TrajectoryDataset | Mapping[str, np.ndarray]
 
 # Index of each flipper's mirror image in FLIPPER_NAMES order (front_left <-> front_right, ...),
 # derived from the names so a reordering of FLIPPER_NAMES cannot silently break the augmentation.
@@ -195,53 +195,6 @@ def stderr_progress(line: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- data
-def _check_arrays(data: Data, config: ImitationConfig) -> dict[str, np.ndarray]:
-    """Training arrays from a dataset or a mapping, checked; raises ``DatasetError`` saying what is wrong."""
-    if isinstance(data, TrajectoryDataset):
-        arrays = data.arrays()
-        if len(arrays["action"]) == 0:
-            failed = sum(1 for t in data.trajectories if not t.success)
-            raise DatasetError(
-                f"no training samples: the dataset holds {len(data)} trajectories, {failed} failed and none successful "
-                "with samples; plan more worlds (or a larger budget) before training"
-            )
-    elif isinstance(data, Mapping):
-        missing = [k for k in ("dem", "proprio", "action") if k not in data]
-        if missing:
-            raise DatasetError(f"training arrays lack {', '.join(missing)} (need dem, proprio, action and optionally traj_id)")
-        arrays = {k: np.asarray(data[k]) for k in ("dem", "proprio", "action")}
-        n = len(arrays["action"])
-        # without traj_id the samples count as one trajectory (time-ordered split)
-        arrays["traj_id"] = np.asarray(data["traj_id"]) if "traj_id" in data else np.zeros(n, np.int64)
-    else:
-        raise TypeError(f"expected a TrajectoryDataset or a mapping of arrays, got {type(data).__name__}")
-    dem, proprio, action, traj_id = (arrays[k] for k in ("dem", "proprio", "action", "traj_id"))
-    n = len(action)
-    if n == 0:
-        raise DatasetError("no training samples: the arrays are empty; collect successful guiding trajectories first")
-    pc = config.policy
-    expected = ((n, *pc.dem_shape), (n, pc.n_proprio), (n, pc.n_out), (n,))
-    if (dem.shape, proprio.shape, action.shape, traj_id.shape) != expected:
-        raise DatasetError(
-            f"training arrays do not fit the policy: dem {dem.shape}, proprio {proprio.shape}, action {action.shape}, "
-            f"traj_id {traj_id.shape}; expected dem (N, {pc.dem_shape[0]}, {pc.dem_shape[1]}), proprio (N, {pc.n_proprio}), "
-            f"action (N, {pc.n_out}), traj_id (N,)"
-        )
-    bad = ~(np.isfinite(proprio).all(axis=1) & np.isfinite(action).all(axis=1))
-    if bad.any():
-        raise DatasetError(
-            f"{int(bad.sum())} of {n} samples have non-finite proprio or action values (first at index {int(np.argmax(bad))}); "
-            "only the DEM may hold NaN -- drop or fix those samples"
-        )
-    # copies: training never aliases the caller's (possibly read-only, e.g. memory-mapped) arrays
-    return {
-        "dem": np.array(dem, dtype=np.float32, order="C"),
-        "proprio": np.array(proprio, dtype=np.float32, order="C"),
-        "action": np.array(action, dtype=np.float32, order="C"),
-        "traj_id": np.asarray(traj_id),
-    }
-
-
 def split_by_trajectory(traj_id: np.ndarray, test_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Split sample indices into (train_idx, test_idx), sorted, with every trajectory on one side only.
 
@@ -312,7 +265,7 @@ class _Prepared:
 
 
 def _prepare(data: Data, config: ImitationConfig, split_seed: int) -> _Prepared:
-    arrays = _check_arrays(data, config)
+    arrays = checked_arrays(data, config.policy)
     traj_id = arrays["traj_id"]
     train_idx, test_idx = split_by_trajectory(traj_id, config.test_fraction, np.random.default_rng(split_seed))
     single = len(np.unique(traj_id)) == 1

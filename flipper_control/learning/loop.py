@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from flipper_control.controllers import make_controller
 from flipper_control.learning.executors import EXECUTOR_KINDS, make_executor
 from flipper_control.learning.imitation import ImitationConfig
 from flipper_control.learning.tasks import eval_task, plan_task, train_task
@@ -100,8 +101,11 @@ class LoopConfig:
         if self.workers is not None and not (isinstance(self.workers, int) and self.workers >= 1):
             problems.append(f"workers must be an integer >= 1 or null, got {self.workers!r}")
         for b in self.baselines:
-            if b.split(":")[0] not in ("heuristic", "fixed"):
-                problems.append(f"baseline {b!r}: use heuristic or fixed:POSTURE")
+            kind, _, posture = b.partition(":")
+            try:  # the controller is built here already, so that a bad posture stops the run before any work
+                make_controller(kind, posture or None)
+            except ValueError as exc:
+                problems.append(f"baseline {b!r}: {exc} (use heuristic or fixed:POSTURE)")
         if problems:
             raise ValueError("loop config: " + "; ".join(problems))
         resolve_worlds(list(self.selection_worlds))  # unknown world names fail here, before any work
@@ -347,7 +351,7 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
     """
     from flipper_control.learning.report import write_report
 
-    out = Path(out)
+    out = Path(out).resolve()  # absolute: tasks carry paths into it, and Ray workers may run in other folders
     recorded = _read_json(out / "config.json")
     if recorded is not None:
         try:  # a run recorded before a field existed holds that field's default, or what the older version did

@@ -1,0 +1,182 @@
+"""What runs in and around an executor's worker processes: one compute thread each, peak-memory readings, and the
+lifecycle of process-pool workers (they ignore Ctrl-C, die with their parent, even after a SIGKILL, and are
+stopped without waiting for running tasks).
+
+Kept apart from ``executors`` (which decides where tasks run) because this is the part that talks to the operating
+system: signals, ``prctl``, ``/proc``, resource usage.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+
+__all__ = ["THREAD_ENV", "children_peak_rss_mib", "default_workers", "limit_threads", "peak_rss_mib", "pool_worker_init",
+           "sigint_blocked", "stop_pool"]
+
+# the thread pools of OpenMP, MKL and OpenBLAS read these once, when the library loads
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+# ------------------------------------------------------------------------------------------ memory
+def peak_rss_mib() -> float:
+    """Peak resident set of this process in MiB.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``, the high-water mark of this process's own address
+    space. Why not ``getrusage(RUSAGE_SELF).ru_maxrss`` there: the kernel carries the peak across fork+exec, so
+    a spawned worker of a 500 MiB parent reports at least ~500 MiB however little it uses itself. Elsewhere
+    (or if /proc is unreadable) it falls back to ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # the value is in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return _maxrss_mib(resource.RUSAGE_SELF)
+
+
+def children_peak_rss_mib() -> float:
+    """Largest peak resident set among this process's terminated, waited-for children, in MiB (``RUSAGE_CHILDREN``).
+
+    Caveats: live children are not counted (the process pool's workers appear only after ``close()``); the value
+    includes what a child inherited at fork, so for spawned workers it is at least this process's RSS when it
+    started them (prefer ``Executor.memory_report()``'s per-worker figures); Ray workers are children of the Ray
+    node, not of this process.
+    """
+    return _maxrss_mib(resource.RUSAGE_CHILDREN)
+
+
+def _maxrss_mib(who: int) -> float:
+    kib = resource.getrusage(who).ru_maxrss
+    return kib / (1024.0 * 1024.0) if sys.platform == "darwin" else kib / 1024.0
+
+
+# ------------------------------------------------------------------------------------------ threads
+def default_workers() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def limit_threads() -> None:
+    """One compute thread per worker: the thread env vars for libraries loaded later, and torch's intra-op pool now.
+
+    Why: with N workers on N cores, extra threads only oversubscribe; and small torch ops (a policy decision,
+    one planner expansion) are about 50x slower with 2 threads than with 1 on a 2-core machine.
+    """
+    os.environ.update(THREAD_ENV)
+    import torch  # a dependency of the package; imported here so workers that never touch torch still get the setting
+
+    torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------------------------------ pool workers
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCHDOG_POLL_S = 1.0  # how often a worker re-checks os.getppid() besides waiting on the lifeline pipe
+
+
+def pool_worker_init(parent_pid: int, die_with_parent_thread: bool) -> None:
+    """Initializer of every pool worker: ignore Ctrl-C, exit when the parent dies, one compute thread.
+
+    ``die_with_parent_thread``: ask the kernel (Linux) to SIGKILL this worker when the thread that started it ends.
+    The parent sets it only when that thread is its main thread, which lives as long as the process: for a pool
+    started by another thread, the signal would kill healthy workers when that thread returns.
+    """
+    # Ctrl-C in a terminal signals the whole process group; the parent handles it and stops the workers, so a
+    # worker must not die on its own halfway through a task (a KeyboardInterrupt traceback per worker). The parent
+    # started us with SIGINT blocked (sigint_blocked), so one that came during start-up is pending: ignore, unblock.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if die_with_parent_thread:
+        _set_parent_death_signal()
+    if os.getppid() != parent_pid:  # the parent died before the steps above: nobody will collect our results
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="flipper-parent-watchdog", daemon=True).start()
+    limit_threads()
+
+
+@contextmanager
+def sigint_blocked():
+    """Block SIGINT in this thread while it may start pool workers: a child inherits the mask across fork and exec,
+    so a Ctrl-C during a worker's start-up (interpreter and imports, before ``_pool_worker_init``) stays pending
+    until the worker ignores it, instead of a "Fatal Python error" or KeyboardInterrupt traceback from the worker.
+    This process still gets the Ctrl-C: in another of its threads now, or here when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _set_parent_death_signal() -> None:
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)`` on Linux: the kernel kills this process when its parent thread ends.
+
+    Best effort (no libc, another OS): the watchdog thread covers the same case unless a task holds the GIL.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Worker thread: ``os._exit`` as soon as the parent process is gone (e.g. after a SIGKILL).
+
+    A spawned worker holds the read end of a pipe whose write end only the parent holds
+    (``multiprocessing.parent_process().sentinel``): it becomes readable (EOF) the moment the parent dies. The
+    ``getppid`` check is the fallback (the worker is re-parented, to PID 1 or a subreaper).
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait as wait_ready
+
+    parent = multiprocessing.parent_process()
+    sentinel = parent.sentinel if parent is not None else None
+    while os.getppid() == parent_pid:
+        if sentinel is None:
+            time.sleep(WATCHDOG_POLL_S)
+        elif wait_ready([sentinel], timeout=WATCHDOG_POLL_S):
+            break
+    os._exit(1)  # no clean-up: the parent that would read our results is gone
+
+
+def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 1.0) -> None:
+    """Stop a process pool without waiting for running tasks: cancel what has not started, let idle workers exit
+    for ``grace_s``, then SIGTERM (and after 1 s SIGKILL) the ones still busy.
+
+    Why not ``shutdown(wait=True, cancel_futures=True)``: it still waits for every running task (minutes for a
+    planning task), so Ctrl-C or SIGTERM would hang; and ``shutdown(wait=False)`` leaves busy workers running.
+    Python 3.14 has ``terminate_workers()``; before that the worker processes are only in ``pool._processes``.
+    """
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)  # idle workers get their exit sentinel now
+    deadline = time.monotonic() + grace_s
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for stop in ("terminate", "kill"):
+        alive = [p for p in processes if p.is_alive()]
+        if not alive:
+            break
+        for p in alive:
+            getattr(p, stop)()
+        deadline = time.monotonic() + 1.0
+        for p in alive:
+            p.join(max(0.0, deadline - time.monotonic()))
