@@ -70,6 +70,19 @@ def _bench_policy(args) -> dict:
     return r
 
 
+def _bench_gan(args) -> dict:
+    from flipper_control.bench.gan import bench_gan
+
+    with Step("bench gan", unit="phase") as step:
+        r = bench_gan(checkpoint=args.gan, calls=args.calls, repeats=args.repeats, seed=args.seed)
+        step.finish("done")
+    print(f"sim -> real transform (G{' of ' + args.gan if args.gan else ', untrained'}), one thread, cpu {r['cpu_model']}:")
+    print(f"  SimToReal:               {r['sim_to_real']['ms_per_dem']:.4f} ms/DEM   (target <= {r['target_ms']:g} ms)")
+    print(f"  policy act_numpy (beside): {r['policy_act_numpy']['ms_per_decision']:.4f} ms/decision")
+    print(f"  batched (256):           {r['batched_dems_per_s']:.0f} DEMs/s")
+    return r
+
+
 def _bench_plan(args) -> dict:
     from flipper_control.bench.plan import BENCH_WORLD_SEED, bench_plan, print_bench_plan
 
@@ -81,7 +94,8 @@ def _bench_plan(args) -> dict:
     return r
 
 
-BENCHES = {"sim": _bench_sim, "plan": _bench_plan, "policy": _bench_policy, "dem": _bench_dem, "proxy": _bench_proxy}
+BENCHES = {"sim": _bench_sim, "plan": _bench_plan, "policy": _bench_policy, "dem": _bench_dem, "proxy": _bench_proxy,
+           "gan": _bench_gan}
 
 
 def cmd_bench(args) -> int:
@@ -118,7 +132,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="bench plan: plan every world with this many noise seeds (search cost varies a lot with the "
                         "seed); medians run over all")
     b.add_argument("--peer", choices=["ompl"], help="bench plan: also run OMPL's SST and KPIECE1")
-    b.add_argument("--calls", type=count, default=5000, help="bench policy: decisions per repeat")
+    b.add_argument("--calls", type=count, default=5000, help="bench policy, gan: calls per repeat")
+    b.add_argument("--gan", metavar="CKPT", help="bench gan: a CycleGAN checkpoint (default: an untrained one, same cost)")
     b.add_argument("--executor", choices=["serial", "process", "ray"], default="process")
     b.add_argument("--workers", type=count)
     b.set_defaults(func=cmd_bench)

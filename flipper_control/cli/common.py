@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sim.io_utils import check_writable, write_json_atomic
+from sim.io_utils import OutputError, check_writable, write_json_atomic
 
 __all__ = ["add_controller_args", "add_executor_args", "controller", "controller_factory", "err", "max_delay",
            "max_delay_kwargs", "save_json", "save_output", "check_outputs", "count", "seconds", "seed", "simulator"]
@@ -143,6 +143,7 @@ _OUT_FILES = {
     "proxy-figure": lambda out: [out],
     "worlds": lambda out: [out],
     "train-policy": lambda out: [f"{out}.safetensors", f"{out}.json"],
+    "train-gan": lambda out: [f"{out}.safetensors", f"{out}.json"],
     "loop": lambda out: [Path(out) / "config.json"],
     "demo": lambda out: [Path(out) / "config.json"],
     "ingest": lambda out: [Path(out) / "ingest_report.json"],
@@ -155,9 +156,14 @@ def check_outputs(args) -> None:
     """Raise ``OutputError`` (exit 2) for a ``--json`` or ``--out`` target that cannot be written: a read-only
     file, a folder in its place, a folder that takes no files. Checked before any work, so that a long run never
     ends in an unwritable target."""
-    if getattr(args, "json", None):
-        check_writable(args.json, "--json")
+    for option in ("json", "states"):
+        if getattr(args, option, None):
+            check_writable(getattr(args, option), f"--{option}")
     out = getattr(args, "out", None)
     if out and args.command in _OUT_FILES:
         for path in _OUT_FILES[args.command](out):
             check_writable(path, "--out")
+            for option in ("json", "states"):  # e.g. --out policy --json policy.json: the report would replace the sidecar
+                other = getattr(args, option, None)
+                if other and Path(other).resolve() == Path(path).resolve():
+                    raise OutputError(f"--{option} {other} is a file that --out {out} writes; choose another path")

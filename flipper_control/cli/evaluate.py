@@ -14,6 +14,7 @@ from flipper_control.cli.common import (
     count,
     err,
     save_json,
+    save_output,
     seconds,
     seed,
     simulator,
@@ -81,8 +82,13 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
         realities += [reality_of(ref, args.reality)] * len(found)
     # `both`: every world on the exact simulator and on the reality proxy, side by side (the sim-to-real gap)
     passes = [["sim"] * len(worlds), ["proxy"] * len(worlds)] if args.reality == "both" else [realities]
-    tasks = [{"controller": spec, "world": w, "seeds": [args.seed + r for r in range(args.runs)], "reality": re}
-             for pass_ in passes for w, re in zip(worlds, pass_, strict=True)]
+    if args.transform:
+        from perception.cyclegan import load_gan
+
+        load_gan(args.transform)  # a bad checkpoint stops here
+        spec, label = {**spec, "transform": args.transform}, f"{label} through G of {args.transform}"
+    tasks = [{"controller": spec, "world": w, "seeds": [args.seed + r for r in range(args.runs)], "reality": re,
+              "states": bool(args.states)} for pass_ in passes for w, re in zip(worlds, pass_, strict=True)]
     on_proxy = [t["world"].name for t in tasks if t["reality"] == "proxy"]
     if on_proxy and args.reality != "both":
         err(f"reality proxy (perturbed robot, lidar-built DEMs) for: {', '.join(on_proxy)}")
@@ -110,7 +116,14 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
     else:
         out |= {"total": round(totals[0], 4), "reality": dict(zip([w.name for w in worlds], realities, strict=True)),
                 "worlds": [ev.to_dict() for ev in evs_of[0]]}
-    return save_json(args.json, out)
+    status = 0
+    if args.states:
+        from planning.dataset import TrajectoryDataset
+
+        states = TrajectoryDataset([t for r in results for t in r["trajectories"]])
+        status, where = save_output(args.states, states.save, "--states")
+        err(f"wrote {len(states)} runs' states ({states.n_samples} samples) to {where}")
+    return max(status, save_json(args.json, out))
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -143,5 +156,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="sim: the exact simulated DEM; proxy: the reality proxy (perturbed robot, lidar-built DEMs "
                         "with NaN and drift); auto (default): proxy for the proxy course, sim for the rest; "
                         "both: every world on each, side by side, with the sim-to-real gap")
+    e.add_argument("--transform", metavar="GAN", help="the policy sees every DEM through this CycleGAN's G (sim -> real): "
+                   "Table I as the policy will see DEMs on the robot")
+    e.add_argument("--states", metavar="DATASET", help="also write every visited state (DEM as the simulator or the proxy "
+                   "built it, pitch, roll, flippers, targets) as a trajectory dataset, e.g. for flipper train-gan --sim")
     add_executor_args(e)
     e.set_defaults(func=cmd_eval)

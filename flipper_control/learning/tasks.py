@@ -47,15 +47,45 @@ def _policy(path: str):
     return _POLICIES[key]
 
 
+def _transform(path: str):
+    """This worker's sim -> real transform (``perception.cyclegan.SimToReal``) of a CycleGAN checkpoint, cached."""
+    from perception.cyclegan import SimToReal
+    from sim.checkpoint_io import checkpoint_paths
+
+    weights, _ = checkpoint_paths(path)
+    key = ("gan", str(weights), weights.stat().st_mtime)
+    if key not in _POLICIES:
+        _POLICIES[key] = SimToReal.from_checkpoint(path)
+    return _POLICIES[key]
+
+
+class ThroughTransform:
+    """A controller that sees every DEM through a sim -> real transform (Algorithm 1 lines 6 and the Table I
+    evaluation: the policy in simulation as it will see DEMs on the robot); pitch, roll and flippers unchanged."""
+
+    def __init__(self, controller, transform):
+        self.controller, self.transform = controller, transform
+
+    def reset(self) -> None:
+        self.controller.reset()
+
+    def act(self, obs):
+        from dataclasses import replace
+
+        return self.controller.act(replace(obs, dem=self.transform(obs.dem, obs.proprio())))
+
+
 def controller_from_spec(spec: dict):
-    """A controller from ``{"kind": "policy", "path": CKPT}``, ``{"kind": "heuristic"}`` or ``{"kind": "fixed", "posture": P}``.
-    """
+    """A controller from ``{"kind": "policy", "path": CKPT}``, ``{"kind": "heuristic"}`` or ``{"kind": "fixed", "posture": P}``;
+    with ``"transform": GAN_CKPT`` it sees every DEM through that CycleGAN's G (``ThroughTransform``)."""
     from flipper_control.controllers import make_controller
     from flipper_control.policy import PolicyController
 
     if spec["kind"] == "policy":
-        return PolicyController(_policy(spec["path"]))
-    return make_controller(spec["kind"], spec.get("posture"))
+        controller = PolicyController(_policy(spec["path"]))
+    else:
+        controller = make_controller(spec["kind"], spec.get("posture"))
+    return ThroughTransform(controller, _transform(spec["transform"])) if spec.get("transform") else controller
 
 
 def plan_task(task: dict) -> dict:
@@ -76,17 +106,32 @@ def plan_task(task: dict) -> dict:
 
 def eval_task(task: dict) -> dict:
     """Run one controller on one world for the given noise seeds: ``{controller: spec, world: World, seeds: [..]}``,
-    optionally ``reality: "proxy"`` to run on the reality proxy instead of the exact simulator.
+    optionally ``reality: "proxy"`` to run on the reality proxy instead of the exact simulator, and ``states: True``
+    to return the visited states too.
 
-    Returns ``{"runs": [RunResult, ...], "cpu_s": float}``.
+    Returns ``{"runs": [RunResult, ...], "cpu_s": float}`` and, with ``states``, ``"trajectories"``: one
+    ``planning.dataset.Trajectory`` per run, of the DEMs the simulator (exact) or the proxy (lidar-built) produced --
+    not what a transform made of them --, the proprio and the targets, with the run's level in its metadata.
     """
-    from sim.rollout import run_episode
+    from planning.dataset import Trajectory
+    from sim.rollout import Trace, run_episode
 
     world: World = task["world"]
     cpu0 = time.process_time()
     sim = _simulator(task.get("reality", "sim"))
-    runs = [run_episode(sim, world, controller_from_spec(task["controller"]), seed=int(s)) for s in task["seeds"]]
-    return {"runs": runs, "cpu_s": time.process_time() - cpu0}
+    runs, trajectories = [], []
+    for s in task["seeds"]:
+        trace = Trace() if task.get("states") else None
+        run = run_episode(sim, world, controller_from_spec(task["controller"]), seed=int(s), trace=trace)
+        runs.append(run)
+        if trace is not None:
+            obs = trace.observations
+            trajectories.append(Trajectory(  # every run has a first control step: the status is RUNNING at reset
+                [o.dem for o in obs], [o.proprio() for o in obs], trace.targets, success=True,
+                meta={"world": world.name, "seed": int(s), "level": run.level, "reality": task.get("reality", "sim"),
+                      "source": "rollout"}))
+    out = {"runs": runs, "cpu_s": time.process_time() - cpu0}
+    return out | {"trajectories": trajectories} if task.get("states") else out
 
 
 def train_task(task: dict) -> dict:

@@ -1,0 +1,91 @@
+"""``flipper train-gan``: train the sim<->real CycleGAN on a simulated and a real dataset (both trajectory datasets:
+planned or rolled-out states, and ``flipper ingest``'s real trajectories), write the checkpoint with the losses per
+epoch in its sidecar, and report the transfer metrics on the held-out trajectories."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from flipper_control.cli.common import count, err, save_json, save_output, seed
+from flipper_control.progress import Step
+
+
+def _load(paths: list[str], option: str, gan_config):
+    """The samples of every dataset in ``paths``, checked for the GAN; messages name the option and file."""
+    from perception.gan_training import gan_data
+    from planning.dataset import TrajectoryDataset
+
+    data = TrajectoryDataset()
+    for path in paths:
+        data.extend(TrajectoryDataset.load(path))
+    return gan_data(data.arrays(), gan_config, f"{option} {' '.join(paths)}")
+
+
+def cmd_train_gan(args) -> int:
+    import numpy as np
+    import torch
+    import yaml
+
+    from perception.cyclegan import SimToReal, load_gan, save_gan
+    from perception.gan_training import GanTrainConfig, split_by_trajectory, train_gan
+    from perception.transfer_metrics import transfer_report
+
+    torch.set_num_threads(1)  # small networks: one thread is faster than two on this class of machine
+    cfg = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
+    if args.epochs is not None:
+        cfg["epochs"] = args.epochs
+    config = GanTrainConfig.from_dict(cfg)
+    start = None
+    if args.resume:
+        start, _ = load_gan(args.resume)  # a bad checkpoint stops here, before any work
+    gan_config = start.config if start is not None else config.gan
+    sim, real = _load(args.sim, "--sim", gan_config), _load(args.real, "--real", gan_config)
+    rng = np.random.default_rng(args.seed)
+    sim_train, sim_test = split_by_trajectory(sim, config.test_fraction, rng)
+    real_train, real_test = split_by_trajectory(real, config.test_fraction, rng)
+    with Step(f"training the CycleGAN ({len(sim_train)} sim, {len(real_train)} real states)", config.epochs, "epoch") as step:
+        gan, report = train_gan(sim_train, real_train, config, seed=args.seed, gan=start,
+                                on_epoch=lambda e, m: step.update(e, info=f"D {m['d']:.3f} G {m['g_adv']:.3f} "
+                                                                          f"cycle {m['cycle']:.3f}"))
+        step.finish(f"{report.steps} steps")
+    transform = SimToReal(gan.g)
+    metrics = transfer_report((real_test.dems, real_test.scalars), {
+        "identity": (sim_test.dems, sim_test.scalars),
+        "G": (transform.transform(sim_test.dems, sim_test.scalars), sim_test.scalars),
+    }, seed=args.seed)
+    meta = {"seed": args.seed, "sim": args.sim, "real": args.real, "resumed_from": args.resume,
+            "train_report": report.to_dict(), "transfer_metrics": metrics}
+    status, where = save_output(args.out, lambda p: save_gan(p, gan, meta), "checkpoint")
+    err(f"wrote {where}.safetensors")
+    _print_metrics(metrics)
+    return max(status, save_json(args.json, {"checkpoint": str(where), **meta}))
+
+
+def _print_metrics(metrics: dict) -> None:
+    """The Markdown table of the held-out transfer metrics: distances to the real set, the classifier's accuracy,
+    and the share of the identity's distance each candidate closed."""
+    names = list(metrics["metrics"])
+    print(f"\nheld-out transfer metrics against {metrics['real']['n']} real states "
+          f"(NaN share {metrics['real']['nan_share']:.3f}); closed = 1 - d / d(identity):\n")
+    print("| candidate | NaN share | " + " | ".join(names) + " | classifier accuracy | closed (min) |")
+    print("|---|---:|" + "---:|" * (len(names) + 2))
+    for name, c in metrics["candidates"].items():
+        closed = [v for v in c["closed_share"].values() if v is not None]
+        least = f"{min(closed):.2f}" if closed else "-"
+        print(f"| {name} | {c['nan_share']:.3f} | " + " | ".join(f"{c['distances'][m]:.4f}" for m in names)
+              + f" | {c['classifier']['accuracy']:.3f} | {least} |")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``train-gan`` to the ``flipper`` parser."""
+    g = sub.add_parser("train-gan", help="train the sim<->real CycleGAN on unpaired simulated and real datasets")
+    g.add_argument("--sim", nargs="+", required=True, help="trajectory datasets of simulated states (exact DEMs)")
+    g.add_argument("--real", nargs="+", required=True, help="real trajectory datasets (flipper ingest's output)")
+    g.add_argument("--out", required=True, help="checkpoint path (PATH.safetensors + PATH.json)")
+    g.add_argument("--config", help="GanTrainConfig YAML (epochs, batch_size, lr, lambda_p, lambda_c, lambda_nan, gan: ...)")
+    g.add_argument("--epochs", type=count)
+    g.add_argument("--resume", metavar="CKPT", help="continue training this CycleGAN checkpoint (Algorithm 1 line 7)")
+    g.add_argument("--seed", type=seed, default=0)
+    g.add_argument("--json", help="write the training report and the transfer metrics here")
+    g.set_defaults(func=cmd_train_gan)

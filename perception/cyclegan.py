@@ -1,0 +1,265 @@
+"""The sim<->real CycleGAN on DEMs of seed 000 (section VII, Fig. 4 and 5): networks, checkpoints and the
+sim -> real transform. Pure torch, no ROS; training is in ``perception.gan_training``.
+
+Representation (Fig. 5). A DEM (rows x cols, NaN where the real lidar saw nothing) and its scalars (pitch,
+roll, four flipper angles) enter every network as two channels -- heights with NaN -> 0 (divided by
+``height_scale``) and a mask of -1 at NaN cells, +1 elsewhere -- while the scalars skip the convolutions and join
+at the fully connected layer.
+
+Generators G (sim -> real) and G_s (real -> sim): size-keeping convolutions with Leaky ReLU, then one fully
+connected layer that sees the features, the scalars and a skip connection of the whole input, and outputs the two
+channels and the scalars again. The skip part of that layer starts as the identity and the rest at zero, so a
+fresh generator is exactly the identity (the paper's initial guess: change the data as little as possible).
+
+The mask is discrete. A generator outputs a real number per cell; the cell is NaN where it is negative. In
+training, the discriminators and the cycle see the hard mask (exactly -1 or +1, with the heights of NaN cells set
+to 0, as in real data -- a soft mask would tell fakes apart by itself), while gradients flow as if the mask were
+``tanh`` of that number: the straight-through estimator.
+
+Discriminators D (real or G(sim)?) and D_s (sim or G_s(real)?): the same convolutions, a hidden fully connected
+layer and one logit; pure GAN loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from sim.checkpoint_io import load_module, save_module
+from sim.config_io import config_from_mapping
+
+__all__ = ["CycleGan", "Discriminator", "GanConfig", "Generator", "GeneratorOutput", "SimToReal", "decode", "encode", "load_gan",
+           "save_gan"]
+
+# A bound on what a config (or a checkpoint's sidecar) may ask for: building the networks allocates the weights.
+MAX_PARAMETERS = 20_000_000
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    """Shapes and sizes of the four networks. ``dem_shape`` and ``n_scalars`` must match the data (20 x 5 DEMs,
+    pitch + roll + 4 flipper angles); ``height_scale`` (m) maps heights to about unit range inside the networks."""
+
+    dem_shape: tuple[int, int] = (20, 5)
+    n_scalars: int = 6
+    channels: int = 16  # of every convolution
+    conv_layers: int = 3  # size-keeping convolutions before the fully connected layer
+    kernel: int = 3  # odd: "same" padding
+    negative_slope: float = 0.2  # Leaky ReLU
+    height_scale: float = 0.5  # m per unit inside the networks
+    disc_hidden: int = 64  # hidden units of the discriminators' fully connected layer
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dem_shape", tuple(self.dem_shape))
+        problems = []
+        if len(self.dem_shape) != 2 or not all(_is_int(n) and n >= 1 for n in self.dem_shape):
+            problems.append(f"dem_shape must be two positive integers, got {self.dem_shape}")
+        for name in ("n_scalars", "channels", "conv_layers", "disc_hidden"):
+            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
+                problems.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not (_is_int(self.kernel) and self.kernel >= 1 and self.kernel % 2 == 1):
+            problems.append(f"kernel must be an odd integer >= 1, got {self.kernel!r}")
+        if not (math.isfinite(self.negative_slope) and 0 <= self.negative_slope < 1):
+            problems.append(f"negative_slope must lie in [0, 1), got {self.negative_slope!r}")
+        if not (math.isfinite(self.height_scale) and self.height_scale > 0):
+            problems.append(f"height_scale must be a positive number of metres, got {self.height_scale!r}")
+        if not problems and self.parameter_count() > MAX_PARAMETERS:
+            problems.append(f"{self.parameter_count():,} parameters is more than a DEM CycleGAN needs (at most "
+                            f"{MAX_PARAMETERS:,}); lower channels, conv_layers or disc_hidden")
+        if problems:
+            raise ValueError("GanConfig: " + "; ".join(problems))
+
+    @property
+    def cells(self) -> int:
+        return self.dem_shape[0] * self.dem_shape[1]
+
+    @property
+    def width(self) -> int:
+        """Length of a flat state: two channels of cells, then the scalars."""
+        return 2 * self.cells + self.n_scalars
+
+    def parameter_count(self) -> int:
+        """Weights and biases of the four networks, computed without building them."""
+        c, k = self.channels, self.kernel
+        convs = (2 * c * k * k + c) + (self.conv_layers - 1) * (c * c * k * k + c)
+        features = c * self.cells + self.n_scalars
+        generator = convs + (features + self.width) * self.width + self.width
+        discriminator = convs + features * self.disc_hidden + self.disc_hidden + self.disc_hidden + 1
+        return 2 * generator + 2 * discriminator
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["dem_shape"] = list(self.dem_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GanConfig:
+        return config_from_mapping(cls, data, "GanConfig")
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+# ------------------------------------------------------------------------------------------ representation
+def encode(dem: torch.Tensor, scalars: torch.Tensor, height_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, R, C) DEMs with NaN and (B, S) scalars -> (B, 2, R, C) channels (heights / scale with NaN -> 0, mask
+    -1 at NaN and +1 elsewhere) and the scalars."""
+    measured = ~torch.isnan(dem)
+    heights = torch.where(measured, dem, torch.zeros_like(dem)) / height_scale
+    mask = measured.to(dem.dtype) * 2.0 - 1.0
+    return torch.stack([heights, mask], dim=1), scalars
+
+
+def decode(channels: torch.Tensor, height_scale: float) -> torch.Tensor:
+    """(B, 2, R, C) channels -> (B, R, C) DEMs in metres with NaN where the mask channel is negative."""
+    return torch.where(channels[:, 1] >= 0, channels[:, 0] * height_scale, torch.full_like(channels[:, 0], math.nan))
+
+
+def _hard_mask(raw: torch.Tensor) -> torch.Tensor:
+    """Straight-through mask: exactly -1 or +1 forward, the gradient of tanh backward (see module docstring)."""
+    soft = torch.tanh(raw)
+    hard = torch.where(raw >= 0, torch.ones_like(raw), -torch.ones_like(raw))
+    return hard + soft - soft.detach()
+
+
+def _conv_stack(config: GanConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    in_ch = 2
+    for _ in range(config.conv_layers):
+        layers += [nn.Conv2d(in_ch, config.channels, config.kernel, padding=config.kernel // 2),
+                   nn.LeakyReLU(config.negative_slope)]
+        in_ch = config.channels
+    return nn.Sequential(*layers)
+
+
+# ------------------------------------------------------------------------------------------ networks
+class GeneratorOutput(NamedTuple):
+    channels: torch.Tensor  # (B, 2, R, C): heights / scale (0 at NaN), hard mask (-1 NaN, +1 measured)
+    scalars: torch.Tensor  # (B, S)
+    raw_mask: torch.Tensor  # (B, R, C): negative = NaN; what the NaN penalty of G_s acts on
+
+
+class Generator(nn.Module):
+    """G or G_s (Fig. 5): convolutions on the two channels, one fully connected layer over the features, the
+    scalars and a skip of the whole input; identity at initialisation."""
+
+    def __init__(self, config: GanConfig):
+        super().__init__()
+        self.config = config
+        self.convs = _conv_stack(config)
+        features = config.channels * config.cells + config.n_scalars
+        self.fc = nn.Linear(features + config.width, config.width)
+        with torch.no_grad():  # identity: the skip part passes the input through, the features start at zero
+            self.fc.weight.zero_()
+            self.fc.bias.zero_()
+            self.fc.weight[:, features:] = torch.eye(config.width)
+
+    def forward(self, channels: torch.Tensor, scalars: torch.Tensor) -> GeneratorOutput:
+        """(B, 2, R, C), (B, S) -> the output channels, scalars and real-valued mask. The channels' mask is the
+        straight-through hard mask and their heights are 0 where it says NaN, as in encoded real data."""
+        b = channels.shape[0]
+        rows, cols = self.config.dem_shape
+        flat_in = torch.cat([channels.reshape(b, -1), scalars], dim=1)
+        out = self.fc(torch.cat([self.convs(channels).reshape(b, -1), scalars, flat_in], dim=1))
+        cells = self.config.cells
+        heights, raw_mask = out[:, :cells].reshape(b, rows, cols), out[:, cells:2 * cells].reshape(b, rows, cols)
+        mask = _hard_mask(raw_mask)
+        heights = heights * (mask + 1.0) / 2.0  # 0 at NaN cells, forward exactly; gradient through the mask's tanh
+        return GeneratorOutput(torch.stack([heights, mask], dim=1), out[:, 2 * cells:], raw_mask)
+
+
+class Discriminator(nn.Module):
+    """D or D_s: the same convolutions, a hidden fully connected layer, one logit (real = positive)."""
+
+    def __init__(self, config: GanConfig):
+        super().__init__()
+        self.config = config
+        self.convs = _conv_stack(config)
+        features = config.channels * config.cells + config.n_scalars
+        self.head = nn.Sequential(nn.Linear(features, config.disc_hidden), nn.LeakyReLU(config.negative_slope),
+                                  nn.Linear(config.disc_hidden, 1))
+
+    def forward(self, channels: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        b = channels.shape[0]
+        return self.head(torch.cat([self.convs(channels).reshape(b, -1), scalars], dim=1)).squeeze(1)
+
+
+class CycleGan(nn.Module):
+    """The four networks of Fig. 4 in one module, so that one checkpoint holds a training state to continue."""
+
+    def __init__(self, config: GanConfig | None = None):
+        super().__init__()
+        self.config = config or GanConfig()
+        self.g = Generator(self.config)  # sim -> real
+        self.g_s = Generator(self.config)  # real -> sim
+        self.d = Discriminator(self.config)  # real data vs G(sim)
+        self.d_s = Discriminator(self.config)  # sim data vs G_s(real)
+
+
+ARCHITECTURES = {"CycleGan": (CycleGan, GanConfig)}
+
+
+def save_gan(path: str | Path, gan: CycleGan, metadata: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write the CycleGAN as ``<path>.safetensors`` + ``<path>.json`` (``sim.checkpoint_io``)."""
+    return save_module(path, gan, ARCHITECTURES, metadata)
+
+
+def load_gan(path: str | Path) -> tuple[CycleGan, dict[str, Any]]:
+    """Load and check a CycleGAN checkpoint; a policy checkpoint or one of another DEM size is refused by name."""
+    return load_module(path, ARCHITECTURES)
+
+
+# ------------------------------------------------------------------------------------------ the transform
+class SimToReal:
+    """The sim -> real transform as one callable: a simulated DEM and its scalars in, a real-looking DEM with NaN
+    out (G's scalars output is not used: the robot measures those). What ``sim2real_node`` and the loop wrap.
+
+    ``transform`` works on batches; calling the object on one DEM takes a fast path (no autograd, one thread's
+    worth of small tensors) for control loops.
+    """
+
+    def __init__(self, generator: Generator):
+        self.generator = generator.eval()  # safe: nn.Module.eval(), not Python eval
+        self.config = generator.config
+        rows, cols = self.config.dem_shape
+        # one-DEM buffers shared by numpy and torch (no allocation per call; not thread-safe: one transform per thread)
+        self._dem = torch.zeros(1, rows, cols)
+        self._scalars = torch.zeros(1, self.config.n_scalars)
+        self._dem_np, self._scalars_np = self._dem.numpy(), self._scalars.numpy()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> SimToReal:
+        return cls(load_gan(path)[0].g)
+
+    def _check(self, dems: np.ndarray, scalars: np.ndarray) -> None:
+        rows, cols = self.config.dem_shape
+        if dems.shape[1:] != (rows, cols) or scalars.shape != (len(dems), self.config.n_scalars):
+            raise ValueError(f"SimToReal: DEMs {dems.shape[1:]} and scalars {scalars.shape[1:]} do not fit the generator "
+                             f"(DEM {rows} x {cols}, {self.config.n_scalars} scalars)")
+
+    @torch.inference_mode()
+    def transform(self, dems: np.ndarray, scalars: np.ndarray) -> np.ndarray:
+        """(N, R, C) DEMs and (N, S) scalars -> (N, R, C) float32 DEMs with NaN."""
+        dems = np.asarray(dems, dtype=np.float32)
+        scalars = np.asarray(scalars, dtype=np.float32)
+        self._check(dems, scalars)
+        channels, s = encode(torch.from_numpy(dems), torch.from_numpy(scalars), self.config.height_scale)
+        return decode(self.generator(channels, s).channels, self.config.height_scale).numpy()
+
+    def __call__(self, dem: np.ndarray, scalars: np.ndarray) -> np.ndarray:
+        """One DEM (R, C) and its scalars (S,) -> the transformed DEM (R, C) float32, a new array."""
+        dem, scalars = np.asarray(dem), np.asarray(scalars)
+        if dem.shape != self._dem_np.shape[1:] or scalars.shape != self._scalars_np.shape[1:]:
+            self._check(dem[None], scalars[None])  # raises with the message
+        np.copyto(self._dem_np[0], dem, casting="unsafe")
+        np.copyto(self._scalars_np[0], scalars, casting="unsafe")
+        with torch.inference_mode():
+            channels, s = encode(self._dem, self._scalars, self.config.height_scale)
+            return decode(self.generator(channels, s).channels, self.config.height_scale)[0].numpy().copy()

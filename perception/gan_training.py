@@ -1,0 +1,268 @@
+"""Training the DEM CycleGAN (seed 000 section VII, Algorithm 1 line 7) on unpaired simulated and real data.
+
+Losses, per batch of simulated states x_s and real states x_r (each a DEM with its scalars):
+
+- discriminators, pure GAN loss: D tells x_r (1) from G(x_s) (0), D_s tells x_s (1) from G_s(x_r) (0);
+- generators: the non-saturating adversarial term (D(G(x_s)) and D_s(G_s(x_r)) towards 1),
+  + lambda_p x the distance to the input: mean |height difference| over the cells measured both in the input and
+  in the output, and over the scalars -- a generator may hide or invent cells freely (that is its job), but must
+  not move the heights it keeps;
+  + lambda_c x the cycle loss: L1 between G_s(G(x_s)) and x_s and between G(G_s(x_r)) and x_r over both channels and
+  the scalars, as CycleGAN [10] defines it (the seed's printed formula puts the discriminators' losses on the cycled
+  samples there, which does not tie a sample to its own cycle; we keep the reference definition);
+  + lambda_nan x the share of NaN cells G_s produces (simulated DEMs have none), measured softly on its raw mask.
+
+Adam with the CycleGAN defaults (lr 2e-4, betas 0.5, 0.999); gradients clipped. The data is split by trajectory
+into training and held-out parts (the held-out part is what transfer metrics use). Every random choice comes from
+generators seeded by ``seed``; a loss that turns non-finite stops training with ``GanDivergedError``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from perception.cyclegan import CycleGan, GanConfig, GeneratorOutput, encode
+from sim.config_io import config_from_mapping
+
+__all__ = ["GanData", "GanDivergedError", "GanTrainConfig", "GanTrainReport", "gan_data", "split_by_trajectory", "train_gan"]
+
+
+class GanDivergedError(FloatingPointError):
+    """A loss turned NaN or infinite: the generator is not to be used (the caller keeps its last good one)."""
+
+
+@dataclass(frozen=True)
+class GanTrainConfig:
+    """Training settings; ``gan`` gives the networks' shapes (used when no CycleGAN is passed in to continue)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    steps_per_epoch: int | None = None  # default: enough batches to see the larger of the two sets once
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lambda_p: float = 1.0  # distance to the input
+    lambda_c: float = 10.0  # cycle consistency (CycleGAN's default)
+    lambda_nan: float = 1.0  # NaN cells that G_s produces
+    grad_clip: float = 5.0
+    test_fraction: float = 0.2  # trajectories held out of training, for the transfer metrics
+    gan: GanConfig = field(default_factory=GanConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.gan, Mapping):
+            object.__setattr__(self, "gan", GanConfig.from_dict(dict(self.gan)))
+        problems = []
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                problems.append(f"{name} must be an integer >= 1, got {v!r}")
+        if self.steps_per_epoch is not None and not (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1):
+            problems.append(f"steps_per_epoch must be an integer >= 1 or null, got {self.steps_per_epoch!r}")
+        for name in ("lr", "grad_clip"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                problems.append(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"{name} must lie in [0, 1), got {getattr(self, name)!r}")
+        for name in ("lambda_p", "lambda_c", "lambda_nan"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                problems.append(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.test_fraction < 1:
+            problems.append(f"test_fraction must lie strictly between 0 and 1, got {self.test_fraction!r}")
+        if not isinstance(self.gan, GanConfig):
+            problems.append(f"gan must be a mapping of GanConfig fields, got {type(self.gan).__name__}")
+        if problems:
+            raise ValueError("GanTrainConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["gan"] = self.gan.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GanTrainConfig:
+        return config_from_mapping(cls, data, "GanTrainConfig")
+
+
+# ------------------------------------------------------------------------------------------ data
+@dataclass
+class GanData:
+    """States of one domain: DEMs (N, R, C) with NaN, scalars (N, S), and the trajectory of each sample."""
+
+    dems: np.ndarray
+    scalars: np.ndarray
+    traj_id: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.dems)
+
+    def subset(self, idx: np.ndarray) -> GanData:
+        return GanData(self.dems[idx], self.scalars[idx], self.traj_id[idx])
+
+
+def gan_data(arrays: Mapping[str, np.ndarray], config: GanConfig, name: str) -> GanData:
+    """``GanData`` from training arrays (``dem``, ``proprio``, optional ``traj_id``, as ``TrajectoryDataset.arrays``
+    gives them), checked: ``name`` (e.g. "--real data/x.safetensors") names the set in every message."""
+    dem, proprio = np.asarray(arrays["dem"], dtype=np.float32), np.asarray(arrays["proprio"], dtype=np.float32)
+    n = len(dem)
+    traj_id = np.asarray(arrays.get("traj_id", np.zeros(n, np.int64)))
+    if n == 0:
+        raise ValueError(f"{name}: no samples (a dataset of failed trajectories only?)")
+    if dem.shape[1:] != tuple(config.dem_shape):
+        raise ValueError(f"{name}: DEMs of {dem.shape[1]} x {dem.shape[2]} cells, the GAN's are "
+                         f"{config.dem_shape[0]} x {config.dem_shape[1]} (sim and real data must share one DEM geometry)")
+    if proprio.shape != (n, config.n_scalars) or traj_id.shape != (n,):
+        raise ValueError(f"{name}: proprio {proprio.shape} / traj_id {traj_id.shape} do not fit {n} DEMs with "
+                         f"{config.n_scalars} scalars each")
+    if not np.isfinite(proprio).all():
+        bad = int((~np.isfinite(proprio)).any(axis=1).sum())
+        raise ValueError(f"{name}: non-finite pitch, roll or flipper angles in {bad} samples")
+    finite = np.isfinite(dem)
+    if not finite.any():
+        raise ValueError(f"{name}: no measured cell in any DEM (all NaN): nothing to learn from")
+    if np.isinf(dem).any() or (np.abs(np.where(finite, dem, 0.0)) > 10.0).any():
+        raise ValueError(f"{name}: DEM heights beyond 10 m or infinite: not a DEM relative to base_link")
+    return GanData(dem, proprio, traj_id)
+
+
+def split_by_trajectory(data: GanData, test_fraction: float, rng: np.random.Generator) -> tuple[GanData, GanData]:
+    """(train, held-out): whole trajectories on one side (consecutive states are nearly equal, so a per-sample
+    split would leak); with one trajectory, the last ``test_fraction`` of its samples are held out."""
+    ids = np.unique(data.traj_id)
+    if len(ids) == 1:
+        n_test = max(1, round(test_fraction * len(data)))
+        cut = len(data) - n_test
+        return data.subset(np.arange(cut)), data.subset(np.arange(cut, len(data)))
+    order = rng.permutation(ids)
+    n_test = max(1, round(test_fraction * len(ids)))
+    test = np.isin(data.traj_id, order[:n_test])
+    return data.subset(np.flatnonzero(~test)), data.subset(np.flatnonzero(test))
+
+
+# ------------------------------------------------------------------------------------------ losses
+def _distance_to_input(inp: torch.Tensor, inp_scalars: torch.Tensor, out: GeneratorOutput) -> torch.Tensor:
+    """Mean |height change| over cells measured in both input and output, plus mean |scalar change|."""
+    both = ((inp[:, 1] > 0) & (out.channels[:, 1].detach() > 0)).to(inp.dtype)
+    heights = (torch.abs(out.channels[:, 0] - inp[:, 0]) * both).sum() / both.sum().clamp(min=1.0)
+    return heights + torch.abs(out.scalars - inp_scalars).mean()
+
+
+def _cycle(inp: torch.Tensor, inp_scalars: torch.Tensor, back: GeneratorOutput) -> torch.Tensor:
+    return torch.abs(back.channels - inp).mean() + torch.abs(back.scalars - inp_scalars).mean()
+
+
+def _gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 1.0 if real else 0.0))
+
+
+# ------------------------------------------------------------------------------------------ training
+@dataclass
+class GanTrainReport:
+    """Losses per epoch (means over the epoch's batches) and what the run saw."""
+
+    epochs: int
+    steps: int
+    samples_sim: int
+    samples_real: int
+    seconds: float
+    history: dict[str, list[float]]
+    config: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+LOSS_NAMES = ("d", "d_s", "g_adv", "g_s_adv", "distance", "cycle", "nan_share_g_s", "nan_share_g")
+
+
+def train_gan(sim: GanData, real: GanData, config: GanTrainConfig | None = None, seed: int = 0,
+              gan: CycleGan | None = None,
+              on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+              on_step: Callable[[int, int], None] | None = None) -> tuple[CycleGan, GanTrainReport]:
+    """Train (or continue training ``gan``) on the two sets; returns the CycleGAN in eval mode and the report.
+
+    ``on_epoch(epoch, mean losses)`` and ``on_step(step, steps)`` are progress hooks. Deterministic for a seed and
+    thread count. Raises ``GanDivergedError`` when a loss turns non-finite.
+    """
+    config = config or GanTrainConfig()
+    gan = gan if gan is not None else _fresh(config.gan, seed)
+    gc = gan.config
+    if gan.config.dem_shape != tuple(sim.dems.shape[1:]) or gan.config.dem_shape != tuple(real.dems.shape[1:]):
+        raise ValueError(f"the GAN works on {gc.dem_shape} DEMs; sim has {sim.dems.shape[1:]}, real {real.dems.shape[1:]}")
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    xs, ss = encode(torch.from_numpy(sim.dems), torch.from_numpy(sim.scalars), gc.height_scale)
+    xr, sr = encode(torch.from_numpy(real.dems), torch.from_numpy(real.scalars), gc.height_scale)
+    opt_g = torch.optim.Adam([*gan.g.parameters(), *gan.g_s.parameters()], lr=config.lr, betas=(config.beta1, config.beta2))
+    opt_d = torch.optim.Adam([*gan.d.parameters(), *gan.d_s.parameters()], lr=config.lr, betas=(config.beta1, config.beta2))
+    steps = config.steps_per_epoch or max(1, math.ceil(max(len(sim), len(real)) / config.batch_size))
+    history: dict[str, list[float]] = {name: [] for name in LOSS_NAMES}
+    gan.train()
+    for epoch in range(1, config.epochs + 1):
+        sums = dict.fromkeys(LOSS_NAMES, 0.0)
+        for step in range(steps):
+            i_s = torch.randint(len(sim), (config.batch_size,), generator=gen)
+            i_r = torch.randint(len(real), (config.batch_size,), generator=gen)
+            losses = _step(gan, config, opt_g, opt_d, xs[i_s], ss[i_s], xr[i_r], sr[i_r])
+            for name, value in losses.items():
+                sums[name] += value
+            if on_step is not None:
+                on_step((epoch - 1) * steps + step + 1, config.epochs * steps)
+        means = {name: v / steps for name, v in sums.items()}
+        for name, v in means.items():
+            history[name].append(v)
+        if on_epoch is not None:
+            on_epoch(epoch, means)
+    gan.eval()  # safe: nn.Module.eval()
+    report = GanTrainReport(epochs=config.epochs, steps=config.epochs * steps, samples_sim=len(sim), samples_real=len(real),
+                            seconds=time.perf_counter() - start, history=history, config=config.to_dict())
+    return gan, report
+
+
+def _fresh(config: GanConfig, seed: int) -> CycleGan:
+    with torch.random.fork_rng(devices=[]):  # seeded weights without disturbing the caller's global torch RNG
+        torch.manual_seed(seed)
+        return CycleGan(config)
+
+
+def _step(gan: CycleGan, c: GanTrainConfig, opt_g, opt_d, xs, ss, xr, sr) -> dict[str, float]:
+    """One generator update and one discriminator update; returns the batch's losses."""
+    # generators
+    fake_r, fake_s = gan.g(xs, ss), gan.g_s(xr, sr)
+    adv = _gan_loss(gan.d(fake_r.channels, fake_r.scalars), True)
+    adv_s = _gan_loss(gan.d_s(fake_s.channels, fake_s.scalars), True)
+    distance = _distance_to_input(xs, ss, fake_r) + _distance_to_input(xr, sr, fake_s)
+    cycle = _cycle(xs, ss, gan.g_s(fake_r.channels, fake_r.scalars)) + _cycle(xr, sr, gan.g(fake_s.channels, fake_s.scalars))
+    nan_share = ((1.0 - torch.tanh(fake_s.raw_mask)) / 2.0).mean()
+    loss_g = adv + adv_s + c.lambda_p * distance + c.lambda_c * cycle + c.lambda_nan * nan_share
+    _check_finite(loss_g, "generator loss")
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    torch.nn.utils.clip_grad_norm_([*gan.g.parameters(), *gan.g_s.parameters()], c.grad_clip)
+    opt_g.step()
+    # discriminators (pure GAN loss), on the generators' outputs of this step
+    loss_d = 0.5 * (_gan_loss(gan.d(xr, sr), True) + _gan_loss(gan.d(fake_r.channels.detach(), fake_r.scalars.detach()), False))
+    loss_d_s = 0.5 * (_gan_loss(gan.d_s(xs, ss), True)
+                      + _gan_loss(gan.d_s(fake_s.channels.detach(), fake_s.scalars.detach()), False))
+    _check_finite(loss_d + loss_d_s, "discriminator loss")
+    opt_d.zero_grad(set_to_none=True)
+    (loss_d + loss_d_s).backward()
+    torch.nn.utils.clip_grad_norm_([*gan.d.parameters(), *gan.d_s.parameters()], c.grad_clip)
+    opt_d.step()
+    return {"d": loss_d.item(), "d_s": loss_d_s.item(), "g_adv": adv.item(), "g_s_adv": adv_s.item(),
+            "distance": distance.item(), "cycle": cycle.item(),
+            "nan_share_g_s": float((fake_s.channels[:, 1] < 0).float().mean()),
+            "nan_share_g": float((fake_r.channels[:, 1] < 0).float().mean())}
+
+
+def _check_finite(loss: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(loss):
+        raise GanDivergedError(f"the CycleGAN's {what} turned {loss.item()}; lower lr or the lambdas")

@@ -1,0 +1,143 @@
+"""The DEM CycleGAN (perception.cyclegan, perception.gan_training): representation, identity start, the
+straight-through mask, checkpoints, training that learns a known NaN pattern, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flipper_control.checkpoint import save_policy
+from flipper_control.policy import NanAwarePolicy
+from perception.cyclegan import CycleGan, GanConfig, SimToReal, decode, encode, load_gan, save_gan
+from perception.gan_training import GanData, GanDivergedError, GanTrainConfig, gan_data, split_by_trajectory, train_gan
+from sim.checkpoint_io import CheckpointError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+SMALL = GanConfig(channels=4, conv_layers=2, disc_hidden=16)
+
+
+def _dems(n: int, rng: np.random.Generator, nan_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A step ahead at a random row, on noisy ground; scalars like a driving robot's."""
+    dems = rng.normal(-0.1, 0.02, (n, 20, 5)).astype(np.float32)
+    edge = rng.integers(2, 12, n)
+    for i, e in enumerate(edge):
+        dems[i, :e] += rng.uniform(0.1, 0.3)
+    if nan_fraction:
+        dems[rng.random(dems.shape) < nan_fraction] = np.nan
+    return dems, rng.uniform(-0.3, 0.3, (n, 6)).astype(np.float32)
+
+
+def test_encode_gives_the_papers_two_channels_and_decode_inverts_it():
+    dem = torch.tensor([[[0.2, float("nan")], [-0.1, 0.0]]])
+    channels, _ = encode(dem, torch.zeros(1, 6), height_scale=0.5)
+    assert torch.allclose(channels[0, 0], torch.tensor([[0.4, 0.0], [-0.2, 0.0]]))
+    assert channels[0, 1].tolist() == [[1, -1], [1, 1]]
+    back = decode(channels, 0.5)
+    assert torch.equal(torch.isnan(back), torch.isnan(dem)) and torch.allclose(back.nan_to_num(), dem.nan_to_num())
+
+
+def test_a_fresh_generator_is_exactly_the_identity():
+    rng = np.random.default_rng(0)
+    dems, scalars = _dems(32, rng, nan_fraction=0.3)
+    gan = CycleGan(SMALL)
+    for net in (gan.g, gan.g_s):
+        out = SimToReal(net).transform(dems, scalars)
+        np.testing.assert_array_equal(out, dems)  # NaN in the same cells, heights bit-identical
+    channels, s = encode(torch.from_numpy(dems), torch.from_numpy(scalars), SMALL.height_scale)
+    assert torch.equal(gan.g(channels, s).scalars, s)
+
+
+def test_the_mask_is_hard_forward_and_passes_gradients_backward():
+    gan = CycleGan(SMALL)
+    channels, s = encode(torch.from_numpy(_dems(4, np.random.default_rng(1), 0.2)[0]), torch.zeros(4, 6), 0.5)
+    out = gan.g(channels, s)
+    assert set(out.channels[:, 1].unique().tolist()) <= {-1.0, 1.0}
+    assert torch.all(out.channels[:, 0][out.channels[:, 1] < 0] == 0)  # heights of NaN cells are 0, as in real data
+    out.channels[:, 1].sum().backward()
+    assert gan.g.fc.weight.grad is not None and gan.g.fc.weight.grad.abs().sum() > 0  # tanh's gradient reached the layer
+
+
+def test_training_learns_a_known_nan_pattern_and_keeps_heights(tmp_path):
+    """Real DEMs never see the 4 front rows and lose 10 % of cells elsewhere: G must learn to hide the front rows."""
+    rng = np.random.default_rng(2)
+    sim_dems, sim_scalars = _dems(600, rng)
+    real_dems, real_scalars = _dems(600, rng, nan_fraction=0.1)
+    real_dems[:, :4] = np.nan
+    sim = GanData(sim_dems, sim_scalars, np.repeat(np.arange(6), 100))
+    real = GanData(real_dems, real_scalars, np.repeat(np.arange(6), 100))
+    config = GanTrainConfig(epochs=6, steps_per_epoch=40, gan=SMALL)
+    epochs = []
+    gan, report = train_gan(sim, real, config, seed=0, on_epoch=lambda e, m: epochs.append(e))
+    assert epochs == list(range(1, 7)) and report.steps == 240 and len(report.history["d"]) == 6
+    out = SimToReal(gan.g).transform(sim_dems[:200], sim_scalars[:200])
+    assert np.isnan(out[:, :4]).mean() > 0.9  # the front rows are hidden
+    assert np.isnan(out[:, 4:]).mean() < 0.4  # the rest mostly kept
+    assert np.nanmean(np.abs(out - sim_dems[:200])) < 0.05  # kept heights barely move (distance to the input)
+    back = SimToReal(gan.g_s).transform(real_dems[:200], real_scalars[:200])
+    assert np.isnan(back).mean() < 0.1  # G_s fills NaN cells (the penalty on its NaNs)
+    save_gan(tmp_path / "gan", gan, {"train_report": report.to_dict()})
+    loaded, meta = load_gan(tmp_path / "gan")
+    np.testing.assert_array_equal(SimToReal(loaded.g).transform(sim_dems[:20], sim_scalars[:20]), out[:20])
+    one = SimToReal(loaded.g)  # the one-DEM fast path gives what the batch gives, every call a new array
+    first = one(sim_dems[0], sim_scalars[0])
+    np.testing.assert_allclose(first, out[0], atol=1e-6)
+    np.testing.assert_allclose(one(sim_dems[1], sim_scalars[1]), out[1], atol=1e-6)
+    np.testing.assert_allclose(first, out[0], atol=1e-6)
+    assert meta["train_report"]["history"]["cycle"] == report.history["cycle"]
+
+
+def test_training_is_deterministic_for_a_seed():
+    rng = np.random.default_rng(3)
+    sim = GanData(*_dems(100, rng), np.zeros(100, np.int64))
+    real = GanData(*_dems(100, rng, 0.2), np.zeros(100, np.int64))
+    config = GanTrainConfig(epochs=1, steps_per_epoch=5, gan=SMALL)
+    a, _ = train_gan(sim, real, config, seed=7)
+    b, _ = train_gan(sim, real, config, seed=7)
+    c, _ = train_gan(sim, real, config, seed=8)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa) and not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_a_diverging_gan_raises_instead_of_returning_garbage():
+    rng = np.random.default_rng(4)
+    sim = GanData(*_dems(50, rng), np.zeros(50, np.int64))
+    real = GanData(*_dems(50, rng, 0.2), np.zeros(50, np.int64))
+    gan = CycleGan(SMALL)
+    with torch.no_grad():
+        gan.g.fc.bias[0] = float("inf")
+    with pytest.raises(GanDivergedError, match="generator loss turned nan"):
+        train_gan(sim, real, GanTrainConfig(epochs=1, steps_per_epoch=2, gan=SMALL), gan=gan)
+
+
+def test_bad_data_is_refused_naming_the_set():
+    rng = np.random.default_rng(5)
+    dems, scalars = _dems(10, rng)
+    with pytest.raises(ValueError, match=r"--real x: DEMs of 10 x 5 cells, the GAN's are 20 x 5"):
+        gan_data({"dem": dems[:, :10], "proprio": scalars}, GanConfig(), "--real x")
+    with pytest.raises(ValueError, match="--real x: no measured cell in any DEM"):
+        gan_data({"dem": np.full_like(dems, np.nan), "proprio": scalars}, GanConfig(), "--real x")
+    with pytest.raises(ValueError, match="--sim y: no samples"):
+        gan_data({"dem": dems[:0], "proprio": scalars[:0]}, GanConfig(), "--sim y")
+    with pytest.raises(ValueError, match="SimToReal: DEMs"):
+        SimToReal(CycleGan(SMALL).g).transform(dems[:, :10], scalars)
+
+
+def test_a_policy_checkpoint_is_not_a_gan(tmp_path):
+    save_policy(tmp_path / "policy", NanAwarePolicy())
+    with pytest.raises(CheckpointError, match="unknown architecture 'NanAwarePolicy'"):
+        load_gan(tmp_path / "policy")
+
+
+def test_split_keeps_trajectories_whole():
+    data = GanData(np.zeros((10, 20, 5), np.float32), np.zeros((10, 6), np.float32), np.repeat(np.arange(5), 2))
+    train, test = split_by_trajectory(data, 0.2, np.random.default_rng(0))
+    assert len(train) + len(test) == 10 and not set(train.traj_id) & set(test.traj_id)
+
+
+def test_config_bounds_and_parameter_count():
+    assert GanConfig().parameter_count() == sum(p.numel() for p in CycleGan().parameters())
+    with pytest.raises(ValueError, match="kernel must be an odd integer"):
+        GanConfig(kernel=4)
+    with pytest.raises(ValueError, match="more than a DEM CycleGAN needs"):
+        GanConfig(channels=2000)
