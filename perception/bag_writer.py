@@ -122,16 +122,20 @@ class BagRecorder:
 
     def _warn_leftovers(self) -> None:
         stale = [pb for pb in self.leftovers if pb.state == "stale"]
-        other = [pb for pb in self.leftovers if pb.state != "stale"]
+        unknown = [pb for pb in self.leftovers if pb.state == "unknown"]
+        live = [pb for pb in self.leftovers if pb.state == "live"]
         if stale:
             same = [pb for pb in stale if pb.target == self.path]
             log.warning("%s: %d leftover folder(s) of killed recordings (writer gone)%s: %s; they hold half-written "
                         "bags: remove them with `rm -r` or --clean-partials (perception.bag_partials.remove_stale_partials)",
                         self.path.parent, len(stale), f", {len(same)} of them for {self.path.name}" if same else "",
                         ", ".join(pb.describe() for pb in stale))
-        if other:
-            log.warning("%s: %d .partial folder(s) of recordings still running or of unknown writer, left alone: %s",
-                        self.path.parent, len(other), ", ".join(pb.describe() for pb in other))
+        if unknown:
+            log.warning("%s: %d .partial folder(s) of unknown writer (another host, or an older version), left alone: %s",
+                        self.path.parent, len(unknown), ", ".join(pb.describe() for pb in unknown))
+        if live:  # parallel recordings into one folder (the loop's workers) are normal: no warning
+            log.info("%s: %d .partial folder(s) of recordings still running, left alone: %s",
+                     self.path.parent, len(live), ", ".join(pb.describe() for pb in live))
 
     def abort(self) -> None:
         """Discard the recording; nothing is left at ``path``."""

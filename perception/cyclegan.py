@@ -11,6 +11,14 @@ connected layer that sees the features, the scalars and a skip connection of the
 channels and the scalars again. The skip part of that layer starts as the identity and the rest at zero, so a
 fresh generator is exactly the identity (the paper's initial guess: change the data as little as possible).
 
+Noise input. A deterministic G maps every exact, noise-free patch of flat ground to one and the same output, so it
+can only paint a fixed pattern where the lidar leaves random texture (per-cell noise, which cell stays empty); a
+two-sample test finds that pattern at once. G therefore also takes ``noise_channels`` planes of N(0, 1) noise,
+one number per cell, into its convolutions and its fully connected layer (G_s, towards the noise-free simulator,
+takes none). The layer's weights on the noise start at zero like the rest of the non-skip part, so a fresh G is
+still exactly the identity whatever the noise. ``SimToReal`` derives the noise of each DEM from a hash of the DEM,
+its scalars and a seed: the same input gives the same output in any batch, order, worker or call.
+
 The mask is discrete. A generator outputs a real number per cell; the cell is NaN where it is negative. In
 training, the discriminators and the cycle see the hard mask (exactly -1 or +1, with the heights of NaN cells set
 to 0, as in real data -- a soft mask would tell fakes apart by itself), while gradients flow as if the mask were
@@ -22,6 +30,7 @@ layer and one logit; pure GAN loss.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,8 +43,8 @@ from torch import nn
 from sim.checkpoint_io import load_module, save_module
 from sim.config_io import config_from_mapping
 
-__all__ = ["CycleGan", "Discriminator", "GanConfig", "Generator", "GeneratorOutput", "SimToReal", "decode", "encode", "load_gan",
-           "save_gan"]
+__all__ = ["CycleGan", "Discriminator", "GanConfig", "Generator", "GeneratorOutput", "SimToReal", "decode", "dem_noise", "encode",
+           "load_gan", "save_gan"]
 
 # A bound on what a config (or a checkpoint's sidecar) may ask for: building the networks allocates the weights.
 MAX_PARAMETERS = 20_000_000
@@ -54,6 +63,7 @@ class GanConfig:
     negative_slope: float = 0.2  # Leaky ReLU
     height_scale: float = 0.5  # m per unit inside the networks
     disc_hidden: int = 64  # hidden units of the discriminators' fully connected layer
+    noise_channels: int = 1  # planes of per-cell N(0, 1) noise into G (0: a deterministic G, as before this field)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dem_shape", tuple(self.dem_shape))
@@ -63,6 +73,8 @@ class GanConfig:
         for name in ("n_scalars", "channels", "conv_layers", "disc_hidden"):
             if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
                 problems.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not (_is_int(self.noise_channels) and 0 <= self.noise_channels <= 8):
+            problems.append(f"noise_channels must be an integer in [0, 8], got {self.noise_channels!r}")
         if not (_is_int(self.kernel) and self.kernel >= 1 and self.kernel % 2 == 1):
             problems.append(f"kernel must be an odd integer >= 1, got {self.kernel!r}")
         if not (math.isfinite(self.negative_slope) and 0 <= self.negative_slope < 1):
@@ -87,11 +99,17 @@ class GanConfig:
     def parameter_count(self) -> int:
         """Weights and biases of the four networks, computed without building them."""
         c, k = self.channels, self.kernel
-        convs = (2 * c * k * k + c) + (self.conv_layers - 1) * (c * c * k * k + c)
+
+        def convs(in_ch: int) -> int:
+            return (in_ch * c * k * k + c) + (self.conv_layers - 1) * (c * c * k * k + c)
+
         features = c * self.cells + self.n_scalars
-        generator = convs + (features + self.width) * self.width + self.width
-        discriminator = convs + features * self.disc_hidden + self.disc_hidden + self.disc_hidden + 1
-        return 2 * generator + 2 * discriminator
+
+        def generator(noise: int) -> int:
+            return convs(2 + noise) + (features + self.width + noise * self.cells) * self.width + self.width
+
+        discriminator = convs(2) + features * self.disc_hidden + self.disc_hidden + self.disc_hidden + 1
+        return generator(self.noise_channels) + generator(0) + 2 * discriminator
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -101,6 +119,17 @@ class GanConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GanConfig:
         return config_from_mapping(cls, data, "GanConfig")
+
+
+class _SavedGanConfig:
+    """``GanConfig`` as read from a checkpoint's sidecar: one written before ``noise_channels`` existed holds a
+    deterministic G, so a missing field means 0 there (a YAML config that omits it gets the default, 1)."""
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> GanConfig:
+        if isinstance(data, dict) and "noise_channels" not in data:
+            data = {**data, "noise_channels": 0}
+        return GanConfig.from_dict(data)
 
 
 def _is_int(x: object) -> bool:
@@ -129,9 +158,8 @@ def _hard_mask(raw: torch.Tensor) -> torch.Tensor:
     return hard + soft - soft.detach()
 
 
-def _conv_stack(config: GanConfig) -> nn.Sequential:
+def _conv_stack(config: GanConfig, in_ch: int = 2) -> nn.Sequential:
     layers: list[nn.Module] = []
-    in_ch = 2
     for _ in range(config.conv_layers):
         layers += [nn.Conv2d(in_ch, config.channels, config.kernel, padding=config.kernel // 2),
                    nn.LeakyReLU(config.negative_slope)]
@@ -147,27 +175,40 @@ class GeneratorOutput(NamedTuple):
 
 
 class Generator(nn.Module):
-    """G or G_s (Fig. 5): convolutions on the two channels, one fully connected layer over the features, the
-    scalars and a skip of the whole input; identity at initialisation."""
+    """G or G_s (Fig. 5): convolutions on the two channels (and ``noise_channels`` noise planes), one fully
+    connected layer over the features, the scalars, the noise and a skip of the whole input; identity at
+    initialisation, whatever the noise. ``noise_channels`` defaults to the config's (G); G_s is built with 0."""
 
-    def __init__(self, config: GanConfig):
+    def __init__(self, config: GanConfig, noise_channels: int | None = None):
         super().__init__()
         self.config = config
-        self.convs = _conv_stack(config)
+        self.noise_channels = config.noise_channels if noise_channels is None else int(noise_channels)
+        self.convs = _conv_stack(config, 2 + self.noise_channels)
         features = config.channels * config.cells + config.n_scalars
-        self.fc = nn.Linear(features + config.width, config.width)
-        with torch.no_grad():  # identity: the skip part passes the input through, the features start at zero
+        noise = self.noise_channels * config.cells
+        self.fc = nn.Linear(features + noise + config.width, config.width)
+        with torch.no_grad():  # identity: the skip part passes the input through, features and noise start at zero
             self.fc.weight.zero_()
             self.fc.bias.zero_()
-            self.fc.weight[:, features:] = torch.eye(config.width)
+            self.fc.weight[:, features + noise:] = torch.eye(config.width)
 
-    def forward(self, channels: torch.Tensor, scalars: torch.Tensor) -> GeneratorOutput:
-        """(B, 2, R, C), (B, S) -> the output channels, scalars and real-valued mask. The channels' mask is the
-        straight-through hard mask and their heights are 0 where it says NaN, as in encoded real data."""
+    def forward(self, channels: torch.Tensor, scalars: torch.Tensor, noise: torch.Tensor | None = None) -> GeneratorOutput:
+        """(B, 2, R, C), (B, S) and noise (B, noise_channels, R, C) -> the output channels, scalars and real-valued
+        mask. The channels' mask is the straight-through hard mask and their heights are 0 where it says NaN, as in
+        encoded real data. ``noise`` None means zeros: G's noise-free mean behaviour (figures, old callers)."""
         b = channels.shape[0]
         rows, cols = self.config.dem_shape
         flat_in = torch.cat([channels.reshape(b, -1), scalars], dim=1)
-        out = self.fc(torch.cat([self.convs(channels).reshape(b, -1), scalars, flat_in], dim=1))
+        if self.noise_channels:
+            if noise is None:
+                noise = channels.new_zeros(b, self.noise_channels, rows, cols)
+            elif noise.shape != (b, self.noise_channels, rows, cols):
+                raise ValueError(f"Generator: noise must have shape {(b, self.noise_channels, rows, cols)}, got "
+                                 f"{tuple(noise.shape)}")
+            convs = self.convs(torch.cat([channels, noise], dim=1))
+            out = self.fc(torch.cat([convs.reshape(b, -1), scalars, noise.reshape(b, -1), flat_in], dim=1))
+        else:
+            out = self.fc(torch.cat([self.convs(channels).reshape(b, -1), scalars, flat_in], dim=1))
         cells = self.config.cells
         heights, raw_mask = out[:, :cells].reshape(b, rows, cols), out[:, cells:2 * cells].reshape(b, rows, cols)
         mask = _hard_mask(raw_mask)
@@ -197,13 +238,13 @@ class CycleGan(nn.Module):
     def __init__(self, config: GanConfig | None = None):
         super().__init__()
         self.config = config or GanConfig()
-        self.g = Generator(self.config)  # sim -> real
-        self.g_s = Generator(self.config)  # real -> sim
+        self.g = Generator(self.config)  # sim -> real, with noise: the lidar's randomness
+        self.g_s = Generator(self.config, noise_channels=0)  # real -> sim: the simulator is deterministic
         self.d = Discriminator(self.config)  # real data vs G(sim)
         self.d_s = Discriminator(self.config)  # sim data vs G_s(real)
 
 
-ARCHITECTURES = {"CycleGan": (CycleGan, GanConfig)}
+ARCHITECTURES = {"CycleGan": (CycleGan, _SavedGanConfig)}
 
 
 def save_gan(path: str | Path, gan: CycleGan, metadata: dict[str, Any] | None = None) -> tuple[Path, Path]:
@@ -217,17 +258,60 @@ def load_gan(path: str | Path) -> tuple[CycleGan, dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------ the transform
+# splitmix64's finaliser (Steele et al. 2014): a bijective mix of 64-bit integers whose outputs pass BigCrush
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_S30, _S27, _S31, _S32, _LOW32 = (np.uint64(v) for v in (30, 27, 31, 32, 0xFFFFFFFF))
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> _S30)) * _MIX1  # uint64 arrays wrap modulo 2**64, which is what the mix wants
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+def dem_noise(dems: np.ndarray, scalars: np.ndarray, channels: int, seed: int = 0) -> np.ndarray:
+    """G's noise input for (N, R, C) float32 DEMs and their (N, S) float32 scalars: (N, channels, R, C) float32
+    N(0, 1) numbers that depend only on each DEM's bytes, its scalars' and ``seed``.
+
+    A 64-bit BLAKE2b of (seed, DEM, scalars) keys a counter-based generator (splitmix64 per cell, Box-Muller from its
+    two 32-bit halves). So a DEM gets the same noise alone or in any batch, in any order, on any worker, and the
+    numbers are defined by this code rather than by a library's random stream (numpy's and torch's may change
+    between versions). The pitch and flipper angles change from step to step while the exact DEM of flat ground
+    does not, so successive states still get fresh noise.
+    """
+    n, rows, cols = dems.shape
+    key = int(seed).to_bytes(16, "little", signed=False)
+    keys = np.fromiter((int.from_bytes(hashlib.blake2b(d.tobytes() + s.tobytes(), digest_size=8, key=key).digest(), "little")
+                        for d, s in zip(dems, scalars, strict=True)), dtype=np.uint64, count=n)
+    counters = np.arange(1, channels * rows * cols + 1, dtype=np.uint64) * _GOLDEN
+    z = _mix64(keys[:, None] + counters[None, :])
+    u1 = ((z >> _S32).astype(np.float64) + 1.0) * 2.0**-32  # (0, 1]: log() stays finite
+    u2 = (z & _LOW32).astype(np.float64) * 2.0**-32
+    normal = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
+    return normal.astype(np.float32).reshape(n, channels, rows, cols)
+
+
+def _check_seed(seed: int) -> int:
+    if not (_is_int(seed) and 0 <= seed < 2**64):
+        raise ValueError(f"SimToReal: seed must be an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
 class SimToReal:
     """The sim -> real transform as one callable: a simulated DEM and its scalars in, a real-looking DEM with NaN
     out (G's scalars output is not used: the robot measures those). What ``sim2real_node`` and the loop wrap.
 
     ``transform`` works on batches; calling the object on one DEM takes a fast path (no autograd, one thread's
-    worth of small tensors) for control loops.
+    worth of small tensors) for control loops. Both feed G the noise ``dem_noise`` derives from each DEM, its
+    scalars and ``seed`` (the constructor's unless a call names one): one DEM gives the same output either way.
     """
 
-    def __init__(self, generator: Generator):
+    def __init__(self, generator: Generator, seed: int = 0):
         self.generator = generator.eval()  # safe: nn.Module.eval(), not Python eval
         self.config = generator.config
+        self.noise_channels = generator.noise_channels
+        self.seed = _check_seed(seed)
         rows, cols = self.config.dem_shape
         # one-DEM buffers shared by numpy and torch (no allocation per call; not thread-safe: one transform per thread)
         self._dem = torch.zeros(1, rows, cols)
@@ -235,8 +319,14 @@ class SimToReal:
         self._dem_np, self._scalars_np = self._dem.numpy(), self._scalars.numpy()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> SimToReal:
-        return cls(load_gan(path)[0].g)
+    def from_checkpoint(cls, path: str | Path, seed: int = 0) -> SimToReal:
+        return cls(load_gan(path)[0].g, seed)
+
+    def _noise(self, dems: np.ndarray, scalars: np.ndarray, seed: int | None) -> torch.Tensor | None:
+        if not self.noise_channels:
+            return None
+        seed = self.seed if seed is None else _check_seed(seed)
+        return torch.from_numpy(dem_noise(dems, scalars, self.noise_channels, seed))
 
     def _check(self, dems: np.ndarray, scalars: np.ndarray) -> None:
         rows, cols = self.config.dem_shape
@@ -245,15 +335,16 @@ class SimToReal:
                              f"(DEM {rows} x {cols}, {self.config.n_scalars} scalars)")
 
     @torch.inference_mode()
-    def transform(self, dems: np.ndarray, scalars: np.ndarray) -> np.ndarray:
+    def transform(self, dems: np.ndarray, scalars: np.ndarray, seed: int | None = None) -> np.ndarray:
         """(N, R, C) DEMs and (N, S) scalars -> (N, R, C) float32 DEMs with NaN."""
-        dems = np.asarray(dems, dtype=np.float32)
-        scalars = np.asarray(scalars, dtype=np.float32)
+        dems = np.ascontiguousarray(dems, dtype=np.float32)
+        scalars = np.ascontiguousarray(scalars, dtype=np.float32)
         self._check(dems, scalars)
+        noise = self._noise(dems, scalars, seed)
         channels, s = encode(torch.from_numpy(dems), torch.from_numpy(scalars), self.config.height_scale)
-        return decode(self.generator(channels, s).channels, self.config.height_scale).numpy()
+        return decode(self.generator(channels, s, noise).channels, self.config.height_scale).numpy()
 
-    def __call__(self, dem: np.ndarray, scalars: np.ndarray) -> np.ndarray:
+    def __call__(self, dem: np.ndarray, scalars: np.ndarray, seed: int | None = None) -> np.ndarray:
         """One DEM (R, C) and its scalars (S,) -> the transformed DEM (R, C) float32, a new array."""
         dem, scalars = np.asarray(dem), np.asarray(scalars)
         if dem.shape != self._dem_np.shape[1:] or scalars.shape != self._scalars_np.shape[1:]:
@@ -261,5 +352,6 @@ class SimToReal:
         np.copyto(self._dem_np[0], dem, casting="unsafe")
         np.copyto(self._scalars_np[0], scalars, casting="unsafe")
         with torch.inference_mode():
+            noise = self._noise(self._dem_np, self._scalars_np, seed)
             channels, s = encode(self._dem, self._scalars, self.config.height_scale)
-            return decode(self.generator(channels, s).channels, self.config.height_scale)[0].numpy().copy()
+            return decode(self.generator(channels, s, noise).channels, self.config.height_scale)[0].numpy().copy()

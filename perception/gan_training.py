@@ -211,7 +211,7 @@ def train_gan(sim: GanData, real: GanData, config: GanTrainConfig | None = None,
         for step in range(steps):
             i_s = torch.randint(len(sim), (config.batch_size,), generator=gen)
             i_r = torch.randint(len(real), (config.batch_size,), generator=gen)
-            losses = _step(gan, config, opt_g, opt_d, xs[i_s], ss[i_s], xr[i_r], sr[i_r])
+            losses = _step(gan, config, opt_g, opt_d, xs[i_s], ss[i_s], xr[i_r], sr[i_r], gen)
             for name, value in losses.items():
                 sums[name] += value
             if on_step is not None:
@@ -233,14 +233,21 @@ def _fresh(config: GanConfig, seed: int) -> CycleGan:
         return CycleGan(config)
 
 
-def _step(gan: CycleGan, c: GanTrainConfig, opt_g, opt_d, xs, ss, xr, sr) -> dict[str, float]:
+def _noise(gan: CycleGan, batch: int, gen: torch.Generator) -> torch.Tensor | None:
+    """Fresh N(0, 1) planes for G's noise input, from the training generator (None for a deterministic G)."""
+    n = gan.g.noise_channels
+    return torch.randn(batch, n, *gan.config.dem_shape, generator=gen) if n else None
+
+
+def _step(gan: CycleGan, c: GanTrainConfig, opt_g, opt_d, xs, ss, xr, sr, gen: torch.Generator) -> dict[str, float]:
     """One generator update and one discriminator update; returns the batch's losses."""
     # generators
-    fake_r, fake_s = gan.g(xs, ss), gan.g_s(xr, sr)
+    fake_r, fake_s = gan.g(xs, ss, _noise(gan, len(xs), gen)), gan.g_s(xr, sr)
     adv = _gan_loss(gan.d(fake_r.channels, fake_r.scalars), True)
     adv_s = _gan_loss(gan.d_s(fake_s.channels, fake_s.scalars), True)
     distance = _distance_to_input(xs, ss, fake_r) + _distance_to_input(xr, sr, fake_s)
-    cycle = _cycle(xs, ss, gan.g_s(fake_r.channels, fake_r.scalars)) + _cycle(xr, sr, gan.g(fake_s.channels, fake_s.scalars))
+    cycle = (_cycle(xs, ss, gan.g_s(fake_r.channels, fake_r.scalars))
+             + _cycle(xr, sr, gan.g(fake_s.channels, fake_s.scalars, _noise(gan, len(xr), gen))))
     nan_share = ((1.0 - torch.tanh(fake_s.raw_mask)) / 2.0).mean()
     loss_g = adv + adv_s + c.lambda_p * distance + c.lambda_c * cycle + c.lambda_nan * nan_share
     _check_finite(loss_g, "generator loss")

@@ -132,12 +132,23 @@ def cmd_train_policy(args) -> int:
 
 # ------------------------------------------------------------------------------------------ loop / demo
 def _print_report(report: dict, out: Path) -> None:
-    from flipper_control.learning.report import table_i, table_iii
+    from flipper_control.learning.report import proxy_title, table_i, table_iii, table_proxy, table_transfer
 
     print("\nSimulated test worlds (Table I analogue):\n")
     print(table_i(report))
     print("\nPlanning cost per trajectory (Table III analogue):\n")
     print(table_iii(report))
+    if report.get("transfer"):
+        t = report["transfer"]
+        for ref in report["config"]["transfer"]["proxy_eval_worlds"]:
+            table = table_proxy(report, ref)
+            if table:
+                print(f"\n{proxy_title(ref)}:\n\n{table}")
+        table = table_transfer(report)
+        if table:
+            print(f"\nThe generator per iteration (held-out transfer metrics):\n\n{table}")
+        print(f"\nreal (reality-proxy) driving used: {t.get('driving_s', 0) / 60:.1f} min"
+              + (f"; Fig. 6 analogue: {out / t['figure']}" if t.get("figure") else ""))
     cpu = report.get("cpu_s", {})
     print(f"\nCPU {cpu.get('total', 0):.0f} s ({cpu.get('cpu_hours', 0):.3f} CPU-hours), wall {report.get('wall_s', 0):.0f} s; "
           f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'learning_curve.png'}")

@@ -28,12 +28,13 @@ from flipper_control.controllers import make_controller
 from flipper_control.learning.executors import EXECUTOR_KINDS, make_executor
 from flipper_control.learning.imitation import ImitationConfig
 from flipper_control.learning.tasks import eval_task, plan_task, train_task
+from flipper_control.learning.transfer import TransferConfig, TransferSteps, collection_entry
 from flipper_control.progress import Step
 from planning.dataset import TrajectoryDataset
 from planning.rrt import PlannerConfig
 from sim.config_io import config_from_mapping
 from sim.io_utils import write_bytes_atomic, write_json_atomic
-from sim.scoring import world_score
+from sim.scoring import section_scores, world_score
 from sim.world_sets import GENERATED_SETS, generated_worlds, resolve_worlds
 
 __all__ = ["LoopConfig", "run_loop", "load_loop_config", "demo_config", "DEMO_CONFIG"]
@@ -71,9 +72,11 @@ class LoopConfig:
     eval_runs: int = 3
     eval_seed: int = 0
     baselines: tuple[str, ...] = ("heuristic", "fixed:flat")  # evaluated once, for the report's context
+    transfer: TransferConfig | None = None  # the sim-to-real half of Algorithm 1 (learning.transfer); None: sim only
 
     def __post_init__(self) -> None:
-        conv = {"coarse": PlannerConfig.from_dict, "guided": PlannerConfig.from_dict, "imitation": ImitationConfig.from_dict}
+        conv = {"coarse": PlannerConfig.from_dict, "guided": PlannerConfig.from_dict, "imitation": ImitationConfig.from_dict,
+                "transfer": TransferConfig.from_dict}
         for name, fn in conv.items():
             if isinstance(getattr(self, name), dict):
                 object.__setattr__(self, name, fn(getattr(self, name)))
@@ -106,6 +109,8 @@ class LoopConfig:
                 make_controller(kind, posture or None)
             except ValueError as exc:
                 problems.append(f"baseline {b!r}: {exc} (use heuristic or fixed:POSTURE)")
+        if self.transfer is not None and not isinstance(self.transfer, TransferConfig):
+            problems.append(f"transfer must be a mapping of TransferConfig fields or null, got {type(self.transfer).__name__}")
         if problems:
             raise ValueError("loop config: " + "; ".join(problems))
         resolve_worlds(list(self.selection_worlds))  # unknown world names fail here, before any work
@@ -114,6 +119,7 @@ class LoopConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["imitation"] = self.imitation.to_dict()
+        d["transfer"] = self.transfer.to_dict() if self.transfer is not None else None
         for name in ("selection_worlds", "eval_worlds", "baselines"):
             d[name] = list(d[name])
         return d
@@ -182,15 +188,26 @@ class _Loop:
     def __init__(self, config: LoopConfig, out: Path):
         self.c, self.out = config, out
         self.ex = make_executor(config.executor, config.workers, config.ray_address)
+        self.transfer = (TransferSteps(config.transfer, config.seed, out, self.ex, self.evaluate, _step)
+                         if config.transfer is not None else None)
+
+    def _gan(self, k: int) -> str | None:
+        """The CycleGAN through which iteration ``k``'s policy learns and is scored: G_{k-1} (None: the identity)."""
+        return self.transfer.gan_before(k) if self.transfer is not None else None
+
+    def _policy_spec(self, path: str, k: int) -> dict:
+        return {"kind": "policy", "path": path, "transform": self._gan(k)}
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate(self, spec: dict, worlds, runs: int, seed: int, label: str) -> dict:
-        tasks = [{"controller": spec, "world": w, "seeds": [seed + r for r in range(runs)]} for w in worlds]
+    def evaluate(self, spec: dict, worlds, runs: int, seed: int, label: str, reality: str = "sim") -> dict:
+        tasks = [{"controller": spec, "world": w, "seeds": [seed + r for r in range(runs)], "reality": reality} for w in worlds]
         with _step(label, len(tasks), "world") as step:
             results = self.ex.map(eval_task, tasks, progress=step)
             per_world = {w.name: round(world_score(r["runs"]), 4) for w, r in zip(worlds, results, strict=True)}
             step.finish(f"{sum(per_world.values()):.2f}/{len(worlds)}")
-        return {"scores": per_world, "total": round(sum(per_world.values()), 4), "max": len(worlds),
+        sections = {w.name: {k: round(v, 4) for k, v in section_scores(r["runs"]).items()}
+                    for w, r in zip(worlds, results, strict=True) if w.sections}
+        return {"scores": per_world, "total": round(sum(per_world.values()), 4), "max": len(worlds), "sections": sections,
                 "runs": {w.name: [x.to_dict() for x in r["runs"]] for w, r in zip(worlds, results, strict=True)},
                 "cpu_s": round(sum(r["cpu_s"] for r in results), 3)}
 
@@ -217,7 +234,8 @@ class _Loop:
         planner = c.coarse if k == 1 else c.guided
         worlds = generated_worlds(c.training_set, c.training_worlds, seed=training_world_seed(c, k))
         tasks = [{"world": w, "seed": c.seed * 100_000 + k * 1000 + i * c.plans_per_world + j, "planner": planner.to_dict(),
-                  "guide": guide} for i, w in enumerate(worlds) for j in range(c.plans_per_world)]
+                  "guide": guide, "guide_transform": self._gan(k - 1) if guide else None}
+                 for i, w in enumerate(worlds) for j in range(c.plans_per_world)]
         label = f"iter {k}: planning {'guided ' + planner.action_set if guide else 'unguided ' + planner.action_set}"
         with _step(label, len(tasks), "trajectory") as step:
             results = self.ex.map(plan_task, tasks, progress=step)
@@ -261,6 +279,7 @@ class _Loop:
         seeds = [c.seed * 1000 + k * 100 + i for i in range(c.candidates)]
         tasks = [{"dataset": str(dataset), "imitation": c.imitation.to_dict(), "seed": s,
                   "out": str(d / "candidates" / f"seed_{s}"),
+                  "dem_transform": self.transfer.dem_transform(k, s) if self.transfer is not None else None,
                   "metadata": {"data_sha256": data_hash, "iteration": k, "loop_seed": c.seed}} for s in seeds]
         with _step(f"iter {k}: training {len(seeds)} candidates", len(tasks), "candidate") as step:
             trained = self.ex.map(train_task, tasks, progress=step)
@@ -274,7 +293,7 @@ class _Loop:
         sel_seed = selection_seed(c, k)
         cands, selection_cpu = [], 0.0
         for s, t in zip(seeds, trained, strict=True):
-            ev = self.evaluate({"kind": "policy", "path": t["path"]}, worlds, c.selection_runs, sel_seed,
+            ev = self.evaluate(self._policy_spec(t["path"], k), worlds, c.selection_runs, sel_seed,
                                f"iter {k}: selecting, candidate {s}")
             selection_cpu += ev["cpu_s"]
             cands.append({"seed": s, "path": t["path"], "score": ev["total"], "test_mse": t["report"]["test_mse"],
@@ -283,7 +302,7 @@ class _Loop:
         if c.carry_best and k > 1:
             prev = json.loads((self.out / f"iter_{k - 1}" / "selection.json").read_text())
             kept = prev["candidates"][0]
-            ev = self.evaluate({"kind": "policy", "path": str(self.out / f"iter_{k - 1}" / "policy")}, worlds, c.selection_runs,
+            ev = self.evaluate(self._policy_spec(str(self.out / f"iter_{k - 1}" / "policy"), k), worlds, c.selection_runs,
                                sel_seed, f"iter {k}: selecting, carried policy of iteration {k - 1}")
             selection_cpu += ev["cpu_s"]
             cands.append({**kept, "path": str(self.out / f"iter_{k - 1}" / "policy"), "score": ev["total"],
@@ -296,6 +315,7 @@ class _Loop:
             src, dst = Path(best["path"] + suffix), d / f"policy{suffix}"
             write_bytes_atomic(dst, src.read_bytes())
         selection = {"iteration": k, "candidates": cands, "kept": best["seed"], "selection_worlds": list(c.selection_worlds),
+                     "through_gan": self._gan(k),
                      "selection_runs": c.selection_runs, "selection_seed": sel_seed, "data_sha256": data_hash,
                      "train_cpu_s": round(sum(t["cpu_s"] for t in trained), 3), "selection_cpu_s": round(selection_cpu, 3),
                      "wall_s": round(time.perf_counter() - t0, 2)}
@@ -308,8 +328,8 @@ class _Loop:
         if done is not None:
             return done
         worlds, t0 = resolve_worlds(list(self.c.eval_worlds)), time.perf_counter()
-        ev = self.evaluate({"kind": "policy", "path": str(d / "policy")}, worlds, self.c.eval_runs, self.c.eval_seed,
-                           f"iter {k}: evaluating")
+        ev = self.evaluate(self._policy_spec(str(d / "policy"), k), worlds, self.c.eval_runs, self.c.eval_seed,
+                           f"iter {k}: evaluating" + (" (through G)" if self._gan(k) else ""))
         ev["wall_s"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(d / "eval.json", ev)
         return ev
@@ -378,6 +398,18 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
         baselines = loop.baselines()
         report["baselines"] = {b: {"scores": v["scores"], "total": v["total"], "max": v["max"]} for b, v in baselines.items()}
         cpu["evaluation"] += sum(v["cpu_s"] for v in baselines.values())
+        if loop.transfer is not None:
+            cpu["transfer"] = 0.0
+            report["transfer"] = {"mode": config.transfer.mode, "collections": []}
+            proxy_baselines = loop.transfer.proxy_baselines()
+            cpu["evaluation"] += sum(v["cpu_s"] for by_ref in proxy_baselines.values() for v in by_ref.values())
+            report["transfer"]["proxy_baselines"] = {b: {ref: {key: v[key] for key in ("scores", "total", "max", "sections")}
+                                                         for ref, v in by_ref.items()} for b, by_ref in proxy_baselines.items()}
+            if loop.transfer.c.mode == "gan":  # Algorithm 1 line 2: real trajectories of pi_0
+                initial = _controller_spec(config.transfer.initial_controller)
+                col = loop.transfer.collect_real(0, initial, config.transfer.initial_controller)
+                cpu["transfer"] += col["cpu_s"]
+                report["transfer"]["collections"].append(collection_entry(col))
         guide = None
         for k in range(1, config.iterations + 1):
             plans = loop.plan(k, guide)
@@ -402,6 +434,11 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
                 "policy": str(Path(f"iter_{k}") / "policy.safetensors"),
                 "wall_s": round(plans["wall_s"] + selection["wall_s"] + ev["wall_s"], 2),
             }
+            if loop.transfer is not None:
+                t0 = time.perf_counter()
+                entry["transfer"] = loop.transfer.after_iteration(k, config.iterations, guide, cpu, report["transfer"])
+                entry["wall_s"] = round(entry["wall_s"] + time.perf_counter() - t0, 2)
+                wall += time.perf_counter() - t0
             report["iterations"].append(entry)
             _log(f"iter {k}: test total {ev['total']:.2f}/{ev['max']} (dataset {n_samples} samples from {n_traj} trajectories)")
             report["cpu_s"] = {key: round(v, 3) for key, v in cpu.items()} | {"total": round(sum(cpu.values()), 3),

@@ -1,4 +1,5 @@
-"""The learning loop's report: ``report.json``, ``report.md`` (Table I and Table III analogues) and a PNG.
+"""The learning loop's report: ``report.json``, ``report.md`` (Table I and Table III analogues; with a ``transfer``
+section also Table II on the reality proxy, the test worlds there and the generator's metrics) and a PNG.
 
 Table I (seed 000): the simulated test-world score of each iteration's policy, per world and summed out
 of the number of worlds. Table III: the planning cost per trajectory of each iteration's planner. The
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from sim.io_utils import write_bytes_atomic, write_json_atomic, write_text_atomic
 
-__all__ = ["write_report", "table_i", "table_iii"]
+__all__ = ["write_report", "table_i", "table_iii", "table_proxy", "table_transfer", "proxy_title"]
 
 
 def table_i(report: dict) -> str:
@@ -41,6 +42,71 @@ def table_iii(report: dict) -> str:
         rows.append(f"| {it['iteration']} | {kind} | {p['successes']}/{p['trajectories']} | {p['cpu_s_median']:.2f} | {med_ok} "
                     f"| {p['expansions_median']:g} | {it['dataset']['samples']} "
                     f"| {t['test_mse']:.4f} ({t['baseline_test_mse']:.4f}) |")
+    return "\n".join(rows)
+
+
+def _cells(ev: dict) -> list[tuple[str, float]]:
+    """(column, score) of one evaluation: a world with sections (the proxy staircase) gives its sections."""
+    out = []
+    for world, score in ev["scores"].items():
+        sections = ev.get("sections", {}).get(world)
+        out += list(sections.items()) if sections else [(world, score)]
+    return out
+
+
+def table_proxy(report: dict, ref: str) -> str | None:
+    """Markdown: the ``ref`` worlds on the reality proxy (``proxy``: F, P and the staircase's sections, the Table II
+    analogue; ``test``: the eight test worlds), for the reference controllers and the iterations scored there."""
+    t = report.get("transfer")
+    if not t:
+        return None
+    rows_in = [(f"{b} (reference)", by_ref[ref]) for b, by_ref in t.get("proxy_baselines", {}).items() if ref in by_ref]
+    rows_in += [(f"iteration {it['iteration']}", it["transfer"]["proxy"][ref]) for it in report["iterations"]
+                if ref in it.get("transfer", {}).get("proxy", {})]
+    if not rows_in:
+        return None
+    header = [name for name, _ in _cells(rows_in[0][1])]
+    rows = ["| policy | " + " | ".join(header) + " | sum |", "|---|" + "---:|" * (len(header) + 1)]
+    for label, ev in rows_in:
+        cells = _cells(ev)
+        total = sum(v for _, v in cells)
+        rows.append(f"| {label} | " + " | ".join(f"{v:.2f}" for _, v in cells) + f" | **{total:.2f}/{len(cells)}** |")
+    return "\n".join(rows)
+
+
+def proxy_title(ref: str) -> str:
+    """The heading of the table of the ``ref`` worlds on the reality proxy."""
+    known = {"proxy": "Proxy course on the reality proxy (Table II analogue)", "test": "Test worlds on the reality proxy"}
+    return known.get(ref, f"{ref} on the reality proxy")
+
+
+def table_transfer(report: dict) -> str | None:
+    """Markdown: per iteration, the generator its policy learnt through and the held-out transfer metrics of the
+    CycleGAN trained after it (classifier accuracy and the least closed share; 50 % accuracy = indistinguishable)."""
+    t = report.get("transfer")
+    if not t:
+        return None
+    rows = ["| iteration | policy learnt through | GAN update | classifier: identity / G / randomised | G closed (least) |",
+            "|---|---|---|---:|---:|"]
+    for it in report["iterations"]:
+        tr = it.get("transfer", {})
+        gan = tr.get("gan")
+        through = "exact DEMs"
+        if tr.get("through_gan"):  # .../iter_J/gan
+            through = "G of iteration " + tr["through_gan"].split("iter_")[-1].split("/")[0]
+        elif t["mode"] == "randomize":
+            through = "randomised DEMs"
+        if gan is None:
+            rows.append(f"| {it['iteration']} | {through} | - | - | - |")
+            continue
+        if gan["diverged"]:
+            rows.append(f"| {it['iteration']} | {through} | diverged, not used | - | - |")
+            continue
+        m = gan["metrics"]
+        acc = " / ".join(f"{m[c]['accuracy']:.2f}" if c in m else "-" for c in ("identity", "G", "randomized"))
+        closed = [v for v in m["G"]["closed_share"].values() if v is not None]
+        rows.append(f"| {it['iteration']} | {through} | trained | {acc} | {min(closed):.2f} |" if closed
+                    else f"| {it['iteration']} | {through} | trained | {acc} | - |")
     return "\n".join(rows)
 
 
@@ -87,10 +153,32 @@ def render_markdown(report: dict) -> str:
         table_i(report), "",
         "## Planning cost per trajectory (Table III analogue)", "", table_iii(report), "",
         "![learning curve](learning_curve.png)", "",
+        *_transfer_markdown(report),
         f"Peak resident memory: this process {mem.get('parent_peak_rss_mib', 0):.0f} MiB, "
         f"largest worker {mem.get('max_worker_peak_rss_mib', 0) or 0:.0f} MiB.", "",
     ]
     return "\n".join(lines)
+
+
+def _transfer_markdown(report: dict) -> list[str]:
+    t = report.get("transfer")
+    if not t:
+        return []
+    runs = report["config"]["transfer"]["proxy_eval_runs"]
+    lines = [f"## Sim-to-real (Algorithm 1), mode `{t['mode']}`", "",
+             f"Real (reality-proxy) driving used: {t.get('driving_s', 0) / 60:.1f} min in {len(t['collections'])} "
+             "collection(s): " + ", ".join(f"{c['label']} ({c['driving_s'] / 60:.1f} min, {c['samples']} states)"
+                                          for c in t["collections"]) + ".", ""]
+    for ref in report["config"]["transfer"]["proxy_eval_worlds"]:
+        table = table_proxy(report, ref)
+        if table:
+            lines += [f"### {proxy_title(ref)}, {runs} runs per world", "", table, ""]
+    table = table_transfer(report)
+    if table:
+        lines += ["### The generator per iteration (held-out transfer metrics)", "", table, ""]
+    if t.get("figure"):
+        lines += [f"![Fig. 6 analogue]({t['figure']})", ""]
+    return lines
 
 
 def write_report(out: str | Path, report: dict) -> None:

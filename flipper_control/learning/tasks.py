@@ -13,7 +13,7 @@ from typing import Any
 
 from sim.world import World
 
-__all__ = ["plan_task", "eval_task", "train_task", "controller_from_spec"]
+__all__ = ["plan_task", "eval_task", "train_task", "controller_from_spec", "transformed_training_data"]
 
 _SIMS: dict[str, Any] = {}
 _POLICIES: dict[tuple[str, float], Any] = {}
@@ -97,8 +97,8 @@ def plan_task(task: dict) -> dict:
 
     world: World = task["world"]
     guide = None
-    if task.get("guide"):
-        guide = controller_from_spec({"kind": "policy", "path": task["guide"]}).act
+    if task.get("guide"):  # a policy trained on G(x) guides through G too: it sees what it learnt from
+        guide = controller_from_spec({"kind": "policy", "path": task["guide"], "transform": task.get("guide_transform")}).act
     cpu0 = time.process_time()
     traj = plan(_simulator(), world, seed=int(task["seed"]), config=PlannerConfig.from_dict(task["planner"]), guide=guide)
     return {"trajectory": traj, "cpu_s": time.process_time() - cpu0}
@@ -134,11 +134,34 @@ def eval_task(task: dict) -> dict:
     return out | {"trajectories": trajectories} if task.get("states") else out
 
 
-def train_task(task: dict) -> dict:
-    """Train one candidate policy: ``{dataset: PATH, imitation: dict, seed, out: CKPT path, metadata: dict}``.
+def transformed_training_data(data, dem_transform: dict | None):
+    """What imitation trains on (Algorithm 1 line 5): the dataset's states with their DEMs as the policy will see
+    them. ``dem_transform``: None (exact DEMs), ``{"kind": "gan", "path": CKPT}`` (G(x)) or ``{"kind": "randomize",
+    "config": DomainRandomization dict, "seed": S}`` (the domain-randomisation baseline)."""
+    if not dem_transform:
+        return data
+    arrays = data.arrays()
+    if dem_transform["kind"] == "gan":
+        arrays["dem"] = _transform(dem_transform["path"]).transform(arrays["dem"], arrays["proprio"])
+    elif dem_transform["kind"] == "randomize":
+        import numpy as np
 
-    Skips training when a complete checkpoint with the same seed and data hash is already at ``out`` (a
-    resumed loop). Returns ``{"report": dict, "cpu_s": float, "path": str}``.
+        from perception.domain_randomization import DomainRandomization, randomize
+
+        config = DomainRandomization.from_dict(dem_transform.get("config") or {})
+        arrays["dem"] = randomize(arrays["dem"], np.random.default_rng(int(dem_transform["seed"])), config,
+                                  pitch=arrays["proprio"][:, 0])
+    else:
+        raise ValueError(f"unknown DEM transform {dem_transform['kind']!r}; allowed: gan, randomize")
+    return arrays
+
+
+def train_task(task: dict) -> dict:
+    """Train one candidate policy: ``{dataset: PATH, imitation: dict, seed, out: CKPT path, metadata: dict}``, and
+    optionally ``dem_transform`` (see ``transformed_training_data``).
+
+    Skips training when a complete checkpoint with the same seed, data hash and DEM transform is already at
+    ``out`` (a resumed loop). Returns ``{"report": dict, "cpu_s": float, "path": str}``.
     """
     import json
 
@@ -149,15 +172,18 @@ def train_task(task: dict) -> dict:
     out = Path(task["out"])
     _, sidecar = checkpoint_paths(out)
     meta = dict(task.get("metadata", {}))
+    if task.get("dem_transform"):
+        meta["dem_transform"] = task["dem_transform"]
     if sidecar.is_file():
         try:
             old = json.loads(sidecar.read_text())["metadata"]
-            if old.get("seed") == task["seed"] and old.get("data_sha256") == meta.get("data_sha256"):
+            if (old.get("seed") == task["seed"] and old.get("data_sha256") == meta.get("data_sha256")
+                    and old.get("dem_transform") == meta.get("dem_transform")):
                 return {"report": old["train_report"], "cpu_s": 0.0, "path": str(out), "resumed": True}
         except (ValueError, KeyError):
             pass  # unreadable: train again and overwrite
     cpu0 = time.process_time()
-    data = TrajectoryDataset.load(task["dataset"])
+    data = transformed_training_data(TrajectoryDataset.load(task["dataset"]), task.get("dem_transform"))
     config = ImitationConfig.from_dict(task["imitation"])
     policy, report = train_policy(data, config, seed=int(task["seed"]))
     rep = report.to_dict()

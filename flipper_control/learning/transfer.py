@@ -1,0 +1,288 @@
+"""The sim-to-real half of Algorithm 1 in the learning loop: a ``transfer:`` section in the loop config.
+
+- line 2 (and 9): real trajectories driven on the reality proxy -- by ``initial_controller`` before any policy
+  exists, then every ``real_every`` iterations by the newest policy -- recorded as rosbags and read back with
+  ``ingest``, the same path as bags from the robot (``real_C/``);
+- line 5: imitation on G_k(x) of the planned states (the policy learns from DEMs as it will see them), and the
+  candidates are selected and Table I is scored in simulation through G_k;
+- line 6: rollouts of the new policy in simulation through G_k; their exact DEMs are the simulated states x_s;
+- line 7: the CycleGAN, continued from G_k, trained on those x_s and all real states (``iter_K/gan``); a GAN
+  whose loss turns non-finite is not used: the loop keeps the last good generator and says so.
+
+G_0 is the identity (no transform), so iteration 1 is today's loop. ``mode`` chooses the variant: ``gan`` (the
+above), ``identity`` (G held at the identity: the ablation that shows whether the GAN does anything) or
+``randomize`` (imitation on domain-randomised DEMs instead: what most users would try first). Every variant
+scores its policy on the reality proxy (the test worlds and the proxy course F, P, SU1-3, SD1-3: Table II).
+Every step writes its output atomically and is skipped when it exists, as the rest of the loop.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perception.domain_randomization import DomainRandomization
+from perception.gan_training import GanTrainConfig
+from sim.config_io import config_from_mapping
+from sim.io_utils import write_json_atomic
+
+__all__ = ["MODES", "TransferConfig", "TransferSteps", "collection_entry"]
+
+MODES = ("gan", "identity", "randomize")
+
+
+def _gan_default() -> GanTrainConfig:
+    return GanTrainConfig(epochs=20)
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """The ``transfer:`` section of a loop config (see the module docstring)."""
+
+    mode: str = "gan"  # gan, identity or randomize
+    worlds: str = "training"  # the generated set the proxy (real) and simulated rollouts drive on
+    real_runs: int = 8  # proxy runs per collection of real trajectories (one per world)
+    real_every: int = 2  # K: new real trajectories with the newest policy every K iterations (line 9)
+    initial_controller: str = "heuristic"  # pi_0 of line 2: drives the first collection
+    sim_runs: int = 8  # rollouts of each new policy in simulation (line 6), one per world
+    gan: GanTrainConfig = field(default_factory=_gan_default)
+    randomization: DomainRandomization = field(default_factory=DomainRandomization)
+    proxy_eval_worlds: tuple[str, ...] = ("test", "proxy")  # scored on the reality proxy (Table II: proxy)
+    proxy_eval_runs: int = 3
+    proxy_eval_every: int = 0  # also score on the proxy every N iterations; 0: the last iteration only
+    proxy_baselines: tuple[str, ...] = ("heuristic",)  # reference controllers scored once on the proxy (Table II)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.gan, dict):
+            object.__setattr__(self, "gan", GanTrainConfig.from_dict(self.gan))
+        if isinstance(self.randomization, dict):
+            object.__setattr__(self, "randomization", DomainRandomization.from_dict(self.randomization))
+        for name in ("proxy_eval_worlds", "proxy_baselines"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        from flipper_control.controllers import make_controller
+        from sim.world_sets import GENERATED_SETS, resolve_worlds
+
+        problems = []
+        if self.mode not in MODES:
+            problems.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.worlds not in GENERATED_SETS:
+            problems.append(f"worlds must be one of {', '.join(GENERATED_SETS)}, got {self.worlds!r}")
+        for name in ("real_runs", "real_every", "sim_runs", "proxy_eval_runs"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                problems.append(f"{name} must be an integer >= 1, got {v!r}")
+        if not (isinstance(self.proxy_eval_every, int) and self.proxy_eval_every >= 0):
+            problems.append(f"proxy_eval_every must be an integer >= 0, got {self.proxy_eval_every!r}")
+        controllers = [("initial_controller", self.initial_controller)] + [("proxy_baselines", b) for b in self.proxy_baselines]
+        for name, value in controllers:
+            kind, _, posture = value.partition(":")
+            try:
+                make_controller(kind, posture or None)
+            except ValueError as exc:
+                problems.append(f"{name} {value!r}: {exc}")
+        if problems:
+            raise ValueError("transfer config: " + "; ".join(problems))
+        resolve_worlds(list(self.proxy_eval_worlds))  # unknown world names fail here, before any work
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["gan"], d["randomization"] = self.gan.to_dict(), self.randomization.to_dict()
+        d["proxy_eval_worlds"], d["proxy_baselines"] = list(self.proxy_eval_worlds), list(self.proxy_baselines)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransferConfig:
+        return config_from_mapping(cls, data, "transfer config")
+
+
+def collection_entry(col: dict) -> dict:
+    """What the report keeps of a collection of real trajectories."""
+    return {key: col[key] for key in ("index", "label", "driving_s", "samples", "levels")}
+
+
+def _metrics_summary(metrics: dict) -> dict:
+    """Per candidate: the distances, the classifier's accuracy and the closed shares (the report's table)."""
+    return {name: {"distances": c["distances"], "accuracy": c["classifier"]["accuracy"], "closed_share": c["closed_share"],
+                   "nan_share": c["nan_share"]} for name, c in metrics["candidates"].items()}
+
+
+def _read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class TransferSteps:
+    """The transfer steps of one loop run, over its executor and output folder; ``evaluate`` is the loop's own
+    evaluation (``_Loop.evaluate``), so the proxy scores use the same machinery and report format."""
+
+    def __init__(self, config: TransferConfig, loop_seed: int, out: Path, ex, evaluate, step):
+        self.c, self.seed, self.out, self.ex, self._evaluate, self._step = config, loop_seed, out, ex, evaluate, step
+
+    # ---------------------------------------------------------------- which G each iteration uses
+    def gan_before(self, k: int) -> str | None:
+        """G_{k-1}: the newest good generator of the iterations before ``k`` (None: the identity)."""
+        if self.c.mode != "gan":
+            return None
+        for j in range(k - 1, 0, -1):
+            done = _read_json(self.out / f"iter_{j}" / "gan_update.json")
+            if done is not None and done.get("path"):
+                return done["path"]
+        return None
+
+    def dem_transform(self, k: int, seed: int) -> dict | None:
+        """What imitation of iteration ``k`` trains on (``tasks.transformed_training_data``)."""
+        if self.c.mode == "randomize":
+            return {"kind": "randomize", "config": self.c.randomization.to_dict(), "seed": seed}
+        gan = self.gan_before(k)
+        return {"kind": "gan", "path": gan} if gan else None
+
+    # ---------------------------------------------------------------- line 2 / 9: real trajectories
+    def collection_due(self, k: int, iterations: int) -> bool:
+        """Whether new real trajectories are driven with iteration ``k``'s policy (line 9)."""
+        return self.c.mode == "gan" and k % self.c.real_every == 0 and k < iterations
+
+    def collect_real(self, index: int, controller: dict, label: str) -> dict:
+        """Drive ``real_runs`` proxy runs with ``controller``, record them as bags, ingest them: ``real_<index>/``."""
+        from flipper_control.learning.bags import ingest
+        from flipper_control.learning.transfer_tasks import record_task
+        from sim.world_sets import generated_worlds
+
+        d = self.out / f"real_{index}"
+        done = _read_json(d / "collection.json")
+        if done is not None:
+            return done
+        worlds = generated_worlds(self.c.worlds, self.c.real_runs, seed=self.seed * 1000 + 500 + index)
+        tasks = [{"world": w, "controller": controller, "bag": str(d / "bags" / f"run_{i}"),
+                  "seed": self.seed * 100_000 + 50_000 + index * 100 + i} for i, w in enumerate(worlds)]
+        with self._step(f"real trajectories {index} ({label}) on the reality proxy", len(tasks), "run") as step:
+            runs = self.ex.map(record_task, tasks, progress=step)
+            summary = ingest([r["bag"] for r in runs], d, overwrite=True)  # a killed ingest left only partial output
+            driving = sum(r["sim_time"] for r in runs)
+            step.finish(f"{summary['samples']} states, {driving / 60:.1f} min of driving")
+        result = {"index": index, "controller": controller, "label": label, "worlds": [w.name for w in worlds],
+                  "driving_s": round(driving, 2), "samples": summary["samples"], "dataset": summary["dataset"],
+                  "levels": [r["level"] for r in runs], "cpu_s": round(sum(r["cpu_s"] for r in runs), 3)}
+        write_json_atomic(d / "collection.json", result)
+        return result
+
+    def real_datasets(self) -> list[str]:
+        """Every finished collection's dataset, oldest first."""
+        out, i = [], 0
+        while (done := _read_json(self.out / f"real_{i}" / "collection.json")) is not None:
+            out.append(done["dataset"])
+            i += 1
+        return out
+
+    # ---------------------------------------------------------------- line 6 and 7: rollouts and the GAN
+    def rollouts(self, k: int, policy: str) -> str:
+        """States of iteration ``k``'s policy driving in simulation through G_{k-1}: ``iter_K/sim_states``."""
+        from flipper_control.learning.tasks import eval_task
+        from planning.dataset import TrajectoryDataset
+        from sim.world_sets import generated_worlds
+
+        path = self.out / f"iter_{k}" / "sim_states.safetensors"
+        if path.is_file():
+            return str(path)
+        worlds = generated_worlds(self.c.worlds, self.c.sim_runs, seed=self.seed * 1000 + 700 + k)
+        spec = {"kind": "policy", "path": policy, "transform": self.gan_before(k)}
+        tasks = [{"controller": spec, "world": w, "seeds": [self.seed * 100_000 + 70_000 + k * 100 + i], "states": True}
+                 for i, w in enumerate(worlds)]
+        with self._step(f"iter {k}: simulated rollouts (line 6)", len(tasks), "run") as step:
+            results = self.ex.map(eval_task, tasks, progress=step)
+            data = TrajectoryDataset([t for r in results for t in r["trajectories"]])
+            step.finish(f"{data.n_samples} states")
+        data.save(path)
+        return str(path)
+
+    def update_gan(self, k: int, sim_states: str) -> dict:
+        """G_k from G_{k-1} on iteration ``k``'s simulated states and all real ones (line 7): ``iter_K/gan``."""
+        from flipper_control.learning.transfer_tasks import gan_task
+
+        d = self.out / f"iter_{k}"
+        done = _read_json(d / "gan_update.json")
+        if done is not None:
+            return done
+        task = {"sim": [sim_states], "real": self.real_datasets(), "out": str(d / "gan"), "start": self.gan_before(k),
+                "train": self.c.gan.to_dict(), "seed": self.seed * 1000 + k, "randomization": self.c.randomization.to_dict()}
+        with self._step(f"iter {k}: CycleGAN update (line 7)", 1, "task") as step:
+            (result,) = self.ex.map(gan_task, [task], progress=step)
+            if result["diverged"]:
+                step.finish(f"diverged ({result['error']}); keeping the previous generator")
+            else:
+                g = result["metrics"]["candidates"]["G"]
+                step.finish(f"classifier accuracy {g['classifier']['accuracy']:.2f}, closed "
+                            + ", ".join(f"{m} {v:.2f}" for m, v in g["closed_share"].items() if v is not None))
+        write_json_atomic(d / "gan_update.json", result)
+        return result
+
+    # ---------------------------------------------------------------- Table II: scores on the reality proxy
+    def proxy_due(self, k: int, iterations: int) -> bool:
+        every = self.c.proxy_eval_every
+        return k == iterations or (every > 0 and k % every == 0)
+
+    def proxy_eval(self, k: int, policy: str) -> dict:
+        """The policy on the reality proxy: the test worlds and the proxy course (``iter_K/proxy_eval.json``)."""
+        from sim.world_sets import resolve_worlds
+
+        path = self.out / f"iter_{k}" / "proxy_eval.json"
+        done = _read_json(path)
+        if done is not None:
+            return done
+        result = {}
+        for ref in self.c.proxy_eval_worlds:
+            worlds = resolve_worlds([ref])
+            result[ref] = self._evaluate({"kind": "policy", "path": policy}, worlds, self.c.proxy_eval_runs, 0,
+                                         f"iter {k}: {ref} worlds on the reality proxy", reality="proxy")
+        write_json_atomic(path, result)
+        return result
+
+    def proxy_baselines(self) -> dict:
+        """The reference controllers on the reality proxy, once (``proxy_baselines.json``): Table II's context."""
+        path = self.out / "proxy_baselines.json"
+        done = _read_json(path)
+        if done is not None:
+            return done
+        from sim.world_sets import resolve_worlds
+
+        result = {}
+        for b in self.c.proxy_baselines:
+            kind, _, posture = b.partition(":")
+            result[b] = {ref: self._evaluate({"kind": kind, "posture": posture or None}, resolve_worlds([ref]),
+                                             self.c.proxy_eval_runs, 0, f"baseline {b}: {ref} worlds on the reality proxy",
+                                             reality="proxy") for ref in self.c.proxy_eval_worlds}
+        write_json_atomic(path, result)
+        return result
+
+    # ---------------------------------------------------------------- one iteration's transfer steps
+    def after_iteration(self, k: int, iterations: int, policy: str, cpu: dict, transfer_report: dict) -> dict:
+        """Algorithm 1 lines 6, 7 and 9 after iteration ``k``'s policy is chosen, and its scores on the reality proxy;
+        returns the iteration's ``transfer`` entry of the report (CPU seconds are added to ``cpu``)."""
+        entry: dict[str, Any] = {"through_gan": self.gan_before(k)}
+        if self.c.mode == "gan":
+            states = self.rollouts(k, policy)
+            gan = self.update_gan(k, states)
+            cpu["transfer"] += gan["cpu_s"]
+            entry["gan"] = {"diverged": gan["diverged"], "error": gan["error"], "path": gan["path"],
+                            "metrics": _metrics_summary(gan["metrics"]) if gan["metrics"] else None}
+            if gan["path"]:
+                from flipper_control.learning.transfer_figure import transfer_figure
+
+                figure = self.out / f"iter_{k}" / "fig6.png"
+                if not figure.is_file():
+                    transfer_figure(gan["path"], states, self.real_datasets()[-1], figure, seed=self.seed)
+                transfer_report["figure"] = str(figure.relative_to(self.out))
+            if self.collection_due(k, iterations):  # line 9: new real trajectories with the newest policy
+                col = self.collect_real(k // self.c.real_every, {"kind": "policy", "path": policy}, f"policy of iteration {k}")
+                cpu["transfer"] += col["cpu_s"]
+                transfer_report["collections"].append(collection_entry(col))
+        if self.proxy_due(k, iterations):
+            proxy = self.proxy_eval(k, policy)
+            cpu["evaluation"] += sum(v["cpu_s"] for v in proxy.values())
+            entry["proxy"] = {ref: {key: v[key] for key in ("scores", "total", "max", "sections")} for ref, v in proxy.items()}
+        transfer_report["driving_s"] = round(sum(c["driving_s"] for c in transfer_report["collections"]), 2)
+        return entry

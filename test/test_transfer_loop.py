@@ -1,0 +1,119 @@
+"""The whole of Algorithm 1 in ``flipper loop`` at a tiny scale (flipper_control.learning.transfer): real
+trajectories from the reality proxy as rosbags, imitation and evaluation through G, simulated rollouts, the
+CycleGAN update, the proxy scores, the report and the Fig. 6 analogue, resuming, and the baselines' modes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tiny_loop import tiny_loop
+
+from flipper_control.learning.loop import LoopConfig, run_loop
+from flipper_control.learning.transfer import TransferConfig, TransferSteps
+from flipper_control.learning.transfer_tasks import gan_task
+from perception.bag_reader import BagReader
+from sim.config_io import config_from_mapping
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TRANSFER = {"real_runs": 2, "sim_runs": 2, "real_every": 1, "gan": {"epochs": 2, "steps_per_epoch": 5},
+            "proxy_eval_worlds": ["proxy/F"], "proxy_eval_runs": 1}
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("transfer") / "run"
+    report = run_loop(LoopConfig.from_dict(tiny_loop(transfer=TRANSFER)), out)
+    return out, report
+
+
+def test_real_trajectories_are_recorded_bags_read_back_by_ingest(gan_run):
+    out, report = gan_run
+    col = json.loads((out / "real_0" / "collection.json").read_text())
+    assert col["label"] == "heuristic" and col["samples"] > 100 and col["driving_s"] > 10
+    for i in range(2):  # real rosbag2 folders with the robot's topics, as from the robot
+        with BagReader(out / "real_0" / "bags" / f"run_{i}") as reader:
+            assert {"/points", "/tf", "/imu/data", "/joint_states"} <= set(reader.topics)
+    assert (out / "real_0" / "real_trajectories.safetensors").is_file() and (out / "real_0" / "ingest_report.json").is_file()
+    # line 9: the newest policy drives again every real_every iterations, but not after the last one
+    assert json.loads((out / "real_1" / "collection.json").read_text())["label"] == "policy of iteration 1"
+    assert not (out / "real_2").exists()
+    t = report["transfer"]
+    assert [c["index"] for c in t["collections"]] == [0, 1]
+    assert t["driving_s"] == pytest.approx(sum(c["driving_s"] for c in t["collections"]), abs=0.02)
+
+
+def test_iteration_2_learns_and_is_scored_through_the_gan_of_iteration_1(gan_run):
+    out, report = gan_run
+    gan_1 = json.loads((out / "iter_1" / "gan_update.json").read_text())
+    assert gan_1["path"] == str(out / "iter_1" / "gan") and not gan_1["diverged"]
+    assert set(gan_1["metrics"]["candidates"]) == {"identity", "G", "randomized"}
+    sidecar = json.loads(next((out / "iter_2" / "candidates").glob("*.json")).read_text())
+    assert sidecar["metadata"]["dem_transform"] == {"kind": "gan", "path": gan_1["path"]}
+    assert json.loads((out / "iter_2" / "selection.json").read_text())["through_gan"] == gan_1["path"]
+    assert json.loads((out / "iter_1" / "selection.json").read_text())["through_gan"] is None  # G_0: the identity
+    its = report["iterations"]
+    assert its[0]["transfer"]["through_gan"] is None and its[1]["transfer"]["through_gan"] == gan_1["path"]
+    assert (out / "iter_2" / "sim_states.safetensors").is_file() and (out / "iter_2" / "gan.safetensors").is_file()
+
+
+def test_the_report_has_table_ii_the_generator_table_and_fig_6(gan_run):
+    out, report = gan_run
+    last = report["iterations"][-1]["transfer"]
+    assert set(last["proxy"]) == {"proxy/F"} and "proxy" not in report["iterations"][0]["transfer"]  # last only
+    assert set(report["transfer"]["proxy_baselines"]["heuristic"]) == {"proxy/F"}
+    md = (out / "report.md").read_text()
+    assert "proxy/F on the reality proxy" in md and "| heuristic (reference) |" in md
+    assert "The generator per iteration" in md and "| 2 | G of iteration 1 | trained |" in md
+    assert (out / report["transfer"]["figure"]).read_bytes()[:8] == PNG_SIGNATURE
+    assert "Real (reality-proxy) driving used" in md
+
+
+def test_a_finished_run_resumes_without_redoing_anything(gan_run, tmp_path):
+    out, report = gan_run
+    before = {str(p): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in
+              ("report.json", "report.md", "learning_curve.png", "config.json")}
+    again = run_loop(LoopConfig.from_dict(tiny_loop(transfer=TRANSFER)), out)
+    after = {str(p): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and str(p) in before}
+    assert after == before
+    def results(its):  # wall seconds are measured anew; everything else comes from the steps' files
+        return [{k: v for k, v in it.items() if k != "wall_s"} for it in its]
+
+    assert again["transfer"] == report["transfer"] and results(again["iterations"]) == results(report["iterations"])
+
+
+def test_the_randomize_baseline_trains_on_randomised_dems_without_real_data(tmp_path):
+    config = LoopConfig.from_dict(tiny_loop(iterations=1, transfer={**TRANSFER, "mode": "randomize"}))
+    report = run_loop(config, tmp_path / "dr")
+    sidecar = json.loads(next((tmp_path / "dr" / "iter_1" / "candidates").glob("*.json")).read_text())
+    assert sidecar["metadata"]["dem_transform"]["kind"] == "randomize"
+    assert not list((tmp_path / "dr").glob("real_*")) and report["transfer"]["collections"] == []
+    assert "proxy/F" in report["iterations"][-1]["transfer"]["proxy"]  # scored on the proxy like the GAN run
+
+
+def test_a_diverging_gan_is_not_saved_and_the_last_good_generator_stays(gan_run, tmp_path):
+    out, _ = gan_run
+    task = {"sim": [str(out / "iter_1" / "sim_states.safetensors")],
+            "real": [str(out / "real_0" / "real_trajectories.safetensors")], "out": str(tmp_path / "gan"),
+            "start": None, "seed": 0, "randomization": None, "train": {"epochs": 1, "steps_per_epoch": 3, "lr": 1e30}}
+    result = gan_task(task)
+    assert result["diverged"] and "turned" in result["error"] and result["path"] is None
+    assert not (tmp_path / "gan.safetensors").exists()
+    # the loop then keeps the newest good generator for the next iteration
+    for k, path in ((1, "good/gan"), (2, None)):
+        (tmp_path / f"iter_{k}").mkdir()
+        (tmp_path / f"iter_{k}" / "gan_update.json").write_text(json.dumps({"path": path, "diverged": path is None}))
+    steps = TransferSteps(TransferConfig(), 0, tmp_path, ex=None, evaluate=None, step=None)
+    assert steps.gan_before(3) == "good/gan" and steps.gan_before(2) == "good/gan" and steps.gan_before(1) is None
+
+
+def test_transfer_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="transfer config: mode must be one of gan, identity, randomize"):
+        LoopConfig.from_dict(tiny_loop(transfer={"mode": "cyclegan"}))
+    with pytest.raises(ValueError, match="initial_controller 'magic'"):
+        LoopConfig.from_dict(tiny_loop(transfer={"initial_controller": "magic"}))
+    with pytest.raises(ValueError, match="GanTrainConfig: epochs must be an integer"):
+        LoopConfig.from_dict(tiny_loop(transfer={"gan": {"epochs": "many"}}))
+    assert config_from_mapping(LoopConfig, tiny_loop(), "x").transfer is None  # no section: today's loop
