@@ -48,6 +48,18 @@ def writer_record() -> dict[str, Any]:
             "started": time.time()}
 
 
+# A recorder creates its .partial folder, then writes the marker into it: for that moment a parallel recorder (the
+# loop records several runs at once) sees a folder without a marker; it is not taken for a leftover this young.
+MARKER_GRACE_S = 60.0
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
 def _writer_state(info: dict[str, Any] | None) -> str:
     """'live' (the writer runs), 'stale' (it is gone), 'unknown' (no readable marker, or another host's writer)."""
     if not isinstance(info, dict) or info.get("host") != socket.gethostname():
@@ -101,7 +113,10 @@ def partial_bags(parent: str | Path) -> list[PartialBag]:
             info = json.loads((p / WRITER_MARKER).read_text())
         except (OSError, ValueError):
             info = None
-        out.append(PartialBag(p, target, info if isinstance(info, dict) else None, _writer_state(info)))
+        state = _writer_state(info)
+        if info is None and _age_s(p) < MARKER_GRACE_S:  # a recorder between creating its folder and its marker
+            state = "live"
+        out.append(PartialBag(p, target, info if isinstance(info, dict) else None, state))
     return out
 
 

@@ -22,10 +22,15 @@ import math
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
 
 from perception.dem_builder import DemBuilder, DemBuilderConfig, PointMap
+from sim.config_io import config_from_mapping
+from sim.dem import DemSpec
 from sim.lidar import LidarConfig, RotatingLidar, Scan
 from sim.mujoco_sim import MujocoSimulator, SimNoise
 from sim.odometry import OdometryConfig, OdometryDrift
@@ -92,6 +97,33 @@ class RealityProxyConfig:
                              f"got substep={self.substep}, fuse_range={self.fuse_range}, map_voxel={self.map_voxel}, "
                              f"map_max_bytes={self.map_max_bytes}")
 
+    def to_dict(self) -> dict:
+        """The YAML-ready form (``from_dict`` reads it back; ``flipper`` commands take it as ``--reality-config``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "reality config") -> RealityProxyConfig:
+        """A config from a mapping of its fields, nested sections as mappings (``dynamics``, ``lidar``, ``odometry``,
+        ``dem_builder`` with its ``dem``); every field not given keeps today's default. Unknown fields, values of
+        the wrong kind and impossible values are ValueErrors naming ``source`` and the section."""
+        sections = {"dynamics": ProxyDynamics, "lidar": LidarConfig, "odometry": OdometryConfig}
+        tuples = {"delay", "lag", "mount", "body_min", "body_max"}  # YAML gives lists; configs stay hashable
+        try:
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a mapping of RealityProxyConfig fields, got {type(data).__name__}")
+            data = dict(data)
+            for name, kind in sections.items():
+                if name in data:
+                    data[name] = config_from_mapping(kind, _tupled(data[name], tuples), f"{name}")
+            if "dem_builder" in data:
+                builder = _tupled(data["dem_builder"], tuples)
+                if isinstance(builder, dict) and "dem" in builder:
+                    builder["dem"] = config_from_mapping(DemSpec, builder["dem"], "dem_builder.dem")
+                data["dem_builder"] = config_from_mapping(DemBuilderConfig, builder, "dem_builder")
+            return config_from_mapping(cls, data, "RealityProxyConfig")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{source}: {exc}") from None
+
     @staticmethod
     def ideal(**overrides) -> RealityProxyConfig:
         """No dynamics perturbation, no range noise or dropouts, no drift: only the lidar's geometry
@@ -100,6 +132,24 @@ class RealityProxyConfig:
                                  lidar=LidarConfig(range_sigma=0.0, dropout=0.0),
                                  odometry=OdometryConfig(enabled=False))
         return replace(cfg, **overrides)
+
+
+def _tupled(section: Any, names: set[str]) -> Any:
+    if not isinstance(section, dict):
+        return section
+    return {k: tuple(v) if k in names and isinstance(v, list) else v for k, v in section.items()}
+
+
+def load_reality_config(path: str | Path) -> RealityProxyConfig:
+    """Read a reality-proxy config YAML (safe_load); errors name the file, the section and the field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such reality config file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: not a readable YAML file ({exc})") from None
+    return RealityProxyConfig.from_dict(data if data is not None else {}, str(path))
 
 
 class FlipperLag:

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -183,8 +184,12 @@ def test_partials_of_a_reused_pid_or_of_unknown_writers(tmp_path):
     reused = partial("a", {"pid": os.getpid(), "host": host, "process_start": "0"})  # our pid, not our process
     foreign = partial("b", {"pid": os.getpid(), "host": host + "-elsewhere"})
     unmarked = partial("c", None)
+    assert {pb.path.name: pb.state for pb in partial_bags(tmp_path)}[unmarked.name] == "live"  # its marker may follow
     (tmp_path / ".d.abc123.partial").mkdir()
     (tmp_path / ".d.abc123.partial" / "notes.txt").write_text("not a recording")  # not ours: never removed
+    old = time.time() - 120  # past the grace a recorder has to write its marker
+    for p in (unmarked, tmp_path / ".d.abc123.partial"):
+        os.utime(p, (old, old))
     assert {pb.path.name: pb.state for pb in partial_bags(tmp_path)} == {
         reused.name: "stale" if Path("/proc/self/stat").exists() else "live", foreign.name: "unknown",
         unmarked.name: "unknown", ".d.abc123.partial": "unknown"}

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from flipper_control.cli.common import count, max_delay, max_delay_kwargs, save_json, seconds, seed
+from flipper_control.cli.common import (
+    add_reality_config_arg,
+    count,
+    max_delay,
+    max_delay_kwargs,
+    reality_config,
+    save_json,
+    seconds,
+    seed,
+)
 from flipper_control.progress import Step
 
 
@@ -33,7 +42,7 @@ def _bench_proxy(args) -> dict:
 
     world = resolve_world(args.world)
     with Step(f"bench proxy on {world.name}", unit="phase") as step:
-        out = bench_proxy(world, seconds=args.seconds)
+        out = bench_proxy(world, seconds=args.seconds, config=reality_config(args))
         step.finish("done")
     px, mj = out["proxy"], out["mujoco"]
     print(f"world {world.name}, one CPU, heuristic at 10 Hz, >= {args.seconds:g} simulated s each")
@@ -115,6 +124,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--seed", type=seed, default=0)
     b.add_argument("--points", type=count, default=1_000_000, help="bench dem: points per cloud")
     b.add_argument("--json", help="write figures here")
+    add_reality_config_arg(b)
     b.add_argument("--policy", help="bench plan: the guiding policy (default: the last policy of demo_out)")
     b.add_argument("--count", type=count, default=8, help="bench plan: worlds per set")
     b.add_argument("--world-sets", nargs="+", default=["training", "steep"],

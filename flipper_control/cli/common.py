@@ -11,8 +11,9 @@ from pathlib import Path
 
 from sim.io_utils import OutputError, check_writable, write_json_atomic
 
-__all__ = ["add_controller_args", "add_executor_args", "controller", "controller_factory", "err", "max_delay",
-           "max_delay_kwargs", "save_json", "save_output", "check_outputs", "count", "seconds", "seed", "simulator"]
+__all__ = ["add_controller_args", "add_executor_args", "add_reality_config_arg", "check_outputs", "controller",
+           "controller_factory", "count", "err", "max_delay", "max_delay_kwargs", "reality_config", "save_json",
+           "save_output", "seconds", "seed", "simulator"]
 
 
 def err(msg: str) -> None:
@@ -33,13 +34,33 @@ def controller_factory(args):
     return lambda: controller(args.controller, args.posture)
 
 
+def reality_config(args):
+    """The reality proxy's config of a command: ``--reality-config FILE``, the ideal proxy for ``--no-noise``, or
+    None (today's defaults). Both options at once are refused: which one was meant is not clear."""
+    from sim.reality_proxy import RealityProxyConfig, load_reality_config
+
+    path, ideal = getattr(args, "reality_config", None), getattr(args, "no_noise", False)
+    if path and ideal:
+        raise ValueError("--reality-config and --no-noise both set the proxy's noise: give one (--no-noise is the ideal "
+                         "proxy: no perturbed dynamics, range noise, dropouts or drift)")
+    if path:
+        return load_reality_config(path)
+    return RealityProxyConfig.ideal() if ideal else None
+
+
+def add_reality_config_arg(p: argparse.ArgumentParser) -> None:
+    """``--reality-config`` of the commands that run the reality proxy."""
+    p.add_argument("--reality-config", metavar="YAML", help="the reality proxy's perturbations, lidar, odometry and DEM "
+                   "builder settings (RealityProxyConfig fields; default: today's; see README)")
+
+
 def simulator(args):
     """The exact simulator, or the reality proxy for ``--reality proxy``; ``--no-noise`` turns the seeded noise
     (or the proxy's perturbations) off."""
     if getattr(args, "reality", "sim") == "proxy":
-        from sim.reality_proxy import RealityProxy, RealityProxyConfig
+        from sim.reality_proxy import RealityProxy
 
-        return RealityProxy(config=RealityProxyConfig.ideal() if args.no_noise else None)
+        return RealityProxy(config=reality_config(args))
     from sim.mujoco_sim import MujocoSimulator, SimNoise
 
     return MujocoSimulator(noise=SimNoise(enabled=not args.no_noise))

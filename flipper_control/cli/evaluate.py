@@ -9,10 +9,12 @@ import time
 from flipper_control.cli.common import (
     add_controller_args,
     add_executor_args,
+    add_reality_config_arg,
     controller,
     controller_factory,
     count,
     err,
+    reality_config,
     save_json,
     save_output,
     seconds,
@@ -87,8 +89,11 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
 
         load_gan(args.transform)  # a bad checkpoint stops here
         spec, label = {**spec, "transform": args.transform}, f"{label} through G of {args.transform}"
+    proxy_config = reality_config(args)  # a bad file stops here, before any run
+    proxy_config = proxy_config.to_dict() if proxy_config is not None else None
     tasks = [{"controller": spec, "world": w, "seeds": [args.seed + r for r in range(args.runs)], "reality": re,
-              "states": bool(args.states)} for pass_ in passes for w, re in zip(worlds, pass_, strict=True)]
+              "reality_config": proxy_config if re == "proxy" else None, "states": bool(args.states)}
+             for pass_ in passes for w, re in zip(worlds, pass_, strict=True)]
     on_proxy = [t["world"].name for t in tasks if t["reality"] == "proxy"]
     if on_proxy and args.reality != "both":
         err(f"reality proxy (perturbed robot, lidar-built DEMs) for: {', '.join(on_proxy)}")
@@ -108,7 +113,7 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
     if len(passes) > 1:
         print(f"\nsim-to-real gap (sim - proxy): {totals[0] - totals[1]:+.2f} of {len(worlds)}")
     out = {"controller": label, "seed": args.seed, "runs": args.runs, "max": len(worlds),
-           "wall_s": round(time.perf_counter() - t0, 2)}
+           "wall_s": round(time.perf_counter() - t0, 2), "reality_config": proxy_config}
     if len(passes) > 1:
         out["by_reality"] = {p[0]: {"total": round(t, 4), "worlds": [ev.to_dict() for ev in evs]}
                              for p, t, evs in zip(passes, totals, evs_of, strict=True)}
@@ -141,6 +146,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--record", metavar="BAG", help="with --reality proxy: record one run as a rosbag2 folder "
                    "(/points, /imu/data, /joint_states, /tf, /tf_static, /cmd_vel, /elevation_map, flipper commands)")
     s.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="rosbag2 storage of --record")
+    add_reality_config_arg(s)
     s.add_argument("--json", help="write results here")
     s.set_defaults(func=cmd_sim)
 
@@ -156,6 +162,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="sim: the exact simulated DEM; proxy: the reality proxy (perturbed robot, lidar-built DEMs "
                         "with NaN and drift); auto (default): proxy for the proxy course, sim for the rest; "
                         "both: every world on each, side by side, with the sim-to-real gap")
+    add_reality_config_arg(e)
     e.add_argument("--transform", metavar="GAN", help="the policy sees every DEM through this CycleGAN's G (sim -> real): "
                    "Table I as the policy will see DEMs on the robot")
     e.add_argument("--states", metavar="DATASET", help="also write every visited state (DEM as the simulator or the proxy "

@@ -9,21 +9,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flipper_control.cli.common import add_controller_args, controller, err, save_json, seconds, seed
+from flipper_control.cli.common import (
+    add_controller_args,
+    add_reality_config_arg,
+    controller,
+    err,
+    reality_config,
+    save_json,
+    seconds,
+    seed,
+)
 from flipper_control.progress import Step
 
 
 # ------------------------------------------------------------------------------------------ record
 def record(world_ref: str, controller_name: str, out: str, storage: str = "mcap", seed: int = 0, posture: str | None = None,
-           control_dt: float = 0.1, no_noise: bool = False, max_time: float | None = None) -> dict:
+           control_dt: float = 0.1, proxy_config=None, max_time: float | None = None) -> dict:
     """What ``flipper record`` (and ``flipper sim --reality proxy --record BAG``) runs: one recorded proxy run."""
     from flipper_control.learning.bags import record_proxy_run
-    from sim.reality_proxy import RealityProxy, RealityProxyConfig
+    from sim.reality_proxy import RealityProxy
     from sim.world_sets import resolve_world
 
     world = resolve_world(world_ref)
     ctrl = controller(controller_name, posture)
-    proxy = RealityProxy(config=RealityProxyConfig.ideal() if no_noise else None)
+    proxy = RealityProxy(config=proxy_config)
     with Step(f"recording {world.name} on the reality proxy", unit="sim s") as step:
         summary = record_proxy_run(world, ctrl, out, storage=storage, seed=seed, control_dt=control_dt, proxy=proxy,
                                    max_time=max_time, progress=lambda t, horizon: step.update(round(t, 1), horizon))
@@ -39,7 +48,7 @@ def cmd_record(args) -> int:
         for path in remove_stale_partials(parent, unknown_older_than=args.clean_partials):
             err(f"removed {path} (the leftover of a killed recording)")
     out = record(args.world, args.controller, args.out, args.storage, args.seed, args.posture, args.control_dt,
-                 args.no_noise, args.max_time)
+                 reality_config(args), args.max_time)
     run = out["run"]
     print(f"{out['world']} (seed {out['seed']}): {run['level']} {run['distance']:.2f} m in {run['time']:.1f} s")
     print(", ".join(f"{topic} {n}" for topic, n in sorted(out["messages"].items())))
@@ -83,7 +92,10 @@ def cmd_proxy_figure(args) -> int:
     from sim.world_sets import resolve_world
 
     world = resolve_world(args.world)
-    out = proxy_figure(world, args.out, controller(args.controller, args.posture), args.seed, args.control_dt)
+    from sim.reality_proxy import RealityProxy
+
+    proxy = RealityProxy(config=reality_config(args))
+    out = proxy_figure(world, args.out, controller(args.controller, args.posture), args.seed, args.control_dt, proxy=proxy)
     print(f"{world.name}: step {out['step']} (t = {out['time']:.1f} s), NaN share {out['nan_share_step']:.2f} there, "
           f"{out['nan_share_run']:.2f} over the run; mean |proxy - exact| {out['mean_abs_error_step'] or 0:.3f} m")
     err(f"wrote {args.out}")
@@ -101,6 +113,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--control-dt", type=seconds, default=0.1, help="controller period in seconds")
     r.add_argument("--max-time", type=seconds, help="stop recording after this many simulated seconds")
     r.add_argument("--no-noise", action="store_true", help="ideal proxy: no perturbed dynamics, range noise or drift")
+    add_reality_config_arg(r)
     r.add_argument("--clean-partials", type=seconds, nargs="?", const=float("inf"), metavar="SECONDS",
                    help="first remove the .partial folders that killed recordings left beside --out (only those whose "
                         "writer is gone); with SECONDS also those of unknown writer untouched that long")
@@ -130,5 +143,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_controller_args(f)
     f.add_argument("--seed", type=seed, default=0)
     f.add_argument("--control-dt", type=seconds, default=0.1)
+    add_reality_config_arg(f)
     f.add_argument("--json", help="write the figure's numbers here")
     f.set_defaults(func=cmd_proxy_figure)

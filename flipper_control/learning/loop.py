@@ -199,8 +199,10 @@ class _Loop:
         return {"kind": "policy", "path": path, "transform": self._gan(k)}
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate(self, spec: dict, worlds, runs: int, seed: int, label: str, reality: str = "sim") -> dict:
-        tasks = [{"controller": spec, "world": w, "seeds": [seed + r for r in range(runs)], "reality": reality} for w in worlds]
+    def evaluate(self, spec: dict, worlds, runs: int, seed: int, label: str, reality: str = "sim",
+                 reality_config: dict | None = None) -> dict:
+        tasks = [{"controller": spec, "world": w, "seeds": [seed + r for r in range(runs)], "reality": reality,
+                  "reality_config": reality_config} for w in worlds]
         with _step(label, len(tasks), "world") as step:
             results = self.ex.map(eval_task, tasks, progress=step)
             per_world = {w.name: round(world_score(r["runs"]), 4) for w, r in zip(worlds, results, strict=True)}

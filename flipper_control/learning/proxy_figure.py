@@ -38,14 +38,16 @@ def collect_dems(world, controller, seed: int = 0, control_dt: float = 0.1, prox
             "status": proxy.status, "spec": proxy.dem_spec}
 
 
-def proxy_figure(world, out_png: str | Path, controller, seed: int = 0, control_dt: float = 0.1) -> dict[str, Any]:
-    """Write the figure (PNG, atomically) and return its numbers: chosen step, NaN share, DEM differences."""
+def proxy_figure(world, out_png: str | Path, controller, seed: int = 0, control_dt: float = 0.1,
+                 proxy=None) -> dict[str, Any]:
+    """Write the figure (PNG, atomically) and return its numbers: chosen step, NaN share, DEM differences;
+    ``proxy``: the reality proxy to run (default one with today's settings)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    run = collect_dems(world, controller, seed, control_dt)
+    run = collect_dems(world, controller, seed, control_dt, proxy=proxy)
     exact, approx, spec = run["exact"], run["proxy"], run["spec"]
     k = int(np.argmax(exact.max(axis=(1, 2)) - exact.min(axis=(1, 2))))
     nan_freq = np.isnan(approx).mean(axis=0)

@@ -20,20 +20,27 @@ _POLICIES: dict[tuple[str, float], Any] = {}
 REALITIES = ("sim", "proxy")  # the exact simulator, or the reality proxy (perturbed robot, lidar DEMs)
 
 
-def _simulator(reality: str = "sim"):
-    """This worker's simulator of the given kind, built once."""
-    if reality not in _SIMS:
-        if reality == "proxy":
-            from sim.reality_proxy import RealityProxy
+def _simulator(reality: str = "sim", reality_config: dict | None = None):
+    """This worker's simulator of the given kind, built once; the proxy once per ``reality_config`` (a
+    ``RealityProxyConfig.to_dict()`` mapping, None for today's defaults)."""
+    import json
 
-            _SIMS[reality] = RealityProxy()
+    key = reality if reality_config is None else f"{reality} {json.dumps(reality_config, sort_keys=True)}"
+    if key not in _SIMS:
+        if reality == "proxy":
+            from sim.reality_proxy import RealityProxy, RealityProxyConfig
+
+            if len(_SIMS) > 3:  # a loop uses one or two: keep memory flat (a proxy holds a point map)
+                _SIMS.clear()
+            config = RealityProxyConfig.from_dict(reality_config) if reality_config is not None else None
+            _SIMS[key] = RealityProxy(config=config)
         elif reality == "sim":
             from sim.mujoco_sim import MujocoSimulator
 
-            _SIMS[reality] = MujocoSimulator()
+            _SIMS[key] = MujocoSimulator()
         else:
             raise ValueError(f"unknown reality {reality!r}; allowed: {', '.join(REALITIES)}")
-    return _SIMS[reality]
+    return _SIMS[key]
 
 
 def _policy(path: str):
@@ -106,8 +113,8 @@ def plan_task(task: dict) -> dict:
 
 def eval_task(task: dict) -> dict:
     """Run one controller on one world for the given noise seeds: ``{controller: spec, world: World, seeds: [..]}``,
-    optionally ``reality: "proxy"`` to run on the reality proxy instead of the exact simulator, and ``states: True``
-    to return the visited states too.
+    optionally ``reality: "proxy"`` to run on the reality proxy instead of the exact simulator (``reality_config``: a
+    ``RealityProxyConfig`` mapping, default today's), and ``states: True`` to return the visited states too.
 
     Returns ``{"runs": [RunResult, ...], "cpu_s": float}`` and, with ``states``, ``"trajectories"``: one
     ``planning.dataset.Trajectory`` per run, of the DEMs the simulator (exact) or the proxy (lidar-built) produced --
@@ -118,7 +125,7 @@ def eval_task(task: dict) -> dict:
 
     world: World = task["world"]
     cpu0 = time.process_time()
-    sim = _simulator(task.get("reality", "sim"))
+    sim = _simulator(task.get("reality", "sim"), task.get("reality_config"))
     runs, trajectories = [], []
     for s in task["seeds"]:
         trace = Trace() if task.get("states") else None

@@ -27,6 +27,7 @@ from perception.domain_randomization import DomainRandomization
 from perception.gan_training import GanTrainConfig
 from sim.config_io import config_from_mapping
 from sim.io_utils import write_json_atomic
+from sim.reality_proxy import RealityProxyConfig
 
 __all__ = ["MODES", "TransferConfig", "TransferSteps", "collection_entry"]
 
@@ -53,12 +54,15 @@ class TransferConfig:
     proxy_eval_runs: int = 3
     proxy_eval_every: int = 0  # also score on the proxy every N iterations; 0: the last iteration only
     proxy_baselines: tuple[str, ...] = ("heuristic",)  # reference controllers scored once on the proxy (Table II)
+    reality: RealityProxyConfig | None = None  # the proxy's settings (RealityProxyConfig fields); None: today's
 
     def __post_init__(self) -> None:
         if isinstance(self.gan, dict):
             object.__setattr__(self, "gan", GanTrainConfig.from_dict(self.gan))
         if isinstance(self.randomization, dict):
             object.__setattr__(self, "randomization", DomainRandomization.from_dict(self.randomization))
+        if isinstance(self.reality, dict):
+            object.__setattr__(self, "reality", RealityProxyConfig.from_dict(self.reality, "transfer.reality"))
         for name in ("proxy_eval_worlds", "proxy_baselines"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
@@ -90,6 +94,7 @@ class TransferConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["gan"], d["randomization"] = self.gan.to_dict(), self.randomization.to_dict()
+        d["reality"] = self.reality.to_dict() if self.reality is not None else None
         d["proxy_eval_worlds"], d["proxy_baselines"] = list(self.proxy_eval_worlds), list(self.proxy_baselines)
         return d
 
@@ -122,6 +127,7 @@ class TransferSteps:
 
     def __init__(self, config: TransferConfig, loop_seed: int, out: Path, ex, evaluate, step):
         self.c, self.seed, self.out, self.ex, self._evaluate, self._step = config, loop_seed, out, ex, evaluate, step
+        self._reality = config.reality.to_dict() if config.reality is not None else None
 
     # ---------------------------------------------------------------- which G each iteration uses
     def gan_before(self, k: int) -> str | None:
@@ -157,7 +163,7 @@ class TransferSteps:
         if done is not None:
             return done
         worlds = generated_worlds(self.c.worlds, self.c.real_runs, seed=self.seed * 1000 + 500 + index)
-        tasks = [{"world": w, "controller": controller, "bag": str(d / "bags" / f"run_{i}"),
+        tasks = [{"world": w, "controller": controller, "bag": str(d / "bags" / f"run_{i}"), "reality_config": self._reality,
                   "seed": self.seed * 100_000 + 50_000 + index * 100 + i} for i, w in enumerate(worlds)]
         with self._step(f"real trajectories {index} ({label}) on the reality proxy", len(tasks), "run") as step:
             runs = self.ex.map(record_task, tasks, progress=step)
@@ -237,7 +243,8 @@ class TransferSteps:
         for ref in self.c.proxy_eval_worlds:
             worlds = resolve_worlds([ref])
             result[ref] = self._evaluate({"kind": "policy", "path": policy}, worlds, self.c.proxy_eval_runs, 0,
-                                         f"iter {k}: {ref} worlds on the reality proxy", reality="proxy")
+                                         f"iter {k}: {ref} worlds on the reality proxy", reality="proxy",
+                                         reality_config=self._reality)
         write_json_atomic(path, result)
         return result
 
@@ -254,7 +261,7 @@ class TransferSteps:
             kind, _, posture = b.partition(":")
             result[b] = {ref: self._evaluate({"kind": kind, "posture": posture or None}, resolve_worlds([ref]),
                                              self.c.proxy_eval_runs, 0, f"baseline {b}: {ref} worlds on the reality proxy",
-                                             reality="proxy") for ref in self.c.proxy_eval_worlds}
+                                             reality="proxy", reality_config=self._reality) for ref in self.c.proxy_eval_worlds}
         write_json_atomic(path, result)
         return result
 

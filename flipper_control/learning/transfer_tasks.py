@@ -14,8 +14,9 @@ __all__ = ["gan_task", "record_task"]
 
 def record_task(task: dict) -> dict:
     """Drive the reality proxy with a controller and record the run as a rosbag2: ``{world, controller: spec,
-    bag: PATH, seed}``. A bag already at ``bag`` (a resumed loop) is not recorded again; its summary comes back
-    with ``resumed``. Returns ``{"bag", "sim_time", "level", "cpu_s", "resumed"}``."""
+    bag: PATH, seed}`` and optionally ``reality_config`` (a ``RealityProxyConfig`` mapping). A bag already at
+    ``bag`` (a resumed loop) is not recorded again; its summary comes back with ``resumed``.
+    Returns ``{"bag", "sim_time", "level", "cpu_s", "resumed"}``."""
     from flipper_control.learning.bags import record_proxy_run
     from flipper_control.learning.tasks import _simulator, controller_from_spec
     from perception.bag_salvage import read_metadata
@@ -26,7 +27,7 @@ def record_task(task: dict) -> dict:
         duration = read_metadata(bag).get("duration", {}).get("nanoseconds", 0)
         return {"bag": str(bag), "sim_time": duration / 1e9, "level": None, "cpu_s": 0.0, "resumed": True}
     summary = record_proxy_run(task["world"], controller_from_spec(task["controller"]), bag, seed=int(task["seed"]),
-                               proxy=_simulator("proxy"))
+                               proxy=_simulator("proxy", task.get("reality_config")))
     return {"bag": str(bag), "sim_time": summary["sim_time"], "level": summary["run"]["level"],
             "cpu_s": time.process_time() - cpu0, "resumed": False}
 

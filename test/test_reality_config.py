@@ -1,0 +1,74 @@
+"""``--reality-config``: the reality proxy's settings from YAML (RealityProxyConfig.from_dict), checked, and passed
+to every command that runs the proxy and to the loop's transfer section."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from tiny_loop import tiny_loop
+
+from flipper_control.cli import main
+from flipper_control.learning.loop import LoopConfig
+from sim.reality_proxy import RealityProxyConfig, load_reality_config
+
+QUIET = {"dynamics": {"enabled": False}, "odometry": {"enabled": False},
+         "lidar": {"range_sigma": 0.0, "dropout": 0.0, "mount": [0.1, 0.0, 0.45]}, "substep": 0.04}
+
+
+def test_a_yaml_config_round_trips_and_keeps_every_default_it_does_not_name(tmp_path):
+    path = tmp_path / "proxy.yaml"
+    path.write_text(yaml.safe_dump(QUIET))
+    config = load_reality_config(path)
+    assert config.lidar.mount == (0.1, 0.0, 0.45) and config.substep == 0.04 and not config.dynamics.enabled
+    assert config.lidar.period == RealityProxyConfig().lidar.period and config.map_voxel == RealityProxyConfig().map_voxel
+    assert RealityProxyConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert load_reality_config(_write(tmp_path / "empty.yaml", "")) == RealityProxyConfig()
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("lidar: {rangesigma: 0.1}", "lidar: unknown field(s) rangesigma; allowed:"),
+    ("lidar: {dropout: 1.5}", "LidarConfig: invalid dropout"),
+    ("odometry: {xy_sigma: fast}", "odometry: xy_sigma must be a number, got 'fast'"),
+    ("dynamics: {delay: [0.3, 0.1]}", "delay/lag must be (low, high)"),
+    ("dem_builder: {dem: {rows: 0}}", "DemSpec: rows, cols must be >= 1"),
+    ("warp: 9", "RealityProxyConfig: unknown field(s) warp"),
+    ("- a list", "expected a mapping of RealityProxyConfig fields, got list"),
+])
+def test_a_bad_config_names_the_file_section_and_field(tmp_path, text, needle):
+    path = _write(tmp_path / "proxy.yaml", text + "\n")
+    with pytest.raises(ValueError) as info:
+        load_reality_config(path)
+    assert str(info.value).startswith(f"{path}: ") and needle in str(info.value)
+
+
+def test_commands_that_run_the_proxy_use_it(tmp_path, capsys):
+    path = _write(tmp_path / "proxy.yaml", yaml.safe_dump(QUIET))
+    out = tmp_path / "sim.json"
+    assert main(["sim", "--world", "F", "--reality", "proxy", "--runs", "1", "--reality-config", str(path),
+                 "--json", str(out)]) == 0
+    proxy = json.loads(out.read_text())["simulator"]["proxy"]
+    assert proxy["lidar"]["mount"] == [0.1, 0.0, 0.45] and proxy["dynamics"]["enabled"] is False
+    ev = tmp_path / "eval.json"
+    assert main(["eval", "--controller", "heuristic", "--worlds", "F", "--runs", "1", "--executor", "serial",
+                 "--reality-config", str(path), "--json", str(ev)]) == 0
+    assert json.loads(ev.read_text())["reality_config"]["substep"] == 0.04
+    assert main(["record", "--world", "F", "--out", str(tmp_path / "bag"), "--max-time", "0.5", "--no-noise",
+                 "--reality-config", str(path)]) == 2
+    assert "--reality-config and --no-noise" in capsys.readouterr().err
+    assert main(["eval", "--controller", "heuristic", "--worlds", "F", "--reality-config", str(tmp_path / "none.yaml")]) == 2
+    assert "none.yaml: no such reality config file" in capsys.readouterr().err
+
+
+def test_the_loops_transfer_section_takes_it():
+    config = LoopConfig.from_dict(tiny_loop(transfer={"reality": QUIET}))
+    assert config.transfer.reality.substep == 0.04
+    assert LoopConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match=r"transfer.reality: lidar: unknown field\(s\) nope"):
+        LoopConfig.from_dict(tiny_loop(transfer={"reality": {"lidar": {"nope": 1}}}))
