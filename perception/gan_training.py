@@ -3,14 +3,22 @@
 Losses, per batch of simulated states x_s and real states x_r (each a DEM with its scalars):
 
 - discriminators, pure GAN loss: D tells x_r (1) from G(x_s) (0), D_s tells x_s (1) from G_s(x_r) (0);
+- discriminators, optionally (``r1``), the R1 penalty gamma / 2 x E|grad_x D(x)|^2 on real inputs (Mescheder et
+  al. 2018): it keeps D from sharpening on single cells faster than G can follow;
 - generators: the non-saturating adversarial term (D(G(x_s)) and D_s(G_s(x_r)) towards 1),
   + lambda_p x the distance to the input: mean |height difference| over the cells measured both in the input and
   in the output, and over the scalars -- a generator may hide or invent cells freely (that is its job), but must
-  not move the heights it keeps;
+  not move the heights it keeps. The default weight is low (0.1) because the gap itself moves heights: the
+  proxy's flat ground reads 1-2 cm above the exact one (the highest of noisy returns, another robot height), and
+  at lambda_p = 1 the pull of this L1 term (constant, whatever the size of the change) outweighed the
+  discriminator's push, so G kept sim's ground level, which alone told its DEMs apart;
   + lambda_c x the cycle loss: L1 between G_s(G(x_s)) and x_s and between G(G_s(x_r)) and x_r over both channels and
   the scalars, as CycleGAN [10] defines it (the seed's printed formula puts the discriminators' losses on the cycled
   samples there, which does not tie a sample to its own cycle; we keep the reference definition);
   + lambda_nan x the share of NaN cells G_s produces (simulated DEMs have none), measured softly on its raw mask.
+
+G takes per-cell N(0, 1) noise (``GanConfig.noise_channels``, see ``perception.cyclegan``), drawn here from the
+training generator, fresh for every pass (also for G in the cycle G(G_s(x_r))).
 
 Adam with the CycleGAN defaults (lr 2e-4, betas 0.5, 0.999); gradients clipped. The data is split by trajectory
 into training and held-out parts (the held-out part is what transfer metrics use). Every random choice comes from
@@ -47,19 +55,12 @@ class GanTrainConfig:
     batch_size: int = 64
     steps_per_epoch: int | None = None  # default: enough batches to see the larger of the two sets once
     lr: float = 2e-4
-    lr_d: float | None = None  # the discriminators' learning rate; None: lr
-    d_steps: int = 1  # discriminator updates per generator update
-    pool_size: int = 0  # CycleGAN's image pool of past fakes the discriminators also see (0: none)
-    r1: float = 0.0  # gamma of the R1 gradient penalty on the discriminators' real inputs (0: none)
-    disc_scalars: bool = True  # the discriminators see the scalars (False: zeros in their place, the DEM alone)
-    ema: float = 0.0  # decay of the running average of G's weights that G ends with (0: G's last weights)
     beta1: float = 0.5
     beta2: float = 0.999
-    lambda_p: float = 1.0  # distance to the input
-    distance_free: float = 0.0  # m: height changes up to this cost quadratically (Huber), beyond it linearly (0: L1)
+    lambda_p: float = 0.1  # distance to the input (low: see the module docstring)
     lambda_c: float = 10.0  # cycle consistency (CycleGAN's default)
-    lambda_c_real: float | None = None  # weight of the real -> sim -> real cycle alone; None: lambda_c
     lambda_nan: float = 1.0  # NaN cells that G_s produces
+    r1: float = 1.0  # gamma of the R1 penalty on the discriminators' gradients at real inputs (0: none)
     grad_clip: float = 5.0
     test_fraction: float = 0.2  # trajectories held out of training, for the transfer metrics
     gan: GanConfig = field(default_factory=GanConfig)
@@ -68,32 +69,21 @@ class GanTrainConfig:
         if isinstance(self.gan, Mapping):
             object.__setattr__(self, "gan", GanConfig.from_dict(dict(self.gan)))
         problems = []
-        for name in ("epochs", "batch_size", "d_steps"):
+        for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 problems.append(f"{name} must be an integer >= 1, got {v!r}")
         if self.steps_per_epoch is not None and not (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1):
             problems.append(f"steps_per_epoch must be an integer >= 1 or null, got {self.steps_per_epoch!r}")
-        for name in ("lr", "grad_clip", "lr_d"):
-            v = getattr(self, name)
-            if not (name == "lr_d" and v is None) and not (math.isfinite(v) and v > 0):
-                problems.append(f"{name} must be a positive number, got {v!r}")
-        if not (isinstance(self.pool_size, int) and not isinstance(self.pool_size, bool) and self.pool_size >= 0):
-            problems.append(f"pool_size must be an integer >= 0, got {self.pool_size!r}")
+        for name in ("lr", "grad_clip"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                problems.append(f"{name} must be a positive number, got {getattr(self, name)!r}")
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name} must lie in [0, 1), got {getattr(self, name)!r}")
-        for name in ("lambda_p", "lambda_c", "lambda_nan", "lambda_c_real"):
-            if name == "lambda_c_real" and self.lambda_c_real is None:
-                continue
+        for name in ("lambda_p", "lambda_c", "lambda_nan", "r1"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 problems.append(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.distance_free) and self.distance_free >= 0):
-            problems.append(f"distance_free must be a number of metres >= 0, got {self.distance_free!r}")
-        if not (math.isfinite(self.r1) and self.r1 >= 0):
-            problems.append(f"r1 must be a number >= 0, got {self.r1!r}")
-        if not (math.isfinite(self.ema) and 0 <= self.ema < 1):
-            problems.append(f"ema must lie in [0, 1), got {self.ema!r}")
         if not 0 < self.test_fraction < 1:
             problems.append(f"test_fraction must lie strictly between 0 and 1, got {self.test_fraction!r}")
         if not isinstance(self.gan, GanConfig):
@@ -167,14 +157,10 @@ def split_by_trajectory(data: GanData, test_fraction: float, rng: np.random.Gene
 
 
 # ------------------------------------------------------------------------------------------ losses
-def _distance_to_input(inp: torch.Tensor, inp_scalars: torch.Tensor, out: GeneratorOutput, free: float = 0.0) -> torch.Tensor:
-    """Mean |height change| over cells measured in both input and output, plus mean |scalar change|. With ``free``
-    (in network units) > 0 the height term is a Huber loss: quadratic, so nearly free, for changes well below
-    ``free``, linear beyond."""
+def _distance_to_input(inp: torch.Tensor, inp_scalars: torch.Tensor, out: GeneratorOutput) -> torch.Tensor:
+    """Mean |height change| over cells measured in both input and output, plus mean |scalar change|."""
     both = ((inp[:, 1] > 0) & (out.channels[:, 1].detach() > 0)).to(inp.dtype)
-    change = out.channels[:, 0] - inp[:, 0]
-    cost = torch.abs(change) if free <= 0 else F.huber_loss(change, torch.zeros_like(change), reduction="none", delta=free)
-    heights = (cost * both).sum() / both.sum().clamp(min=1.0)
+    heights = (torch.abs(out.channels[:, 0] - inp[:, 0]) * both).sum() / both.sum().clamp(min=1.0)
     return heights + torch.abs(out.scalars - inp_scalars).mean()
 
 
@@ -225,30 +211,16 @@ def train_gan(sim: GanData, real: GanData, config: GanTrainConfig | None = None,
     xs, ss = encode(torch.from_numpy(sim.dems), torch.from_numpy(sim.scalars), gc.height_scale)
     xr, sr = encode(torch.from_numpy(real.dems), torch.from_numpy(real.scalars), gc.height_scale)
     opt_g = torch.optim.Adam([*gan.g.parameters(), *gan.g_s.parameters()], lr=config.lr, betas=(config.beta1, config.beta2))
-    opt_d = torch.optim.Adam([*gan.d.parameters(), *gan.d_s.parameters()], lr=config.lr_d or config.lr,
-                             betas=(config.beta1, config.beta2))
-    pools = (_ImagePool(config.pool_size), _ImagePool(config.pool_size))  # fakes of G, of G_s
+    opt_d = torch.optim.Adam([*gan.d.parameters(), *gan.d_s.parameters()], lr=config.lr, betas=(config.beta1, config.beta2))
     steps = config.steps_per_epoch or max(1, math.ceil(max(len(sim), len(real)) / config.batch_size))
     history: dict[str, list[float]] = {name: [] for name in LOSS_NAMES}
-    average = [p.detach().clone() for p in gan.g.parameters()] if config.ema else None
-    done = 0
     gan.train()
     for epoch in range(1, config.epochs + 1):
         sums = dict.fromkeys(LOSS_NAMES, 0.0)
         for step in range(steps):
             i_s = torch.randint(len(sim), (config.batch_size,), generator=gen)
             i_r = torch.randint(len(real), (config.batch_size,), generator=gen)
-            losses, fakes = _generator_step(gan, config, opt_g, xs[i_s], ss[i_s], xr[i_r], sr[i_r], gen)
-            for k in range(config.d_steps):
-                if k:  # further discriminator updates on fresh batches, against the generators as they are now
-                    i_s = torch.randint(len(sim), (config.batch_size,), generator=gen)
-                    i_r = torch.randint(len(real), (config.batch_size,), generator=gen)
-                    with torch.no_grad():
-                        fakes = (gan.g(xs[i_s], ss[i_s], _noise(gan, config.batch_size, gen)), gan.g_s(xr[i_r], sr[i_r]))
-                losses |= _discriminator_step(gan, config, opt_d, xs[i_s], ss[i_s], xr[i_r], sr[i_r], fakes, pools, gen)
-            done += 1
-            if average is not None:
-                _update_average(average, gan.g, config.ema, done)
+            losses = _step(gan, config, opt_g, opt_d, xs[i_s], ss[i_s], xr[i_r], sr[i_r], gen)
             for name, value in losses.items():
                 sums[name] += value
             if on_step is not None:
@@ -258,10 +230,6 @@ def train_gan(sim: GanData, real: GanData, config: GanTrainConfig | None = None,
             history[name].append(v)
         if on_epoch is not None:
             on_epoch(epoch, means)
-    if average is not None:
-        with torch.no_grad():
-            for p, a in zip(gan.g.parameters(), average, strict=True):
-                p.copy_(a)
     gan.eval()  # safe: nn.Module.eval()
     report = GanTrainReport(epochs=config.epochs, steps=config.epochs * steps, samples_sim=len(sim), samples_real=len(real),
                             seconds=time.perf_counter() - start, history=history, config=config.to_dict())
@@ -274,103 +242,47 @@ def _fresh(config: GanConfig, seed: int) -> CycleGan:
         return CycleGan(config)
 
 
-@torch.no_grad()
-def _update_average(average: list[torch.Tensor], net: torch.nn.Module, decay: float, step: int) -> None:
-    """Exponential moving average of ``net``'s weights; the decay ramps up over the first steps so that the
-    average forgets the initial weights at the start of a short run (``(1 + step) / (10 + step)``)."""
-    d = min(decay, (1.0 + step) / (10.0 + step))
-    for a, p in zip(average, net.parameters(), strict=True):
-        a.lerp_(p.detach(), 1.0 - d)
-
-
 def _noise(gan: CycleGan, batch: int, gen: torch.Generator) -> torch.Tensor | None:
     """Fresh N(0, 1) planes for G's noise input, from the training generator (None for a deterministic G)."""
     n = gan.g.noise_channels
     return torch.randn(batch, n, *gan.config.dem_shape, generator=gen) if n else None
 
 
-class _ImagePool:
-    """CycleGAN's history of generated samples (Shrivastava et al. 2017): the discriminator sees, for each fake of
-    the batch, with probability 1/2 an older fake instead, so that it keeps rejecting what the generator produced
-    a while ago and the pair does not chase each other in circles. Size 0 passes the batch through."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.channels: torch.Tensor | None = None
-        self.scalars: torch.Tensor | None = None
-        self.count = 0
-
-    def query(self, channels: torch.Tensor, scalars: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.size == 0:
-            return channels, scalars
-        channels, scalars = channels.detach().clone(), scalars.detach().clone()
-        if self.channels is None:
-            self.channels = channels.new_zeros(self.size, *channels.shape[1:])
-            self.scalars = scalars.new_zeros(self.size, *scalars.shape[1:])
-        coin = torch.rand(len(channels), generator=gen)
-        slot = torch.randint(self.size, (len(channels),), generator=gen)
-        for i in range(len(channels)):
-            if self.count < self.size:  # filling up: keep every fake, show it as it is
-                self.channels[self.count], self.scalars[self.count] = channels[i], scalars[i]
-                self.count += 1
-            elif coin[i] < 0.5:  # show an old fake, keep the new one in its place
-                j = int(slot[i])
-                old_c, old_s = self.channels[j].clone(), self.scalars[j].clone()
-                self.channels[j], self.scalars[j] = channels[i], scalars[i]
-                channels[i], scalars[i] = old_c, old_s
-        return channels, scalars
-
-
-def _generator_step(gan: CycleGan, c: GanTrainConfig, opt_g, xs, ss, xr, sr, gen: torch.Generator):
-    """One update of both generators; returns the batch's losses and the fakes (G(x_s), G_s(x_r))."""
+def _step(gan: CycleGan, c: GanTrainConfig, opt_g, opt_d, xs, ss, xr, sr, gen: torch.Generator) -> dict[str, float]:
+    """One generator update and one discriminator update; returns the batch's losses."""
+    # generators
     fake_r, fake_s = gan.g(xs, ss, _noise(gan, len(xs), gen)), gan.g_s(xr, sr)
-    if c.disc_scalars:
-        adv = _gan_loss(gan.d(fake_r.channels, fake_r.scalars), True)
-        adv_s = _gan_loss(gan.d_s(fake_s.channels, fake_s.scalars), True)
-    else:
-        adv = _gan_loss(gan.d(fake_r.channels, torch.zeros_like(fake_r.scalars)), True)
-        adv_s = _gan_loss(gan.d_s(fake_s.channels, torch.zeros_like(fake_s.scalars)), True)
-    free = c.distance_free / gan.config.height_scale
-    distance = _distance_to_input(xs, ss, fake_r, free) + _distance_to_input(xr, sr, fake_s, free)
-    cycle_s = _cycle(xs, ss, gan.g_s(fake_r.channels, fake_r.scalars))
-    cycle_r = _cycle(xr, sr, gan.g(fake_s.channels, fake_s.scalars, _noise(gan, len(xr), gen)))
-    cycle = cycle_s + cycle_r
-    lambda_c_real = c.lambda_c if c.lambda_c_real is None else c.lambda_c_real
+    adv = _gan_loss(gan.d(fake_r.channels, fake_r.scalars), True)
+    adv_s = _gan_loss(gan.d_s(fake_s.channels, fake_s.scalars), True)
+    distance = _distance_to_input(xs, ss, fake_r) + _distance_to_input(xr, sr, fake_s)
+    cycle = (_cycle(xs, ss, gan.g_s(fake_r.channels, fake_r.scalars))
+             + _cycle(xr, sr, gan.g(fake_s.channels, fake_s.scalars, _noise(gan, len(xr), gen))))
     nan_share = ((1.0 - torch.tanh(fake_s.raw_mask)) / 2.0).mean()
-    loss_g = (adv + adv_s + c.lambda_p * distance + c.lambda_c * cycle_s + lambda_c_real * cycle_r
-              + c.lambda_nan * nan_share)
+    loss_g = adv + adv_s + c.lambda_p * distance + c.lambda_c * cycle + c.lambda_nan * nan_share
     _check_finite(loss_g, "generator loss")
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     torch.nn.utils.clip_grad_norm_([*gan.g.parameters(), *gan.g_s.parameters()], c.grad_clip)
     opt_g.step()
-    return {"g_adv": adv.item(), "g_s_adv": adv_s.item(), "distance": distance.item(), "cycle": cycle.item(),
-            "nan_share_g_s": float((fake_s.channels[:, 1] < 0).float().mean()),
-            "nan_share_g": float((fake_r.channels[:, 1] < 0).float().mean())}, (fake_r, fake_s)
-
-
-def _discriminator_step(gan: CycleGan, c: GanTrainConfig, opt_d, xs, ss, xr, sr, fakes, pools, gen) -> dict[str, float]:
-    """One update of both discriminators (pure GAN loss) on real batches and the fakes, through the image pools."""
-    fake_r = pools[0].query(fakes[0].channels.detach(), fakes[0].scalars.detach(), gen)
-    fake_s = pools[1].query(fakes[1].channels.detach(), fakes[1].scalars.detach(), gen)
-    if not c.disc_scalars:
-        sr, ss = torch.zeros_like(sr), torch.zeros_like(ss)
-        fake_r, fake_s = (fake_r[0], torch.zeros_like(fake_r[1])), (fake_s[0], torch.zeros_like(fake_s[1]))
+    # discriminators (pure GAN loss, plus the R1 penalty), on the generators' outputs of this step
     if c.r1:
         xr, xs = xr.detach().requires_grad_(True), xs.detach().requires_grad_(True)
-    logit_r, logit_s = gan.d(xr, sr), gan.d_s(xs, ss)
-    loss_d = 0.5 * (_gan_loss(logit_r, True) + _gan_loss(gan.d(*fake_r), False))
-    loss_d_s = 0.5 * (_gan_loss(logit_s, True) + _gan_loss(gan.d_s(*fake_s), False))
-    penalty = torch.zeros(())
-    if c.r1:
-        grads = torch.autograd.grad([logit_r.sum(), logit_s.sum()], [xr, xs], create_graph=True)
-        penalty = 0.5 * c.r1 * sum(g.pow(2).flatten(1).sum(1).mean() for g in grads)
+    real_r, real_s = gan.d(xr, sr), gan.d_s(xs, ss)
+    loss_d = 0.5 * (_gan_loss(real_r, True) + _gan_loss(gan.d(fake_r.channels.detach(), fake_r.scalars.detach()), False))
+    loss_d_s = 0.5 * (_gan_loss(real_s, True) + _gan_loss(gan.d_s(fake_s.channels.detach(), fake_s.scalars.detach()), False))
     _check_finite(loss_d + loss_d_s, "discriminator loss")
+    penalty = torch.zeros(())
+    if c.r1:  # gradients w.r.t. the channels (the scalars are the robot's measurements, the same in both domains)
+        grads = torch.autograd.grad([real_r.sum(), real_s.sum()], [xr, xs], create_graph=True)
+        penalty = 0.5 * c.r1 * sum(g.pow(2).flatten(1).sum(1).mean() for g in grads)
     opt_d.zero_grad(set_to_none=True)
     (loss_d + loss_d_s + penalty).backward()
     torch.nn.utils.clip_grad_norm_([*gan.d.parameters(), *gan.d_s.parameters()], c.grad_clip)
     opt_d.step()
-    return {"d": loss_d.item(), "d_s": loss_d_s.item()}
+    return {"d": loss_d.item(), "d_s": loss_d_s.item(), "g_adv": adv.item(), "g_s_adv": adv_s.item(),
+            "distance": distance.item(), "cycle": cycle.item(),
+            "nan_share_g_s": float((fake_s.channels[:, 1] < 0).float().mean()),
+            "nan_share_g": float((fake_r.channels[:, 1] < 0).float().mean())}
 
 
 def _check_finite(loss: torch.Tensor, what: str) -> None:

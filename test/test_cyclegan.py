@@ -1,7 +1,10 @@
 """The DEM CycleGAN (perception.cyclegan, perception.gan_training): representation, identity start, the
-straight-through mask, checkpoints, training that learns a known NaN pattern, and bad input."""
+straight-through mask, G's noise input and its reproducible draws, checkpoints (old ones too), training that
+learns a known NaN pattern, and bad input."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import torch
 
 from flipper_control.checkpoint import save_policy
 from flipper_control.policy import NanAwarePolicy
-from perception.cyclegan import CycleGan, GanConfig, SimToReal, decode, encode, load_gan, save_gan
+from perception.cyclegan import CycleGan, GanConfig, SimToReal, decode, dem_noise, encode, load_gan, save_gan
 from perception.gan_training import GanData, GanDivergedError, GanTrainConfig, gan_data, split_by_trajectory, train_gan
 from sim.checkpoint_io import CheckpointError
 
@@ -37,15 +40,67 @@ def test_encode_gives_the_papers_two_channels_and_decode_inverts_it():
     assert torch.equal(torch.isnan(back), torch.isnan(dem)) and torch.allclose(back.nan_to_num(), dem.nan_to_num())
 
 
-def test_a_fresh_generator_is_exactly_the_identity():
+def test_a_fresh_generator_is_exactly_the_identity_whatever_the_noise():
+    """G's weights on its noise (like those on its convolutions' features) start at zero: identity at
+    initialisation means the same output as input for every noise draw, not only for zero noise."""
     rng = np.random.default_rng(0)
     dems, scalars = _dems(32, rng, nan_fraction=0.3)
     gan = CycleGan(SMALL)
+    assert gan.g.noise_channels == SMALL.noise_channels == 1 and gan.g_s.noise_channels == 0  # sim is deterministic
     for net in (gan.g, gan.g_s):
-        out = SimToReal(net).transform(dems, scalars)
-        np.testing.assert_array_equal(out, dems)  # NaN in the same cells, heights bit-identical
+        for seed in (0, 5):
+            out = SimToReal(net, seed=seed).transform(dems, scalars)
+            np.testing.assert_array_equal(out, dems)  # NaN in the same cells, heights bit-identical
     channels, s = encode(torch.from_numpy(dems), torch.from_numpy(scalars), SMALL.height_scale)
-    assert torch.equal(gan.g(channels, s).scalars, s)
+    loud = 10.0 * torch.randn(32, 1, 20, 5, generator=torch.Generator().manual_seed(0))
+    for noise in (None, loud):
+        out = gan.g(channels, s, noise)
+        assert torch.equal(out.channels, channels) and torch.equal(out.scalars, s)
+    with pytest.raises(ValueError, match=r"noise must have shape \(32, 1, 20, 5\)"):
+        gan.g(channels, s, loud[:, :, :10])
+
+
+def _noisy_generator() -> CycleGan:
+    """A fresh CycleGAN whose G adds 0.1 x its noise to every cell's height (a trained G's use of the noise)."""
+    gan = CycleGan(SMALL)
+    cells = SMALL.cells
+    features = SMALL.channels * cells + SMALL.n_scalars
+    with torch.no_grad():
+        gan.g.fc.weight[:cells, features:features + cells] = 0.1 * torch.eye(cells)
+    return gan
+
+
+def test_the_transform_draws_the_same_noise_for_the_same_dem_in_any_batch_order_or_call():
+    rng = np.random.default_rng(6)
+    dems, scalars = _dems(12, rng, nan_fraction=0.1)
+    transform = SimToReal(_noisy_generator().g)
+    out = transform.transform(dems, scalars)
+    assert np.nanstd(out - dems) > 0.005  # the noise reaches the heights (0.1 x N(0, 1) x 0.125 m: 1.25 cm)
+    np.testing.assert_array_equal(transform.transform(dems[::-1], scalars[::-1])[::-1], out)  # order does not matter
+    np.testing.assert_array_equal(transform.transform(dems[3:5], scalars[3:5]), out[3:5])  # nor the batch
+    alone = np.stack([transform(d, s) for d, s in zip(dems, scalars, strict=True)])  # nor the one-DEM fast path
+    np.testing.assert_allclose(alone, out, atol=1e-6)
+    np.testing.assert_array_equal(np.isnan(alone), np.isnan(dems))
+    again = SimToReal(_noisy_generator().g)  # another worker with the same generator
+    np.testing.assert_array_equal(again.transform(dems, scalars), out)
+    # another seed, or other scalars with the same DEM (the next step on flat ground), give other noise
+    other_seed = transform.transform(dems, scalars, seed=1)
+    assert not np.allclose(other_seed, out, equal_nan=True)
+    np.testing.assert_array_equal(SimToReal(_noisy_generator().g, seed=1).transform(dems, scalars), other_seed)
+    assert not np.allclose(transform(dems[0], scalars[0] + 0.01), out[0], equal_nan=True)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        transform.transform(dems, scalars, seed=-1)
+
+
+def test_dem_noise_is_standard_normal_and_independent_between_cells_and_dems():
+    rng = np.random.default_rng(7)
+    dems, scalars = _dems(400, rng)
+    noise = dem_noise(dems, scalars, 2, seed=3)
+    assert noise.shape == (400, 2, 20, 5) and noise.dtype == np.float32
+    flat = noise.reshape(400, -1)
+    assert abs(flat.mean()) < 0.02 and abs(flat.std() - 1.0) < 0.02  # 80,000 draws: 3 standard errors or so
+    assert abs(np.mean(flat[:, 0] * flat[:, 1])) < 0.15 and abs(np.mean(flat[:-1] * flat[1:])) < 0.02  # no correlation
+    np.testing.assert_array_equal(dem_noise(dems[5:6], scalars[5:6], 2, seed=3), noise[5:6])
 
 
 def test_the_mask_is_hard_forward_and_passes_gradients_backward():
@@ -66,7 +121,7 @@ def test_training_learns_a_known_nan_pattern_and_keeps_heights(tmp_path):
     real_dems[:, :4] = np.nan
     sim = GanData(sim_dems, sim_scalars, np.repeat(np.arange(6), 100))
     real = GanData(real_dems, real_scalars, np.repeat(np.arange(6), 100))
-    config = GanTrainConfig(epochs=6, steps_per_epoch=40, gan=SMALL)
+    config = GanTrainConfig(epochs=6, steps_per_epoch=40, batch_size=32, gan=SMALL)  # batches of 32: a fast test
     epochs = []
     gan, report = train_gan(sim, real, config, seed=0, on_epoch=lambda e, m: epochs.append(e))
     assert epochs == list(range(1, 7)) and report.steps == 240 and len(report.history["d"]) == 6
@@ -88,10 +143,11 @@ def test_training_learns_a_known_nan_pattern_and_keeps_heights(tmp_path):
 
 
 def test_training_is_deterministic_for_a_seed():
+    """Batches and G's noise come from the seed (the R1 penalty adds no randomness)."""
     rng = np.random.default_rng(3)
     sim = GanData(*_dems(100, rng), np.zeros(100, np.int64))
     real = GanData(*_dems(100, rng, 0.2), np.zeros(100, np.int64))
-    config = GanTrainConfig(epochs=1, steps_per_epoch=5, gan=SMALL)
+    config = GanTrainConfig(epochs=1, steps_per_epoch=5, batch_size=16, gan=SMALL)
     a, _ = train_gan(sim, real, config, seed=7)
     b, _ = train_gan(sim, real, config, seed=7)
     c, _ = train_gan(sim, real, config, seed=8)
@@ -123,6 +179,20 @@ def test_bad_data_is_refused_naming_the_set():
         SimToReal(CycleGan(SMALL).g).transform(dems[:, :10], scalars)
 
 
+def test_a_checkpoint_from_before_the_noise_input_loads_as_the_deterministic_generator(tmp_path):
+    old = GanConfig(channels=4, conv_layers=2, disc_hidden=16, noise_channels=0)
+    save_gan(tmp_path / "old", CycleGan(old))
+    sidecar = json.loads((tmp_path / "old.json").read_text())
+    del sidecar["config"]["noise_channels"]  # what a sidecar written before the field holds
+    (tmp_path / "old.json").write_text(json.dumps(sidecar))
+    loaded, _ = load_gan(tmp_path / "old")
+    assert loaded.config == old and loaded.g.noise_channels == 0
+    rng = np.random.default_rng(8)
+    dems, scalars = _dems(4, rng)
+    np.testing.assert_array_equal(SimToReal(loaded.g).transform(dems, scalars), dems)
+    assert GanConfig.from_dict({"channels": 4}).noise_channels == 1  # a config file that leaves it out: the default
+
+
 def test_a_policy_checkpoint_is_not_a_gan(tmp_path):
     save_policy(tmp_path / "policy", NanAwarePolicy())
     with pytest.raises(CheckpointError, match="unknown architecture 'NanAwarePolicy'"):
@@ -136,8 +206,13 @@ def test_split_keeps_trajectories_whole():
 
 
 def test_config_bounds_and_parameter_count():
-    assert GanConfig().parameter_count() == sum(p.numel() for p in CycleGan().parameters())
+    for config in (GanConfig(), GanConfig(noise_channels=0), GanConfig(noise_channels=3)):
+        assert config.parameter_count() == sum(p.numel() for p in CycleGan(config).parameters())
     with pytest.raises(ValueError, match="kernel must be an odd integer"):
         GanConfig(kernel=4)
+    with pytest.raises(ValueError, match=r"noise_channels must be an integer in \[0, 8\]"):
+        GanConfig(noise_channels=-1)
+    with pytest.raises(ValueError, match="r1 must be a number >= 0"):
+        GanTrainConfig(r1=-1.0)
     with pytest.raises(ValueError, match="more than a DEM CycleGAN needs"):
         GanConfig(channels=2000)

@@ -142,7 +142,7 @@ def load_loop_config(path: str | Path) -> LoopConfig:
 
 
 # The embedded default of `flipper demo` (configs/demo.yaml is the same, for reading and copying; a test
-# keeps the two equal): the loop at a small scale, a few minutes on 2 cores.
+# keeps the two equal): Algorithm 1 at a small scale, about 25 minutes on 2 cores.
 DEMO_CONFIG: dict[str, Any] = {
     "seed": 0,
     "iterations": 5,
@@ -151,6 +151,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "selection_runs": 3,
     "eval_runs": 5,
     "imitation": {"epochs": 60, "policy": {"hidden": [128]}},
+    "transfer": {"mode": "gan"},  # Algorithm 1: real trajectories on the reality proxy, the CycleGAN, Table II
 }
 
 
