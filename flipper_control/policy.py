@@ -160,7 +160,16 @@ class NanAwarePolicy(nn.Module):
         dem, proprio = dem.to(dtype), proprio.to(dtype)
         # proprioception comes from encoders and the IMU: a glitch must not turn into a NaN command
         proprio = torch.nan_to_num(proprio, nan=0.0, posinf=0.0, neginf=0.0)
-        z = self.head(torch.cat((self.encode(dem), proprio), dim=1))
+        values, mask = self.split_dem(dem)
+        return self.forward_parts(values, mask, proprio)
+
+    def forward_parts(self, values: torch.Tensor, mask: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
+        """``forward`` after the DEM's split: (B, 1, rows, cols) clipped and scaled heights (0 at missing cells),
+        the (B, 1, rows, cols) mask (1 measured, 0 missing) and the NaN-free (B, n_proprio) vector -> actions.
+        The mask may carry a gradient (the CycleGAN's policy-aware loss hides and reveals cells through it)."""
+        c = self.config
+        features = self.act(self.conv_values(values) * self.conv_mask(mask)).flatten(1)
+        z = self.head(torch.cat((features, proprio), dim=1))
         # tanh maps onto the open joint range; the clamp only removes float rounding at saturation
         return (self._mid + self._half * torch.tanh(z)).clamp(c.flipper_lower, c.flipper_upper)
 

@@ -138,6 +138,19 @@ class TfBuffer:
                                  f"{(t_ns - times[i]) / _NS:.3f} s old (more than {max_age_ns / _NS:g} s)")
         return self._poses[child][i]
 
+    def covers(self, target: str, source: str, t_ns: int) -> bool:
+        """Whether the two frames are connected and every dynamic edge between them has a transform at or
+        after ``t_ns``: then no later /tf can change ``lookup(target, source, t_ns)`` (what tf2's message
+        filter waits for before it hands a message on)."""
+        if target not in self.frames or source not in self.frames:
+            return False
+        up_source, up_target = self._chain(source), self._chain(target)
+        common = next((f for f in up_source if f in set(up_target)), None)
+        if common is None:
+            return False
+        edges = up_source[:up_source.index(common)] + up_target[:up_target.index(common)]
+        return all(e in self._static or self._times[e][-1] >= t_ns for e in edges)
+
     def lookup(self, target: str, source: str, t_ns: int, max_age_s: float | None = None) -> Pose:
         """Pose of frame ``source`` in frame ``target`` at ``t_ns``: maps points in source to target."""
         for frame in (target, source):

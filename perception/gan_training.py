@@ -15,7 +15,18 @@ Losses, per batch of simulated states x_s and real states x_r (each a DEM with i
   + lambda_c x the cycle loss: L1 between G_s(G(x_s)) and x_s and between G(G_s(x_r)) and x_r over both channels and
   the scalars, as CycleGAN [10] defines it (the seed's printed formula puts the discriminators' losses on the cycled
   samples there, which does not tie a sample to its own cycle; we keep the reference definition);
-  + lambda_nan x the share of NaN cells G_s produces (simulated DEMs have none), measured softly on its raw mask.
+  + lambda_nan x the share of NaN cells G_s produces (simulated DEMs have none), measured softly on its raw mask;
+  + lambda_task x the task-consistency term (policy-aware GAN, seed 000's future work; the task loss of
+  RL-CycleGAN, Rao et al. 2020): the mean |pi(G(x_s)) - pi(x_s)| of a frozen task model pi (the policy), so that
+  G changes what the lidar would change but not what the policy acts on. The target pi(x_s) is fixed (computed
+  once, without gradient); the gradient reaches G through the heights and, straight through, the mask of G(x_s).
+
+The task model is any frozen torch callable ``(heights, measured, scalars) -> actions``: ``heights`` (B, R, C) in
+metres with 0 at missing cells, ``measured`` (B, R, C) 1 at measured and 0 at missing cells (exactly 0/1 forward,
+with the straight-through gradient of G's mask backward), ``scalars`` (B, S) -> (B, A). Not a DEM with NaN: a NaN
+carries no gradient, so a policy fed NaN could not tell G that hiding a cell changed its action. ``perception``
+knows no policy; ``flipper_control`` passes its NaN-aware policy in this form. With a task model and lambda_task =
+0 the term is only measured (the history's ``task``), and training is bit-identical to training without one.
 
 G takes per-cell N(0, 1) noise (``GanConfig.noise_channels``, see ``perception.cyclegan``), drawn here from the
 training generator, fresh for every pass (also for G in the cycle G(G_s(x_r))).
@@ -40,7 +51,11 @@ import torch.nn.functional as F
 from perception.cyclegan import CycleGan, GanConfig, GeneratorOutput, encode
 from sim.config_io import config_from_mapping
 
-__all__ = ["GanData", "GanDivergedError", "GanTrainConfig", "GanTrainReport", "gan_data", "split_by_trajectory", "train_gan"]
+__all__ = ["GanData", "GanDivergedError", "GanTrainConfig", "GanTrainReport", "TaskModel", "gan_data", "split_by_trajectory",
+           "task_inputs", "train_gan"]
+
+# (heights m with 0 at missing cells, measured 1/0, scalars) -> actions; frozen, differentiable in its inputs
+TaskModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class GanDivergedError(FloatingPointError):
@@ -60,6 +75,7 @@ class GanTrainConfig:
     lambda_p: float = 0.1  # distance to the input (low: see the module docstring)
     lambda_c: float = 10.0  # cycle consistency (CycleGAN's default)
     lambda_nan: float = 1.0  # NaN cells that G_s produces
+    lambda_task: float = 0.0  # |task model's action on G(x_s) - on x_s| (policy-aware GAN; needs a task model)
     r1: float = 1.0  # gamma of the R1 penalty on the discriminators' gradients at real inputs (0: none)
     grad_clip: float = 5.0
     test_fraction: float = 0.2  # trajectories held out of training, for the transfer metrics
@@ -81,7 +97,7 @@ class GanTrainConfig:
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name} must lie in [0, 1), got {getattr(self, name)!r}")
-        for name in ("lambda_p", "lambda_c", "lambda_nan", "r1"):
+        for name in ("lambda_p", "lambda_c", "lambda_nan", "lambda_task", "r1"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 problems.append(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
         if not 0 < self.test_fraction < 1:
@@ -168,6 +184,20 @@ def _cycle(inp: torch.Tensor, inp_scalars: torch.Tensor, back: GeneratorOutput) 
     return torch.abs(back.channels - inp).mean() + torch.abs(back.scalars - inp_scalars).mean()
 
 
+def task_inputs(channels: torch.Tensor, height_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoded (B, 2, R, C) channels -> what a task model takes: heights in metres (0 at missing cells, as the
+    channels hold them) and the measured mask 1/0 (from the +-1 mask channel, keeping its gradient)."""
+    return channels[:, 0] * height_scale, (channels[:, 1] + 1.0) / 2.0
+
+
+def _task_actions(task_model: TaskModel, channels: torch.Tensor, scalars: torch.Tensor, height_scale: float) -> torch.Tensor:
+    actions = task_model(*task_inputs(channels, height_scale), scalars)
+    if actions.ndim != 2 or actions.shape[0] != channels.shape[0]:
+        raise ValueError(f"the task model must return (batch, actions), got {tuple(actions.shape)} for a batch of "
+                         f"{channels.shape[0]}")
+    return actions
+
+
 def _gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 1.0 if real else 0.0))
 
@@ -195,13 +225,19 @@ LOSS_NAMES = ("d", "d_s", "g_adv", "g_s_adv", "distance", "cycle", "nan_share_g_
 def train_gan(sim: GanData, real: GanData, config: GanTrainConfig | None = None, seed: int = 0,
               gan: CycleGan | None = None,
               on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-              on_step: Callable[[int, int], None] | None = None) -> tuple[CycleGan, GanTrainReport]:
+              on_step: Callable[[int, int], None] | None = None,
+              task_model: TaskModel | None = None) -> tuple[CycleGan, GanTrainReport]:
     """Train (or continue training ``gan``) on the two sets; returns the CycleGAN in eval mode and the report.
 
-    ``on_epoch(epoch, mean losses)`` and ``on_step(step, steps)`` are progress hooks. Deterministic for a seed and
-    thread count. Raises ``GanDivergedError`` when a loss turns non-finite.
+    ``on_epoch(epoch, mean losses)`` and ``on_step(step, steps)`` are progress hooks. ``task_model`` (see the module
+    docstring) adds lambda_task x |task_model(G(x_s)) - task_model(x_s)| to G's loss, and ``task`` (that mean
+    difference, in the model's action units) to the history; ``config.lambda_task`` > 0 needs one. Deterministic
+    for a seed and thread count. Raises ``GanDivergedError`` when a loss turns non-finite.
     """
     config = config or GanTrainConfig()
+    if config.lambda_task > 0 and task_model is None:
+        raise ValueError(f"GanTrainConfig: lambda_task = {config.lambda_task} needs a task model (the policy whose "
+                         "actions G must keep), none was given")
     gan = gan if gan is not None else _fresh(config.gan, seed)
     gc = gan.config
     if gan.config.dem_shape != tuple(sim.dems.shape[1:]) or gan.config.dem_shape != tuple(real.dems.shape[1:]):
@@ -213,14 +249,21 @@ def train_gan(sim: GanData, real: GanData, config: GanTrainConfig | None = None,
     opt_g = torch.optim.Adam([*gan.g.parameters(), *gan.g_s.parameters()], lr=config.lr, betas=(config.beta1, config.beta2))
     opt_d = torch.optim.Adam([*gan.d.parameters(), *gan.d_s.parameters()], lr=config.lr, betas=(config.beta1, config.beta2))
     steps = config.steps_per_epoch or max(1, math.ceil(max(len(sim), len(real)) / config.batch_size))
-    history: dict[str, list[float]] = {name: [] for name in LOSS_NAMES}
+    names = LOSS_NAMES + (("task",) if task_model is not None else ())
+    history: dict[str, list[float]] = {name: [] for name in names}
+    targets = None
+    if task_model is not None:  # pi(x_s): fixed targets, once for the whole set (the model is frozen)
+        with torch.no_grad():
+            targets = torch.cat([_task_actions(task_model, xs[i:i + 1024], ss[i:i + 1024], gc.height_scale)
+                                 for i in range(0, len(xs), 1024)])
     gan.train()
     for epoch in range(1, config.epochs + 1):
-        sums = dict.fromkeys(LOSS_NAMES, 0.0)
+        sums = dict.fromkeys(names, 0.0)
         for step in range(steps):
             i_s = torch.randint(len(sim), (config.batch_size,), generator=gen)
             i_r = torch.randint(len(real), (config.batch_size,), generator=gen)
-            losses = _step(gan, config, opt_g, opt_d, xs[i_s], ss[i_s], xr[i_r], sr[i_r], gen)
+            losses = _step(gan, config, opt_g, opt_d, xs[i_s], ss[i_s], xr[i_r], sr[i_r], gen,
+                           None if targets is None else (task_model, targets[i_s]))
             for name, value in losses.items():
                 sums[name] += value
             if on_step is not None:
@@ -248,8 +291,10 @@ def _noise(gan: CycleGan, batch: int, gen: torch.Generator) -> torch.Tensor | No
     return torch.randn(batch, n, *gan.config.dem_shape, generator=gen) if n else None
 
 
-def _step(gan: CycleGan, c: GanTrainConfig, opt_g, opt_d, xs, ss, xr, sr, gen: torch.Generator) -> dict[str, float]:
-    """One generator update and one discriminator update; returns the batch's losses."""
+def _step(gan: CycleGan, c: GanTrainConfig, opt_g, opt_d, xs, ss, xr, sr, gen: torch.Generator,
+          task: tuple[TaskModel, torch.Tensor] | None = None) -> dict[str, float]:
+    """One generator update and one discriminator update; returns the batch's losses. ``task``: the task model and
+    its actions on this batch's x_s."""
     # generators
     fake_r, fake_s = gan.g(xs, ss, _noise(gan, len(xs), gen)), gan.g_s(xr, sr)
     adv = _gan_loss(gan.d(fake_r.channels, fake_r.scalars), True)
@@ -259,6 +304,15 @@ def _step(gan: CycleGan, c: GanTrainConfig, opt_g, opt_d, xs, ss, xr, sr, gen: t
              + _cycle(xr, sr, gan.g(fake_s.channels, fake_s.scalars, _noise(gan, len(xr), gen))))
     nan_share = ((1.0 - torch.tanh(fake_s.raw_mask)) / 2.0).mean()
     loss_g = adv + adv_s + c.lambda_p * distance + c.lambda_c * cycle + c.lambda_nan * nan_share
+    task_gap = None
+    if task is not None:
+        model, target = task
+        if c.lambda_task > 0:
+            task_gap = torch.abs(_task_actions(model, fake_r.channels, ss, gan.config.height_scale) - target).mean()
+            loss_g = loss_g + c.lambda_task * task_gap
+        else:  # measured only: no graph, so the update is the one without a task model, bit for bit
+            with torch.no_grad():
+                task_gap = torch.abs(_task_actions(model, fake_r.channels, ss, gan.config.height_scale) - target).mean()
     _check_finite(loss_g, "generator loss")
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
@@ -279,10 +333,13 @@ def _step(gan: CycleGan, c: GanTrainConfig, opt_g, opt_d, xs, ss, xr, sr, gen: t
     (loss_d + loss_d_s + penalty).backward()
     torch.nn.utils.clip_grad_norm_([*gan.d.parameters(), *gan.d_s.parameters()], c.grad_clip)
     opt_d.step()
-    return {"d": loss_d.item(), "d_s": loss_d_s.item(), "g_adv": adv.item(), "g_s_adv": adv_s.item(),
-            "distance": distance.item(), "cycle": cycle.item(),
-            "nan_share_g_s": float((fake_s.channels[:, 1] < 0).float().mean()),
-            "nan_share_g": float((fake_r.channels[:, 1] < 0).float().mean())}
+    losses = {"d": loss_d.item(), "d_s": loss_d_s.item(), "g_adv": adv.item(), "g_s_adv": adv_s.item(),
+              "distance": distance.item(), "cycle": cycle.item(),
+              "nan_share_g_s": float((fake_s.channels[:, 1] < 0).float().mean()),
+              "nan_share_g": float((fake_r.channels[:, 1] < 0).float().mean())}
+    if task_gap is not None:
+        losses["task"] = task_gap.item()
+    return losses
 
 
 def _check_finite(loss: torch.Tensor, what: str) -> None:

@@ -9,7 +9,11 @@ raises the flipper tip, for all four flippers.
 
 Frames: ``base_link`` on the main-track wheel axis (REP 103), ``imu_link`` at base_link, ``laser`` at
 the top of the sensor mast, one link per track and per flipper (flipper links named as FLIPPER_NAMES,
-joints ``<name>_joint``, the names ``/joint_states`` and the flipper controller use).
+joints ``<name>_joint``, the names ``/joint_states`` and the flipper controller use). The rotating 2D lidar
+(``sim.lidar``) sits on ``laser_platform``, turned about the robot's x axis by the continuous joint
+``laser_platform_joint`` at the scanner's mount, and scans in ``laser_scanner``: the platform yawed +90
+degrees, so the scanner's x-y plane is the line's plane (the frame of the Gazebo export's gpu_lidar clouds,
+sim/sdf.py). The reality proxy publishes its own fixed ``base_link -> lidar`` mount instead.
 """
 
 from __future__ import annotations
@@ -18,11 +22,19 @@ import math
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sim.io_utils import write_text_atomic
 from sim.robot import FLIPPER_NAMES, RobotSpec
 
-__all__ = ["box_inertia", "build_urdf", "write_urdf"]
+if TYPE_CHECKING:  # sim.lidar pulls in open3d; the URDF only reads two fields of its config
+    from sim.lidar import LidarConfig
+
+__all__ = ["LIDAR_MOUNT_HEIGHT", "PLATFORM_MASS", "PLATFORM_SIZE", "box_inertia", "build_urdf", "lidar_mount", "write_urdf"]
+
+PLATFORM_MASS = 0.2  # kg of the turning lidar platform, taken from the mast so that the robot weighs what the spec says
+PLATFORM_SIZE = (0.06, 0.06, 0.04)  # m, the platform's box (inertia and visual)
+LIDAR_MOUNT_HEIGHT = 0.06  # m above the mast top: sim.lidar's default optical centre
 
 _MATERIALS = {
     "chassis": (0.25, 0.28, 0.30, 1.0),
@@ -30,6 +42,7 @@ _MATERIALS = {
     "track": (0.10, 0.10, 0.10, 1.0),
     "flipper": (0.20, 0.20, 0.20, 1.0),
     "mast": (0.90, 0.20, 0.20, 1.0),
+    "laser_platform": (0.10, 0.10, 0.10, 1.0),
 }
 
 
@@ -87,9 +100,25 @@ def _fixed(robot: ET.Element, name: str, parent: str, child: str, xyz) -> None:
     ET.SubElement(joint, "child", link=child)
 
 
-def build_urdf(spec: RobotSpec | None = None, name: str = "flipper_robot") -> str:
-    """The URDF document of the robot described by ``spec`` (defaults: the Absolem-like RobotSpec())."""
+def lidar_mount(spec: RobotSpec, lidar: LidarConfig | None = None) -> tuple[float, float, float]:
+    """The scanner's optical centre in base_link: ``lidar.mount``, or sim.lidar's default above the mast top."""
+    if lidar is not None and lidar.mount is not None:
+        return tuple(float(v) for v in lidar.mount)
+    return (spec.mast_x, 0.0, spec.mast_top + LIDAR_MOUNT_HEIGHT)
+
+
+def build_urdf(spec: RobotSpec | None = None, name: str = "flipper_robot", lidar: LidarConfig | None = None) -> str:
+    """The URDF document of the robot described by ``spec`` (defaults: the Absolem-like RobotSpec()).
+
+    ``lidar`` (a ``sim.lidar.LidarConfig``; default: its defaults) places the turning platform: its ``mount`` is
+    the platform joint's origin and its ``phase`` (platform angle at t = 0) the joint origin's roll, so that a
+    joint angle of 0 at t = 0, as Gazebo reports it for the export of sim/sdf.py, puts the scanner where the
+    proxy's is.
+    """
     spec = spec or RobotSpec()
+    if spec.mast_mass <= PLATFORM_MASS:
+        raise ValueError(f"RobotSpec.mast_mass: {spec.mast_mass} kg must exceed the lidar platform's {PLATFORM_MASS} kg "
+                         "(sim/urdf.py takes the platform's mass from the mast)")
     robot = ET.Element("robot", name=name)
     for material, rgba in _MATERIALS.items():
         ET.SubElement(ET.SubElement(robot, "material", name=material), "color", rgba=_f(*rgba))
@@ -151,11 +180,33 @@ def build_urdf(spec: RobotSpec | None = None, name: str = "flipper_robot") -> st
     # Sensor mast on top of the body, the lidar frame at its top, the IMU at base_link.
     mast = ET.SubElement(robot, "link", name="mast")
     mast_centre = (0.0, 0.0, spec.mast_size[2] / 2)
+    mast_base = (spec.mast_x, 0.0, spec.body_z + spec.body_height / 2)
     _solid(mast, "mast", spec.mast_size, mast_centre, "mast")
-    _inertial(mast, spec.mast_mass, spec.mast_size, mast_centre)
-    _fixed(robot, "mast_joint", "base_link", "mast", (spec.mast_x, 0.0, spec.body_z + spec.body_height / 2))
+    _inertial(mast, spec.mast_mass - PLATFORM_MASS, spec.mast_size, mast_centre)
+    _fixed(robot, "mast_joint", "base_link", "mast", mast_base)
     ET.SubElement(robot, "link", name="laser")
     _fixed(robot, "laser_joint", "mast", "laser", (0.0, 0.0, spec.mast_size[2]))
+
+    # The turning lidar platform: a continuous joint about x at the optical centre. It has mass (a non-fixed
+    # child link needs an inertia; MuJoCo's URDF parser refuses one without) and a visual, no collision: the
+    # MJCF the simulator collides with has no platform either.
+    mount = lidar_mount(spec, lidar)
+    platform = ET.SubElement(robot, "link", name="laser_platform")
+    _shape(platform, "visual", "laser_platform", _box(PLATFORM_SIZE), material="laser_platform")
+    _inertial(platform, PLATFORM_MASS, PLATFORM_SIZE, (0.0, 0.0, 0.0))
+    joint = ET.SubElement(robot, "joint", name="laser_platform_joint", type="continuous")
+    _origin(joint, tuple(m - b for m, b in zip(mount, mast_base, strict=True)),
+            (lidar.phase if lidar is not None else 0.0, 0.0, 0.0))
+    ET.SubElement(joint, "parent", link="mast")
+    ET.SubElement(joint, "child", link="laser_platform")
+    ET.SubElement(joint, "axis", xyz=_f(1.0, 0.0, 0.0))
+    # The scanner's frame: a 2D scanner scans its own x-y plane, centred on x; yawed +90 degrees on a platform that
+    # turns about the robot's x axis, its x axis is the platform's y and its scan plane holds the robot's x axis.
+    ET.SubElement(robot, "link", name="laser_scanner")
+    scanner = ET.SubElement(robot, "joint", name="laser_scanner_joint", type="fixed")
+    _origin(scanner, rpy=(0.0, 0.0, math.pi / 2))
+    ET.SubElement(scanner, "parent", link="laser_platform")
+    ET.SubElement(scanner, "child", link="laser_scanner")
     ET.SubElement(robot, "link", name="imu_link")
     _fixed(robot, "imu_joint", "base_link", "imu_link", (0.0, 0.0, 0.0))
 
@@ -163,6 +214,6 @@ def build_urdf(spec: RobotSpec | None = None, name: str = "flipper_robot") -> st
     return '<?xml version="1.0"?>\n' + ET.tostring(robot, encoding="unicode") + "\n"
 
 
-def write_urdf(path: str | os.PathLike, spec: RobotSpec | None = None) -> Path:
-    """Write ``build_urdf(spec)`` to ``path`` atomically (a reader never sees a half-written file)."""
-    return write_text_atomic(path, build_urdf(spec))
+def write_urdf(path: str | os.PathLike, spec: RobotSpec | None = None, lidar: LidarConfig | None = None) -> Path:
+    """Write ``build_urdf(spec, lidar=lidar)`` to ``path`` atomically (a reader never sees a half-written file)."""
+    return write_text_atomic(path, build_urdf(spec, lidar=lidar))

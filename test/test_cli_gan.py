@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from flipper_control.checkpoint import save_policy
 from flipper_control.cli import main
+from flipper_control.policy import NanAwarePolicy, PolicyConfig
 from perception.cyclegan import load_gan
 from planning.dataset import TrajectoryDataset
 
@@ -60,6 +63,43 @@ def test_train_gan_bad_input_names_what_and_where(states, tmp_path, capsys):
     assert main(["train-gan", "--sim", str(states[0]), "--real", str(states[1]), "--out", str(tmp_path / "g"),
                  "--resume", str(states[1])]) == 2  # a dataset is not a checkpoint
     assert "flipper: error:" in capsys.readouterr().err
+
+
+def test_train_gan_with_a_policy_trains_the_task_term_and_records_the_policy(states, tmp_path, capsys):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        save_policy(tmp_path / "policy", NanAwarePolicy())
+    (tmp_path / "short.yaml").write_text("steps_per_epoch: 4\nbatch_size: 16\n")
+    out, report = tmp_path / "gan", tmp_path / "gan_report.json"
+    assert main(["train-gan", "--sim", str(states[0]), "--real", str(states[1]), "--out", str(out), "--epochs", "1",
+                 "--config", str(tmp_path / "short.yaml"), "--policy", str(tmp_path / "policy"), "--lambda-task", "2.5",
+                 "--json", str(report)]) == 0
+    assert "mean |pi(G(x_s)) - pi(x_s)|" in capsys.readouterr().out
+    _, meta = load_gan(out)
+    sha = json.loads((tmp_path / "policy.json").read_text())["weights_sha256"]
+    consistency = meta["task_consistency"]
+    assert consistency["lambda_task"] == 2.5
+    assert consistency["policy"] == {"path": str(tmp_path / "policy"), "weights_sha256": sha}
+    assert consistency["action_gap"]["G"] >= 0 and meta["train_report"]["config"]["lambda_task"] == 2.5
+    assert len(meta["train_report"]["history"]["task"]) == 1  # the task term per epoch
+    assert json.loads(report.read_text())["task_consistency"] == consistency
+
+
+def test_train_gan_refuses_a_task_weight_without_a_fitting_policy(states, tmp_path, capsys):
+    base = ["train-gan", "--sim", str(states[0]), "--real", str(states[1]), "--out", str(tmp_path / "g"), "--epochs", "1"]
+    assert main([*base, "--lambda-task", "1"]) == 2
+    assert "--lambda-task weighs how far G moves a policy's action: it needs --policy CKPT" in capsys.readouterr().err
+    (tmp_path / "task.yaml").write_text("lambda_task: 1.0\n")
+    assert main([*base, "--config", str(tmp_path / "task.yaml")]) == 2
+    assert "lambda_task = 1.0 needs --policy CKPT" in capsys.readouterr().err
+    assert main([*base, "--lambda-task", "-1", "--policy", "p"]) == 2
+    assert "--lambda-task: must be a finite number >= 0" in capsys.readouterr().err
+    save_policy(tmp_path / "small", NanAwarePolicy(PolicyConfig(dem_shape=(10, 5))))
+    assert main([*base, "--policy", str(tmp_path / "small"), "--lambda-task", "1"]) == 2
+    assert "--policy " + str(tmp_path / "small") + ": the policy takes 10 x 5 DEMs" in capsys.readouterr().err
+    assert main([*base, "--policy", str(states[0])]) == 2  # a dataset is not a policy checkpoint
+    assert "--policy " + str(states[0]) in capsys.readouterr().err
+    assert not (tmp_path / "g.safetensors").exists()
 
 
 def test_bench_gan_measures_the_transform_beside_the_policy(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """The DEM CycleGAN (perception.cyclegan, perception.gan_training): representation, identity start, the
 straight-through mask, G's noise input and its reproducible draws, checkpoints (old ones too), training that
-learns a known NaN pattern, and bad input."""
+learns a known NaN pattern, the policy-aware task term (lambda_task), and bad input."""
 
 from __future__ import annotations
 
@@ -11,9 +11,18 @@ import pytest
 import torch
 
 from flipper_control.checkpoint import save_policy
-from flipper_control.policy import NanAwarePolicy
+from flipper_control.learning.transfer_tasks import PolicyTaskModel, action_gap
+from flipper_control.policy import NanAwarePolicy, PolicyConfig
 from perception.cyclegan import CycleGan, GanConfig, SimToReal, decode, dem_noise, encode, load_gan, save_gan
-from perception.gan_training import GanData, GanDivergedError, GanTrainConfig, gan_data, split_by_trajectory, train_gan
+from perception.gan_training import (
+    GanData,
+    GanDivergedError,
+    GanTrainConfig,
+    gan_data,
+    split_by_trajectory,
+    task_inputs,
+    train_gan,
+)
 from sim.checkpoint_io import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -216,3 +225,82 @@ def test_config_bounds_and_parameter_count():
         GanTrainConfig(r1=-1.0)
     with pytest.raises(ValueError, match="more than a DEM CycleGAN needs"):
         GanConfig(channels=2000)
+
+
+# ------------------------------------------------------------------------------------------ policy-aware GAN
+def _front_policy() -> NanAwarePolicy:
+    """A hand-set policy that acts on the 4 front rows only: every flipper = squash(0.1 x sum over those 20 cells of
+    (height / 0.5 m + 1) x measured - 2.2), about mid-range on sim's flat ground, far off when the rows are hidden."""
+    policy = NanAwarePolicy(PolicyConfig(conv_channels=1, conv_kernel=1, hidden=()))
+    with torch.no_grad():
+        policy.conv_values.weight.fill_(1.0)
+        policy.conv_values.bias.fill_(1.0)
+        policy.conv_mask.weight.fill_(1.0)
+        policy.conv_mask.bias.fill_(0.0)
+        weights = torch.zeros(20, 5)
+        weights[:4] = 0.1
+        policy.head[0].weight.zero_()
+        policy.head[0].weight[:, :100] = weights.flatten()
+        policy.head[0].bias.fill_(-2.2)
+    return policy
+
+
+def _front_rows_hidden(n: int, seed: int) -> tuple[GanData, GanData]:
+    """Sim: exact DEMs; real: the 4 front rows never seen and 10 % of the rest lost (one trajectory each)."""
+    rng = np.random.default_rng(seed)
+    sim_dems, sim_scalars = _dems(n, rng)
+    real_dems, real_scalars = _dems(n, rng, nan_fraction=0.1)
+    real_dems[:, :4] = np.nan
+    return (GanData(sim_dems, sim_scalars, np.zeros(n, np.int64)), GanData(real_dems, real_scalars, np.zeros(n, np.int64)))
+
+
+def test_the_policy_as_task_model_acts_as_on_dems_with_nan_and_passes_gradients_through_heights_and_mask():
+    """The task model's (heights, measured) path equals the policy's own NaN path, and G's heights and (straight
+    through) mask both get a gradient from the policy's action -- a NaN DEM would give the mask none."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        policy = NanAwarePolicy()
+    dems, scalars = _dems(16, np.random.default_rng(10), nan_fraction=0.3)
+    task = PolicyTaskModel(policy)
+    channels, s = encode(torch.from_numpy(dems), torch.from_numpy(scalars), SMALL.height_scale)
+    expected = policy(torch.from_numpy(dems), s)
+    assert torch.allclose(task(*task_inputs(channels, SMALL.height_scale), s), expected, atol=1e-6)
+    assert not any(p.requires_grad for p in policy.parameters())  # frozen: G's optimiser cannot move it
+    gan = CycleGan(SMALL)
+    out = gan.g(channels, s)
+    task(*task_inputs(out.channels, SMALL.height_scale), s).sum().backward()
+    grad = gan.g.fc.weight.grad
+    cells = SMALL.cells
+    assert grad[:cells].abs().sum() > 0 and grad[cells:2 * cells].abs().sum() > 0  # heights rows, mask rows
+
+
+def test_lambda_task_zero_with_a_task_model_trains_bit_identically_to_none_and_only_measures():
+    sim, real = _front_rows_hidden(100, 11)
+    config = GanTrainConfig(epochs=1, steps_per_epoch=5, batch_size=16, gan=SMALL)
+    plain, plain_report = train_gan(sim, real, config, seed=3)
+    measured, report = train_gan(sim, real, config, seed=3, task_model=PolicyTaskModel(_front_policy()))
+    a, b = plain.state_dict(), measured.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "task" not in plain_report.history and len(report.history["task"]) == 1
+    assert all(report.history[k] == plain_report.history[k] for k in plain_report.history)
+    with pytest.raises(ValueError, match="lambda_task = 1.0 needs a task model"):
+        train_gan(sim, real, GanTrainConfig(epochs=1, steps_per_epoch=1, gan=SMALL, lambda_task=1.0))
+    with pytest.raises(ValueError, match="lambda_task must be a number >= 0"):
+        GanTrainConfig(lambda_task=-0.5)
+
+
+def test_lambda_task_keeps_the_policys_action_where_the_plain_gan_changes_it():
+    """Real DEMs never show the front rows the policy acts on: the plain G learns to hide them and moves the
+    policy's action by about 1.4 rad; with lambda_task the same seed and steps keep the action within 0.05 rad."""
+    sim, real = _front_rows_hidden(300, 2)
+    task = PolicyTaskModel(_front_policy())
+    test_dems, test_scalars = _dems(100, np.random.default_rng(9))
+    gaps, fronts = {}, {}
+    for lam in (0.0, 5.0):
+        config = GanTrainConfig(epochs=3, steps_per_epoch=20, batch_size=32, gan=SMALL, lambda_task=lam)
+        gan, report = train_gan(sim, real, config, seed=0, task_model=task)
+        out = SimToReal(gan.g).transform(test_dems, test_scalars)
+        gaps[lam] = action_gap(task, test_dems, {"G": out}, test_scalars)["G"]
+        fronts[lam] = np.isnan(out[:, :4]).mean()
+    assert gaps[0.0] > 0.5 and fronts[0.0] > 0.5  # the plain GAN hides the front rows, the action follows
+    assert gaps[5.0] < 0.05 and gaps[5.0] < 0.1 * gaps[0.0] and fronts[5.0] < 0.1

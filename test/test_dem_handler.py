@@ -260,13 +260,14 @@ def test_node_imports_without_rclpy_and_its_defaults_are_the_handlers():
     sys.modules.pop("perception.dem_node", None)
     node = importlib.import_module("perception.dem_node")
     assert "rclpy" not in sys.modules
-    assert node.handler_config(node.PARAMETERS) == DemHandlerConfig()
-    defaults = DemHandlerConfig()
-    for name, value in node.PARAMETERS.items():
-        if hasattr(defaults, name):
-            assert getattr(defaults, name) == value
-    assert node.PARAMETERS["points_topic"] == "/points" and node.PARAMETERS["elevation_map_topic"] == "/elevation_map"
-    assert all(isinstance(v, (bool, int, float, str)) for v in node.PARAMETERS.values())  # ROS parameter types
+    assert node.handler_config(node.DemNodeConfig()) == DemHandlerConfig()
+    from perception.ros_adapter import param_specs
+
+    specs = {s.name: s for s in param_specs(node.DemNodeConfig, node.PARAM_INFO)}
+    assert set(node.PARAM_INFO) == set(specs)  # every parameter described, no stale description
+    assert all(s.info.description for s in specs.values())
+    assert specs["tf_max_age"].default == DemHandlerConfig().tf_max_age
+    assert node.STATIC_PARAMS["points_topic"][0] == "/points" and node.STATIC_PARAMS["elevation_map_topic"][0] == "/elevation_map"
 
 
 # ------------------------------------------------------------------------------------------ hostile input

@@ -142,7 +142,7 @@ def flipper_loop(tmp_path: Path, address: str, env: dict[str, str], out: str = "
     config.write_text(json.dumps(LOOP_CONFIG))  # JSON is YAML
     cmd = [sys.executable, "-m", "flipper_control.cli", "loop", "--config", str(config), "--out", str(tmp_path / out),
            "--executor", "ray", "--ray-address", address]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
 def assert_loop_ran_on_both_nodes(tmp_path: Path, cluster: Cluster, run: subprocess.CompletedProcess) -> None:

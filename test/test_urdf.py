@@ -1,5 +1,6 @@
-"""Tests of sim/urdf.py: a well-formed kinematic tree, the spec's limits and masses, and flipper joints
-whose positive angle raises the tip (the convention of sim.robot and sim/mjcf.py)."""
+"""Tests of sim/urdf.py: a well-formed kinematic tree, the spec's limits and masses, flipper joints
+whose positive angle raises the tip (the convention of sim.robot and sim/mjcf.py), and the turning lidar
+platform whose ``laser_scanner`` frame casts the proxy lidar's rays (sim.lidar)."""
 
 import dataclasses
 import math
@@ -8,8 +9,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from sim.lidar import LidarConfig, RotatingLidar
 from sim.robot import FLIPPER_NAMES, RobotSpec
-from sim.urdf import build_urdf, write_urdf
+from sim.urdf import PLATFORM_MASS, build_urdf, write_urdf
 
 SPECS = [RobotSpec(), RobotSpec(wheel_base=0.6, flipper_length=0.4, body_mass=30.0, flipper_lower=-0.8, mast_x=-0.05)]
 
@@ -49,7 +51,8 @@ def test_tree_is_connected_and_rooted_at_base_link(spec_and_robot):
     assert len(children) == len(set(children)), "a link with two parents"
     roots = set(links) - set(children)
     assert roots == {"base_link"}
-    expected = {"base_link", "left_track", "right_track", "mast", "laser", "imu_link", *FLIPPER_NAMES}
+    expected = {"base_link", "left_track", "right_track", "mast", "laser", "imu_link", "laser_platform", "laser_scanner",
+                *FLIPPER_NAMES}
     assert set(links) == expected
 
 
@@ -65,7 +68,9 @@ def test_flipper_joints_have_spec_limits(spec_and_robot):
     spec, robot = spec_and_robot
     revolute = [j for j in robot.findall("joint") if j.get("type") == "revolute"]
     assert sorted(j.get("name") for j in revolute) == sorted(f"{n}_joint" for n in FLIPPER_NAMES)
-    assert all(j.get("type") in ("revolute", "fixed") for j in robot.findall("joint"))
+    continuous = [j.get("name") for j in robot.findall("joint") if j.get("type") == "continuous"]
+    assert continuous == ["laser_platform_joint"]
+    assert all(j.get("type") in ("revolute", "continuous", "fixed") for j in robot.findall("joint"))
     pivots = spec.flipper_pivots()
     for joint in revolute:
         name = joint.find("child").get("link")
@@ -85,14 +90,15 @@ def test_total_mass_matches_spec(spec_and_robot):
     assert sum(masses.values()) == pytest.approx(spec.total_mass)
     assert masses["base_link"] == pytest.approx(spec.body_mass)
     assert masses["left_track"] == masses["right_track"] == pytest.approx(spec.track_mass)
-    assert masses["mast"] == pytest.approx(spec.mast_mass)
+    assert masses["mast"] == pytest.approx(spec.mast_mass - PLATFORM_MASS)  # the platform's mass is the mast's
+    assert masses["laser_platform"] == PLATFORM_MASS
     assert all(masses[n] == pytest.approx(spec.flipper_mass) for n in FLIPPER_NAMES)
 
 
 def test_inertias_are_physical(spec_and_robot):
     _, robot = spec_and_robot
     inertias = robot.findall("link/inertial/inertia")
-    assert len(inertias) == 8
+    assert len(inertias) == 9
     for element in inertias:
         a = {k: float(v) for k, v in element.attrib.items()}
         tensor = np.array([[a["ixx"], a["ixy"], a["ixz"]], [a["ixy"], a["iyy"], a["iyz"]], [a["ixz"], a["iyz"], a["izz"]]])
@@ -147,6 +153,57 @@ def test_laser_and_imu_frames(spec_and_robot):
     assert joints["laser"].get("type") == joints["imu_link"].get("type") == "fixed"
 
 
+def _chain(robot: ET.Element, link: str, angles: dict[str, float]) -> np.ndarray:
+    """The 4x4 pose of ``link`` in base_link, each movable joint at ``angles`` (default 0)."""
+    joints = {j.find("child").get("link"): j for j in robot.findall("joint")}
+    pose = np.eye(4)
+    while link in joints:
+        joint = joints[link]
+        local = np.eye(4)
+        local[:3, :3] = _rpy(_floats(joint.find("origin").get("rpy")))
+        local[:3, 3] = _floats(joint.find("origin").get("xyz"))
+        if joint.get("type") != "fixed":
+            turn = np.eye(4)
+            turn[:3, :3] = _rot(_floats(joint.find("axis").get("xyz")), angles.get(joint.get("name"), 0.0))
+            local = local @ turn
+        pose = local @ pose
+        link = joint.find("parent").get("link")
+    return pose
+
+
+@pytest.mark.parametrize("lidar", [None, LidarConfig(phase=0.3), LidarConfig(phase=-1.0, mount=(0.02, -0.01, 0.45))],
+                         ids=["default", "phase", "mount"])
+def test_laser_scanner_frame_casts_the_proxys_rays(spec_and_robot, lidar):
+    """``laser_platform_joint`` sits at the proxy lidar's optical centre and turns about x; ``laser_scanner`` is the
+    platform yawed +90 degrees, so a 2D scanner's rays in it (its x-y plane, angle -theta) are the proxy's line at
+    platform angle phase + joint angle: robot_state_publisher places Gazebo's clouds where the proxy casts."""
+    spec, _ = spec_and_robot
+    robot = ET.fromstring(build_urdf(spec, lidar=lidar))
+    config = lidar or LidarConfig()
+    joint = robot.find("joint[@name='laser_platform_joint']")
+    assert joint.get("type") == "continuous" and joint.find("parent").get("link") == "mast"
+    np.testing.assert_allclose(_floats(joint.find("axis").get("xyz")), [1.0, 0.0, 0.0])
+    scanner = robot.find("joint[@name='laser_scanner_joint']")
+    assert scanner.get("type") == "fixed" and scanner.find("parent").get("link") == "laser_platform"
+    np.testing.assert_allclose(_floats(scanner.find("origin").get("rpy")), [0.0, 0.0, math.pi / 2])
+    proxy = RotatingLidar([], config, rng=np.random.default_rng(0), robot=spec)
+    if lidar is None:  # sim.lidar's default mount: 6 cm above the mast top, in the mast frame
+        np.testing.assert_allclose(_floats(joint.find("origin").get("xyz")), [0.0, 0.0, spec.mast_size[2] + 0.06],
+                                   atol=1e-9)
+    theta = -config.fov / 2 + np.arange(config.beams) * config.angular_step
+    local = np.stack([np.cos(-theta), np.sin(-theta), np.zeros_like(theta)], axis=1)
+    for line in (0, 11, 75, 140):
+        q = 2 * math.pi * line / config.lines_per_period
+        pose = _chain(robot, "laser_scanner", {"laser_platform_joint": q})
+        np.testing.assert_allclose(pose[:3, 3], proxy.mount, atol=1e-8)
+        np.testing.assert_allclose(local @ pose[:3, :3].T, proxy.directions(line), atol=1e-7)
+
+
+def test_a_mast_lighter_than_the_platform_is_refused():
+    with pytest.raises(ValueError, match="mast_mass"):
+        build_urdf(RobotSpec(mast_mass=PLATFORM_MASS))
+
+
 def test_spec_changes_reach_the_urdf():
     default = build_urdf()
     assert default == build_urdf(RobotSpec())
@@ -191,6 +248,9 @@ def test_mujoco_urdf_parser_agrees(spec_and_robot):
         np.testing.assert_allclose(joint.range, [spec.flipper_lower, spec.flipper_upper])
         data.qpos[joint.qposadr[0]] = q
     mujoco.mj_kinematics(model, data)
+    np.testing.assert_allclose(data.xpos[model.body("laser_platform").id],
+                               [spec.mast_x, 0.0, spec.mast_top + 0.06], atol=1e-9)
+    assert model.body("laser_platform").mass[0] == pytest.approx(PLATFORM_MASS)
     for name, q in angles.items():
         body = model.body(name).id
         sign = 1.0 if name.startswith("front") else -1.0

@@ -1,5 +1,5 @@
 """What every benchmark shares: pinning the process to one CPU (and torch to one thread) for a measurement,
-and naming the processor the figures were measured on."""
+naming the processor the figures were measured on, and the isolated namespace in which benches run ROS 2 graphs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["cpu_model", "one_core", "one_core_one_thread"]
+__all__ = ["cpu_model", "isolated_graph", "one_core", "one_core_one_thread"]
 
 
 def cpu_model() -> str:
@@ -54,3 +54,13 @@ def one_core_one_thread() -> Iterator[int | None]:
             yield cpu
     finally:
         torch.set_num_threads(threads)
+
+
+def isolated_graph(script: str) -> list[str]:
+    """The argv that runs the bash ``script`` in a ROS 2 graph of its own: a network namespace with only loopback
+    (root: ``unshare -n``; otherwise in a user namespace too) and a private ``/dev/shm``. The second matters as
+    much as the first: Fast DDS's shared-memory transport, discovery included, reaches every process on the
+    machine with the same domain id whatever its network namespace. ``lo`` is brought up before ``script``."""
+    unshare = ["unshare", "-n", "-m", "--propagation", "private"] if os.geteuid() == 0 else \
+        ["unshare", "-rnm", "--propagation", "private"]
+    return [*unshare, "bash", "-c", f"mount -t tmpfs -o size=512m tmpfs /dev/shm && ip link set lo up && {script}"]

@@ -2,10 +2,12 @@
 
 - ``worlds``: worlds (list, show, export);
 - ``evaluate``: sim, eval (run and score controllers and policies);
-- ``bench``: bench sim|plan|policy|dem|proxy;
+- ``bench``: bench sim|plan|policy|dem|proxy|gan|ros|rl;
 - ``learning``: plan, train-policy, loop, demo;
 - ``perception``: record, ingest, replay, proxy-figure (rosbags and the reality proxy);
-- ``gan``: train-gan (the sim<->real CycleGAN).
+- ``gan``: train-gan (the sim<->real CycleGAN);
+- ``rl``: rl train|eval (the RL toolbox of seeds 001-004);
+- ``compare``: compare (transfer modes of loop runs side by side over seeds).
 
 Every command that produces figures can write them as JSON (``--json PATH``), written atomically and
 with the seed and the simulator configuration recorded beside the results. Bad input (an unknown
@@ -23,7 +25,7 @@ import threading
 
 import yaml
 
-from flipper_control.cli import bench, evaluate, gan, learning, perception, worlds
+from flipper_control.cli import bench, compare, evaluate, gan, learning, perception, rl, worlds
 from flipper_control.cli.common import check_outputs
 from sim.world import WorldError
 
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``flipper`` parser with every command group's subcommands."""
     p = _Parser(prog="flipper", description="Learned flipper control for tracked robots (seed 000 stack).")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (worlds, evaluate, bench, learning, perception, gan):
+    for group in (worlds, evaluate, bench, learning, perception, gan, rl, compare):
         group.add_parsers(sub)
     return p
 

@@ -1,9 +1,10 @@
-"""``flipper bench sim|policy|dem|proxy|plan``: each measurement beside its baseline in the same run, printed and
+"""``flipper bench sim|policy|dem|proxy|plan|gan|ros|rl``: each measurement beside its baseline in the same run, printed and
 optionally written as JSON. The measurements themselves live in ``flipper_control.bench``."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from flipper_control.cli.common import (
     add_reality_config_arg,
@@ -103,8 +104,72 @@ def _bench_plan(args) -> dict:
     return r
 
 
+def _bench_ros(args) -> dict:
+    from flipper_control.bench.ros import bench_ros
+
+    if args.closed_loop and not args.policy:  # before the latency part: a usage error must not wait for it
+        raise ValueError("bench ros --closed-loop needs --policy CKPT (the policy both sides drive with)")
+    with Step(f"bench ros, {args.samples} samples per figure (nodes in a network namespace)", unit="phase") as step:
+        r = bench_ros(samples=args.samples, seconds=args.samples / 10 + 1.0, seed=args.seed)
+        step.finish("done")
+
+    def line(label: str, f: dict | None) -> str:
+        if not f or f.get("p50_ms") is None:
+            return f"  {label:<34} (no samples)"
+        return f"  {label:<34} p50 {f['p50_ms']:7.3f} ms   p99 {f['p99_ms']:7.3f} ms"
+
+    pn, dn = r["policy_node"], r["dem_node"]
+    print(f"nodes pinned to cpu {r['node_cpu']} ({r['cpu']}), probe on cpu {r['probe_cpu']}")
+    print("policy_node, GridMap -> command:")
+    print(line(f"in the node (target p99 <= {pn['target_p99_ms']:g} ms):", pn["in_node"]))
+    print(line("round trip over DDS:", pn["round_trip"]))
+    print(line("baseline, core in-process:", r["policy_baseline_in_process"]))
+    print("dem_node, 0.1 s lidar slice -> GridMap:")
+    print(line(f"round trip (target p99 <= {dn['target_p99_ms']:g} ms):", dn["round_trip"]))
+    print(line("baseline, core in-process:", r["dem_baseline_in_process"]))
+    if args.closed_loop:
+        r["closed_loop"] = _closed_loop(args)
+    return r
+
+
+def _closed_loop(args) -> dict:
+    """The closed loop over DDS (robot_sim_node + dem_node + policy_node) beside in-process proxy evaluation."""
+    from flipper_control.bench.ros_closed_loop import closed_loop_figure
+    from sim.world_sets import resolve_worlds
+
+    worlds = args.closed_loop
+    total = len(resolve_worlds(worlds))
+    with Step(f"bench ros, closed loop over DDS on {total} worlds", total=total, unit="world") as step:
+        cl = closed_loop_figure(args.policy, worlds, seed=args.seed, reality_config=args.reality_config or "",
+                                progress=lambda done, _n: step.update(done))
+        step.finish(f"DDS {cl['dds_total']:.2f}/{cl['max']} vs in process {cl['in_process_total']:.2f}/{cl['max']}")
+    for row in cl["worlds"]:
+        print(f"  {row['world']:<12} DDS {row['dds']['level']:<8} in process {row['in_process']['level']}")
+    print(f"closed loop: gap {cl['gap']:+.2f} (target within {cl['target_gap']:g}), same level on {cl['same_level']}/{cl['max']}")
+    return cl
+
+
+def _bench_rl(args) -> dict:
+    from flipper_control.bench.rl import bench_rl, print_bench_rl
+
+    with Step(f"bench rl: {', '.join(args.rl_parts)}", unit="step") as step:
+        r = bench_rl(parts=tuple(args.rl_parts), cartpole_steps=args.cartpole_steps, asterix_steps=args.asterix_steps,
+                     seed=args.seed, peer=not args.no_rl_peer, progress=step.update)
+        step.finish("done")
+    print_bench_rl(r)
+    if args.json:  # the learning curves of the seed comparisons, beside the JSON
+        from flipper_control.bench.rl_cup import plot_cup
+        from flipper_control.bench.rl_ss_her import plot_ss_her
+
+        for part, plot in (("ss_her", plot_ss_her), ("cup", plot_cup)):
+            if part in r:
+                png = Path(args.json).with_name(f"{Path(args.json).stem}_{part}.png")
+                r[part]["png"] = str(plot(r[part], png))
+    return r
+
+
 BENCHES = {"sim": _bench_sim, "plan": _bench_plan, "policy": _bench_policy, "dem": _bench_dem, "proxy": _bench_proxy,
-           "gan": _bench_gan}
+           "gan": _bench_gan, "ros": _bench_ros, "rl": _bench_rl}
 
 
 def cmd_bench(args) -> int:
@@ -143,6 +208,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "seed); medians run over all")
     b.add_argument("--peer", choices=["ompl"], help="bench plan: also run OMPL's SST and KPIECE1")
     b.add_argument("--calls", type=count, default=5000, help="bench policy, gan: calls per repeat")
+    b.add_argument("--samples", type=count, default=200, help="bench ros: latencies per figure")
+    b.add_argument("--rl-parts", nargs="+", choices=["dqn", "sum_tree", "asterix", "ss_her", "cup"],
+                   default=["dqn", "sum_tree", "asterix", "ss_her", "cup"],
+                   help="bench rl: DQN on CartPole-v1 beside stable-baselines3, the sum tree's throughput and statistics, "
+                        "DDQN + PER on Asterix RAM beside DDQN, Smart Start + HER beside Smart Start, CUP beside SAC")
+    b.add_argument("--cartpole-steps", type=count, default=50_000, help="bench rl: DQN budget on CartPole-v1 (both)")
+    b.add_argument("--asterix-steps", type=count, default=150_000, help="bench rl: environment steps of each Asterix run")
+    b.add_argument("--no-rl-peer", action="store_true", help="bench rl: skip stable-baselines3's DQN")
+    b.add_argument("--closed-loop", nargs="+", metavar="WORLD",
+                   help="bench ros: also drive these worlds or sets (e.g. test) over DDS with --policy and compare with "
+                        "in-process proxy evaluation")
     b.add_argument("--gan", metavar="CKPT", help="bench gan: a CycleGAN checkpoint (default: an untrained one, same cost)")
     b.add_argument("--executor", choices=["serial", "process", "ray"], default="process")
     b.add_argument("--workers", type=count)

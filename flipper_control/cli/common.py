@@ -170,6 +170,7 @@ _OUT_FILES = {
     "ingest": lambda out: [Path(out) / "ingest_report.json"],
     "record": lambda out: [Path(out) / "metadata.yaml"],
     "replay": lambda out: [Path(out) / "metadata.yaml"],
+    "compare": lambda out: [out],
 }
 
 

@@ -1,10 +1,13 @@
 """``flipper train-gan``: train the sim<->real CycleGAN on a simulated and a real dataset (both trajectory datasets:
 planned or rolled-out states, and ``flipper ingest``'s real trajectories), write the checkpoint with the losses per
-epoch in its sidecar, and report the transfer metrics on the held-out trajectories."""
+epoch in its sidecar, and report the transfer metrics on the held-out trajectories. With ``--policy CKPT`` it also
+reports how far G moves that policy's action on held-out simulated states, and ``--lambda-task X`` trains G to keep
+it (the policy-aware GAN, ``GanTrainConfig.lambda_task``)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from flipper_control.cli.common import count, err, save_json, save_output, seed
@@ -35,32 +38,52 @@ def cmd_train_gan(args) -> int:
     cfg = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
     if args.epochs is not None:
         cfg["epochs"] = args.epochs
+    if args.lambda_task is not None:
+        if not args.policy:
+            raise ValueError("--lambda-task weighs how far G moves a policy's action: it needs --policy CKPT")
+        cfg["lambda_task"] = args.lambda_task
     config = GanTrainConfig.from_dict(cfg)
+    if config.lambda_task > 0 and not args.policy:
+        raise ValueError(f"--config {args.config}: lambda_task = {config.lambda_task} needs --policy CKPT")
     start = None
     if args.resume:
         start, _ = load_gan(args.resume)  # a bad checkpoint stops here, before any work
     gan_config = start.config if start is not None else config.gan
+    task_model = policy_info = None
+    if args.policy:
+        from flipper_control.learning.transfer_tasks import load_task_policy
+
+        task_model, policy_info = load_task_policy(args.policy, gan_config, "--policy")
     sim, real = _load(args.sim, "--sim", gan_config), _load(args.real, "--real", gan_config)
     rng = np.random.default_rng(args.seed)
     sim_train, sim_test = split_by_trajectory(sim, config.test_fraction, rng)
     real_train, real_test = split_by_trajectory(real, config.test_fraction, rng)
     with Step(f"training the CycleGAN ({len(sim_train)} sim, {len(real_train)} real states)", config.epochs, "epoch") as step:
-        gan, report = train_gan(sim_train, real_train, config, seed=args.seed, gan=start,
+        gan, report = train_gan(sim_train, real_train, config, seed=args.seed, gan=start, task_model=task_model,
                                 on_epoch=lambda e, m: step.update(e, info=f"D {m['d']:.3f} G {m['g_adv']:.3f} "
-                                                                          f"cycle {m['cycle']:.3f}"))
+                                                                          f"cycle {m['cycle']:.3f}"
+                                                                          + (f" task {m['task']:.4f}" if "task" in m else "")))
         step.finish(f"{report.steps} steps")
     transform = SimToReal(gan.g)
+    transformed = transform.transform(sim_test.dems, sim_test.scalars)
     # DEMs only: the transform changes the DEM, the robot measures pitch, roll and flippers itself (and the
     # proxy's perturbed dynamics would let a classifier tell the domains apart by those alone)
-    metrics = transfer_report((real_test.dems, None), {
-        "identity": (sim_test.dems, None),
-        "G": (transform.transform(sim_test.dems, sim_test.scalars), None),
-    }, seed=args.seed)
+    metrics = transfer_report((real_test.dems, None), {"identity": (sim_test.dems, None), "G": (transformed, None)},
+                              seed=args.seed)
+    consistency = None
+    if task_model is not None:
+        from flipper_control.learning.transfer_tasks import action_gap
+
+        consistency = {"lambda_task": config.lambda_task, "policy": policy_info,
+                       "action_gap": action_gap(task_model, sim_test.dems, {"G": transformed}, sim_test.scalars)}
     meta = {"seed": args.seed, "sim": args.sim, "real": args.real, "resumed_from": args.resume,
-            "train_report": report.to_dict(), "transfer_metrics": metrics}
+            "train_report": report.to_dict(), "transfer_metrics": metrics, "task_consistency": consistency}
     status, where = save_output(args.out, lambda p: save_gan(p, gan, meta), "checkpoint")
     err(f"wrote {where}.safetensors")
     _print_metrics(metrics)
+    if consistency is not None:
+        print(f"\npolicy {args.policy} on {len(sim_test)} held-out simulated states: mean |pi(G(x_s)) - pi(x_s)| = "
+              f"{consistency['action_gap']['G']:.4f} rad (lambda_task {config.lambda_task:g})")
     return max(status, save_json(args.json, {"checkpoint": str(where), **meta}))
 
 
@@ -79,6 +102,17 @@ def _print_metrics(metrics: dict) -> None:
               + f" | {c['classifier']['accuracy']:.3f} | {least} |")
 
 
+def _non_negative(text: str) -> float:
+    """An argparse type: a finite number >= 0 (argparse names the option in its message)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``train-gan`` to the ``flipper`` parser."""
     g = sub.add_parser("train-gan", help="train the sim<->real CycleGAN on unpaired simulated and real datasets")
@@ -88,6 +122,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--config", help="GanTrainConfig YAML (epochs, batch_size, lr, lambda_p, lambda_c, lambda_nan, gan: ...)")
     g.add_argument("--epochs", type=count)
     g.add_argument("--resume", metavar="CKPT", help="continue training this CycleGAN checkpoint (Algorithm 1 line 7)")
+    g.add_argument("--policy", metavar="CKPT", help="a policy checkpoint: report how far G moves its action on held-out "
+                                                    "simulated states (and the task model of --lambda-task)")
+    g.add_argument("--lambda-task", type=_non_negative, metavar="X",
+                   help="weight of |pi(G(x_s)) - pi(x_s)| in G's loss for the --policy pi (policy-aware GAN; default: "
+                        "the config's lambda_task, 0)")
     g.add_argument("--seed", type=seed, default=0)
     g.add_argument("--json", help="write the training report and the transfer metrics here")
     g.set_defaults(func=cmd_train_gan)

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from perception.bag_io import DEFAULT_EPOCH, FRAMES, BagError, Transform, storage_of
+from flipper_control.robot_sim.messages import write_initial, write_step
+from perception.bag_io import DEFAULT_EPOCH, FRAMES, BagError, storage_of
 from perception.bag_reader import BagReader
 from perception.bag_writer import BagRecorder
 from perception.dem_handler import DemHandler, DemHandlerConfig
@@ -64,14 +65,9 @@ def record_proxy_run(world, controller, bag_path: str | Path, storage: str = "mc
     custom = {"source": "flipper_learning reality proxy", "world": world.name, "seed": str(seed),
               "controller": type(controller).__name__, "control_dt": str(control_dt)}
     with BagRecorder(bag_path, storage, epoch, custom_data=custom) as rec:
-        rec.tf(0.0, [Transform(FRAMES["base"], FRAMES["lidar"], proxy.lidar.mount, (1.0, 0.0, 0.0, 0.0)),
-                     Transform(FRAMES["base"], FRAMES["imu"], (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0))], static=True)
-        sample = proxy.sample  # the state at reset
-        _record_sample(rec, sample)
-        rec.joint_states(sample.time, JOINT_NAMES, sample.flipper_angles, sample.flipper_velocities)
-        # the full turn the robot waited for at the start, published as one cloud at t = 0
-        rec.points(sample.time, proxy.warmup_scan.points - proxy.lidar.mount)
-        _record_dem(rec, sample, obs.dem, spec)
+        # the same messages robot_sim_node publishes live (one builder for both, so a recording and a live run match)
+        write_initial(rec, proxy)  # /tf_static, the state at reset, and the lidar's full warm-up turn as one cloud
+        _record_dem(rec, proxy.sample, obs.dem, spec)
         horizon = world.effective_time_limit if max_time is None else min(max_time, world.effective_time_limit)
         while proxy.status == RUNNING and (max_time is None or proxy.time < max_time - 1e-9):
             t = proxy.time
@@ -79,28 +75,15 @@ def record_proxy_run(world, controller, bag_path: str | Path, storage: str = "mc
             rec.flipper_commands(t, targets)
             rec.cmd_vel(t, world.speed, 0.0)
             obs = proxy.step(targets, control_dt)
-            step = proxy.last_step
-            if not step.samples:
+            if not write_step(rec, proxy):
                 break
-            for sample in step.samples:
-                _record_sample(rec, sample)
-            rec.joint_states(sample.time, JOINT_NAMES, sample.flipper_angles, sample.flipper_velocities)
-            rec.points(sample.time, step.scan.points - proxy.lidar.mount)
-            _record_dem(rec, sample, obs.dem, spec)
+            _record_dem(rec, proxy.last_step.samples[-1], obs.dem, spec)
             if progress is not None:
                 progress(proxy.time, horizon)
         counts = dict(rec.counts)
     run = judge_run(world, proxy.status, proxy.events, proxy.time, obs.progress, proxy.limits, seed=seed)
     return {"bag": str(bag_path), "storage": storage, "world": world.name, "seed": seed, "epoch": epoch,
             "sim_time": proxy.time, "run": run.to_dict(), "messages": counts}
-
-
-def _record_sample(rec: BagRecorder, s) -> None:
-    """/tf and /imu/data of one proxy substep: the drift as map -> odom, the true pose as odom -> base_link."""
-    t_map_odom, q_map_odom = s.map_to_odom
-    rec.tf(s.time, [Transform(FRAMES["map"], FRAMES["odom"], t_map_odom, q_map_odom),
-                    Transform(FRAMES["odom"], FRAMES["base"], s.true_position, s.true_quat)])
-    rec.imu(s.time, s.true_quat, s.angular_velocity, s.linear_acceleration)
 
 
 def _record_dem(rec: BagRecorder, s, dem: np.ndarray, spec) -> None:
@@ -283,6 +266,9 @@ def replay(bag_in: str | Path, bag_out: str | Path, policy=None, storage: str | 
     /elevation_map (and, with ``policy`` -- a NanAwarePolicy or a checkpoint path -- its flipper commands
     from the DEM, the latest IMU pitch/roll and flipper angles) to ``bag_out``, each at its cloud's log
     time. ``storage`` defaults to the input's. Returns counts and the reader's report."""
+    # the one Imu and JointState reading of policy_node, sim2real_node and replay
+    from perception.messages import imu_pitch_roll, joint_positions
+
     if policy is not None and not hasattr(policy, "act_numpy"):
         from flipper_control.checkpoint import load_policy
 
@@ -299,12 +285,13 @@ def replay(bag_in: str | Path, bag_out: str | Path, policy=None, storage: str | 
                     handler.on_tf(m.msg, static=m.topic == TF_STATIC)
                 elif m.topic == JOINT_STATES:
                     handler.on_joint_states(m.msg)
-                    angles = _flipper_angles(m.msg)
-                    flippers = flippers if angles is None else angles
+                    # policy_node's reading too: a message without the flipper joints or with NaN is dropped
+                    angles = joint_positions(m.msg, JOINT_NAMES)
+                    flippers = flippers if isinstance(angles, str) else angles
                 elif m.topic == IMU:
-                    q = m.msg.orientation
-                    roll, pitch, _ = euler_from_quat(np.array([q.w, q.x, q.y, q.z]))
-                    pitch_roll = (pitch, roll)
+                    # policy_node's reading (perception.messages): a NaN or zero orientation is dropped, the last kept
+                    read = imu_pitch_roll(m.msg)
+                    pitch_roll = pitch_roll if read is None else read
                 else:
                     result = handler.on_cloud(m.msg)
                     if result is None:

@@ -7,7 +7,10 @@
   candidates are selected and Table I is scored in simulation through G_k;
 - line 6: rollouts of the new policy in simulation through G_k; their exact DEMs are the simulated states x_s;
 - line 7: the CycleGAN, continued from G_k, trained on those x_s and all real states (``iter_K/gan``); a GAN
-  whose loss turns non-finite is not used: the loop keeps the last good generator and says so.
+  whose loss turns non-finite is not used: the loop keeps the last good generator and says so. The iteration's
+  policy pi_k goes with it: ``gan.lambda_task`` > 0 makes the GAN policy-aware (G is also trained to keep pi_k's
+  action on G(x_s) at its action on x_s), and at any lambda_task the update measures that action gap on held-out
+  states (``task_consistency`` in ``gan_update.json`` and the report).
 
 G_0 is the identity (no transform), so iteration 1 is today's loop. ``mode`` chooses the variant: ``gan`` (the
 above), ``identity`` (G held at the identity: the ablation that shows whether the GAN does anything) or
@@ -205,8 +208,9 @@ class TransferSteps:
         data.save(path)
         return str(path)
 
-    def update_gan(self, k: int, sim_states: str) -> dict:
-        """G_k from G_{k-1} on iteration ``k``'s simulated states and all real ones (line 7): ``iter_K/gan``."""
+    def update_gan(self, k: int, sim_states: str, policy: str | None = None) -> dict:
+        """G_k from G_{k-1} on iteration ``k``'s simulated states and all real ones (line 7): ``iter_K/gan``.
+        ``policy`` (pi_k's checkpoint) is the task model of ``gan.lambda_task`` and what the action gap measures."""
         from flipper_control.learning.transfer_tasks import gan_task
 
         d = self.out / f"iter_{k}"
@@ -214,7 +218,8 @@ class TransferSteps:
         if done is not None:
             return done
         task = {"sim": [sim_states], "real": self.real_datasets(), "out": str(d / "gan"), "start": self.gan_before(k),
-                "train": self.c.gan.to_dict(), "seed": self.seed * 1000 + k, "randomization": self.c.randomization.to_dict()}
+                "train": self.c.gan.to_dict(), "seed": self.seed * 1000 + k, "randomization": self.c.randomization.to_dict(),
+                "policy": policy}
         with self._step(f"iter {k}: CycleGAN update (line 7)", 1, "task") as step:
             (result,) = self.ex.map(gan_task, [task], progress=step)
             if result["diverged"]:
@@ -272,10 +277,11 @@ class TransferSteps:
         entry: dict[str, Any] = {"through_gan": self.gan_before(k)}
         if self.c.mode == "gan":
             states = self.rollouts(k, policy)
-            gan = self.update_gan(k, states)
+            gan = self.update_gan(k, states, policy)
             cpu["transfer"] += gan["cpu_s"]
             entry["gan"] = {"diverged": gan["diverged"], "error": gan["error"], "path": gan["path"],
-                            "metrics": _metrics_summary(gan["metrics"]) if gan["metrics"] else None}
+                            "metrics": _metrics_summary(gan["metrics"]) if gan["metrics"] else None,
+                            "task_consistency": gan.get("task_consistency")}  # .get: a gan_update.json of an older run
             if gan["path"]:
                 from flipper_control.learning.transfer_figure import transfer_figure
 

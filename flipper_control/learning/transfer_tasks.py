@@ -1,15 +1,81 @@
 """The units of work of the sim-to-real half of Algorithm 1, as top-level functions an executor can ship to a worker:
 driving the reality proxy to record a rosbag (lines 2 and 9: real trajectories) and updating the CycleGAN on the
 newest simulated states and all real ones (line 7). Like ``tasks``, each takes one plain dict with its own seeds.
+
+Also the policy as the CycleGAN's task model (the policy-aware GAN, ``GanTrainConfig.lambda_task``): ``perception``
+knows no policy, so the policy is wrapped here into the ``(heights, measured, scalars) -> actions`` form that
+``perception.gan_training`` takes, and ``action_gap`` measures on held-out states how far a transform moves it.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["gan_task", "record_task"]
+if TYPE_CHECKING:  # imported where used: a worker that only records bags needs no torch
+    import numpy as np
+    import torch
+
+    from flipper_control.policy import NanAwarePolicy
+
+__all__ = ["PolicyTaskModel", "action_gap", "gan_task", "load_task_policy", "record_task"]
+
+
+class PolicyTaskModel:
+    """A frozen ``NanAwarePolicy`` as a task model: ``(heights, measured, scalars) -> actions`` with gradients w.r.t.
+    heights and mask, where the policy's own ``forward`` takes DEMs with NaN (which carry no gradient).
+
+    It runs ``NanAwarePolicy.forward_parts`` (what ``forward`` runs after splitting a DEM with NaN at the cells
+    where ``measured`` is 0) on the clipped, scaled heights and ``measured``. ``measured`` may carry a
+    straight-through gradient (G's mask): the mask convolution is linear in it, so hiding or revealing a cell has
+    a gradient. The policy's weights are frozen (no gradient is
+    kept for them) and it stays in eval mode.
+    """
+
+    def __init__(self, policy: NanAwarePolicy):
+        self.policy = policy.eval()  # safe: nn.Module.eval(), not Python eval
+        for p in self.policy.parameters():
+            p.requires_grad_(False)
+
+    def __call__(self, heights: torch.Tensor, measured: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        c = self.policy.config
+        # heights are 0 at missing cells already (the GAN's channels hold them so); as split_dem then clamp and scale
+        values = heights.clamp(-c.dem_clip, c.dem_clip) / c.dem_scale
+        return self.policy.forward_parts(values.unsqueeze(1), measured.unsqueeze(1), scalars)
+
+
+def load_task_policy(path: str, gan_config, where: str) -> tuple[PolicyTaskModel, dict[str, Any]]:
+    """The policy checkpoint at ``path`` as a task model for a GAN of ``gan_config``, and what the GAN's sidecar
+    records of it (path and weights sha256). ``where`` (e.g. "--policy") names the source in every message."""
+    from flipper_control.checkpoint import checkpoint_paths, load_policy
+
+    try:
+        policy, _ = load_policy(path)
+    except ValueError as exc:  # CheckpointError included: say which option named the file
+        raise ValueError(f"{where} {path}: {exc}") from None
+    c = policy.config
+    if tuple(c.dem_shape) != tuple(gan_config.dem_shape) or c.n_proprio != gan_config.n_scalars:
+        raise ValueError(f"{where} {path}: the policy takes {c.dem_shape[0]} x {c.dem_shape[1]} DEMs and {c.n_proprio} "
+                         f"scalars, the GAN's states are {gan_config.dem_shape[0]} x {gan_config.dem_shape[1]} with "
+                         f"{gan_config.n_scalars}")
+    sidecar = json.loads(checkpoint_paths(path)[1].read_text())  # load_policy checked the weights against this hash
+    return PolicyTaskModel(policy), {"path": str(path), "weights_sha256": sidecar["weights_sha256"]}
+
+
+def action_gap(task: PolicyTaskModel, reference: np.ndarray, candidates: dict[str, np.ndarray], scalars: np.ndarray) -> dict:
+    """Mean |pi(candidate) - pi(reference)| (radians, over states and flippers) for (N, R, C) DEMs with NaN that
+    share ``scalars``: how far each transform moves the policy's action. Through the policy's own NaN path."""
+    import numpy as np
+    import torch
+
+    policy = task.policy
+    with torch.inference_mode():
+        s = torch.from_numpy(np.ascontiguousarray(scalars, dtype=np.float32))
+        ref = policy(torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32)), s)
+        return {name: float(torch.abs(policy(torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32)), s) - ref).mean())
+                for name, d in candidates.items()}
 
 
 def record_task(task: dict) -> dict:
@@ -34,12 +100,14 @@ def record_task(task: dict) -> dict:
 
 def gan_task(task: dict) -> dict:
     """Update the CycleGAN (Algorithm 1 line 7): ``{sim: [DATASET...], real: [DATASET...], out: CKPT, start: CKPT or
-    None, train: GanTrainConfig dict, seed, randomization: dict or None}``.
+    None, train: GanTrainConfig dict, seed, randomization: dict or None}`` and optionally ``policy: CKPT`` (the
+    current policy pi_k: the task model of ``lambda_task``, which needs it; without it no action gap is measured).
 
     Trajectories are split into training and held-out parts; the held-out transfer metrics compare the exact
-    simulated DEMs (identity), G(x_s) and, with ``randomization``, the domain-randomised x_s, against the real ones.
+    simulated DEMs (identity), G(x_s) and, with ``randomization``, the domain-randomised x_s, against the real ones;
+    with a policy, ``task_consistency`` gives the policy's mean action change each of them causes on x_s.
     A GAN whose loss turns non-finite is not saved: the result says ``diverged`` and why, and the caller keeps the
-    last good generator. Returns ``{"path", "diverged", "error", "metrics", "history", "cpu_s"}``.
+    last good generator. Returns ``{"path", "diverged", "error", "metrics", "task_consistency", "history", "cpu_s"}``.
     """
     import numpy as np
     import torch
@@ -65,10 +133,15 @@ def gan_task(task: dict) -> dict:
     rng = np.random.default_rng(seed)
     sim_train, sim_test = split_by_trajectory(load(task["sim"], "simulated states"), config.test_fraction, rng)
     real_train, real_test = split_by_trajectory(load(task["real"], "real states"), config.test_fraction, rng)
+    task_model, policy_info = None, None
+    if task.get("policy"):
+        task_model, policy_info = load_task_policy(task["policy"], gan_config, "policy")
+    elif config.lambda_task > 0:
+        raise ValueError(f"gan.lambda_task = {config.lambda_task} needs the current policy (the task's 'policy'), none given")
     out: dict[str, Any] = {"path": None, "diverged": False, "error": None, "samples_sim": len(sim_train),
-                           "samples_real": len(real_train)}
+                           "samples_real": len(real_train), "task_consistency": None}
     try:
-        gan, report = train_gan(sim_train, real_train, config, seed=seed, gan=start)
+        gan, report = train_gan(sim_train, real_train, config, seed=seed, gan=start, task_model=task_model)
     except GanDivergedError as exc:
         return out | {"diverged": True, "error": str(exc), "metrics": None, "history": None,
                       "cpu_s": time.process_time() - cpu0}
@@ -80,7 +153,13 @@ def gan_task(task: dict) -> dict:
                                     None)
     with torch.random.fork_rng(devices=[]):
         metrics = transfer_report((real_test.dems, None), candidates, seed=seed)
+    consistency = None
+    if task_model is not None:
+        consistency = {"lambda_task": config.lambda_task, "policy": policy_info,
+                       "action_gap": action_gap(task_model, sim_test.dems, {k: v[0] for k, v in candidates.items()},
+                                                sim_test.scalars)}
     save_gan(task["out"], gan, {"seed": seed, "sim": task["sim"], "real": task["real"], "start": task.get("start"),
-                                "train_report": report.to_dict(), "transfer_metrics": metrics})
-    return out | {"path": str(task["out"]), "metrics": metrics, "history": report.history,
+                                "train_report": report.to_dict(), "transfer_metrics": metrics,
+                                "task_consistency": consistency})
+    return out | {"path": str(task["out"]), "metrics": metrics, "task_consistency": consistency, "history": report.history,
                   "cpu_s": time.process_time() - cpu0}

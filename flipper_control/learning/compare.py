@@ -1,0 +1,345 @@
+"""Transfer modes side by side over seeds (issue 15 item 5): read finished (and, marked, unfinished) ``flipper loop``
+runs, group them by ``transfer.mode`` (a run without ``transfer:`` is the group ``sim-only``), check that the runs of a
+group differ only in their seed, and put per mode the final Table I total (simulated, through G), the proxy scores
+(test worlds and Table II's course, also per world), the real driving minutes and the CPU hours side by side, each as
+mean, min-max and the number of seeds; the reference controllers of the same runs; and the issue's verdicts, computed.
+
+Only finished runs (all iterations in ``report.json``) count in the means and verdicts: an unfinished run's latest
+values come from an earlier iteration and would mix policies of different ages. Unfinished runs are listed, marked,
+with what they have; a run without ``report.json`` is read from its step files (``baselines.json``,
+``proxy_baselines.json``, ``iter_K/eval.json``, ``iter_K/proxy_eval.json``, ``real_C/collection.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MARGIN", "SIM_ONLY", "read_run", "compare_runs", "config_differences", "stat", "verdicts"]
+
+MARGIN = 0.3  # issue 15: learned G ahead of identity G and of domain randomisation by at least 0.3/8, averaged over seeds
+SIM_ONLY = "sim-only"
+MODE_ORDER = ("gan", "identity", "randomize", SIM_ONLY)
+# issue 15, "Figures it must reach", checked on the mean over seeds of mode gan: (label, proxy ref, threshold)
+GAN_FIGURES = (("test worlds on the proxy at least {t}/{m} (the demo's figure)", "test", 6.8),
+               ("test worlds on the proxy at least {t}/{m} (the full config's figure)", "test", 7.3),
+               ("proxy course at least {t}/{m} (the full config's figure)", "proxy", 7.5))
+SIM_GAP = 0.3  # issue 15: the proxy test total within 0.3 of the run's own simulated total
+DRIVING_MIN = 35.0  # issue 15: at most 35 minutes of proxy driving over a whole loop
+NOT_COMPARED = ("executor", "workers", "ray_address", "seed")  # where tasks run does not change results; seed is the spread
+EPS = 1e-6  # scores are rounded to 4 decimals: 6.5 - 6.2 must count as 0.3
+
+
+# ------------------------------------------------------------------------------------------ reading one run
+def _load(path: Path, what: str) -> Any | None:
+    """A JSON file of a run, or None when it does not exist; unreadable JSON is an error naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a {what} ({exc})") from None
+
+
+def _cells(ev: dict) -> dict[str, float]:
+    """Column -> score of one evaluation; a world with sections (the proxy staircase) gives its sections, as in
+    Table II (F, P, SU1-3, SD1-3)."""
+    out: dict[str, float] = {}
+    for world, score in ev["scores"].items():
+        sections = (ev.get("sections") or {}).get(world)
+        out.update(sections if sections else {world: score})
+    return out
+
+
+def _from_step_files(run: Path, config: dict) -> dict:
+    """The report a run without ``report.json`` would have so far, from the step files it has written."""
+    report: dict[str, Any] = {"iterations": [], "baselines": _load(run / "baselines.json", "baseline file") or {}}
+    if config.get("transfer"):
+        cols, c = [], 0
+        while (col := _load(run / f"real_{c}" / "collection.json", "collection file")) is not None:
+            cols.append(col)
+            c += 1
+        report["transfer"] = {"mode": config["transfer"].get("mode"), "collections": cols,
+                              "driving_s": sum(x["driving_s"] for x in cols),
+                              "proxy_baselines": _load(run / "proxy_baselines.json", "proxy baseline file") or {}}
+    k = 1
+    while (ev := _load(run / f"iter_{k}" / "eval.json", "evaluation file")) is not None:
+        entry = {"iteration": k, "scores": ev["scores"], "total": ev["total"], "max": ev["max"]}
+        proxy = _load(run / f"iter_{k}" / "proxy_eval.json", "proxy evaluation file")
+        if proxy is not None:
+            entry["transfer"] = {"proxy": proxy}
+        report["iterations"].append(entry)
+        k += 1
+    return report
+
+
+def read_run(path: str | Path) -> dict:
+    """One loop run's figures: mode, seed, progress, the final Table I, the proxy scores, the reference controllers,
+    driving minutes, CPU hours and the configuration. Raises ValueError naming the folder or file for a folder that is
+    not a loop run or a file that is not what the loop writes."""
+    run = Path(path)
+    if not run.is_dir():
+        raise ValueError(f"{run}: no such folder" if not run.exists() else f"{run}: not a folder (give a loop run's --out)")
+    config = _load(run / "config.json", "loop config")
+    if config is None:
+        raise ValueError(f"{run}: not a loop run (no config.json; flipper loop writes one into its --out first)")
+    if not (isinstance(config, dict) and isinstance(config.get("iterations"), int) and isinstance(config.get("seed"), int)):
+        raise ValueError(f"{run / 'config.json'}: not a loop config (no integer fields iterations and seed)")
+    transfer = config.get("transfer")
+    if transfer is not None and not (isinstance(transfer, dict) and isinstance(transfer.get("mode"), str)):
+        raise ValueError(f"{run / 'config.json'}: field transfer must be a mapping with a mode, got {transfer!r}")
+    report = _load(run / "report.json", "loop report")
+    has_report = report is not None
+    where = run / "report.json" if has_report else run
+    try:
+        if report is None:
+            report = _from_step_files(run, config)
+        return _summary(run, config, report, has_report)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{where}: not in the format flipper loop writes ({type(exc).__name__}: {exc})") from None
+
+
+def _summary(run: Path, config: dict, report: dict, has_report: bool) -> dict:
+    its = report["iterations"]
+    t = report.get("transfer") or {}
+    proxy: dict[str, dict] = {}
+    for it in reversed(its):  # the newest proxy scores of each world set (the last iteration's, in a finished run)
+        for ref, ev in ((it.get("transfer") or {}).get("proxy") or {}).items():
+            if ref not in proxy:
+                cells = _cells(ev)
+                proxy[ref] = {"iteration": it["iteration"], "cells": cells, "total": round(sum(cells.values()), 4),
+                              "max": len(cells)}
+    proxy_baselines = {}
+    for name, by_ref in (t.get("proxy_baselines") or {}).items():
+        proxy_baselines[name] = {}
+        for ref, ev in by_ref.items():
+            cells = _cells(ev)
+            proxy_baselines[name][ref] = {"cells": cells, "total": round(sum(cells.values()), 4), "max": len(cells)}
+    last = its[-1] if its else None
+    cpu = report.get("cpu_s")
+    driving = None
+    if config.get("transfer"):
+        driving = t.get("driving_s", sum(c["driving_s"] for c in t.get("collections", [])))
+    return {
+        "path": str(run), "mode": config["transfer"]["mode"] if config.get("transfer") else SIM_ONLY, "seed": config["seed"],
+        "iterations": config["iterations"], "iterations_done": len(its), "has_report": has_report,
+        "finished": has_report and len(its) >= config["iterations"],
+        "table_i": None if last is None else {"iteration": last["iteration"], "scores": last["scores"],
+                                              "total": last["total"], "max": last["max"]},
+        "proxy": proxy,
+        "baselines": {n: {"scores": b["scores"], "total": b["total"], "max": b["max"]} for n, b in report["baselines"].items()},
+        "proxy_baselines": proxy_baselines,
+        "driving_min": None if driving is None else round(driving / 60, 3),
+        "cpu_hours": None if not cpu else round(cpu.get("cpu_hours", cpu["total"] / 3600), 4),
+        "config": config,
+    }
+
+
+# ------------------------------------------------------------------------------------------ configurations
+def config_differences(a: dict, b: dict, ignore: tuple[str, ...] = NOT_COMPARED, prefix: str = "") -> list[str]:
+    """``dotted.key: A vs B`` for every leaf where two recorded configs differ (``absent``: the field is not in that
+    config, e.g. recorded by an older version), skipping the top-level keys in ``ignore``."""
+    rows = []
+    for key in sorted(set(a) | set(b)):
+        if prefix + key in ignore:
+            continue
+        x, y = a.get(key, "absent"), b.get(key, "absent")
+        if isinstance(x, dict) and isinstance(y, dict):
+            rows += config_differences(x, y, ignore, f"{prefix}{key}.")
+        elif x != y:
+            rows.append(f"{prefix}{key}: " + " vs ".join(v if v == "absent" else json.dumps(v)[:60] for v in (x, y)))
+    return rows
+
+
+def _check_groups(groups: dict[str, list[dict]], allow_different: bool) -> list[str]:
+    """Within a mode, runs may differ only in the seed, and each seed once: the problems found (raised as one error
+    unless ``allow_different``). ``transfer.gan`` is not compared in modes that train no GAN (identity, randomize):
+    it does not change their results."""
+    problems = []
+    for mode, runs in groups.items():
+        first = runs[0]
+        ignore = NOT_COMPARED + (() if mode == "gan" else ("transfer.gan",))
+        for r in runs[1:]:
+            diff = config_differences(first["config"], r["config"], ignore)
+            if diff:
+                problems.append(f"runs of mode {mode} differ in more than the seed: {first['path']} vs {r['path']}: "
+                                + "; ".join(diff))
+        seeds = [r["seed"] for r in runs]
+        for s in sorted({s for s in seeds if seeds.count(s) > 1}):
+            problems.append(f"runs of mode {mode} share seed {s}: " + ", ".join(r["path"] for r in runs if r["seed"] == s)
+                            + " (a spread over seeds needs each seed once)")
+    if problems and not allow_different:
+        raise ValueError("; ".join(problems) + " (compare runs that differ only in the seed, or pass --allow-different)")
+    return problems
+
+
+def _between_modes(firsts: list[dict]) -> dict[str, list[str]]:
+    """Configuration differences of each mode's first run from the first mode's, besides the mode and the seed: the
+    modes should get the same budget. ``transfer.gan`` counts only between two modes that train a GAN."""
+    out = {}
+    for r in firsts[1:]:
+        a, b = firsts[0], r
+        ignore = NOT_COMPARED + ("transfer.mode",) + (() if a["mode"] == b["mode"] == "gan" else ("transfer.gan",))
+        if d := config_differences(a["config"], b["config"], ignore):
+            out[f"{a['mode']} vs {b['mode']}"] = d
+    return out
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+def stat(values: list[float]) -> dict | None:
+    """Mean, min, max and n of ``values`` (None when there are none)."""
+    if not values:
+        return None
+    return {"mean": round(statistics.fmean(values), 4), "min": round(min(values), 4), "max": round(max(values), 4),
+            "n": len(values)}
+
+
+def _per_cell(evs: list[dict]) -> dict[str, dict]:
+    """Per column (world or section), the stat over several evaluations' cells, in first-seen order."""
+    names: dict[str, None] = {}
+    for ev in evs:
+        names.update(dict.fromkeys(ev))
+    return {name: stat([ev[name] for ev in evs if name in ev]) for name in names}
+
+
+def _aggregate(runs: list[dict]) -> dict:
+    done = [r for r in runs if r["finished"]]
+    refs = _refs(done)
+    return {
+        "seeds": sorted(r["seed"] for r in done), "n": len(done),
+        "unfinished": [r["path"] for r in runs if not r["finished"]],
+        "table_i_total": stat([r["table_i"]["total"] for r in done]),
+        "table_i_max": done[0]["table_i"]["max"] if done else None,
+        "table_i_per_world": _per_cell([r["table_i"]["scores"] for r in done]),
+        "proxy": {ref: {"total": stat([r["proxy"][ref]["total"] for r in done if ref in r["proxy"]]),
+                        "max": next(r["proxy"][ref]["max"] for r in done if ref in r["proxy"]),
+                        "per_world": _per_cell([r["proxy"][ref]["cells"] for r in done if ref in r["proxy"]])}
+                  for ref in refs},
+        "driving_min": stat([r["driving_min"] for r in done if r["driving_min"] is not None]),
+        "cpu_hours": stat([r["cpu_hours"] for r in done if r["cpu_hours"] is not None]),
+    }
+
+
+def _refs(runs: list[dict]) -> list[str]:
+    """The proxy world sets the policies of ``runs`` were scored on: the test worlds and the proxy course first."""
+    seen = dict.fromkeys(ref for r in runs for ref in r["proxy"])
+    return sorted(seen, key=lambda ref: (["test", "proxy"].index(ref) if ref in ("test", "proxy") else 2, ref))
+
+
+def _baselines(runs: list[dict]) -> dict:
+    """The reference controllers over every run given (they are scored first, so unfinished runs have them too)."""
+    names = dict.fromkeys(n for r in runs for n in list(r["baselines"]) + list(r["proxy_baselines"]))
+    out = {}
+    for name in names:
+        sims = [r["baselines"][name] for r in runs if name in r["baselines"]]
+        proxies = [r["proxy_baselines"][name] for r in runs if name in r["proxy_baselines"]]
+        out[name] = {"table_i_total": stat([b["total"] for b in sims]),
+                     "table_i_per_world": _per_cell([b["scores"] for b in sims]),
+                     "proxy": {ref: {"total": stat([p[ref]["total"] for p in proxies if ref in p]),
+                                     "per_world": _per_cell([p[ref]["cells"] for p in proxies if ref in p])}
+                               for ref in dict.fromkeys(x for p in proxies for x in p)}}
+    return out
+
+
+def _mode_key(mode: str) -> tuple:
+    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), mode)
+
+
+def compare_runs(paths: list[str | Path], allow_different: bool = False, margin: float = MARGIN) -> dict:
+    """Read the runs in ``paths``, group them by transfer mode and compare the modes; returns the comparison (the
+    JSON of ``flipper compare``; ``compare_markdown`` renders it). Raises ValueError for a folder that is not a loop
+    run, a run given twice, or runs of one mode that differ in more than the seed (unless ``allow_different``)."""
+    if not paths:
+        raise ValueError("no runs given: name one or more loop run folders")
+    seen: dict[Path, str] = {}
+    for p in paths:
+        key = Path(p).resolve()
+        if key in seen:
+            raise ValueError(f"{p}: given twice (also as {seen[key]})")
+        seen[key] = str(p)
+    runs = [read_run(p) for p in paths]
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(r["mode"], []).append(r)
+    groups = {m: sorted(groups[m], key=lambda r: r["seed"]) for m in sorted(groups, key=_mode_key)}
+    problems = _check_groups(groups, allow_different)
+    between = _between_modes([g[0] for g in groups.values()])
+    modes = {m: _aggregate(g) for m, g in groups.items()}
+    baselines = _baselines(runs)
+    return {"runs": [{k: v for k, v in r.items() if k != "config"} for r in runs], "modes": modes, "baselines": baselines,
+            "verdicts": verdicts(modes, baselines, margin), "margin": margin, "allowed_differences": problems,
+            "differences_between_modes": between}
+
+
+# ------------------------------------------------------------------------------------------ verdicts
+def _verdict(claim: str, holds: bool | None, detail: str, value: float | None = None) -> dict:
+    answer = {True: "yes", False: "no", None: "cannot be decided"}[holds]
+    return {"claim": claim, "holds": holds, "value": value, "detail": detail, "text": f"{claim}: {answer} ({detail})"}
+
+
+def _mean(agg: dict | None, ref: str) -> float | None:
+    s = ((agg or {}).get("proxy", {}).get(ref) or {}).get("total")
+    return s["mean"] if s else None
+
+
+def _ahead(modes: dict, margin: float) -> dict:
+    """Learned G ahead of identity G and of domain randomisation on the proxy test total, mean over seeds."""
+    gan, others = modes.get("gan"), ("identity", "randomize")
+    m = ((gan or {}).get("proxy", {}).get("test") or {}).get("max", 8)
+    claim = f"learned G ahead of identity and randomize by >= {margin:g}/{m} on the proxy test total, averaged over seeds"
+    g = _mean(gan, "test")
+    missing = [x for x in ("gan", *others) if _mean(modes.get(x), "test") is None]
+    leads = {x: round(g - _mean(modes[x], "test"), 4) for x in others if g is not None and x not in missing}
+    parts = [f"{x} {_mean(modes[x], 'test'):.2f} (n={modes[x]['proxy']['test']['total']['n']})"
+             for x in ("gan", *others) if x not in missing]
+    detail = ", ".join(parts) if parts else "no scores"
+    if missing:
+        detail += "; no finished run with proxy test scores of mode " + ", ".join(missing)
+    if not leads:
+        return _verdict(claim, None, detail)
+    by = min(leads.values())
+    holds = None if missing and by >= margin - EPS else by >= margin - EPS  # one mode behind already answers no
+    return _verdict(claim, holds, f"by {by:+.2f}/{m}: {detail}", by)
+
+
+def verdicts(modes: dict, baselines: dict, margin: float = MARGIN) -> list[dict]:
+    """The issue's figures on the compared runs, computed: the main comparison, the seed count, and per mode the proxy
+    test total against the heuristic and against its own simulated total; for mode gan also the absolute figures and
+    the real driving time. Each: claim, holds (True, False or None: cannot be decided), value, detail, text."""
+    out = [_ahead(modes, margin)]
+    counts = {m: a["n"] for m, a in modes.items()}
+    out.append(_verdict("at least two finished seeds per mode", all(n >= 2 for n in counts.values()),
+                        ", ".join(f"{m} {n}" for m, n in counts.items()), min(counts.values())))
+    heur = _mean(baselines.get("heuristic"), "test")
+    for mode, agg in modes.items():  # gan first (MODE_ORDER): the method, then its baselines
+        p, s = _mean(agg, "test"), (agg["table_i_total"] or {}).get("mean")
+        if p is not None:
+            m = agg["proxy"]["test"]["max"]
+            if heur is not None:
+                out.append(_verdict(f"mode {mode}: test worlds on the proxy at or above the heuristic's (same runs)",
+                                    p >= heur - EPS, f"by {p - heur:+.2f}/{m}: {p:.2f} vs {heur:.2f}", round(p - heur, 4)))
+            if s is not None:
+                out.append(_verdict(f"mode {mode}: test worlds on the proxy within {SIM_GAP:g} of its own simulated total",
+                                    abs(s - p) <= SIM_GAP + EPS, f"proxy {p:.2f} vs simulated {s:.2f}: gap {s - p:+.2f}",
+                                    round(s - p, 4)))
+        if mode == "gan":
+            out += _gan_figures(agg)
+    return out
+
+
+def _gan_figures(gan: dict) -> list[dict]:
+    """The issue's absolute figures for the learned G: proxy scores and the real driving time."""
+    out = []
+    for label, ref, threshold in GAN_FIGURES:
+        v = _mean(gan, ref)
+        if v is not None:
+            m = gan["proxy"][ref]["max"]
+            out.append(_verdict("mode gan: " + label.format(t=threshold, m=m), v >= threshold - EPS,
+                                f"{v:.2f}/{m}, mean over n={gan['proxy'][ref]['total']['n']}", v))
+    d = gan["driving_min"]
+    if d:
+        out.append(_verdict(f"mode gan: real (proxy) driving at most {DRIVING_MIN:g} min per run",
+                            d["max"] <= DRIVING_MIN + EPS, f"max {d['max']:.1f} min, n={d['n']}", d["max"]))
+    return out
