@@ -12,7 +12,10 @@
   same budget of environment steps; the mean training-episode score is seed 004's metric (its best: 587.2 over
   1M steps), the greedy (epsilon 0.05) evaluation is ours;
 - ``ss_her``: Smart Start + HER against Smart Start alone on the seed's grid mazes (``bench.rl_ss_her``);
-- ``cup``: CUP against plain SAC at the same step budget on the point-mass goal family (``bench.rl_cup``).
+- ``cup``: CUP against plain SAC at the same step budget on the point-mass goal family (``bench.rl_cup``);
+- ``flipper`` (not in the default set: it needs `make demo`'s policies in demo_out/): DDQN + PER from scratch and
+  CUP fine-tuning of the imitation policy on FlipperTraversal-v0, scored on the 8 test worlds beside the imitation
+  policy (``bench.rl_flipper``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from flipper_control.rl.common import EvalTracker, Progress
 
 __all__ = ["PARTS", "bench_asterix", "bench_dqn_cartpole", "bench_rl", "bench_sum_tree", "print_bench_rl"]
 
-PARTS = ("dqn", "sum_tree", "asterix", "ss_her", "cup")
+PARTS = ("dqn", "sum_tree", "asterix", "ss_her", "cup", "flipper")
+DEFAULT_PARTS = PARTS[:-1]
 SEED_004_BEST_MEAN = 587.2  # seed 004, Table 2.1: Mix1 (image + RAM); the best RAM-only agent had 566.5
 
 
@@ -168,7 +172,7 @@ def bench_asterix(steps: int = 150_000, seed: int = 1337, progress: Progress | N
     return out
 
 
-def bench_rl(parts: tuple[str, ...] = PARTS, cartpole_steps: int = 50_000, asterix_steps: int = 150_000, seed: int = 0,
+def bench_rl(parts: tuple[str, ...] = DEFAULT_PARTS, cartpole_steps: int = 50_000, asterix_steps: int = 150_000, seed: int = 0,
              peer: bool = True, progress: Progress | None = None) -> dict:
     """The parts asked for (``PARTS``), one after the other, torch on one thread."""
     import torch
@@ -194,6 +198,10 @@ def bench_rl(parts: tuple[str, ...] = PARTS, cartpole_steps: int = 50_000, aster
             from flipper_control.bench.rl_cup import bench_cup
 
             out["cup"] = bench_cup(progress=progress)
+        if "flipper" in parts:
+            from flipper_control.bench.rl_flipper import bench_rl_flipper
+
+            out["flipper"] = bench_rl_flipper(seed=seed, progress=progress)
     finally:
         torch.set_num_threads(threads)
     return out
@@ -253,12 +261,17 @@ def print_bench_rl(r: dict) -> None:
         for method, x in c["summary"].items():
             print(f"    {method:4s}: final return {x['final_return_mean']:7.2f}, success {x['final_success_rate_mean']:.2f}, "
                   f"area under the evaluation curve {x['area_under_eval_curve']:7.2f}")
+    if "flipper" in r:
+        from flipper_control.bench.rl_flipper import markdown
+
+        print("  On flippers (FlipperTraversal-v0), the 8 test worlds:")
+        print(markdown(r["flipper"]))
 
 
 if __name__ == "__main__":  # measurements without the command: python -m flipper_control.bench.rl [parts...]
     import json
     import sys
 
-    result = bench_rl(tuple(sys.argv[1:]) or PARTS)
+    result = bench_rl(tuple(sys.argv[1:]) or DEFAULT_PARTS)
     print_bench_rl(result)
     print(json.dumps(result, indent=1))

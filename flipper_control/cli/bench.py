@@ -209,10 +209,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--peer", choices=["ompl"], help="bench plan: also run OMPL's SST and KPIECE1")
     b.add_argument("--calls", type=count, default=5000, help="bench policy, gan: calls per repeat")
     b.add_argument("--samples", type=count, default=200, help="bench ros: latencies per figure")
-    b.add_argument("--rl-parts", nargs="+", choices=["dqn", "sum_tree", "asterix", "ss_her", "cup"],
+    b.add_argument("--rl-parts", nargs="+", choices=["dqn", "sum_tree", "asterix", "ss_her", "cup", "flipper"],
                    default=["dqn", "sum_tree", "asterix", "ss_her", "cup"],
                    help="bench rl: DQN on CartPole-v1 beside stable-baselines3, the sum tree's throughput and statistics, "
-                        "DDQN + PER on Asterix RAM beside DDQN, Smart Start + HER beside Smart Start, CUP beside SAC")
+                        "DDQN + PER on Asterix RAM beside DDQN, Smart Start + HER beside Smart Start, CUP beside SAC; "
+                        "flipper (after make demo): DDQN + PER and CUP fine-tuning on flippers beside imitation")
     b.add_argument("--cartpole-steps", type=count, default=50_000, help="bench rl: DQN budget on CartPole-v1 (both)")
     b.add_argument("--asterix-steps", type=count, default=150_000, help="bench rl: environment steps of each Asterix run")
     b.add_argument("--no-rl-peer", action="store_true", help="bench rl: skip stable-baselines3's DQN")

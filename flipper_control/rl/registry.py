@@ -31,19 +31,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flipper_control.rl import cup, ddqn_per, dqn, smart_start_her
+from flipper_control.rl import cup, ddqn_per, dqn, flipper_cup, flipper_ddqn, smart_start_her
 from flipper_control.rl.common import RunResult, check_env
 
 __all__ = ["ALGORITHMS", "EVALUATORS", "TrainFn", "evaluate_checkpoint", "evaluate_q_checkpoint", "resolve"]
 
 TrainFn = Callable[..., RunResult]
 
+
+def _by_env(*routes: tuple[TrainFn, tuple[str, ...]]) -> tuple[TrainFn, tuple[str, ...]]:
+    """One --algo name over several modules: the train function of the module whose environments hold env_id."""
+    def train(env_id: str, **kwargs) -> RunResult:
+        for fn, envs in routes:
+            if env_id in envs:
+                return fn(env_id, **kwargs)
+        raise ValueError(f"unknown environment {env_id!r}; allowed: {', '.join(e for _, es in routes for e in es)}")
+    return train, tuple(e for _, envs in routes for e in envs)
+
 # name -> (train function, allowed environments)
 ALGORITHMS: dict[str, tuple[TrainFn, tuple[str, ...]]] = {
     "dqn": (dqn.train, dqn.ENVS),
-    "ddqn-per": (ddqn_per.train, ddqn_per.ENVS),
+    "ddqn-per": _by_env((ddqn_per.train, ddqn_per.ENVS), (flipper_ddqn.train, flipper_ddqn.ENVS)),
     "ss-her": (smart_start_her.train, smart_start_her.ENVS),
-    "cup": (cup.train, cup.ENVS),
+    "cup": _by_env((cup.train, cup.ENVS), (flipper_cup.train, flipper_cup.ENVS)),
 }
 
 
@@ -84,6 +94,8 @@ EVALUATORS: dict[str, Callable[[str | Path, int, int], tuple[list[float], int, d
     "dqn": evaluate_q_checkpoint,
     "ddqn": evaluate_q_checkpoint,
     "ddqn-per": evaluate_q_checkpoint,
+    "flipper-ddqn-per": flipper_ddqn.evaluate_checkpoint,
+    "flipper-cup": flipper_cup.evaluate_checkpoint,
 }
 
 
