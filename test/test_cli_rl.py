@@ -70,3 +70,18 @@ def test_eval_refuses_missing_and_foreign_checkpoints(capsys, tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     assert main(["rl", "eval", str(tmp_path / "bad")]) == 2
     assert "bad.json: the sidecar is not valid JSON" in capsys.readouterr().err
+
+
+def test_ss_her_trains_on_a_maze_file_and_refuses_one_without_a_path(capsys, tmp_path):
+    good, bad = tmp_path / "corridor.yaml", tmp_path / "walled.yaml"
+    good.write_text("name: corridor\nscale: 3\nlayout:\n  - [3, 0, 0]\n  - [1, 1, 0]\n  - [2, 0, 0]\n")
+    bad.write_text("name: walled\nscale: 2\nlayout:\n  - [3, 1, 0]\n  - [1, 1, 0]\n  - [2, 0, 0]\n")
+    out = tmp_path / "ss.json"
+    assert main(["rl", "train", "--algo", "ss-her", "--env", str(good), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["eval_mean_return"] == 1.0 and result["env_steps"] > 0  # the greedy path reaches the goal
+    capsys.readouterr()
+    assert main(["rl", "train", "--algo", "ss-her", "--env", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "no path from the start" in err
+    assert main(["rl", "train", "--algo", "dqn", "--env", str(good)]) == 2  # a maze file is for ss-her only

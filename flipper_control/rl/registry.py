@@ -63,6 +63,8 @@ def resolve(algorithm: str, env_id: str) -> TrainFn:
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r} (--algo); allowed: {', '.join(ALGORITHMS)}")
     train, envs = ALGORITHMS[algorithm]
+    if algorithm == "ss-her" and env_id.endswith((".yaml", ".yml")):
+        return train  # a maze file of the user's (rl.gridworld's format); train() loads and checks it
     check_env(env_id, envs, algorithm)
     return train
 

@@ -322,13 +322,15 @@ def train(env_id: str, *, steps: int | None = None, seed: int = 0, out: str | Pa
     """Smart Start + HER on ``maze-<name>`` for ``config.episodes`` episodes or ``steps`` environment steps, whichever
     comes first; the evaluation is the greedy path from the start (deterministic maze: one episode says it all)."""
     from flipper_control.rl.checkpoint import save_agent
-    from flipper_control.rl.gridworld import named_maze
+    from flipper_control.rl.gridworld import maze, named_maze
 
-    if env_id not in ENVS:
-        raise ValueError(f"unknown environment {env_id!r} for --algo {ALGORITHM}; allowed: {', '.join(ENVS)}")
+    is_file = env_id.endswith((".yaml", ".yml"))
+    if env_id not in ENVS and not is_file:
+        raise ValueError(f"unknown environment {env_id!r} for --algo {ALGORITHM}; allowed: {', '.join(ENVS)} or a maze "
+                         "YAML file")
     t0 = time.perf_counter()
     cfg = config or SmartStartHERConfig()
-    m = named_maze(env_id.removeprefix("maze-"))
+    m = maze(env_id) if is_file else named_maze(env_id.removeprefix("maze-"))
     agent = SmartStartHERAgent(m, cfg, np.random.default_rng(seed))
     budget = int(steps) if steps is not None else cfg.episodes * cfg.max_steps
     returns, ends, used = [], [], 0
