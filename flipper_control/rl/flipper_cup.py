@@ -31,7 +31,14 @@ from flipper_control.policy import NanAwarePolicy, PolicyConfig
 from flipper_control.rl.checkpoint import load_agent, save_agent
 from flipper_control.rl.common import Progress, RunResult, check_finite_loss, seed_everything
 from flipper_control.rl.cup import CUPAgent, CUPConfig
-from flipper_control.rl.flipper_env import ENV_ID, FlipperRLConfig, FlipperRLEnv, evaluate_agent, split_frames
+from flipper_control.rl.flipper_env import (
+    ENV_ID,
+    FlipperRLConfig,
+    FlipperRLEnv,
+    evaluate_agent,
+    scored_on_test_worlds,
+    split_frames,
+)
 from flipper_control.rl.sac import LOG_STD_MAX, LOG_STD_MIN, ContinuousReplay, GaussianActor, SACConfig, to_batch
 
 __all__ = ["ALGORITHM", "ARCHITECTURES", "ENVS", "FlipperCUPAgent", "FlipperCUPConfig", "PolicyActor",
@@ -278,26 +285,13 @@ def train(env_id: str, *, steps: int | None = None, seed: int = 0, out: str | Pa
           progress: Progress | None = None, config: FlipperCUPConfig | None = None, eval_runs: int = 2) -> RunResult:
     """``flipper rl train --algo cup --env FlipperTraversal-v0`` (the registry's contract); the evaluation is the
     deterministic actor on the 8 test worlds, ``eval_runs`` runs each (noise seeds 0..), return and Table I score."""
-    from sim.world_sets import load_set
-
     if env_id not in ENVS:
         raise ValueError(f"unknown environment {env_id!r} for flipper CUP; allowed: {', '.join(ENVS)}")
     c = config or FlipperCUPConfig()
     if steps is not None:
         c = replace(c, sac=SACConfig(**{**asdict(c.sac), "total_steps": int(steps)}))
     rec = train_flipper_cup(c, seed, out, progress)
-    evs, returns, sim_s = evaluate_agent(deterministic(rec["actor"]), c.env, load_set("test"), eval_runs, 0)
-    return RunResult(algorithm=ALGORITHM, env=env_id, seed=seed, eval_mean_return=float(np.mean(returns)),
-                     eval_std_return=float(np.std(returns)), eval_episodes=len(returns), env_steps=rec["env_steps"],
-                     eval_env_steps=int(round(sim_s / c.env.dt)), seconds=rec["wall_seconds"],
-                     config={**c.to_dict(), "test_score": float(sum(ev.score for ev in evs)),
-                             "test_scores": {ev.world: ev.score for ev in evs},
-                             "train_sim_hours": rec["train_sim_seconds"] / 3600, "cpu_seconds": rec["cpu_seconds"]},
-                     train_episodes=len(rec["episode_returns"]),
-                     train_mean_return=float(np.mean(rec["episode_returns"])) if rec["episode_returns"] else None,
-                     best_step=rec["best_step"], checkpoint=rec["checkpoint"],
-                     curve={"episode_end_steps": rec["episode_end_steps"], "episode_returns": rec["episode_returns"],
-                            "evals": [[s, m] for s, m, _ in rec["evals"]]})
+    return scored_on_test_worlds(ALGORITHM, env_id, seed, deterministic(rec["actor"]), c.env, rec, c.to_dict(), eval_runs)
 
 
 def evaluate_checkpoint(path: str | Path, episodes: int, seed: int) -> tuple[list[float], int, dict]:

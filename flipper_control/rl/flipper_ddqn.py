@@ -26,7 +26,15 @@ from torch import nn
 from flipper_control.rl.checkpoint import load_agent, save_agent
 from flipper_control.rl.common import Progress, RunResult, check_finite_loss, linear_schedule, seed_everything
 from flipper_control.rl.ddqn_per import td_errors_and_loss
-from flipper_control.rl.flipper_env import ENV_ID, FlipperRLConfig, FlipperRLEnv, evaluate_agent, frame_size, split_frames
+from flipper_control.rl.flipper_env import (
+    ENV_ID,
+    FlipperRLConfig,
+    FlipperRLEnv,
+    evaluate_agent,
+    frame_size,
+    scored_on_test_worlds,
+    split_frames,
+)
 from flipper_control.rl.sum_tree import PrioritizedReplay, annealed_beta
 
 __all__ = ["ALGORITHM", "ARCHITECTURES", "ENVS", "FlipperDDQNConfig", "FlipperQConfig", "FlipperQNetwork",
@@ -269,25 +277,13 @@ def train(env_id: str, *, steps: int | None = None, seed: int = 0, out: str | Pa
           progress: Progress | None = None, config: FlipperDDQNConfig | None = None, eval_runs: int = 2) -> RunResult:
     """``flipper rl train --algo ddqn-per --env FlipperTraversal-v0`` (the registry's contract); the evaluation is the
     greedy policy on the 8 test worlds, ``eval_runs`` runs each (noise seeds 0..), return and Table I score."""
-    from sim.world_sets import load_set
-
     if env_id not in ENVS:
         raise ValueError(f"unknown environment {env_id!r} for the flipper DDQN + PER; allowed: {', '.join(ENVS)}")
     c = config or FlipperDDQNConfig()
     if steps is not None:
         c = replace(c, total_steps=int(steps))
     rec = train_flipper_ddqn(c, seed, out, progress)
-    evs, returns, sim_s = evaluate_agent(greedy(rec["net"]), c.env, load_set("test"), eval_runs, 0)
-    return RunResult(algorithm=ALGORITHM, env=env_id, seed=seed, eval_mean_return=float(np.mean(returns)),
-                     eval_std_return=float(np.std(returns)), eval_episodes=len(returns), env_steps=rec["env_steps"],
-                     eval_env_steps=int(round(sim_s / c.env.dt)), seconds=rec["wall_seconds"],
-                     config={**c.to_dict(), "test_score": _score(evs), "test_scores": {ev.world: ev.score for ev in evs},
-                             "train_sim_hours": rec["train_sim_seconds"] / 3600, "cpu_seconds": rec["cpu_seconds"]},
-                     train_episodes=len(rec["episode_returns"]),
-                     train_mean_return=float(np.mean(rec["episode_returns"])) if rec["episode_returns"] else None,
-                     best_step=rec["best_step"], checkpoint=rec["checkpoint"],
-                     curve={"episode_end_steps": rec["episode_end_steps"], "episode_returns": rec["episode_returns"],
-                            "evals": [[s, m] for s, m, _ in rec["evals"]]})
+    return scored_on_test_worlds(ALGORITHM, env_id, seed, greedy(rec["net"]), c.env, rec, c.to_dict(), eval_runs)
 
 
 def evaluate_checkpoint(path: str | Path, episodes: int, seed: int) -> tuple[list[float], int, dict]:

@@ -51,6 +51,7 @@ from sim.scoring import LEVEL_VALUE, judge_run
 from sim.simulator import FAILED
 
 __all__ = ["ENV_ID", "FlipperRLConfig", "FlipperRLEnv", "N_PROPRIO", "encode_frame", "frame_size", "reward_terms",
+           "scored_on_test_worlds",
            "config_from_checkpoint", "evaluate_agent", "split_frames"]
 
 N_PROPRIO = 6  # pitch, roll, four flipper angles (Observation.proprio)
@@ -268,3 +269,25 @@ def config_from_checkpoint(path, metadata: dict) -> FlipperRLConfig:
         return FlipperRLConfig(**data)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{sidecar}: metadata.rl.env_config: {exc}") from None
+
+
+def scored_on_test_worlds(algorithm: str, env_id: str, seed: int, act, config: FlipperRLConfig, record: dict,
+                      run_config: dict, eval_runs: int):
+    """The registry's ``RunResult`` of a flipper learner's training ``record`` (the dict its ``train_flipper_*``
+    returns): ``act`` evaluated on the 8 test worlds, ``eval_runs`` runs each (noise seeds 0..), with the Table I
+    score, the training simulator hours and the learning curve."""
+    from flipper_control.rl.common import RunResult
+    from sim.world_sets import load_set
+
+    evs, returns, sim_s = evaluate_agent(act, config, load_set("test"), eval_runs, 0)
+    rets = record["episode_returns"]
+    return RunResult(algorithm=algorithm, env=env_id, seed=seed, eval_mean_return=float(np.mean(returns)),
+                     eval_std_return=float(np.std(returns)), eval_episodes=len(returns), env_steps=record["env_steps"],
+                     eval_env_steps=int(round(sim_s / config.dt)), seconds=record["wall_seconds"],
+                     config={**run_config, "test_score": float(sum(ev.score for ev in evs)),
+                             "test_scores": {ev.world: ev.score for ev in evs},
+                             "train_sim_hours": record["train_sim_seconds"] / 3600, "cpu_seconds": record["cpu_seconds"]},
+                     train_episodes=len(rets), train_mean_return=float(np.mean(rets)) if rets else None,
+                     best_step=record["best_step"], checkpoint=record["checkpoint"],
+                     curve={"episode_end_steps": record["episode_end_steps"], "episode_returns": rets,
+                            "evals": [[s, m] for s, m, _ in record["evals"]]})
