@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow lint bench bench-rl clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,12 @@ bench: setup  # bench plan needs the policy of a finished `make demo`
 	$(VENV)/bin/flipper bench proxy --world proxy/staircase --json $(DEMO_OUT)/bench_proxy.json
 	$(VENV)/bin/flipper bench plan --policy $$(ls -d $(DEMO_OUT)/iter_*/policy.json | sort -V | tail -1 | sed 's/.json$$//') \
 		--peer ompl --json $(DEMO_OUT)/bench_plan.json
+	$(VENV)/bin/flipper bench gan --json $(DEMO_OUT)/bench_gan.json
+	$(VENV)/bin/flipper bench ros --policy $$(ls -d $(DEMO_OUT)/iter_*/policy.json | sort -V | tail -1 | sed 's/.json$$//') \
+		--closed-loop test --json $(DEMO_OUT)/bench_ros.json
+
+bench-rl: setup  # the RL toolbox on its seeds' benchmarks (about an hour on 2 cores; add --rl-parts flipper after make demo)
+	$(VENV)/bin/flipper bench rl --json $(DEMO_OUT)/bench_rl.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(DEMO_OUT)
