@@ -25,7 +25,8 @@ from flipper_control.learning.executors import make_executor
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 
-GONE_WITHIN_S = 5.0  # workers and the resource tracker must be gone this soon after the signal
+GONE_WITHIN_S = 10.0  # workers and the resource tracker must be gone this soon after the signal (2-5 s idle;
+# 5.7 s was seen on a 2-core machine that ran two learning loops beside the tests)
 START_TIMEOUT_S = 90.0  # spawning two workers that import torch on two busy cores
 
 # A driver whose two workers sleep for a minute: if stopping waited for running tasks, the test would notice.
