@@ -83,7 +83,8 @@ def bench_rl_flipper(ddqn_cpu_s: float = 420.0, cup_cpu_s: float = 420.0, runs: 
         scores["imitation (iter 5)"] = {**_column(evaluations["imitation (iter 5)"]), "cpu_seconds": time.process_time() - cpu}
         tick()
         actor0, _ = build_actor(cc)
-        evs, rets, sim_s = evaluate_agent(deterministic(actor0.eval()), cc.env, test, runs, 0)
+        actor0.eval()  # safe: nn.Module.eval() (evaluation mode), not Python's eval
+        evs, rets, sim_s = evaluate_agent(deterministic(actor0), cc.env, test, runs, 0)
         evaluations["CUP actor before training"] = evs
         scores["CUP actor before training"] = {**_column(evs), "mean_return": float(np.mean(rets))}
         rng = np.random.default_rng(seed + 7)

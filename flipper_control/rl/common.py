@@ -240,7 +240,7 @@ class EvalTracker:
 
     def _run(self, episodes: int, seed: int) -> tuple[list[float], int]:
         was_training = self.net.training
-        self.net.eval()
+        self.net.eval()  # safe: nn.Module.eval() (evaluation mode), not Python's eval
         try:
             returns, steps = evaluate(self.net, self.env_id, episodes, seed, self.frame_stack, self.epsilon)
         finally:
@@ -273,3 +273,17 @@ class EvalTracker:
         if self.final is None:
             self.final = self._run(self.final_episodes, self.final_seed)
         return self.final
+
+    def result(self, algorithm: str, env_id: str, seed: int, env_steps: int, seconds: float, config: dict,
+               episode_returns: list[float], episode_ends: list[int], checkpoint: str | None) -> RunResult:
+        """The run's ``RunResult``: the kept weights' final evaluation (``finish``), the training episodes and the
+        evaluations on the way, as every Q-learning run of the toolbox reports them."""
+        final_returns, _ = self.finish()
+        return RunResult(
+            algorithm=algorithm, env=env_id, seed=seed, eval_mean_return=float(np.mean(final_returns)),
+            eval_std_return=float(np.std(final_returns)), eval_episodes=len(final_returns), env_steps=env_steps,
+            eval_env_steps=self.eval_steps, seconds=seconds, config=config, train_episodes=len(episode_returns),
+            train_mean_return=float(np.mean(episode_returns)) if episode_returns else None,
+            solved_at_step=self.solved_at, best_step=self.best_step, checkpoint=checkpoint,
+            curve={"episode_end_steps": episode_ends, "episode_returns": episode_returns, "evals": self.evals},
+        )

@@ -164,14 +164,5 @@ def train(env_id: str, *, steps: int | None = None, seed: int = 0, out: str | Pa
             tracker.periodic(step)  # the end of the budget is a candidate too
     finally:
         env.close()
-    final_returns, _ = tracker.finish()
-    return RunResult(
-        algorithm=ALGORITHM, env=env_id, seed=seed, eval_mean_return=float(np.mean(final_returns)),
-        eval_std_return=float(np.std(final_returns)), eval_episodes=len(final_returns), env_steps=step,
-        eval_env_steps=tracker.eval_steps, seconds=time.perf_counter() - t0, config=c.to_dict(),
-        train_episodes=len(episode_returns),
-        train_mean_return=float(np.mean(episode_returns)) if episode_returns else None,
-        solved_at_step=tracker.solved_at, best_step=tracker.best_step,
-        checkpoint=str(out) if out is not None and saved_step else None,
-        curve={"episode_end_steps": episode_ends, "episode_returns": episode_returns, "evals": tracker.evals},
-    )
+    return tracker.result(ALGORITHM, env_id, seed, step, time.perf_counter() - t0, c.to_dict(), episode_returns, episode_ends,
+                          str(out) if out is not None and saved_step else None)
