@@ -83,6 +83,10 @@ def _bench_policy(args) -> dict:
 def _bench_gan(args) -> dict:
     from flipper_control.bench.gan import bench_gan
 
+    if args.paired_worlds and not args.gan:
+        raise ValueError("--paired-worlds judges a trained generator: give its checkpoint with --gan")
+    if args.paired_worlds and args.paired_worlds < 2:
+        raise ValueError(f"--paired-worlds must be 0 (off) or at least 2, got {args.paired_worlds}")
     with Step("bench gan", unit="phase") as step:
         r = bench_gan(checkpoint=args.gan, calls=args.calls, repeats=args.repeats, seed=args.seed)
         step.finish("done")
@@ -90,6 +94,14 @@ def _bench_gan(args) -> dict:
     print(f"  SimToReal:               {r['sim_to_real']['ms_per_dem']:.4f} ms/DEM   (target <= {r['target_ms']:g} ms)")
     print(f"  policy act_numpy (beside): {r['policy_act_numpy']['ms_per_decision']:.4f} ms/decision")
     print(f"  batched (256):           {r['batched_dems_per_s']:.0f} DEMs/s")
+    if args.paired_worlds:
+        from flipper_control.bench.gan_paired import format_paired, paired_transfer
+
+        with Step("same-pose pairs on the reality proxy", args.paired_worlds, "run") as step:
+            r["paired"] = paired_transfer(args.gan, args.paired_worlds, seed=args.seed, reality_config=reality_config(args),
+                                          progress=lambda done, total: step.update(done))
+            step.finish(f"{r['paired']['pairs']} pairs")
+        print(format_paired(r["paired"]))
     return r
 
 
@@ -221,6 +233,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="bench ros: also drive these worlds or sets (e.g. test) over DDS with --policy and compare with "
                         "in-process proxy evaluation")
     b.add_argument("--gan", metavar="CKPT", help="bench gan: a CycleGAN checkpoint (default: an untrained one, same cost)")
+    b.add_argument("--paired-worlds", type=int, default=0, metavar="N",
+                   help="bench gan: also judge --gan's G on same-pose pairs from N heuristic proxy runs (about 5 s each; "
+                        "0: off; at least 2)")
     b.add_argument("--executor", choices=["serial", "process", "ray"], default="process")
     b.add_argument("--workers", type=count)
     b.set_defaults(func=cmd_bench)

@@ -142,7 +142,7 @@ def load_loop_config(path: str | Path) -> LoopConfig:
 
 
 # The embedded default of `flipper demo` (configs/demo.yaml is the same, for reading and copying; a test
-# keeps the two equal): Algorithm 1 at a small scale, about 25 minutes on 2 cores.
+# keeps the two equal): Algorithm 1 at a small scale, 22 minutes on 2 cores from a fresh clone.
 DEMO_CONFIG: dict[str, Any] = {
     "seed": 0,
     "iterations": 5,

@@ -19,15 +19,18 @@ from sim.simulator import RUNNING
 
 
 def collect_dems(world, controller, seed: int = 0, control_dt: float = 0.1, proxy=None) -> dict[str, Any]:
-    """Run ``controller`` on the proxy; returns per-step exact DEMs, proxy DEMs, times and true poses."""
+    """Run ``controller`` on the proxy; returns per-step exact DEMs, proxy DEMs, times, true poses and the true
+    scalars (pitch, roll, four flipper angles: what G takes beside the exact DEM)."""
     from sim.reality_proxy import RealityProxy
 
     proxy = proxy or RealityProxy()
     controller.reset()
     obs = proxy.reset(world, seed=seed)
-    exact, approx, times, poses = [], [], [], []
+    exact, approx, times, poses, scalars = [], [], [], [], []
     while True:
-        exact.append(proxy.sim.observation().dem)  # the simulator's exact DEM at the true pose
+        truth = proxy.sim.observation()
+        exact.append(truth.dem)  # the simulator's exact DEM at the true pose
+        scalars.append(truth.proprio())
         approx.append(obs.dem)
         times.append(proxy.time)
         poses.append(np.concatenate(proxy.pose()))
@@ -35,7 +38,7 @@ def collect_dems(world, controller, seed: int = 0, control_dt: float = 0.1, prox
             break
         obs = proxy.step(controller.act(obs), control_dt)
     return {"exact": np.stack(exact), "proxy": np.stack(approx), "time": np.asarray(times), "pose": np.stack(poses),
-            "status": proxy.status, "spec": proxy.dem_spec}
+            "scalars": np.stack(scalars), "status": proxy.status, "spec": proxy.dem_spec}
 
 
 def proxy_figure(world, out_png: str | Path, controller, seed: int = 0, control_dt: float = 0.1,

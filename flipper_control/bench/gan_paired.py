@@ -1,0 +1,112 @@
+"""`flipper bench gan --paired-worlds N`: the CycleGAN's generator judged on DEMs with the *same content*.
+
+The loop's transfer metrics compare held-out unpaired sets: simulated states of a few trajectories against real
+states of a few others. Those sets differ in what they show (other worlds, other poses) as well as in how they
+were sensed, and the two-sample classifier sees both: two halves of the *real* set, split by trajectory, are
+themselves told apart well above chance. That floor hides how far G is from the sensor it imitates.
+
+The reality proxy gives pairs: at every control step of a heuristic run, the exact DEM of the simulator and the
+proxy's DEM at the same true pose. Here every candidate is built from the exact DEMs and compared with the proxy's
+DEMs of the same steps, so only the sensing differs:
+
+- ``identity``: the exact DEMs (doing nothing), the baseline of the closed shares;
+- ``G``: the checkpoint's ``SimToReal`` on the exact DEMs and their true scalars;
+- ``randomized``: the default domain randomisation (``perception.domain_randomization``);
+- ``sensor_oracle``: the exact heights with the proxy's own NaN cells, shifted by the pairs' mean height
+  difference and given Gaussian noise of the pairs' residual spread. It uses the pairs, so it is not a method:
+  it shows what the metrics reward (a candidate that gets bias, noise and NaN placement right), and that the
+  classifier target can be met at all.
+
+Besides, ``real_halves`` is the classifier's accuracy between the two trajectory halves of the proxy DEMs (the
+unpaired content floor), and ``paired_nan`` G's per-pose NaN agreement. Pairs serve evaluation only; the
+CycleGAN never trains on them (seed 000 assumes unpaired data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["collect_pairs", "paired_transfer"]
+
+WORLD_SET = "training"  # the generated family the loop's real and simulated trajectories drive on
+
+
+def collect_pairs(worlds: int, world_seed: int = 0, seed: int = 0, reality_config=None,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """Heuristic runs on ``worlds`` generated worlds on the reality proxy: ``exact``, ``proxy`` (N, R, C) DEMs,
+    ``scalars`` (N, 6) and ``traj`` (N,) the run of each step. ``progress(done, total)`` after each run."""
+    from flipper_control.controllers import HeuristicController
+    from flipper_control.learning.proxy_figure import collect_dems
+    from sim.reality_proxy import RealityProxy
+    from sim.world_sets import generated_worlds
+
+    if not (isinstance(worlds, int) and worlds >= 2):
+        raise ValueError(f"paired evaluation needs at least 2 worlds (the real halves compare two), got {worlds!r}")
+    parts: dict[str, list] = {"exact": [], "proxy": [], "scalars": [], "traj": []}
+    for i, world in enumerate(generated_worlds(WORLD_SET, worlds, seed=world_seed)):
+        run = collect_dems(world, HeuristicController(), seed=seed * 1000 + i, proxy=RealityProxy(config=reality_config))
+        for key in ("exact", "proxy", "scalars"):
+            parts[key].append(run[key])
+        parts["traj"].append(np.full(len(run["exact"]), i))
+        if progress is not None:
+            progress(i + 1, worlds)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _sensor_oracle(exact: np.ndarray, proxy: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Exact heights with the proxy's NaN cells, plus the pairs' mean difference and Gaussian residual noise."""
+    diff = proxy - exact
+    bias = float(np.nanmean(diff))
+    spread = float(np.nanstd(diff))
+    oracle = np.where(np.isnan(proxy), np.nan, exact + bias + rng.normal(0.0, spread, exact.shape))
+    return oracle.astype(np.float32), {"bias_m": bias, "noise_m": spread}
+
+
+def paired_transfer(checkpoint: str, worlds: int = 6, world_seed: int = 424_242, seed: int = 0, reality_config=None,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Transfer metrics of identity, G, domain randomisation and the sensor oracle against the proxy's DEMs of the
+    same poses (see the module docstring). ``world_seed`` picks worlds outside the loop's (its seeds are below
+    100,000 x the loop seed); ``seed`` the proxy's noise, the randomisation and the metrics."""
+    from perception.cyclegan import SimToReal
+    from perception.domain_randomization import randomize
+    from perception.transfer_metrics import classifier_two_sample_test, paired_nan_agreement, transfer_report
+
+    transform = SimToReal.from_checkpoint(checkpoint)  # refuse a bad checkpoint before any driving
+    pairs = collect_pairs(worlds, world_seed, seed, reality_config, progress)
+    exact, proxy, scalars, traj = pairs["exact"], pairs["proxy"], pairs["scalars"], pairs["traj"]
+    rng = np.random.default_rng(seed)
+    g = transform.transform(exact, scalars)
+    oracle, oracle_params = _sensor_oracle(exact, proxy, rng)
+    candidates = {"identity": (exact, None), "G": (g, None),
+                  "randomized": (randomize(exact, rng, pitch=scalars[:, 0]), None), "sensor_oracle": (oracle, None)}
+    report = transfer_report((proxy, None), candidates, seed=seed)
+    first = traj < (worlds // 2)  # whole runs on each side: the halves differ in content only
+    halves = classifier_two_sample_test(proxy[first], proxy[~first], seed=seed)
+    return {"checkpoint": checkpoint, "worlds": worlds, "world_seed": world_seed, "seed": seed, "pairs": len(exact),
+            "metrics": report, "sensor_oracle": oracle_params, "real_halves_accuracy": halves["accuracy"],
+            "paired_nan": {k: v for k, v in paired_nan_agreement(g, proxy).items() if k != "agreement_map"}}
+
+
+def format_paired(result: dict[str, Any]) -> str:
+    """The paired table: per candidate its classifier accuracy and closed share per metric."""
+    from perception.transfer_metrics import METRICS
+
+    m = result["metrics"]
+    lines = [f"same-pose pairs on the reality proxy: {result['pairs']} DEMs from {result['worlds']} heuristic runs "
+             f"(world seed {result['world_seed']})",
+             "| candidate | classifier accuracy | " + " | ".join(f"closed {x}" for x in METRICS) + " |",
+             "|---|---:|" + "---:|" * len(METRICS)]
+    for name, c in m["candidates"].items():
+        shares = [("-" if c["closed_share"][x] is None else f"{c['closed_share'][x]:.2f}") for x in METRICS]
+        lines.append(f"| {name} | {c['classifier']['accuracy']:.2f} | " + " | ".join(shares) + " |")
+    o, p = result["sensor_oracle"], result["paired_nan"]
+    lines.append(f"sensor oracle: bias {o['bias_m'] * 100:.2f} cm, noise {o['noise_m'] * 100:.2f} cm, the proxy's own NaN "
+                 f"cells; classifier between two halves of the real runs (content floor of unpaired tests): "
+                 f"{result['real_halves_accuracy']:.2f}")
+    f1 = "-" if p["f1"] is None else f"{p['f1']:.2f}"
+    lines.append(f"G's NaN placement at the same pose: agreement {p['agreement']:.3f}, F1 {f1}, "
+                 f"NaN share {p['predicted_nan_share']:.3f} (real {p['real_nan_share']:.3f})")
+    return "\n".join(lines)
