@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flipper_control.rl.cup import CUPAgent, CUPConfig, PointGoalEnv, gaussian_kl, guidance_weights, train_target
+from flipper_control.rl.cup import WALL, CUPAgent, CUPConfig, PointGoalEnv, gaussian_kl, guidance_weights, train_target
 from flipper_control.rl.sac import ActorConfig, Batch, GaussianActor, SACAgent, SACConfig
 
 
@@ -112,6 +112,25 @@ def test_point_goal_env_rewards_getting_closer():
     assert info["distance"] < 0.3
 
 
+def _drive(env: PointGoalEnv, heading) -> np.ndarray:
+    obs, _ = env.reset(seed=0)
+    for _ in range(env.horizon):
+        obs, *_ = env.step(np.asarray(heading(obs)))
+    return obs
+
+
+def test_the_wall_stops_the_straight_path_and_lets_the_sources_path_pass():
+    up = _drive(PointGoalEnv(wall=WALL), lambda obs: [0.0, 1.0])
+    assert abs(up[1] - (WALL[0] - 1e-3)) < 1e-9 and up[3] == pytest.approx(0.0, abs=0.1)  # stuck below the wall
+    assert _drive(PointGoalEnv(), lambda obs: [0.0, 1.0])[1] > 1.9  # no wall: straight through
+    # towards the up-left source's goal the path passes beside the wall
+    beside = _drive(PointGoalEnv(goal=(-0.5, 1.1), wall=WALL), lambda obs: np.clip([-0.5 - obs[0], 1.1 - obs[1]], -1, 1))
+    assert beside[1] > 0.9 and beside[0] < -WALL[1]
+    # from above, the wall stops a point coming down, just above it
+    env = PointGoalEnv(wall=WALL)
+    assert env._stop_at_wall(np.array([0.0, 0.7]), np.array([0.0, 0.5]))[1] == pytest.approx(WALL[0] + 1e-3)
+
+
 def test_cup_smoke_run_trains_and_logs_guidance():
     sources = [_fixed_actor(0.0)]
     agent, record = train_target(sources, SACConfig(total_steps=120, learning_starts=60, eval_every=60, eval_episodes=1,
@@ -120,3 +139,14 @@ def test_cup_smoke_run_trains_and_logs_guidance():
     assert [e[0] for e in record["evals"]] == [60, 120]
     assert len(record["guided_fraction"]) == 1 and 0.0 <= record["guided_fraction"][0] <= 1.0
     assert all(np.isfinite(v) for v in (record["last_losses"]["critic_loss"], record["last_losses"]["actor_loss"]))
+
+
+def test_bench_cup_on_the_wall_task_reports_it():
+    from flipper_control.bench.rl_cup import bench_cup
+
+    small = SACConfig(total_steps=120, learning_starts=60, eval_every=60, eval_episodes=1, hidden=(16, 16), batch_size=32)
+    r = bench_cup(seeds=1, steps=120, source_steps=80, config=small, final_episodes=2, wall=True)
+    assert r["task"]["env"] == "PointGoalWall-v0" and r["task"]["wall"] == {"y": WALL[0], "half_width": WALL[1]}
+    assert set(r["summary"]) == {"sac", "cup"} and len(r["runs"]["cup"]) == 1
+    # the untrained-ish "down" source ends below the start: far worse on the target than the others can be
+    assert r["sources"]["down"]["on_target_return"] < -50

@@ -13,6 +13,7 @@
   1M steps), the greedy (epsilon 0.05) evaluation is ours;
 - ``ss_her``: Smart Start + HER against Smart Start alone on the seed's grid mazes (``bench.rl_ss_her``);
 - ``cup``: CUP against plain SAC at the same step budget on the point-mass goal family (``bench.rl_cup``);
+- ``cup_wall``: the same on the harder target behind a wall (``PointGoalWall-v0``), 3 seeds x 6,000 steps;
 - ``flipper`` (not in the default set: it needs `make demo`'s policies in demo_out/): DDQN + PER from scratch and
   CUP fine-tuning of the imitation policy on FlipperTraversal-v0, scored on the 8 test worlds beside the imitation
   policy (``bench.rl_flipper``).
@@ -30,7 +31,7 @@ from flipper_control.rl.common import EvalTracker, Progress
 
 __all__ = ["PARTS", "bench_asterix", "bench_dqn_cartpole", "bench_rl", "bench_sum_tree", "print_bench_rl"]
 
-PARTS = ("dqn", "sum_tree", "asterix", "ss_her", "cup", "flipper")
+PARTS = ("dqn", "sum_tree", "asterix", "ss_her", "cup", "cup_wall", "flipper")
 DEFAULT_PARTS = PARTS[:-1]
 SEED_004_BEST_MEAN = 587.2  # seed 004, Table 2.1: Mix1 (image + RAM); the best RAM-only agent had 566.5
 
@@ -198,6 +199,10 @@ def bench_rl(parts: tuple[str, ...] = DEFAULT_PARTS, cartpole_steps: int = 50_00
             from flipper_control.bench.rl_cup import bench_cup
 
             out["cup"] = bench_cup(progress=progress)
+        if "cup_wall" in parts:
+            from flipper_control.bench.rl_cup import bench_cup
+
+            out["cup_wall"] = bench_cup(seeds=3, steps=6000, progress=progress, wall=True)
         if "flipper" in parts:
             from flipper_control.bench.rl_flipper import bench_rl_flipper
 
@@ -255,9 +260,12 @@ def print_bench_rl(r: dict) -> None:
             print(f"    {name:8s}: reward early SS {v['ss']['reward_early']:.3f}, SS+HER {v['ss+her']['reward_early']:.3f} "
                   f"(x{ratio:.2f}); steps early {100 * c['steps_early_change']:+.0f} %"
                   + (f", late {100 * c['steps_late_change']:+.0f} %" if "steps_late_change" in c else ""))
-    if "cup" in r:
-        c = r["cup"]
-        print(f"  CUP vs SAC on PointGoal ({c['seeds']} seeds x {c['steps']} steps; sources {c['source_steps']} steps each):")
+    for part in ("cup", "cup_wall"):
+        if part not in r:
+            continue
+        c = r[part]
+        print(f"  CUP vs SAC on {c['task'].get('env', 'PointGoal-v0')} ({c['seeds']} seeds x {c['steps']} steps; sources "
+              f"{c['source_steps']} steps each):")
         for method, x in c["summary"].items():
             print(f"    {method:4s}: final return {x['final_return_mean']:7.2f}, success {x['final_success_rate_mean']:.2f}, "
                   f"area under the evaluation curve {x['area_under_eval_curve']:7.2f}")

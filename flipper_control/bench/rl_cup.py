@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flipper_control.rl.cup import SOURCE_GOALS, TARGET_GOAL, train_source, train_target
+from flipper_control.rl.cup import SOURCE_GOALS, TARGET_GOAL, WALL, train_source, train_target
 from flipper_control.rl.sac import SACConfig, evaluate_actor
 from sim.io_utils import check_writable, write_bytes_atomic, write_json_atomic
 
@@ -25,9 +25,12 @@ __all__ = ["bench_cup", "plot_cup", "write_cup"]
 
 
 def bench_cup(seeds: int = 2, steps: int = 3000, source_steps: int = 3000, config: SACConfig | None = None,
-              final_episodes: int = 20, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Train the sources, then SAC and CUP for ``steps`` environment steps per seed; returns the comparison."""
+              final_episodes: int = 20, progress: Callable[[int, int], None] | None = None, wall: bool = False) -> dict:
+    """Train the sources, then SAC and CUP for ``steps`` environment steps per seed; returns the comparison.
+    ``wall``: the target is ``PointGoalWall-v0`` (the sources are trained without the wall either way)."""
     import torch
+
+    target_wall = WALL if wall else None
 
     if seeds < 1 or steps < 1 or source_steps < 1:
         raise ValueError(f"seeds, steps and source_steps must be >= 1, got {seeds}, {steps}, {source_steps}")
@@ -40,7 +43,7 @@ def bench_cup(seeds: int = 2, steps: int = 3000, source_steps: int = 3000, confi
         for k, (name, goal) in enumerate(SOURCE_GOALS.items()):
             actor, rec = train_source(goal, replace(base, total_steps=source_steps), 100 + k)
             sources.append(actor)
-            on_target = evaluate_actor(actor, lambda: _target_env(), final_episodes, 3_000_000)
+            on_target = evaluate_actor(actor, lambda: _target_env(target_wall), final_episodes, 3_000_000)
             source_report[name] = {"goal": list(goal), "own_task_eval": rec["evals"][-1][1:],
                                    "on_target_return": float(np.mean(on_target[0])), "seconds": rec["seconds"]}
             done += 1
@@ -49,8 +52,10 @@ def bench_cup(seeds: int = 2, steps: int = 3000, source_steps: int = 3000, confi
         runs: dict[str, list[dict]] = {"sac": [], "cup": []}
         for seed in range(seeds):
             for method in ("sac", "cup"):
-                agent, rec = train_target(sources if method == "cup" else [], replace(base, total_steps=steps), seed)
-                returns, successes = evaluate_actor(agent.actor, lambda: _target_env(), final_episodes, 2_000_000 + seed)
+                agent, rec = train_target(sources if method == "cup" else [], replace(base, total_steps=steps), seed,
+                                          wall=target_wall)
+                returns, successes = evaluate_actor(agent.actor, lambda: _target_env(target_wall), final_episodes,
+                                                    2_000_000 + seed)
                 runs[method].append({"seed": seed, "evals": rec["evals"], "final_return": float(np.mean(returns)),
                                      "final_success_rate": float(np.mean(successes)), "seconds": rec["seconds"],
                                      "guided_fraction_per_500_updates": rec["guided_fraction"]})
@@ -63,17 +68,19 @@ def bench_cup(seeds: int = 2, steps: int = 3000, source_steps: int = 3000, confi
                    "final_success_rate_mean": float(np.mean([r["final_success_rate"] for r in rs])),
                    "area_under_eval_curve": float(np.mean([np.mean([e[1] for e in r["evals"]]) for r in rs]))}
                for m, rs in runs.items()}
-    return {"task": {"target_goal": list(TARGET_GOAL), "horizon": 50, "success_radius": 0.15},
+    return {"task": {"target_goal": list(TARGET_GOAL), "horizon": 50, "success_radius": 0.15,
+                     "wall": None if target_wall is None else {"y": target_wall[0], "half_width": target_wall[1]},
+                     "env": "PointGoalWall-v0" if wall else "PointGoal-v0"},
             "seeds": seeds, "steps": steps, "source_steps": source_steps, "config": base.to_dict(),
             "sources": source_report, "runs": runs, "summary": summary,
             "cup_wins_final_return": summary["cup"]["final_return_mean"] > summary["sac"]["final_return_mean"],
             "seconds": time.perf_counter() - t0}
 
 
-def _target_env():
+def _target_env(wall: tuple[float, float] | None = None):
     from flipper_control.rl.cup import PointGoalEnv
 
-    return PointGoalEnv(TARGET_GOAL)
+    return PointGoalEnv(TARGET_GOAL, wall=wall)
 
 
 def plot_cup(result: dict, path: str | Path) -> Path:
@@ -92,7 +99,7 @@ def plot_cup(result: dict, path: str | Path) -> Path:
         ax.plot(steps, curves.mean(0), color=color, lw=2, label=f"{method} (mean of {len(curves)} seeds)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("evaluation return (-sum of distances)")
-    ax.set_title(f"CUP vs SAC on PointGoal {tuple(result['task']['target_goal'])}, sources "
+    ax.set_title(f"CUP vs SAC on {result['task'].get('env', 'PointGoal-v0')} {tuple(result['task']['target_goal'])}, sources "
                  f"{', '.join(result['sources'])}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

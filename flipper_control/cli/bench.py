@@ -173,7 +173,7 @@ def _bench_rl(args) -> dict:
         from flipper_control.bench.rl_cup import plot_cup
         from flipper_control.bench.rl_ss_her import plot_ss_her
 
-        for part, plot in (("ss_her", plot_ss_her), ("cup", plot_cup)):
+        for part, plot in (("ss_her", plot_ss_her), ("cup", plot_cup), ("cup_wall", plot_cup)):
             if part in r:
                 png = Path(args.json).with_name(f"{Path(args.json).stem}_{part}.png")
                 r[part]["png"] = str(plot(r[part], png))
@@ -221,10 +221,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--peer", choices=["ompl"], help="bench plan: also run OMPL's SST and KPIECE1")
     b.add_argument("--calls", type=count, default=5000, help="bench policy, gan: calls per repeat")
     b.add_argument("--samples", type=count, default=200, help="bench ros: latencies per figure")
-    b.add_argument("--rl-parts", nargs="+", choices=["dqn", "sum_tree", "asterix", "ss_her", "cup", "flipper"],
-                   default=["dqn", "sum_tree", "asterix", "ss_her", "cup"],
+    b.add_argument("--rl-parts", nargs="+", choices=["dqn", "sum_tree", "asterix", "ss_her", "cup", "cup_wall", "flipper"],
+                   default=["dqn", "sum_tree", "asterix", "ss_her", "cup", "cup_wall"],
                    help="bench rl: DQN on CartPole-v1 beside stable-baselines3, the sum tree's throughput and statistics, "
-                        "DDQN + PER on Asterix RAM beside DDQN, Smart Start + HER beside Smart Start, CUP beside SAC; "
+                        "DDQN + PER on Asterix RAM beside DDQN, Smart Start + HER beside Smart Start, CUP beside SAC (cup_wall: "
+                        "behind a wall); "
                         "flipper (after make demo): DDQN + PER and CUP fine-tuning on flippers beside imitation")
     b.add_argument("--cartpole-steps", type=count, default=50_000, help="bench rl: DQN budget on CartPole-v1 (both)")
     b.add_argument("--asterix-steps", type=count, default=150_000, help="bench rl: environment steps of each Asterix run")

@@ -19,6 +19,11 @@ the sources are SAC policies for ``(0.5, 1.1)`` and ``(-0.5, 1.1)`` (related: th
 target's) and ``(0, -1.2)`` (useless: straight down), so CUP has useful and useless sources to choose from,
 as in the paper's ablation with random sources. The goal is not in the observation: each task is one MDP, as
 each of Meta-World's single-task policies is, and a source can only help through its actions.
+
+``PointGoalWall-v0`` is the harder target, the analogue of Meta-World's Push-Wall beside Push: the same goal
+behind a wall across y = 0.6 for |x| <= 0.25 (the point stops at it). Straight up, the dense reward leads into the
+wall and to a local optimum just below it (distance 0.6); the sources, trained without the wall, pass beside it
+on their way to (+-0.5, 1.1). This is where reuse should pay.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ from flipper_control.rl.common import Progress, RunResult, seed_everything
 from flipper_control.rl.sac import ActorConfig, GaussianActor, SACAgent, SACConfig, evaluate_actor, run
 
 __all__ = ["ACTOR_ARCHITECTURES", "CUPAgent", "CUPConfig", "ENVS", "PointGoalEnv", "SOURCE_GOALS", "TARGET_GOAL",
-           "gaussian_kl", "guidance_weights", "train", "train_source"]
+           "WALL", "gaussian_kl", "guidance_weights", "train", "train_source"]
 
 ALGORITHM = "cup"
-ENVS = ("PointGoal-v0",)
+ENVS = ("PointGoal-v0", "PointGoalWall-v0")
 TARGET_GOAL = (0.0, 1.2)
+WALL = (0.6, 0.25)  # PointGoalWall-v0: a wall across y = 0.6 for |x| <= 0.25
 SOURCE_GOALS = {"up-right": (0.5, 1.1), "up-left": (-0.5, 1.1), "down": (0.0, -1.2)}
 ACTOR_ARCHITECTURES = {"GaussianActor": (GaussianActor, ActorConfig)}
 
@@ -50,8 +56,10 @@ class PointGoalEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, goal: tuple[float, float] = TARGET_GOAL, horizon: int = 50, success_radius: float = 0.15):
+    def __init__(self, goal: tuple[float, float] = TARGET_GOAL, horizon: int = 50, success_radius: float = 0.15,
+                 wall: tuple[float, float] | None = None):
         self.goal = np.asarray(goal, dtype=np.float64)
+        self.wall = wall  # (y, half width): a segment across y for |x| <= half width, or None
         self.horizon, self.success_radius = horizon, success_radius
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
@@ -69,16 +77,31 @@ class PointGoalEnv(gym.Env):
     def step(self, action):
         a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         self._vel = 0.75 * self._vel + 0.25 * a  # top speed 1, i.e. 0.1 per step
-        self._pos = np.clip(self._pos + 0.1 * self._vel, -2.0, 2.0)
+        new = np.clip(self._pos + 0.1 * self._vel, -2.0, 2.0)
+        if self.wall is not None:
+            new = self._stop_at_wall(self._pos, new)
+        self._pos = new
         self._t += 1
         dist = float(np.linalg.norm(self._pos - self.goal))
         truncated = self._t >= self.horizon
         return self._obs(), -dist, False, truncated, {"success": dist < self.success_radius, "distance": dist}
 
 
-def make_point_goal(goal: tuple[float, float] = TARGET_GOAL):
-    """A factory of ``PointGoalEnv(goal)`` for ``sac.run``."""
-    return lambda: PointGoalEnv(goal)
+    def _stop_at_wall(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """``new``, or the point where the move from ``old`` meets the wall (1 mm short, vertical speed 0)."""
+        y, half = self.wall
+        if (old[1] - y) * (new[1] - y) > 0 or old[1] == new[1]:
+            return new  # no crossing of the wall's line
+        x = old[0] + (y - old[1]) / (new[1] - old[1]) * (new[0] - old[0])
+        if abs(x) > half:
+            return new  # passes beside the wall
+        self._vel[1] = 0.0
+        return np.array([new[0], y - 1e-3 * np.sign(new[1] - old[1])])
+
+
+def make_point_goal(goal: tuple[float, float] = TARGET_GOAL, wall: tuple[float, float] | None = None):
+    """A factory of ``PointGoalEnv(goal, wall=wall)`` for ``sac.run``."""
+    return lambda: PointGoalEnv(goal, wall=wall)
 
 
 @dataclass(frozen=True)
@@ -163,8 +186,10 @@ def train_source(goal: tuple[float, float], config: SACConfig, seed: int,
 
 
 def train_target(sources: list[GaussianActor], config: SACConfig, seed: int, cup: CUPConfig | None = None,
-                 progress: Progress | None = None, goal: tuple[float, float] = TARGET_GOAL) -> tuple[SACAgent, dict]:
-    """CUP on the target task with ``sources`` (plain SAC when ``sources`` is empty); returns (agent, record)."""
+                 progress: Progress | None = None, goal: tuple[float, float] = TARGET_GOAL,
+                 wall: tuple[float, float] | None = None) -> tuple[SACAgent, dict]:
+    """CUP on the target task (behind ``wall``, if given) with ``sources`` (plain SAC when ``sources`` is empty);
+    returns (agent, record)."""
     rng = seed_everything(seed)
     agent = CUPAgent(4, 2, 1.0, config, sources, cup) if sources else SACAgent(4, 2, 1.0, config)
     guided: list[float] = []
@@ -176,7 +201,7 @@ def train_target(sources: list[GaussianActor], config: SACConfig, seed: int, cup
         return info
 
     agent.update = update
-    record = run(agent, make_point_goal(goal), seed, rng, progress, label="cup" if sources else "sac")
+    record = run(agent, make_point_goal(goal, wall), seed, rng, progress, label="cup" if sources else "sac")
     record["guided_fraction"] = [float(np.mean(guided[i:i + 500])) for i in range(0, len(guided), 500)]
     return agent, record
 
@@ -192,9 +217,10 @@ def train(env_id: str, *, steps: int | None = None, seed: int = 0, out: str | Pa
     if steps is not None:
         c = SACConfig(**{**asdict(c), "total_steps": int(steps)})
     src_cfg = SACConfig(**{**asdict(c), "total_steps": source_steps})
+    wall = WALL if env_id == "PointGoalWall-v0" else None
     sources = [train_source(g, src_cfg, seed + 100 + k)[0] for k, g in enumerate(SOURCE_GOALS.values())]
-    agent, record = train_target(sources, c, seed, progress=progress)
-    returns, successes = evaluate_actor(agent.actor, make_point_goal(), 20, seed + 2_000_000)
+    agent, record = train_target(sources, c, seed, progress=progress, wall=wall)
+    returns, successes = evaluate_actor(agent.actor, make_point_goal(wall=wall), 20, seed + 2_000_000)
     if out is not None:
         save_agent(out, agent.actor, algorithm=ALGORITHM, env_id=env_id, rl={"step": c.total_steps},
                    metadata={"seed": seed, "config": c.to_dict(), "sources": SOURCE_GOALS},
