@@ -444,6 +444,11 @@ def run_node(factory: Callable[[], Any], args: list[str] | None = None) -> int:
         rclpy.spin(adapter.node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # a signal's shutdown can invalidate the context while spin builds its next wait set; rclpy then raises
+        # RCLError ("the given context is not valid") instead of ExternalShutdownException: a stop, not a crash
+        if rclpy.ok():
+            raise
     finally:
         if obj is not adapter and callable(getattr(obj, "close", None)):
             obj.close()

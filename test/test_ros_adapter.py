@@ -113,3 +113,34 @@ def test_live_parameters_decode_qos_and_diagnostics(ros_graph):  # noqa: F811
     assert name == "/probe" and level == 1 and message == "testing" and values["answer"] == "42"
     assert out["qos"]["/points"] == [["BEST_EFFORT", "VOLATILE"]]
     assert out["qos"]["/tf_static"] == [["RELIABLE", "TRANSIENT_LOCAL"]]
+
+
+SHUTDOWN_RACE_PROBE = r"""
+import json, sys
+import rclpy
+from rclpy._rclpy_pybind11 import RCLError
+from perception.dem_node import PARAM_INFO, DemNodeConfig
+from perception.ros_adapter import NodeAdapter, run_node
+
+def spin_after_shutdown(node):  # what rclpy.spin raises when a signal shuts the context down mid-spin
+    rclpy.shutdown()
+    raise RCLError("failed to initialize wait set: the given context is not valid")
+
+def spin_failing(node):  # a real error while the context is fine must still surface
+    raise RCLError("something else broke")
+
+out = {}
+rclpy.spin = spin_after_shutdown
+out["race"] = run_node(lambda: NodeAdapter("probe_a", DemNodeConfig, param_info=PARAM_INFO))
+rclpy.spin = spin_failing
+try:
+    out["failure"] = run_node(lambda: NodeAdapter("probe_b", DemNodeConfig, param_info=PARAM_INFO))
+except RCLError as exc:
+    out["failure"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_run_node_treats_a_shutdown_mid_spin_as_a_clean_stop(ros_graph):  # noqa: F811
+    out = ros_graph.run_probe(SHUTDOWN_RACE_PROBE)
+    assert out == {"race": 0, "failure": "something else broke"}
