@@ -47,7 +47,8 @@ bench: setup  # bench plan needs the policy of a finished `make demo`
 	$(VENV)/bin/flipper bench proxy --world proxy/staircase --json $(DEMO_OUT)/bench_proxy.json
 	$(VENV)/bin/flipper bench plan --policy $$(ls -d $(DEMO_OUT)/iter_*/policy.json | sort -V | tail -1 | sed 's/.json$$//') \
 		--peer ompl --json $(DEMO_OUT)/bench_plan.json
-	$(VENV)/bin/flipper bench gan --json $(DEMO_OUT)/bench_gan.json
+	$(VENV)/bin/flipper bench gan --gan $$(ls -d $(DEMO_OUT)/iter_*/gan.json | sort -V | tail -1 | sed 's/.json$$//') \
+		--paired-worlds 6 --json $(DEMO_OUT)/bench_gan.json
 	$(VENV)/bin/flipper bench ros --policy $$(ls -d $(DEMO_OUT)/iter_*/policy.json | sort -V | tail -1 | sed 's/.json$$//') \
 		--closed-loop test --json $(DEMO_OUT)/bench_ros.json
 
