@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flipper_control.rl.cup import SOURCE_GOALS, TARGET_GOAL, WALL, train_source, train_target
+from flipper_control.rl.cup import ENV_WALLS, SOURCE_GOALS, TARGET_GOAL, train_source, train_target
 from flipper_control.rl.sac import SACConfig, evaluate_actor
 from sim.io_utils import check_writable, write_bytes_atomic, write_json_atomic
 
@@ -30,8 +30,8 @@ def bench_cup(seeds: int = 2, steps: int = 3000, source_steps: int = 3000, confi
     ``wall``: the target is ``PointGoalWall-v0`` (the sources are trained without the wall either way)."""
     import torch
 
-    target_wall = WALL if wall else None
-
+    env_id = "PointGoalWall-v0" if wall else "PointGoal-v0"
+    target_wall = ENV_WALLS[env_id]
     if seeds < 1 or steps < 1 or source_steps < 1:
         raise ValueError(f"seeds, steps and source_steps must be >= 1, got {seeds}, {steps}, {source_steps}")
     base = config or SACConfig(lr=1e-3, eval_every=500)
@@ -70,7 +70,7 @@ def bench_cup(seeds: int = 2, steps: int = 3000, source_steps: int = 3000, confi
                for m, rs in runs.items()}
     return {"task": {"target_goal": list(TARGET_GOAL), "horizon": 50, "success_radius": 0.15,
                      "wall": None if target_wall is None else {"y": target_wall[0], "half_width": target_wall[1]},
-                     "env": "PointGoalWall-v0" if wall else "PointGoal-v0"},
+                     "env": env_id},
             "seeds": seeds, "steps": steps, "source_steps": source_steps, "config": base.to_dict(),
             "sources": source_report, "runs": runs, "summary": summary,
             "cup_wins_final_return": summary["cup"]["final_return_mean"] > summary["sac"]["final_return_mean"],

@@ -40,13 +40,14 @@ from flipper_control.rl.checkpoint import save_agent
 from flipper_control.rl.common import Progress, RunResult, seed_everything
 from flipper_control.rl.sac import ActorConfig, GaussianActor, SACAgent, SACConfig, evaluate_actor, run
 
-__all__ = ["ACTOR_ARCHITECTURES", "CUPAgent", "CUPConfig", "ENVS", "PointGoalEnv", "SOURCE_GOALS", "TARGET_GOAL",
+__all__ = ["ACTOR_ARCHITECTURES", "CUPAgent", "CUPConfig", "ENVS", "ENV_WALLS", "PointGoalEnv", "SOURCE_GOALS", "TARGET_GOAL",
            "WALL", "gaussian_kl", "guidance_weights", "train", "train_source"]
 
 ALGORITHM = "cup"
-ENVS = ("PointGoal-v0", "PointGoalWall-v0")
 TARGET_GOAL = (0.0, 1.2)
 WALL = (0.6, 0.25)  # PointGoalWall-v0: a wall across y = 0.6 for |x| <= 0.25
+ENV_WALLS = {"PointGoal-v0": None, "PointGoalWall-v0": WALL}  # each target task and the wall before its goal
+ENVS = tuple(ENV_WALLS)
 SOURCE_GOALS = {"up-right": (0.5, 1.1), "up-left": (-0.5, 1.1), "down": (0.0, -1.2)}
 ACTOR_ARCHITECTURES = {"GaussianActor": (GaussianActor, ActorConfig)}
 
@@ -142,6 +143,7 @@ class CUPAgent(SACAgent):
     def __init__(self, obs_dim: int, act_dim: int, action_scale: float, config: SACConfig,
                  sources: list[GaussianActor], cup: CUPConfig | None = None):
         super().__init__(obs_dim, act_dim, action_scale, config)
+        # frozen sources; .eval() is nn.Module's evaluation mode, not Python's eval
         self.sources = [s.eval().requires_grad_(False) for s in sources]
         self.cup = cup or CUPConfig()
 
@@ -217,7 +219,7 @@ def train(env_id: str, *, steps: int | None = None, seed: int = 0, out: str | Pa
     if steps is not None:
         c = SACConfig(**{**asdict(c), "total_steps": int(steps)})
     src_cfg = SACConfig(**{**asdict(c), "total_steps": source_steps})
-    wall = WALL if env_id == "PointGoalWall-v0" else None
+    wall = ENV_WALLS[env_id]
     sources = [train_source(g, src_cfg, seed + 100 + k)[0] for k, g in enumerate(SOURCE_GOALS.values())]
     agent, record = train_target(sources, c, seed, progress=progress, wall=wall)
     returns, successes = evaluate_actor(agent.actor, make_point_goal(wall=wall), 20, seed + 2_000_000)

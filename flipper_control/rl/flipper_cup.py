@@ -111,7 +111,7 @@ class PolicySource(PolicyActor):
         super().__init__(config, policy)
         self.log_std.requires_grad_(False)
         self.requires_grad_(False)
-        self.eval()
+        self.eval()  # safe: nn.Module.eval() (evaluation mode), not Python's eval
 
 
 ARCHITECTURES = {"PolicyActor": (PolicyActor, PolicyActorConfig)}
@@ -266,7 +266,7 @@ def train_flipper_cup(config: FlipperCUPConfig | None = None, seed: int = 0, out
     if evals[-1][0] != step:
         validate(step)
     actor.load_state_dict(best["state"])
-    actor.eval()
+    actor.eval()  # safe: nn.Module.eval()
     return {"actor": actor, "env_steps": step, "stopped_by": stop, "train_sim_seconds": env.sim_seconds_total,
             "val_sim_seconds": val_sim_s, "cpu_seconds": time.process_time() - cpu0,
             "wall_seconds": time.perf_counter() - t0, "best_step": best["step"], "best_val_score": best["score"],
