@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: setup demo test test-slow lint bench bench-rl clean
+.PHONY: setup demo test test-slow lint bench bench-rl bench-peers clean
 
 setup: $(STAMP)
 
@@ -52,8 +52,26 @@ bench: setup  # bench plan needs the policy of a finished `make demo`
 	$(VENV)/bin/flipper bench ros --policy $$(ls -d $(DEMO_OUT)/iter_*/policy.json | sort -V | tail -1 | sed 's/.json$$//') \
 		--closed-loop test --json $(DEMO_OUT)/bench_ros.json
 
-bench-rl: setup  # the RL toolbox on its seeds' benchmarks (about an hour on 2 cores; add --rl-parts flipper after make demo)
+# bench-rl depends on bench-peers so that tianshou's sum tree is measured beside ours in the same run (from
+# .venv-peers, in a subprocess); `flipper bench rl` run by hand uses .venv-peers when it is there and says
+# `make bench-peers` when it is not.
+bench-rl: setup bench-peers  # the RL toolbox on its seeds' benchmarks (about an hour on 2 cores; add --rl-parts flipper after make demo)
 	$(VENV)/bin/flipper bench rl --json $(DEMO_OUT)/bench_rl.json
 
+# Peer venv for the bench's peers that cannot go into .venv: tianshou (requirements-peers.txt explains why). Same
+# torch, pinned on every install line so that nothing pulls another build; our package editable, without deps.
+PEERS       := .venv-peers
+PEERS_PY    := $(PEERS)/bin/python
+PEERS_STAMP := $(PEERS)/.installed
+
+bench-peers: $(PEERS_STAMP)
+
+$(PEERS_STAMP): requirements-peers.txt setup.py pyproject.toml
+	@test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS)
+	$(PEERS_PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PEERS_PY) -m pip install -q --disable-pip-version-check -r requirements-peers.txt torch==2.13.0
+	$(PEERS_PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(PEERS_STAMP)
+
 clean:
-	rm -rf $(VENV) build *.egg-info $(DEMO_OUT)
+	rm -rf $(VENV) $(PEERS) build *.egg-info $(DEMO_OUT)

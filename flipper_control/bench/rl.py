@@ -5,8 +5,9 @@
   (greedy evaluations of 10 episodes every 2,500 steps on the same starts, the best weights kept, a target
   confirmed over 100 episodes on other starts, the same for both);
 - ``sum_tree``: sample + update throughput of our sum tree (batches of 32 from 2**17 and 2**20 slots) beside a
-  straightforward numpy baseline (a cumulative sum and a binary search over all priorities per batch, O(n)) and,
-  where it is installed, tianshou's ``PrioritizedReplayBuffer``; plus a chi-square test that sampling
+  straightforward numpy baseline (a cumulative sum and a binary search over all priorities per batch, O(n)) and
+  tianshou's ``PrioritizedReplayBuffer``, in process where it is installed, else from the peer venv .venv-peers
+  (``make bench-peers``, ``bench.rl_peer_tianshou`` in a subprocess); plus a chi-square test that sampling
   frequencies follow the priorities;
 - ``asterix``: DDQN + PER on Asterix RAM (seed 004's agent, seed 1337) beside DDQN with uniform replay at the
   same budget of environment steps; the mean training-episode score is seed 004's metric (its best: 587.2 over
@@ -21,8 +22,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -93,8 +98,49 @@ def _naive_sample(priorities: np.ndarray, batch: int, rng: np.random.Generator) 
     return np.minimum(np.searchsorted(cum, rng.random(batch) * cum[-1], side="right"), len(priorities) - 1)
 
 
+PEER_PYTHON_ENV = "FLIPPER_PEER_PYTHON"  # overrides the peer venv's python (.venv-peers/bin/python at the repo root)
+PEER_TIMEOUT_S = 900.0  # per capacity; 2**20 slots take ~1.5 min (filling tianshou's buffer one transition at a time)
+
+
+def peer_python() -> tuple[Path | None, str]:
+    """The python of the peer venv (``make bench-peers``) and how to name it: $FLIPPER_PEER_PYTHON if set, else
+    .venv-peers/bin/python at the root of the source tree this package was imported from (None if absent)."""
+    env = os.environ.get(PEER_PYTHON_ENV)
+    if env:
+        return Path(env), f"peer python {env} (${PEER_PYTHON_ENV})"
+    exe = Path(__file__).resolve().parents[2] / ".venv-peers" / "bin" / "python"
+    return (exe if exe.exists() else None), "peer venv .venv-peers"
+
+
+def _tianshou_in_peer(python: Path, where: str, capacity: int, batch: int, rounds: int, seed: int,
+                      timeout_s: float = PEER_TIMEOUT_S) -> dict:
+    """Run ``bench.rl_peer_tianshou`` with the peer venv's python; its figures, or ``tianshou_error`` saying why not."""
+    if not python.exists():
+        return {"tianshou_error": f"{where}: {python} does not exist (make bench-peers builds .venv-peers)"}
+    cmd = [str(python), "-m", "flipper_control.bench.rl_peer_tianshou", "--capacity", str(capacity),
+           "--batch", str(batch), "--rounds", str(rounds), "--seed", str(seed)]
+    root = str(Path(__file__).resolve().parents[2])  # this source tree's module, whatever the peer venv has installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=root)
+    except subprocess.TimeoutExpired:
+        return {"tianshou_error": f"{where}: no answer within {timeout_s:g} s ({' '.join(cmd[1:])})"}
+    except OSError as e:
+        return {"tianshou_error": f"{where}: could not start {python}: {e}"}
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip())[-600:]
+        return {"tianshou_error": f"{where}: {python} exited with code {proc.returncode}: {tail}"}
+    try:
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        return {"tianshou_batches_per_s": float(r["tianshou_batches_per_s"]), "tianshou_version": str(r["tianshou_version"]),
+                "tianshou_where": where}
+    except (IndexError, ValueError, KeyError, TypeError) as e:
+        return {"tianshou_error": f"{where}: unreadable answer ({type(e).__name__}: {e}): {proc.stdout.strip()[-300:]!r}"}
+
+
 def _throughput(capacity: int, batch: int, rounds: int, rng: np.random.Generator) -> dict:
-    """Batches per second of sample + update at one capacity: ours, the numpy baseline, tianshou if installed."""
+    """Batches per second of sample + update at one capacity: ours, the numpy baseline, and tianshou: in process
+    if it is importable, else from the peer venv (``peer_python``) in a subprocess, else None."""
     from flipper_control.rl.sum_tree import SumTree
 
     init = rng.random(capacity) + 0.01
@@ -115,18 +161,17 @@ def _throughput(capacity: int, batch: int, rounds: int, rng: np.random.Generator
     out = {"capacity": capacity, "ours_batches_per_s": ours, "naive_numpy_batches_per_s": naive,
            "speedup_vs_naive": ours / naive, "tianshou_batches_per_s": None}
     try:
-        from tianshou.data import Batch as TsBatch
-        from tianshou.data import PrioritizedReplayBuffer
+        import tianshou.data  # noqa: F401  (in this interpreter: measured in process, as before the peer venv)
     except ImportError:
+        python, where = peer_python()
+        if python is not None:
+            out.update(_tianshou_in_peer(python, where, capacity, batch, rounds, seed=int(rng.integers(2**31))))
         return out
-    buf = PrioritizedReplayBuffer(capacity, alpha=1.0, beta=0.4)
-    for _ in range(capacity):
-        buf.add(TsBatch(obs=0, act=0, rew=0.0, terminated=False, truncated=False, obs_next=0, info={}))
-    t0 = time.perf_counter()
-    for _ in range(rounds):
-        _, idx = buf.sample(batch)
-        buf.update_weight(idx, rng.random(batch) + 0.01)
-    out["tianshou_batches_per_s"] = rounds / (time.perf_counter() - t0)
+    from flipper_control.bench.rl_peer_tianshou import tianshou_throughput
+
+    r = tianshou_throughput(capacity, batch, rounds, rng)
+    out.update(tianshou_batches_per_s=r["tianshou_batches_per_s"], tianshou_version=r["tianshou_version"],
+               tianshou_where="in process")
     return out
 
 
@@ -140,9 +185,13 @@ def bench_sum_tree(capacities: tuple[int, ...] = (2**17, 2**20), batch: int = 32
 
     rng = np.random.default_rng(seed)
     out: dict = {"batch": batch, "throughput": [_throughput(c, batch, rounds, rng) for c in capacities]}
-    if out["throughput"][0]["tianshou_batches_per_s"] is None:
-        out["tianshou"] = ("not installed: tianshou 2.0.1 would pull 18 packages (numba, pandas, tensorboard, ...) and "
-                           "downgrade filelock 4.3.1 -> 3.32.7, a torch dependency; the numpy baseline stands in")
+    errors = [t["tianshou_error"] for t in out["throughput"] if "tianshou_error" in t]
+    if errors:
+        out["tianshou"] = "failed: " + "; ".join(dict.fromkeys(errors))
+    elif out["throughput"][0]["tianshou_batches_per_s"] is None:
+        out["tianshou"] = ("not installed: run `make bench-peers` (tianshou 2.0.1 goes into its own venv, .venv-peers: "
+                           "it would pull 18 packages into .venv and downgrade filelock 4.3.1 -> 3.32.7, a torch "
+                           "dependency); the numpy baseline stands in")
     # statistics: 200,000 independent draws from 64 slots of random priorities, chi-square against the priorities
     small = SumTree(64)
     p = rng.random(64) + 0.05
@@ -236,6 +285,9 @@ def print_bench_rl(r: dict) -> None:
             print(f"    {t['capacity']:8d} slots: ours {t['ours_batches_per_s']:7.0f}   numpy cumsum + searchsorted (baseline) "
                   f"{t['naive_numpy_batches_per_s']:7.0f} ({t['speedup_vs_naive']:.1f}x)"
                   + (f"   tianshou {ts:7.0f}" if ts else ""))
+        peer = next((t for t in s["throughput"] if t.get("tianshou_batches_per_s")), None)
+        if peer is not None:
+            print(f"    tianshou {peer['tianshou_version']}'s PrioritizedReplayBuffer, measured {peer['tianshou_where']}")
         if "tianshou" in s:
             print(f"    tianshou: {s['tianshou']}")
         c = s["chi_square"]
@@ -277,7 +329,6 @@ def print_bench_rl(r: dict) -> None:
 
 
 if __name__ == "__main__":  # measurements without the command: python -m flipper_control.bench.rl [parts...]
-    import json
     import sys
 
     result = bench_rl(tuple(sys.argv[1:]) or DEFAULT_PARTS)
