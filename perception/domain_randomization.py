@@ -51,7 +51,7 @@ from sim.config_io import config_from_mapping
 from sim.dem import DemSpec
 from sim.robot import RobotSpec
 
-__all__ = ["LIDAR_X", "LIDAR_Z", "DomainRandomization", "occlusion_mask", "randomize"]
+__all__ = ["LIDAR_X", "LIDAR_Z", "DomainRandomization", "geometric_occlusion", "occlusion_mask", "randomize"]
 
 _ROBOT = RobotSpec()
 _DEM = DemSpec()
@@ -123,6 +123,9 @@ class DomainRandomization:
         return config_from_mapping(cls, data, "domain randomization config")
 
 
+_DEFAULT_CONFIG = DomainRandomization()  # built once: validating a config costs more than one DEM's occlusion test
+
+
 def _dems(dems: Any) -> np.ndarray:
     try:
         a = np.asarray(dems)
@@ -155,7 +158,7 @@ def occlusion_mask(dems: Any, sensor_x: Any, sensor_z: Any, config: DomainRandom
     the stretch between sensor and target). Rays to the side columns run slightly diagonally; treating each
     column as its own profile ignores that (the DEM is 0.5 m wide). NaN cells neither occlude nor are judged.
     """
-    cfg = config or DomainRandomization()
+    cfg = config or _DEFAULT_CONFIG
     h = _dems(dems).astype(np.float64)
     n = len(h)
     try:
@@ -166,19 +169,26 @@ def occlusion_mask(dems: Any, sensor_x: Any, sensor_z: Any, config: DomainRandom
                          f"{np.shape(sensor_x)} and {np.shape(sensor_z)}") from None
     if not (np.isfinite(sx).all() and np.isfinite(sz).all()):
         raise ValueError("sensor_x and sensor_z must be finite")
-    # chunks of DEMs bound the (chunk, rows, rows) temporaries (a few MB each) for any set size
-    step = 4096
-    return np.concatenate([_occluded(h[i:i + step], sx[i:i + step], sz[i:i + step], cfg) for i in range(0, n, step)])
+    return _occluded_chunks(h, sx, sz, cfg)
+
+
+def _occluded_chunks(h: np.ndarray, sx: np.ndarray, sz: np.ndarray, cfg: DomainRandomization) -> np.ndarray:
+    # chunks of DEMs bound the (chunk, rows, rows, cols) temporaries (16 MB each at 1024 DEMs of 20 x 5)
+    step = 1024
+    if len(h) <= step:
+        return _occluded(h, sx, sz, cfg)
+    return np.concatenate([_occluded(h[i:i + step], sx[i:i + step], sz[i:i + step], cfg) for i in range(0, len(h), step)])
 
 
 def _occluded(h: np.ndarray, sx: np.ndarray, sz: np.ndarray, cfg: DomainRandomization) -> np.ndarray:
-    """``occlusion_mask`` on validated float64 DEMs (n, rows, cols) and sensor positions (n,)."""
+    """``occlusion_mask`` on validated float64 DEMs (n, rows, cols) and sensor positions (n,). All columns at once:
+    for one DEM (the generator's hint, per control step) the cost is the number of numpy calls, not their size."""
     rows = h.shape[1]
     r = cfg.resolution
     x_hi = cfg.front - np.arange(rows) * r  # front edge of each row
     x_lo = x_hi - r
     xc = x_hi - r / 2
-    # target t (axis 1), occluder k (axis 2): the part of k's extent between the sensor and t's centre
+    # target t (axis 1), occluder k (axis 2), column (axis 3): the part of k's extent between the sensor and t's centre
     sxb = sx[:, None, None]
     near = np.minimum(sxb, xc[None, :, None])
     far = np.maximum(sxb, xc[None, :, None])
@@ -187,16 +197,28 @@ def _occluded(h: np.ndarray, sx: np.ndarray, sz: np.ndarray, cfg: DomainRandomiz
     between = (a < b) & (np.arange(rows)[None, :, None] != np.arange(rows)[None, None, :])
     dx = xc[None, :, None] - sxb  # (n, t, 1)
     dx = np.where(np.abs(dx) < 1e-9, 1e-9, dx)  # a target right under the sensor: no occluder lies between
-    hidden = np.zeros(h.shape, dtype=bool)
-    for c in range(h.shape[2]):  # 5 columns: a loop keeps the (n, rows, rows) temporaries small
-        ht = h[:, :, c][:, :, None]  # target heights (n, t, 1)
-        hk = h[:, :, c][:, None, :]  # occluder heights (n, 1, k)
-        slope = (ht - sz[:, None, None]) / dx
-        # the line is straight, so its lowest point over [a, b] is at one end
-        line = np.minimum(sz[:, None, None] + slope * (a - sxb), sz[:, None, None] + slope * (b - sxb))
-        blocked = between & (hk > line + cfg.occlusion_margin)  # NaN occluders compare False
-        hidden[:, :, c] = blocked.any(axis=2) & ~np.isnan(h[:, :, c])
-    return hidden
+    szb = sz[:, None, None, None]
+    slope = (h[:, :, None, :] - szb) / dx[..., None]  # from the sensor to each target's top, (n, t, 1, cols)
+    # the line is straight, so its lowest point over [a, b] is at one end
+    line = szb + np.minimum(slope * (a - sxb)[..., None], slope * (b - sxb)[..., None])
+    blocked = between[..., None] & (h[:, None, :, :] > line + cfg.occlusion_margin)  # NaN occluders compare False
+    return blocked.any(axis=2) & ~np.isnan(h)
+
+
+def _pitched_sensor(x_mount: Any, z_mount: Any, pitch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mount (``x_mount``, ``z_mount``) in the gravity-aligned DEM frame of a robot pitched by ``pitch`` (rad,
+    > 0 nose down: the mast tilts forward and lowers)."""
+    return (x_mount * np.cos(pitch) + z_mount * np.sin(pitch), -x_mount * np.sin(pitch) + z_mount * np.cos(pitch))
+
+
+def geometric_occlusion(dems: Any, pitch: Any = None, config: DomainRandomization | None = None) -> np.ndarray:
+    """``occlusion_mask`` from the nominal mount (``config.sensor_x``, ``config.sensor_z``, no jitter) turned by
+    each DEM's ``pitch`` (N,) (rad, > 0 nose down; None: level): which cells the terrain itself hides from the
+    lidar. Deterministic; the CycleGAN's generator takes it as a hint (``GanConfig.occlusion_hint``)."""
+    cfg = config or _DEFAULT_CONFIG
+    h = _dems(dems).astype(np.float64)
+    sx, sz = _pitched_sensor(cfg.sensor_x, cfg.sensor_z, _pitch(pitch, len(h)))  # finite: the pitch is checked
+    return _occluded_chunks(h, sx, sz, cfg)
 
 
 def randomize(dems: Any, rng: np.random.Generator, config: DomainRandomization | None = None,
@@ -209,7 +231,7 @@ def randomize(dems: Any, rng: np.random.Generator, config: DomainRandomization |
     """
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
-    cfg = config or DomainRandomization()
+    cfg = config or _DEFAULT_CONFIG
     src = _dems(dems)
     n, rows, cols = src.shape
     p = _pitch(pitch, n)
@@ -217,10 +239,8 @@ def randomize(dems: Any, rng: np.random.Generator, config: DomainRandomization |
     hide = np.isnan(out)
 
     if cfg.occlusion_prob > 0:
-        # the mount turned by the pitch (nose down > 0 tilts the mast forward and lowers it)
         z_mount = cfg.sensor_z + rng.uniform(-cfg.sensor_z_jitter, cfg.sensor_z_jitter, n)
-        sx = cfg.sensor_x * np.cos(p) + z_mount * np.sin(p)
-        sz = -cfg.sensor_x * np.sin(p) + z_mount * np.cos(p)
+        sx, sz = _pitched_sensor(cfg.sensor_x, z_mount, p)
         on = rng.random(n) < cfg.occlusion_prob
         if on.any():
             occluded = occlusion_mask(src[on], sx[on], sz[on], cfg)

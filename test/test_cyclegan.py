@@ -1,10 +1,11 @@
 """The DEM CycleGAN (perception.cyclegan, perception.gan_training): representation, identity start, the
-straight-through mask, G's noise input and its reproducible draws, checkpoints (old ones too), training that
+straight-through mask, G's noise input and its reproducible draws, the occlusion hint, checkpoints (old ones too), training that
 learns a known NaN pattern, the policy-aware task term (lambda_task), and bad input."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from flipper_control.checkpoint import save_policy
 from flipper_control.learning.transfer_tasks import PolicyTaskModel, action_gap
 from flipper_control.policy import NanAwarePolicy, PolicyConfig
 from perception.cyclegan import CycleGan, GanConfig, SimToReal, decode, dem_noise, encode, load_gan, save_gan
+from perception.domain_randomization import geometric_occlusion
 from perception.gan_training import (
     GanData,
     GanDivergedError,
@@ -67,6 +69,36 @@ def test_a_fresh_generator_is_exactly_the_identity_whatever_the_noise():
         assert torch.equal(out.channels, channels) and torch.equal(out.scalars, s)
     with pytest.raises(ValueError, match=r"noise must have shape \(32, 1, 20, 5\)"):
         gan.g(channels, s, loud[:, :, :10])
+
+
+def _drops(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A drop of 0.2-0.5 m at a random row ahead (the terrain that hides cells from the lidar), some cells NaN."""
+    dems = rng.normal(0.0, 0.01, (n, 20, 5)).astype(np.float32)
+    for i, edge in enumerate(rng.integers(2, 12, n)):
+        dems[i, :edge] -= rng.uniform(0.2, 0.5)
+    dems[rng.random(dems.shape) < 0.05] = np.nan
+    return dems, np.column_stack([rng.uniform(-0.2, 0.2, (n, 1)), np.zeros((n, 5))]).astype(np.float32)
+
+
+def test_the_occlusion_hint_is_the_terrains_shadow_and_a_fresh_generator_stays_the_identity():
+    config = replace(SMALL, occlusion_hint=True)
+    gan = CycleGan(config)
+    assert gan.g.occlusion_hint and not gan.g_s.occlusion_hint  # the simulator has no lidar shadow to add
+    dems, scalars = _drops(24, np.random.default_rng(3))
+    np.testing.assert_array_equal(SimToReal(gan.g).transform(dems, scalars), dems)
+    channels, s = encode(torch.from_numpy(dems), torch.from_numpy(scalars), config.height_scale)
+    hint = gan.g.hint(channels, s)[:, 0].numpy() == 1.0
+    shadow = geometric_occlusion(dems, scalars[:, 0])
+    assert shadow.sum() > 24  # the drops do hide cells, so the comparison below means something
+    np.testing.assert_array_equal(hint, shadow)
+    # the plumbing: a G that trusts the hint fully (mask output -10 x hint) hides exactly the shadowed cells
+    cells, features = config.cells, config.channels * config.cells + config.n_scalars
+    hint_columns = slice(features + config.noise_channels * cells, features + (config.noise_channels + 1) * cells)
+    with torch.no_grad():
+        gan.g.fc.weight[cells:2 * cells, hint_columns] = -10.0 * torch.eye(cells)
+    out = SimToReal(gan.g).transform(dems, scalars)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(dems) | shadow)
+    np.testing.assert_array_equal(out[~np.isnan(out)], dems[~np.isnan(out)])
 
 
 def _noisy_generator() -> CycleGan:
@@ -192,10 +224,11 @@ def test_a_checkpoint_from_before_the_noise_input_loads_as_the_deterministic_gen
     old = GanConfig(channels=4, conv_layers=2, disc_hidden=16, noise_channels=0)
     save_gan(tmp_path / "old", CycleGan(old))
     sidecar = json.loads((tmp_path / "old.json").read_text())
-    del sidecar["config"]["noise_channels"]  # what a sidecar written before the field holds
+    del sidecar["config"]["noise_channels"]  # what a sidecar written before the fields holds
+    del sidecar["config"]["occlusion_hint"]
     (tmp_path / "old.json").write_text(json.dumps(sidecar))
     loaded, _ = load_gan(tmp_path / "old")
-    assert loaded.config == old and loaded.g.noise_channels == 0
+    assert loaded.config == old and loaded.g.noise_channels == 0 and loaded.g.occlusion_hint is False
     rng = np.random.default_rng(8)
     dems, scalars = _dems(4, rng)
     np.testing.assert_array_equal(SimToReal(loaded.g).transform(dems, scalars), dems)
@@ -215,8 +248,11 @@ def test_split_keeps_trajectories_whole():
 
 
 def test_config_bounds_and_parameter_count():
-    for config in (GanConfig(), GanConfig(noise_channels=0), GanConfig(noise_channels=3)):
+    for config in (GanConfig(), GanConfig(noise_channels=0), GanConfig(noise_channels=3),
+                   GanConfig(occlusion_hint=True), GanConfig(noise_channels=0, occlusion_hint=True)):
         assert config.parameter_count() == sum(p.numel() for p in CycleGan(config).parameters())
+    with pytest.raises(ValueError, match="occlusion_hint must be true or false"):
+        GanConfig(occlusion_hint="yes")
     with pytest.raises(ValueError, match="kernel must be an odd integer"):
         GanConfig(kernel=4)
     with pytest.raises(ValueError, match=r"noise_channels must be an integer in \[0, 8\]"):

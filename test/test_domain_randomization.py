@@ -13,7 +13,14 @@ import math
 import numpy as np
 import pytest
 
-from perception.domain_randomization import LIDAR_X, LIDAR_Z, DomainRandomization, occlusion_mask, randomize
+from perception.domain_randomization import (
+    LIDAR_X,
+    LIDAR_Z,
+    DomainRandomization,
+    geometric_occlusion,
+    occlusion_mask,
+    randomize,
+)
 
 XC = 1.3 - (np.arange(20) + 0.5) * 0.1  # row centres, metres ahead of base_link
 GROUND = -0.09
@@ -89,6 +96,17 @@ def test_occlusion_behind_a_drop():
     # a set larger than one chunk of the computation (4096 DEMs) gives every DEM the same answer
     big = occlusion_mask(_dem(STEP_DOWN, 4100), LIDAR_X, LIDAR_Z, ONLY_OCCLUSION)
     assert (big == big[0]).all() and np.flatnonzero(big[-1].all(axis=1)).tolist() == [5, 6, 7]
+
+
+def test_geometric_occlusion_is_the_nominal_mounts_shadow_turned_by_the_pitch():
+    """The CycleGAN's hint: the same shadow as above, without jitter or randomness, per DEM's pitch."""
+    dems = _dem(STEP_DOWN, 3)
+    hidden = geometric_occlusion(dems, np.array([0.0, -0.3, 0.0]))
+    assert [np.flatnonzero(h.all(axis=1)).tolist() for h in hidden] == [[5, 6, 7], [4, 5, 6, 7], [5, 6, 7]]
+    np.testing.assert_array_equal(geometric_occlusion(dems), geometric_occlusion(dems, np.zeros(3)))
+    assert not geometric_occlusion(_dem(FLAT, 2)).any()
+    with pytest.raises(ValueError, match="pitch must be 3 finite angles"):
+        geometric_occlusion(dems, np.array([0.0, np.nan, 0.0]))
 
 
 def test_occlusion_keeps_a_step_up_in_view_and_hides_behind_a_wall():
