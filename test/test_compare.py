@@ -234,6 +234,14 @@ def test_config_differences_name_the_dotted_field():
     assert config_differences(a, b, ("seed", "transfer.gan")) == []
 
 
+def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviour():
+    old = {"transfer": {"mode": "gan", "gan": {"epochs": 20, "gan": {"channels": 16}}}}
+    new = {"transfer": {"mode": "gan", "gan": {"epochs": 20, "gan": {"channels": 16, "occlusion_hint": False}}}}
+    hinted = {"transfer": {"mode": "gan", "gan": {"epochs": 20, "gan": {"channels": 16, "occlusion_hint": True}}}}
+    assert config_differences(old, new) == []
+    assert config_differences(old, hinted) == ["transfer.gan.gan.occlusion_hint: false vs true"]
+
+
 @pytest.mark.slow
 def test_compare_reads_real_tiny_loop_runs(tmp_path):
     """Two real (tiny) identity-mode loop runs, seeds 0 and 1: the comparison reads the format the loop writes today."""

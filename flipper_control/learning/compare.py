@@ -30,6 +30,9 @@ SIM_GAP = 0.3  # issue 15: the proxy test total within 0.3 of the run's own simu
 DRIVING_MIN = 35.0  # issue 15: at most 35 minutes of proxy driving over a whole loop
 NOT_COMPARED = ("executor", "workers", "ray_address", "seed")  # where tasks run does not change results; seed is the spread
 EPS = 1e-6  # scores are rounded to 4 decimals: 6.5 - 6.2 must count as 0.3
+# config fields added after runs were recorded, with the value that reproduces what a run without the field did: an
+# absent field equals that value (any other value is a real difference)
+ADDED_FIELDS = {"transfer.gan.gan.occlusion_hint": False}
 
 
 # ------------------------------------------------------------------------------------------ reading one run
@@ -140,12 +143,13 @@ def _summary(run: Path, config: dict, report: dict, has_report: bool) -> dict:
 # ------------------------------------------------------------------------------------------ configurations
 def config_differences(a: dict, b: dict, ignore: tuple[str, ...] = NOT_COMPARED, prefix: str = "") -> list[str]:
     """``dotted.key: A vs B`` for every leaf where two recorded configs differ (``absent``: the field is not in that
-    config, e.g. recorded by an older version), skipping the top-level keys in ``ignore``."""
+    config, e.g. recorded by an older version; for a field in ``ADDED_FIELDS`` absent means its value there),
+    skipping the top-level keys in ``ignore``."""
     rows = []
     for key in sorted(set(a) | set(b)):
         if prefix + key in ignore:
             continue
-        x, y = a.get(key, "absent"), b.get(key, "absent")
+        x, y = (c.get(key, ADDED_FIELDS.get(prefix + key, "absent")) for c in (a, b))
         if isinstance(x, dict) and isinstance(y, dict):
             rows += config_differences(x, y, ignore, f"{prefix}{key}.")
         elif x != y:
