@@ -54,8 +54,8 @@ from perception.domain_randomization import geometric_occlusion
 from sim.checkpoint_io import load_module, save_module
 from sim.config_io import config_from_mapping
 
-__all__ = ["CycleGan", "Discriminator", "GanConfig", "Generator", "GeneratorOutput", "SimToReal", "decode", "dem_noise", "encode",
-           "hint_plane", "load_gan", "save_gan"]
+__all__ = ["LEGACY_FIELDS", "CycleGan", "Discriminator", "GanConfig", "Generator", "GeneratorOutput", "SimToReal", "decode",
+           "dem_noise", "encode", "hint_plane", "load_gan", "save_gan"]
 
 # A bound on what a config (or a checkpoint's sidecar) may ask for: building the networks allocates the weights.
 MAX_PARAMETERS = 20_000_000
@@ -140,7 +140,7 @@ class GanConfig:
 
 
 # fields a checkpoint's sidecar may lack, with the value that gives the architecture it was written with
-_LEGACY = {"noise_channels": 0, "occlusion_hint": False}
+LEGACY_FIELDS = {"noise_channels": 0, "occlusion_hint": False}
 
 
 class _SavedGanConfig:
@@ -151,7 +151,7 @@ class _SavedGanConfig:
     @staticmethod
     def from_dict(data: dict[str, Any]) -> GanConfig:
         if isinstance(data, dict):
-            data = {**_LEGACY, **data}
+            data = {**LEGACY_FIELDS, **data}
         return GanConfig.from_dict(data)
 
 

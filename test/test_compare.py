@@ -16,10 +16,11 @@ import pytest
 from tiny_loop import tiny_loop
 
 from flipper_control.cli import main
-from flipper_control.learning.compare import compare_runs, config_differences
+from flipper_control.learning.compare import ADDED_FIELDS, compare_runs, config_differences
 from flipper_control.learning.loop import LoopConfig, run_loop
 from flipper_control.learning.report import render_markdown
 from flipper_control.learning.transfer import collection_entry
+from perception.cyclegan import LEGACY_FIELDS
 from sim.io_utils import write_json_atomic, write_text_atomic
 from sim.world_sets import resolve_worlds
 
@@ -240,6 +241,9 @@ def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviou
     hinted = {"transfer": {"mode": "gan", "gan": {"epochs": 20, "gan": {"channels": 16, "occlusion_hint": True}}}}
     assert config_differences(old, new) == []
     assert config_differences(old, hinted) == ["transfer.gan.gan.occlusion_hint: false vs true"]
+    # the GAN's added fields are exactly those an old checkpoint may lack, with the same meaning
+    gan_fields = {k.removeprefix("transfer.gan.gan."): v for k, v in ADDED_FIELDS.items() if k.startswith("transfer.gan.gan.")}
+    assert gan_fields == LEGACY_FIELDS
 
 
 @pytest.mark.slow
