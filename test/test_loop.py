@@ -408,3 +408,5 @@ def test_full_yaml_is_seed_000_scale():
     assert full.executor == "process"
     # what the README says it trains on, and the per-epoch cap that keeps later iterations as cheap as early ones
     assert full.training_set == "half_steep" and full.imitation.samples_per_epoch == 50_000
+    # Algorithm 1 at full scale: the GAN, and the 5 proxy runs per world
+    assert full.transfer is not None and full.transfer.mode == "gan" and full.transfer.proxy_eval_runs == 5
