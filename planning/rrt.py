@@ -47,6 +47,7 @@ __all__ = ["PlannerConfig", "plan", "Guide", "DEFAULT_MAX_DELAY_S", "allowed_del
 
 Guide = Callable[[Observation], np.ndarray]  # a policy: observation -> four flipper targets
 
+GUIDE_RANGES = ("robot", "actions")  # PlannerConfig.guide_range
 DEFAULT_MAX_DELAY_S = 3.5  # PlannerConfig.max_delay_s; the OMPL peer and the bench use the same default
 
 
@@ -77,6 +78,10 @@ class PlannerConfig:
     # make the search much slower than unguided planning. The first dive always follows the guide: where the
     # guide is good, the plan is the guide's and costs about the path length.
     random_dive: float = 0.5
+    # guided: where the guide's own output may lie. "robot": anywhere in the joint range (the policy's); "actions":
+    # clipped per joint to the range of the action set's postures, so that a guide extrapolating on a state unlike
+    # its training data (rear flippers straight up, say) cannot turn that posture into a label of the next policy.
+    guide_range: str = "robot"
     smart_start: SmartStartConfig = field(default_factory=SmartStartConfig)
 
     def __post_init__(self) -> None:
@@ -88,6 +93,8 @@ class PlannerConfig:
         for name in ("guide_prob", "extend_new", "random_dive"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"PlannerConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.guide_range not in GUIDE_RANGES:
+            raise ValueError(f"PlannerConfig.guide_range must be one of {', '.join(GUIDE_RANGES)}, got {self.guide_range!r}")
         if self.max_delay_s is not None and not self.max_delay_s > 0.0:
             raise ValueError(f"PlannerConfig.max_delay_s must be > 0 seconds or null, got {self.max_delay_s}")
         if not 0.0 < self.record_dt:
@@ -173,6 +180,9 @@ class _Planner:
             order = self.rng.permutation(len(acts))
             return [acts[i] for i in order]
         target = np.asarray(self.guide(obs), dtype=float)
+        if self.config.guide_range == "actions":
+            postures = self.actions.array
+            target = np.clip(target, postures.min(axis=0), postures.max(axis=0))
         acts = [a for a in acts if not np.array_equal(a, target)]  # the guide's own output is offered once
         order = np.argsort([float(np.sum((a - target) ** 2)) for a in acts], kind="stable")
         return [target] + [acts[i] for i in order]

@@ -21,6 +21,7 @@ from flipper_control.learning.loop import LoopConfig, run_loop
 from flipper_control.learning.report import render_markdown
 from flipper_control.learning.transfer import collection_entry
 from perception.cyclegan import LEGACY_FIELDS
+from planning.rrt import PlannerConfig
 from sim.io_utils import write_json_atomic, write_text_atomic
 from sim.world_sets import resolve_worlds
 
@@ -244,6 +245,11 @@ def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviou
     # the GAN's added fields are exactly those an old checkpoint may lack, with the same meaning
     gan_fields = {k.removeprefix("transfer.gan.gan."): v for k, v in ADDED_FIELDS.items() if k.startswith("transfer.gan.gan.")}
     assert gan_fields == LEGACY_FIELDS
+    # the planner's guide_range: absent in older runs means the guide's output unclipped (today's default)
+    assert config_differences({"guided": {"max_cpu_s": 60}}, {"guided": {"max_cpu_s": 60, "guide_range": "robot"}}) == []
+    clipped = config_differences({"guided": {}}, {"guided": {"guide_range": "actions"}})
+    assert clipped == ['guided.guide_range: "robot" vs "actions"']
+    assert ADDED_FIELDS["guided.guide_range"] == PlannerConfig().guide_range
 
 
 @pytest.mark.slow

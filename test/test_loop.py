@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -338,6 +339,13 @@ def test_config_round_trips_through_to_dict_and_json():
     assert LoopConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert isinstance(config.coarse, PlannerConfig) and isinstance(config.imitation, ImitationConfig)
     assert config.eval_worlds == tuple(EVAL_WORLDS)
+
+
+def test_a_planner_section_changes_only_the_fields_it_names():
+    config = LoopConfig.from_dict({"guided": {"guide_range": "actions"}, "coarse": {"max_cpu_s": 12.0}})
+    assert config.guided == replace(LoopConfig().guided, guide_range="actions")  # still the fine set, its budgets
+    assert config.guided.action_set == "fine"
+    assert config.coarse == replace(LoopConfig().coarse, max_cpu_s=12.0)
 
 
 def test_unknown_keys_are_named():

@@ -339,6 +339,22 @@ def test_guided_candidates_are_ordered_by_distance_to_the_guide(sim, worlds):
     assert dist == sorted(dist) and len(cands) == len(COARSE) + 1
 
 
+def test_guide_range_actions_clips_the_guide_to_the_action_sets_postures(sim, worlds):
+    wild = np.array([1.5, -1.0, 1.5, -1.0])  # inside the joint range, outside every coarse posture
+    robot = _Planner(sim, worlds["flat"], SEED, PlannerConfig(), FixedController(tuple(wild)).act)
+    np.testing.assert_array_equal(robot._candidates(sim.reset(worlds["flat"], seed=SEED))[0], wild)
+    clipped = _Planner(sim, worlds["flat"], SEED, PlannerConfig(guide_range="actions"), FixedController(tuple(wild)).act)
+    cands = clipped._candidates(sim.reset(worlds["flat"], seed=SEED))
+    lo, hi = COARSE.array.min(axis=0), COARSE.array.max(axis=0)
+    np.testing.assert_array_equal(cands[0], [hi[0], lo[1], hi[2], lo[3]])
+    assert all(np.all(c >= lo) and np.all(c <= hi) for c in cands)
+    inside = np.array([0.5, 0.5, -0.1, -0.1])  # a guide inside the range is offered as it is
+    within = _Planner(sim, worlds["flat"], SEED, PlannerConfig(guide_range="actions"), FixedController(tuple(inside)).act)
+    np.testing.assert_array_equal(within._candidates(sim.reset(worlds["flat"], seed=SEED))[0], inside)
+    with pytest.raises(ValueError, match="guide_range must be one of robot, actions"):
+        PlannerConfig(guide_range="joints")
+
+
 def test_guide_equal_to_a_set_action_is_not_tried_twice():
     """Every expansion from the root fails: the root should be exhausted after one try per distinct action."""
     sim = _strict(stuck_time=0.5, stuck_distance=1.0)

@@ -75,8 +75,11 @@ class LoopConfig:
     transfer: TransferConfig | None = None  # the sim-to-real half of Algorithm 1 (learning.transfer); None: sim only
 
     def __post_init__(self) -> None:
-        conv = {"coarse": PlannerConfig.from_dict, "guided": PlannerConfig.from_dict, "imitation": ImitationConfig.from_dict,
-                "transfer": TransferConfig.from_dict}
+        # a planner section names only what it changes: the rest is that section's default (the guided planner's
+        # fine action set must not fall back to PlannerConfig's coarse one because one other field was given)
+        conv = {"coarse": lambda d: PlannerConfig.from_dict({**_coarse().to_dict(), **d}),
+                "guided": lambda d: PlannerConfig.from_dict({**_guided().to_dict(), **d}),
+                "imitation": ImitationConfig.from_dict, "transfer": TransferConfig.from_dict}
         for name, fn in conv.items():
             if isinstance(getattr(self, name), dict):
                 object.__setattr__(self, name, fn(getattr(self, name)))
