@@ -416,10 +416,9 @@ class SimToReal:
         np.divide(np.where(measured, dem_np[0], np.float32(0.0)), self._height_scale, out=planes[0])
         np.subtract(measured.astype(np.float32) * np.float32(2.0), np.float32(1.0), out=planes[1])
         if self.noise_channels:
-            seed = self.seed if seed is None else _check_seed(seed)
-            planes[2:2 + self.noise_channels] = dem_noise(dem_np, self._scalars_np, self.noise_channels, seed)[0]
+            planes[2:2 + self.noise_channels] = self._noise(dem_np, self._scalars_np, seed).numpy()[0]
         if self.occlusion_hint:
-            planes[-1] = geometric_occlusion(dem_np, self._scalars_np[:, 0].astype(np.float64))[0]
+            planes[-1] = hint_plane(dem_np, self._scalars_np).numpy()[0, 0]
         with torch.inference_mode():
             out = self.generator.raw(self._planes, self._scalars)[0].numpy()
         cells, shape = self.config.cells, self.config.dem_shape

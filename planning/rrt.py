@@ -156,6 +156,8 @@ class _Planner:
     def __init__(self, sim: Simulator, world: World, seed: int, config: PlannerConfig, guide: Guide | None):
         self.sim, self.world, self.config, self.guide = sim, world, config, guide
         self.actions: ActionSet = action_set(config.action_set)
+        postures = self.actions.array
+        self._guide_bounds = (postures.min(axis=0), postures.max(axis=0))  # guide_range "actions": per joint
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.nodes: list[_Node] = []
@@ -181,8 +183,7 @@ class _Planner:
             return [acts[i] for i in order]
         target = np.asarray(self.guide(obs), dtype=float)
         if self.config.guide_range == "actions":
-            postures = self.actions.array
-            target = np.clip(target, postures.min(axis=0), postures.max(axis=0))
+            target = np.clip(target, *self._guide_bounds)
         acts = [a for a in acts if not np.array_equal(a, target)]  # the guide's own output is offered once
         order = np.argsort([float(np.sum((a - target) ** 2)) for a in acts], kind="stable")
         return [target] + [acts[i] for i in order]
