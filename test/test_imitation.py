@@ -165,6 +165,24 @@ def test_mirror_augmentation_teaches_the_unseen_side():
     assert errors[True][1] < 0.1 * errors[False][1]  # front-right flipper: never saw an obstacle on its side
 
 
+def test_flipper_noise_breaks_the_copycat_shortcut():
+    """When the state's flipper angles equal the label (a posture held for a while), copying them is a perfect
+    shortcut; noise on those inputs makes the network read the posture from the DEM, which shows when the input
+    angles disagree with the DEM (the robot in the wrong posture)."""
+    data = _synthetic(n_traj=20)
+    data["proprio"][:, 2:] = data["action"]  # the robot already holds the label's posture
+    rng = np.random.default_rng(1)
+    off = {k: v.copy() for k, v in data.items()}
+    off["proprio"][:, 2:] = rng.uniform(-1.0, 1.0, off["proprio"][:, 2:].shape)  # a posture the DEM does not ask for
+    errors = {}
+    for noise in (0.0, 0.5):
+        config = ImitationConfig(epochs=20, batch_size=128, lr=3e-3, flipper_noise=noise, policy=MEDIUM)
+        policy, report = train_policy(data, config, seed=0)
+        assert report.config["flipper_noise"] == noise
+        errors[noise] = float(evaluate_mse(policy, off["dem"], off["proprio"], off["action"]).mean())
+    assert errors[0.5] < 0.5 * errors[0.0], errors
+
+
 def test_gradient_clipping_bounds_every_step():
     """A spy on every optimiser step measures the global gradient norm the optimiser actually uses."""
     data = _synthetic(n_traj=4, length=40)
@@ -287,6 +305,8 @@ def test_config_round_trip_and_validation():
         ({"batch_size": 2.5, "weight_decay": -1}, "batch_size.*weight_decay"),
         ({"policy": {"n_out": 3}}, "mirror needs"),
         ({"samples_per_epoch": 0}, "samples_per_epoch must be an integer >= 1 or null"),
+        ({"flipper_noise": -0.1}, "flipper_noise must be a std in radians"),
+        ({"flipper_noise": 5.0}, "flipper_noise must be a std in radians"),
     ]:
         with pytest.raises(ValueError, match=message):
             ImitationConfig.from_dict(bad)

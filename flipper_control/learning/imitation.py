@@ -14,6 +14,14 @@ plane, so a sample seen in a mirror is another valid sample. Mirroring flips the
 0 is the robot's left, ``sim.dem``), negates roll and swaps left and right flippers (FL<->FR,
 RL<->RR) in both the flipper angles of the state and the action. Pitch is unchanged.
 
+Flipper-angle noise (``flipper_noise``): in the planner's trajectories the flipper targets change rarely, so
+the angles in the state nearly equal the label and a network can score well by copying them (the "copycat"
+shortcut of behaviour cloning from observation histories). Such a policy keeps whatever posture it is in, which
+on the reality proxy left it climbing a flight with the front flippers at 63 deg where the DEM asked for 10
+(README, "Where the proxy points go"). Gaussian noise on the input angles, labels unchanged, makes the copy
+wrong by the noise and teaches the network to read the posture from the terrain (DART, Laskey et al. 2017,
+perturbs the demonstrator for the same reason; here only the input is perturbed, no new labels are needed).
+
 Determinism: every random choice (weight initialisation, split, batch order, which samples are
 mirrored) comes from generators seeded by the caller's seed (the split from ``split_seed``, see
 ``ImitationConfig``), so a rerun gives bit-identical weights. That holds for a fixed thread count;
@@ -92,6 +100,9 @@ class ImitationConfig:
     test_fraction: float = 0.2  # share of samples (whole trajectories) held out for test_mse
     split_seed: int | None = 0
     mirror: bool = True  # left-right mirror augmentation: each training sample is mirrored with probability 1/2
+    # Std (rad) of Gaussian noise added to the four flipper angles of the state input, fresh each batch; the labels
+    # stay. 0 = off. Breaks the copycat shortcut of behaviour cloning (module docstring, "Flipper-angle noise").
+    flipper_noise: float = 0.0
     # At most this many training samples per epoch, a fresh random subset each time (null: all of them). The
     # loop aggregates data over iterations; a cap keeps the cost of an epoch flat as the dataset grows.
     samples_per_epoch: int | None = None
@@ -118,6 +129,8 @@ class ImitationConfig:
             problems.append(f"split_seed must be an integer >= 0 or null, got {self.split_seed!r}")
         if not isinstance(self.mirror, bool):
             problems.append(f"mirror must be true or false, got {self.mirror!r}")
+        if not (_is_num(self.flipper_noise) and math.isfinite(self.flipper_noise) and 0 <= self.flipper_noise <= 1.0):
+            problems.append(f"flipper_noise must be a std in radians between 0 and 1, got {self.flipper_noise!r}")
         if not (self.samples_per_epoch is None or (_is_int(self.samples_per_epoch) and self.samples_per_epoch >= 1)):
             problems.append(f"samples_per_epoch must be an integer >= 1 or null, got {self.samples_per_epoch!r}")
         if not isinstance(self.policy, PolicyConfig):
@@ -326,6 +339,9 @@ def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int, progress: 
                 xb = torch.where(f[:, None, None], m_dem[idx], dem[idx])
                 pb = torch.where(f[:, None], m_proprio[idx], proprio[idx])
                 yb = torch.where(f[:, None], m_action[idx], action[idx])
+            if config.flipper_noise > 0:
+                noise = torch.randn(len(idx), pb.shape[1] - _N_BODY, generator=gen, dtype=pb.dtype) * config.flipper_noise
+                pb = torch.cat([pb[:, :_N_BODY], pb[:, _N_BODY:] + noise], dim=1)
             loss = torch.nn.functional.mse_loss(policy(xb, pb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
