@@ -15,15 +15,16 @@ plane, so a sample seen in a mirror is another valid sample. Mirroring flips the
 RL<->RR) in both the flipper angles of the state and the action. Pitch is unchanged.
 
 Flipper-angle noise (``flipper_noise``): in the planner's trajectories the flipper targets change rarely, so
-the angles in the state nearly equal the label and a network can score well by copying them (the "copycat"
-shortcut of behaviour cloning from observation histories). Such a policy keeps whatever posture it is in, which
-on the reality proxy left it climbing a flight with the front flippers at 63 deg where the DEM asked for 10
-(README, "Where the proxy points go"). Gaussian noise on the input angles, labels unchanged, makes the copy
+the angles in the state nearly equal the label (the demo's final dataset, seed 0: median gap 0.036 rad, 55 % of
+samples within 0.05 rad, against a label spread of 0.26 rad) and a network can score well by copying them (the
+"copycat" shortcut of behaviour cloning). Such a policy keeps whatever posture it is in, which on the reality
+proxy left it climbing a flight with the front flippers at 63 deg where the heuristic holds 10 (README, "Where
+the proxy points go"). Gaussian noise on the input angles, labels unchanged, makes the copy
 wrong by the noise and teaches the network to read the posture from the terrain (DART, Laskey et al. 2017,
 perturbs the demonstrator for the same reason; here only the input is perturbed, no new labels are needed).
 
 Determinism: every random choice (weight initialisation, split, batch order, which samples are
-mirrored) comes from generators seeded by the caller's seed (the split from ``split_seed``, see
+mirrored, the flipper-angle noise) comes from generators seeded by the caller's seed (the split from ``split_seed``, see
 ``ImitationConfig``), so a rerun gives bit-identical weights. That holds for a fixed thread count;
 call ``torch.set_num_threads(1)`` first -- it is also the fastest setting for this small network
 (thread hand-offs cost more than the arithmetic) -- this module does not change global torch state.
