@@ -307,6 +307,7 @@ def test_config_round_trip_and_validation():
         ({"samples_per_epoch": 0}, "samples_per_epoch must be an integer >= 1 or null"),
         ({"flipper_noise": -0.1}, "flipper_noise must be a std in radians"),
         ({"flipper_noise": 5.0}, "flipper_noise must be a std in radians"),
+        ({"mirror": False, "flipper_noise": 0.2, "policy": {"n_proprio": 2}}, "flipper_noise needs policy.n_proprio == 6"),
     ]:
         with pytest.raises(ValueError, match=message):
             ImitationConfig.from_dict(bad)
