@@ -136,12 +136,13 @@ class ImitationConfig:
             problems.append(f"samples_per_epoch must be an integer >= 1 or null, got {self.samples_per_epoch!r}")
         if not isinstance(self.policy, PolicyConfig):
             problems.append(f"policy must be a PolicyConfig or a mapping of its fields, got {type(self.policy).__name__}")
-        elif self.mirror and (self.policy.n_proprio != _N_BODY + len(FLIPPER_NAMES) or self.policy.n_out != len(FLIPPER_NAMES)):
-            problems.append("mirror needs policy.n_proprio == 6 (pitch, roll, 4 flippers) and policy.n_out == 4")
-        if (isinstance(self.policy, PolicyConfig) and _is_num(self.flipper_noise) and self.flipper_noise > 0
-                and self.policy.n_proprio != _N_BODY + len(FLIPPER_NAMES)):
-            # the noise goes on proprio[:, 2:]; with another layout it would land on something else
-            problems.append("flipper_noise needs policy.n_proprio == 6 (pitch, roll, 4 flippers)")
+        else:
+            # mirroring and the flipper noise both index proprio as (pitch, roll, 4 flippers)
+            four_flippers = self.policy.n_proprio == _N_BODY + len(FLIPPER_NAMES)
+            if self.mirror and not (four_flippers and self.policy.n_out == len(FLIPPER_NAMES)):
+                problems.append("mirror needs policy.n_proprio == 6 (pitch, roll, 4 flippers) and policy.n_out == 4")
+            if _is_num(self.flipper_noise) and self.flipper_noise > 0 and not four_flippers:
+                problems.append("flipper_noise needs policy.n_proprio == 6 (pitch, roll, 4 flippers)")
         if problems:
             raise ValueError("ImitationConfig: " + "; ".join(problems))
 
