@@ -18,7 +18,7 @@ from tiny_loop import tiny_loop
 from flipper_control.cli import main
 from flipper_control.learning.compare import ADDED_FIELDS, compare_runs, config_differences
 from flipper_control.learning.loop import LoopConfig, run_loop
-from flipper_control.learning.report import render_markdown
+from flipper_control.learning.report import render_markdown, score_columns
 from flipper_control.learning.transfer import collection_entry
 from perception.cyclegan import LEGACY_FIELDS
 from planning.rrt import PlannerConfig
@@ -264,3 +264,12 @@ def test_compare_reads_real_tiny_loop_runs(tmp_path):
     assert ident["n"] == 2 and ident["proxy"]["proxy/F"]["total"]["n"] == 2 and ident["table_i_max"] == 2
     assert ident["driving_min"]["mean"] == 0.0 and ident["cpu_hours"]["mean"] > 0
     assert cmp["baselines"]["heuristic"]["proxy"]["proxy/F"]["total"]["n"] == 2
+
+
+def test_score_columns_give_the_staircase_sections_as_table_ii_does():
+    ev = {"scores": {"F": 1.0, "P": 0.5, "staircase": 0.9},
+          "sections": {"staircase": {"SU1": 1.0, "SU2": 1.0, "SU3": 0.8, "SD1": 1.0, "SD2": 1.0, "SD3": 0.6}}}
+    columns = score_columns(ev)
+    assert list(columns) == ["F", "P", "SU1", "SU2", "SU3", "SD1", "SD2", "SD3"]  # the world's own 0.9 is not a column
+    assert sum(columns.values()) == pytest.approx(6.9)
+    assert score_columns({"scores": {"flat": 1.0, "step_up": 0.4}, "sections": {}}) == {"flat": 1.0, "step_up": 0.4}

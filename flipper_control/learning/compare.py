@@ -17,6 +17,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from flipper_control.learning.report import score_columns
+
 __all__ = ["MARGIN", "SIM_ONLY", "read_run", "compare_runs", "config_differences", "stat", "verdicts"]
 
 MARGIN = 0.3  # issue 15: learned G ahead of identity G and of domain randomisation by at least 0.3/8, averaged over seeds
@@ -46,16 +48,6 @@ def _load(path: Path, what: str) -> Any | None:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a {what} ({exc})") from None
-
-
-def _cells(ev: dict) -> dict[str, float]:
-    """Column -> score of one evaluation; a world with sections (the proxy staircase) gives its sections, as in
-    Table II (F, P, SU1-3, SD1-3)."""
-    out: dict[str, float] = {}
-    for world, score in ev["scores"].items():
-        sections = (ev.get("sections") or {}).get(world)
-        out.update(sections if sections else {world: score})
-    return out
 
 
 def _from_step_files(run: Path, config: dict) -> dict:
@@ -113,14 +105,14 @@ def _summary(run: Path, config: dict, report: dict, has_report: bool) -> dict:
     for it in reversed(its):  # the newest proxy scores of each world set (the last iteration's, in a finished run)
         for ref, ev in ((it.get("transfer") or {}).get("proxy") or {}).items():
             if ref not in proxy:
-                cells = _cells(ev)
+                cells = score_columns(ev)
                 proxy[ref] = {"iteration": it["iteration"], "cells": cells, "total": round(sum(cells.values()), 4),
                               "max": len(cells)}
     proxy_baselines = {}
     for name, by_ref in (t.get("proxy_baselines") or {}).items():
         proxy_baselines[name] = {}
         for ref, ev in by_ref.items():
-            cells = _cells(ev)
+            cells = score_columns(ev)
             proxy_baselines[name][ref] = {"cells": cells, "total": round(sum(cells.values()), 4), "max": len(cells)}
     last = its[-1] if its else None
     cpu = report.get("cpu_s")

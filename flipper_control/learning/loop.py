@@ -27,6 +27,7 @@ import yaml
 from flipper_control.controllers import make_controller
 from flipper_control.learning.executors import EXECUTOR_KINDS, make_executor
 from flipper_control.learning.imitation import ImitationConfig
+from flipper_control.learning.report import score_columns
 from flipper_control.learning.tasks import eval_task, plan_task, train_task
 from flipper_control.learning.transfer import TransferConfig, TransferSteps, collection_entry
 from flipper_control.progress import Step
@@ -210,9 +211,10 @@ class _Loop:
         with _step(label, len(tasks), "world") as step:
             results = self.ex.map(eval_task, tasks, progress=step)
             per_world = {w.name: round(world_score(r["runs"]), 4) for w, r in zip(worlds, results, strict=True)}
-            step.finish(f"{sum(per_world.values()):.2f}/{len(worlds)}")
-        sections = {w.name: {k: round(v, 4) for k, v in section_scores(r["runs"]).items()}
-                    for w, r in zip(worlds, results, strict=True) if w.sections}
+            sections = {w.name: {k: round(v, 4) for k, v in section_scores(r["runs"]).items()}
+                        for w, r in zip(worlds, results, strict=True) if w.sections}
+            columns = score_columns({"scores": per_world, "sections": sections}).values()  # as the report's table
+            step.finish(f"{sum(columns):.2f}/{len(columns)}")
         return {"scores": per_world, "total": round(sum(per_world.values()), 4), "max": len(worlds), "sections": sections,
                 "runs": {w.name: [x.to_dict() for x in r["runs"]] for w, r in zip(worlds, results, strict=True)},
                 "cpu_s": round(sum(r["cpu_s"] for r in results), 3)}

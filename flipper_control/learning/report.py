@@ -45,12 +45,13 @@ def table_iii(report: dict) -> str:
     return "\n".join(rows)
 
 
-def _cells(ev: dict) -> list[tuple[str, float]]:
-    """(column, score) of one evaluation: a world with sections (the proxy staircase) gives its sections."""
-    out = []
+def score_columns(ev: dict) -> dict[str, float]:
+    """Column -> score of one evaluation (``{"scores": {world: score}, "sections": {world: {section: score}}}``), in
+    order: a world with sections (the proxy staircase) gives its sections, as in Table II (F, P, SU1-3, SD1-3)."""
+    out: dict[str, float] = {}
     for world, score in ev["scores"].items():
-        sections = ev.get("sections", {}).get(world)
-        out += list(sections.items()) if sections else [(world, score)]
+        sections = (ev.get("sections") or {}).get(world)
+        out.update(sections if sections else {world: score})
     return out
 
 
@@ -65,12 +66,11 @@ def table_proxy(report: dict, ref: str) -> str | None:
                 if ref in it.get("transfer", {}).get("proxy", {})]
     if not rows_in:
         return None
-    header = [name for name, _ in _cells(rows_in[0][1])]
+    header = list(score_columns(rows_in[0][1]))
     rows = ["| policy | " + " | ".join(header) + " | sum |", "|---|" + "---:|" * (len(header) + 1)]
     for label, ev in rows_in:
-        cells = _cells(ev)
-        total = sum(v for _, v in cells)
-        rows.append(f"| {label} | " + " | ".join(f"{v:.2f}" for _, v in cells) + f" | **{total:.2f}/{len(cells)}** |")
+        cells = list(score_columns(ev).values())
+        rows.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in cells) + f" | **{sum(cells):.2f}/{len(cells)}** |")
     return "\n".join(rows)
 
 
