@@ -234,6 +234,8 @@ def test_config_differences_name_the_dotted_field():
     b = {"seed": 1, "iterations": 5, "transfer": {"mode": "gan", "gan": {"epochs": 10, "r1": 1.0}}}
     assert config_differences(a, b) == ["transfer.gan.epochs: 20 vs 10", "transfer.gan.r1: absent vs 1.0"]
     assert config_differences(a, b, ("seed", "transfer.gan")) == []
+    # scoring earlier iterations on the proxy too changes no final figure
+    assert config_differences({"transfer": {"proxy_eval_every": 0}}, {"transfer": {"proxy_eval_every": 2}}) == []
 
 
 def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviour():

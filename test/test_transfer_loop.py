@@ -5,6 +5,7 @@ CycleGAN update, the proxy scores, the report and the Fig. 6 analogue, resuming,
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,19 @@ def test_transfer_config_errors_name_the_field():
     with pytest.raises(ValueError, match="GanTrainConfig: epochs must be an integer"):
         LoopConfig.from_dict(tiny_loop(transfer={"gan": {"epochs": "many"}}))
     assert config_from_mapping(LoopConfig, tiny_loop(), "x").transfer is None  # no section: today's loop
+
+
+def test_a_run_resumed_with_proxy_eval_every_adds_the_earlier_proxy_scores_and_nothing_else(gan_run, tmp_path):
+    src, _ = gan_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)  # a copy: the shared run stays as the other tests expect it
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in
+              ("report.json", "report.md", "learning_curve.png", "config.json")}
+    assert not (out / "iter_1" / "proxy_eval.json").exists()
+    report = run_loop(LoopConfig.from_dict(tiny_loop(transfer={**TRANSFER, "proxy_eval_every": 1})), out)
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # no step ran again
+    assert (out / "iter_1" / "proxy_eval.json").is_file()
+    assert set(report["iterations"][0]["transfer"]["proxy"]) == {"proxy/F"}
+    assert json.loads((out / "config.json").read_text())["transfer"]["proxy_eval_every"] == 1
+    with pytest.raises(ValueError, match="real_runs: recorded 2, asked 3"):  # a setting that changes results still refuses
+        run_loop(LoopConfig.from_dict(tiny_loop(transfer={**TRANSFER, "real_runs": 3})), out)

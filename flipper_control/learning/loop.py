@@ -355,8 +355,13 @@ def selection_seed(c: LoopConfig, k: int) -> int:
 
 
 def _results_config(d: dict) -> dict:
-    """The part of a config that decides the results: where tasks run does not (tasks carry their seeds)."""
-    return {k: v for k, v in d.items() if k not in ("executor", "workers", "ray_address")}
+    """The part of a config that decides the results: where tasks run does not (tasks carry their seeds), nor how
+    often the policy is also scored on the reality proxy (``transfer.proxy_eval_every``: those scores feed nothing
+    back, so a run resumed with a smaller value adds the proxy scores of its finished iterations)."""
+    out = {k: v for k, v in d.items() if k not in ("executor", "workers", "ray_address")}
+    if isinstance(out.get("transfer"), dict):
+        out["transfer"] = {k: v for k, v in out["transfer"].items() if k != "proxy_eval_every"}
+    return out
 
 
 def _differences(have: dict, wanted: dict, prefix: str = "") -> list[tuple[str, str, str]]:
