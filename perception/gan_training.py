@@ -14,7 +14,10 @@ Losses, per batch of simulated states x_s and real states x_r (each a DEM with i
   discriminator's push, so G kept sim's ground level, which alone told its DEMs apart;
   + lambda_c x the cycle loss: L1 between G_s(G(x_s)) and x_s and between G(G_s(x_r)) and x_r over both channels and
   the scalars, as CycleGAN [10] defines it (the seed's printed formula puts the discriminators' losses on the cycled
-  samples there, which does not tie a sample to its own cycle; we keep the reference definition);
+  samples there, which does not tie a sample to its own cycle; we keep the reference definition). With
+  ``cycle_skips_hidden`` the height term of the simulated cycle G_s(G(x_s)) counts only the cells G kept measured:
+  a cell G hides, as the lidar would, has no height for G_s to recover, and counting it pushes G (through the
+  mask's straight-through gradient) to hide fewer cells than real DEMs miss;
   + lambda_nan x the share of NaN cells G_s produces (simulated DEMs have none), measured softly on its raw mask;
   + lambda_task x the task-consistency term (policy-aware GAN, seed 000's future work; the task loss of
   RL-CycleGAN, Rao et al. 2020): the mean |pi(G(x_s)) - pi(x_s)| of a frozen task model pi (the policy), so that
@@ -76,6 +79,7 @@ class GanTrainConfig:
     lambda_c: float = 10.0  # cycle consistency (CycleGAN's default)
     lambda_nan: float = 1.0  # NaN cells that G_s produces
     lambda_task: float = 0.0  # |task model's action on G(x_s) - on x_s| (policy-aware GAN; needs a task model)
+    cycle_skips_hidden: bool = False  # the sim cycle's heights count only cells G kept (module docstring)
     r1: float = 1.0  # gamma of the R1 penalty on the discriminators' gradients at real inputs (0: none)
     grad_clip: float = 5.0
     test_fraction: float = 0.2  # trajectories held out of training, for the transfer metrics
@@ -97,6 +101,8 @@ class GanTrainConfig:
         for name in ("beta1", "beta2"):
             if not 0 <= getattr(self, name) < 1:
                 problems.append(f"{name} must lie in [0, 1), got {getattr(self, name)!r}")
+        if not isinstance(self.cycle_skips_hidden, bool):
+            problems.append(f"cycle_skips_hidden must be true or false, got {self.cycle_skips_hidden!r}")
         for name in ("lambda_p", "lambda_c", "lambda_nan", "lambda_task", "r1"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 problems.append(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
@@ -180,8 +186,16 @@ def _distance_to_input(inp: torch.Tensor, inp_scalars: torch.Tensor, out: Genera
     return heights + torch.abs(out.scalars - inp_scalars).mean()
 
 
-def _cycle(inp: torch.Tensor, inp_scalars: torch.Tensor, back: GeneratorOutput) -> torch.Tensor:
-    return torch.abs(back.channels - inp).mean() + torch.abs(back.scalars - inp_scalars).mean()
+def _cycle(inp: torch.Tensor, inp_scalars: torch.Tensor, back: GeneratorOutput,
+           kept: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between a cycled sample and its input over both channels and the scalars; with ``kept`` (shape (B, R, C):
+    1 where the first generator kept the cell measured, 0 where it hid it) the height channel counts only kept cells."""
+    error = torch.abs(back.channels - inp)
+    if kept is None:
+        channels = error.mean()
+    else:  # the same normalisation as the plain mean, so the two differ only in the hidden cells' terms
+        channels = ((error[:, 0] * kept).sum() + error[:, 1].sum()) / error.numel()
+    return channels + torch.abs(back.scalars - inp_scalars).mean()
 
 
 def task_inputs(channels: torch.Tensor, height_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,7 +314,8 @@ def _step(gan: CycleGan, c: GanTrainConfig, opt_g, opt_d, xs, ss, xr, sr, gen: t
     adv = _gan_loss(gan.d(fake_r.channels, fake_r.scalars), True)
     adv_s = _gan_loss(gan.d_s(fake_s.channels, fake_s.scalars), True)
     distance = _distance_to_input(xs, ss, fake_r) + _distance_to_input(xr, sr, fake_s)
-    cycle = (_cycle(xs, ss, gan.g_s(fake_r.channels, fake_r.scalars))
+    kept = (fake_r.channels[:, 1].detach() > 0).to(xs.dtype) if c.cycle_skips_hidden else None
+    cycle = (_cycle(xs, ss, gan.g_s(fake_r.channels, fake_r.scalars), kept)
              + _cycle(xr, sr, gan.g(fake_s.channels, fake_s.scalars, _noise(gan, len(xr), gen))))
     nan_share = ((1.0 - torch.tanh(fake_s.raw_mask)) / 2.0).mean()
     loss_g = adv + adv_s + c.lambda_p * distance + c.lambda_c * cycle + c.lambda_nan * nan_share

@@ -21,6 +21,7 @@ from flipper_control.learning.loop import LoopConfig, run_loop
 from flipper_control.learning.report import render_markdown, score_columns
 from flipper_control.learning.transfer import collection_entry
 from perception.cyclegan import LEGACY_FIELDS
+from perception.gan_training import GanTrainConfig
 from planning.rrt import PlannerConfig
 from sim.io_utils import write_json_atomic, write_text_atomic
 from sim.world_sets import resolve_worlds
@@ -252,6 +253,7 @@ def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviou
     clipped = config_differences({"guided": {}}, {"guided": {"guide_range": "actions"}})
     assert clipped == ['guided.guide_range: "robot" vs "actions"']
     assert ADDED_FIELDS["guided.guide_range"] == PlannerConfig().guide_range
+    assert ADDED_FIELDS["transfer.gan.cycle_skips_hidden"] == GanTrainConfig().cycle_skips_hidden  # the reference cycle
 
 
 @pytest.mark.slow

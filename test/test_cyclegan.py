@@ -14,12 +14,13 @@ import torch
 from flipper_control.checkpoint import save_policy
 from flipper_control.learning.transfer_tasks import PolicyTaskModel, action_gap
 from flipper_control.policy import NanAwarePolicy, PolicyConfig
-from perception.cyclegan import CycleGan, GanConfig, SimToReal, decode, dem_noise, encode, load_gan, save_gan
+from perception.cyclegan import CycleGan, GanConfig, GeneratorOutput, SimToReal, decode, dem_noise, encode, load_gan, save_gan
 from perception.domain_randomization import geometric_occlusion
 from perception.gan_training import (
     GanData,
     GanDivergedError,
     GanTrainConfig,
+    _cycle,
     gan_data,
     split_by_trajectory,
     task_inputs,
@@ -187,6 +188,23 @@ def test_training_learns_a_known_nan_pattern_and_keeps_heights(tmp_path):
     assert meta["train_report"]["history"]["cycle"] == report.history["cycle"]
 
 
+def test_the_simulated_cycle_can_leave_out_the_heights_of_cells_g_hid():
+    """cycle_skips_hidden: a cell G hid has no height for G_s to recover; its error counts nothing, the rest as before."""
+    dems, scalars = _dems(2, np.random.default_rng(9))
+    inp, s = encode(torch.from_numpy(dems), torch.from_numpy(scalars), 0.5)
+    back_channels = inp.clone()
+    back_channels[0, 0, 3, 2] += 1.0  # G hid this cell; G_s guessed its height 1 unit off
+    back_channels[1, 1, 5, 1] = -1.0  # G_s left a cell missing: a mask error, which always counts
+    back = GeneratorOutput(back_channels, s.clone(), back_channels[:, 1])
+    kept = torch.ones(2, 20, 5)
+    kept[0, 3, 2] = 0.0
+    n = inp.numel()
+    assert _cycle(inp, s, back).item() == pytest.approx(3.0 / n)  # both errors (the mask's is 2: +1 -> -1)
+    assert _cycle(inp, s, back, kept).item() == pytest.approx(2.0 / n)  # the hidden cell's height left out
+    assert _cycle(inp, s, back, torch.ones(2, 20, 5)).item() == pytest.approx(_cycle(inp, s, back).item())
+    assert GanTrainConfig().cycle_skips_hidden is False  # off by default: the reference CycleGAN cycle
+
+
 def test_training_is_deterministic_for_a_seed():
     """Batches and G's noise come from the seed (the R1 penalty adds no randomness)."""
     rng = np.random.default_rng(3)
@@ -263,6 +281,8 @@ def test_config_bounds_and_parameter_count():
         GanConfig(noise_channels=-1)
     with pytest.raises(ValueError, match="r1 must be a number >= 0"):
         GanTrainConfig(r1=-1.0)
+    with pytest.raises(ValueError, match="cycle_skips_hidden must be true or false"):
+        GanTrainConfig(cycle_skips_hidden=1)
     with pytest.raises(ValueError, match="more than a DEM CycleGAN needs"):
         GanConfig(channels=2000)
 
