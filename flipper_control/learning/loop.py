@@ -8,7 +8,8 @@ the kept policy is evaluated on the evaluation worlds (Table I analogue).
 
 Every step writes its output atomically under ``out/iter_K/`` and is skipped when that output exists, so
 a killed loop run again with the same ``--out`` continues from the last finished step. ``out/config.json``
-records the configuration; resuming with a different one is refused (the outputs would not match).
+records the configuration; resuming with a different one is refused (the outputs would not match), except for
+where tasks run and ``transfer.proxy_eval_every``, which change no result (``_results_config``).
 """
 
 from __future__ import annotations
