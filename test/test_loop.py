@@ -317,6 +317,65 @@ def test_an_interrupted_loop_continues_and_reuses_the_finished_iteration(base_ru
     assert finished["iterations"][0]["planning"] == partial["iterations"][0]["planning"]
 
 
+def test_a_run_killed_while_planning_keeps_the_finished_trajectories(base_run, tmp_path, monkeypatch):
+    base, report, _ = base_run
+    out = tmp_path / "run"
+    original_task = loop_module.plan_task
+    calls: list[bool] = []  # per plan task of iteration 2: was it read back (True) or planned (False)?
+
+    def plan_one_then_crash(task):
+        if "_2" in Path(task["out"]).parent.parent.name:  # iter_2/plans/seed_N.safetensors
+            if len(calls) == 1:
+                raise RuntimeError("simulated kill while planning iteration 2")
+            calls.append(False)
+        return original_task(task)
+
+    monkeypatch.setattr(loop_module, "plan_task", plan_one_then_crash)
+    with pytest.raises(Exception, match="simulated kill"):
+        run_loop(tiny_config(), out)
+    kept = sorted((out / "iter_2" / "plans").glob("seed_*.safetensors"))
+    assert len(kept) == 1 and not (out / "iter_2" / "plans.json").exists()
+
+    def count(task):
+        result = original_task(task)
+        if "_2" in Path(task["out"]).parent.parent.name:
+            calls.append(result["resumed"])
+        return result
+
+    calls.clear()
+    monkeypatch.setattr(loop_module, "plan_task", count)
+    finished = run_loop(tiny_config(), out)
+    assert calls.count(True) == 1 and calls.count(False) == len(calls) - 1 >= 1  # only the missing ones planned
+    summary = json.loads((out / "iter_2" / "plans.json").read_text())
+    assert summary["planned_earlier"] == 1
+    assert not (out / "iter_2" / "plans").exists()  # merged into plans.safetensors, then removed
+    assert_same_trajectories(TrajectoryDataset.load(out / "iter_2" / "plans.safetensors"),
+                             TrajectoryDataset.load(base / "iter_2" / "plans.safetensors"))
+    assert [it["scores"] for it in finished["iterations"]] == [it["scores"] for it in report["iterations"]]
+
+
+def test_a_kept_trajectory_of_another_task_is_planned_again(tmp_path):
+    from flipper_control.learning.tasks import plan_task
+    from planning.rrt import PlannerConfig
+    from sim.world_sets import resolve_worlds
+
+    world = resolve_worlds(["flat"])[0]
+    out = tmp_path / "seed_3.safetensors"
+    task = {"world": world, "seed": 3, "planner": PlannerConfig(action_set="coarse", max_expansions=50).to_dict(),
+            "guide": None, "out": str(out)}
+    first = plan_task(task)
+    assert not first["resumed"] and out.is_file()
+    again = plan_task(task)
+    assert again["resumed"] and again["cpu_s"] == 0.0
+    assert_same_trajectories(TrajectoryDataset([again["trajectory"]]), TrajectoryDataset([first["trajectory"]]))
+    assert again["trajectory"].meta["cpu_s"] == first["trajectory"].meta["cpu_s"]  # the original run's CPU seconds
+    other_seed = plan_task({**task, "seed": 4})  # the same file answers another seed's task: not reused
+    assert not other_seed["resumed"] and other_seed["trajectory"].meta["seed"] == 4
+    out.write_bytes(b"not a dataset")  # a damaged file is planned again and overwritten
+    damaged = plan_task({**task, "seed": 4})
+    assert not damaged["resumed"] and TrajectoryDataset.load(out).trajectories[0].meta["seed"] == 4
+
+
 # ------------------------------------------------------------------------------------------ executors
 def test_process_executor_plans_and_trains_like_serial(base_run, tmp_path):
     base, report, _ = base_run

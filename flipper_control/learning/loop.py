@@ -7,7 +7,8 @@ seeds, the best by simulated score on the selection worlds is kept (seed 000 tra
 the kept policy is evaluated on the evaluation worlds (Table I analogue).
 
 Every step writes its output atomically under ``out/iter_K/`` and is skipped when that output exists, so
-a killed loop run again with the same ``--out`` continues from the last finished step. ``out/config.json``
+a killed loop run again with the same ``--out`` continues from the last finished step; within the planning and
+training steps, every finished trajectory and candidate is kept too (``iter_K/plans/``, ``candidates/``). ``out/config.json``
 records the configuration; resuming with a different one is refused (the outputs would not match), except for
 where tasks run and ``transfer.proxy_eval_every``, which change no result (``_results_config``).
 """
@@ -15,6 +16,7 @@ where tasks run and ``transfer.proxy_eval_every``, which change no result (``_re
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -242,15 +244,21 @@ class _Loop:
         c, t0 = self.c, time.perf_counter()
         planner = c.coarse if k == 1 else c.guided
         worlds = generated_worlds(c.training_set, c.training_worlds, seed=training_world_seed(c, k))
-        tasks = [{"world": w, "seed": c.seed * 100_000 + k * 1000 + i * c.plans_per_world + j, "planner": planner.to_dict(),
-                  "guide": guide, "guide_transform": self._gan(k - 1) if guide else None}
+        # Each trajectory is kept in plans/ as soon as it is planned, so an interrupted run loses at most the
+        # trajectories in flight (a full-scale iteration plans for about half an hour).
+        pieces = d / "plans"
+        tasks = [{"world": w, "seed": (seed := c.seed * 100_000 + k * 1000 + i * c.plans_per_world + j),
+                  "planner": planner.to_dict(), "guide": guide, "guide_transform": self._gan(k - 1) if guide else None,
+                  "out": str(pieces / f"seed_{seed}.safetensors")}
                  for i, w in enumerate(worlds) for j in range(c.plans_per_world)]
         label = f"iter {k}: planning {'guided ' + planner.action_set if guide else 'unguided ' + planner.action_set}"
         with _step(label, len(tasks), "trajectory") as step:
             results = self.ex.map(plan_task, tasks, progress=step)
             trajs = [r["trajectory"] for r in results]
+            earlier = sum(bool(r.get("resumed")) for r in results)
             step.finish(f"{sum(t.success for t in trajs)}/{len(trajs)} found, median "
-                        f"{statistics.median(t.meta['cpu_s'] for t in trajs):.2f} CPU s per trajectory")
+                        f"{statistics.median(t.meta['cpu_s'] for t in trajs):.2f} CPU s per trajectory"
+                        + (f" ({earlier} planned earlier)" if earlier else ""))
         TrajectoryDataset(trajs).save(d / "plans.safetensors")
         cpus = [t.meta["cpu_s"] for t in trajs]
         ok = [t for t in trajs if t.success]
@@ -262,9 +270,11 @@ class _Loop:
             "expansions_median": statistics.median(t.meta["expansions"] for t in trajs),
             "samples": sum(len(t) for t in ok),
             "failures": [{"world": t.meta["world"], "reason": t.reason} for t in trajs if not t.success],
-            "wall_s": round(time.perf_counter() - t0, 2),
+            "wall_s": round(time.perf_counter() - t0, 2),  # this session's: a resumed step counts only its own
+            "planned_earlier": earlier,
         }
         write_json_atomic(d / "plans.json", summary)
+        shutil.rmtree(pieces, ignore_errors=True)  # plans.safetensors holds them all now
         return summary
 
     def aggregate(self, k: int) -> tuple[Path, str, int, int]:

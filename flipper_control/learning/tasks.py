@@ -95,20 +95,50 @@ def controller_from_spec(spec: dict):
     return ThroughTransform(controller, _transform(spec["transform"])) if spec.get("transform") else controller
 
 
-def plan_task(task: dict) -> dict:
-    """Plan one world: ``{world: World, seed, planner: PlannerConfig dict, guide: CKPT path or None}``.
+def _planned_earlier(path: Path, task: dict):
+    """The trajectory a previous run of this very task left at ``path``, or None (none, unreadable, or another task's).
 
-    Returns ``{"trajectory": Trajectory, "cpu_s": float}``.
+    A loop resumed with a changed config is refused before any task runs, so the world, seed and guidance
+    recorded in the trajectory are enough to tell that the file answers this task.
     """
+    from planning.dataset import DatasetError, TrajectoryDataset
+
+    if not path.is_file():
+        return None
+    try:
+        trajs = TrajectoryDataset.load(path).trajectories
+    except DatasetError:
+        return None  # writes are atomic, so this is a damaged file: plan again and overwrite it
+    if len(trajs) != 1:
+        return None
+    meta = trajs[0].meta
+    wanted = {"world": task["world"].name, "seed": int(task["seed"]), "guided": bool(task.get("guide"))}
+    return trajs[0] if all(meta.get(k) == v for k, v in wanted.items()) else None
+
+
+def plan_task(task: dict) -> dict:
+    """Plan one world: ``{world: World, seed, planner: PlannerConfig dict, guide: CKPT path or None}``, and optionally
+    ``out``: a file where the trajectory is kept as soon as it is planned.
+
+    With ``out``, a trajectory an interrupted run already planned for this task is read back instead of planned again
+    (planning is deterministic per seed, so the result is the same; its ``cpu_s`` stays the original run's).
+    Returns ``{"trajectory": Trajectory, "cpu_s": float, "resumed": bool}``.
+    """
+    from planning.dataset import TrajectoryDataset
     from planning.rrt import PlannerConfig, plan
 
+    out = Path(task["out"]) if task.get("out") else None
+    if out is not None and (earlier := _planned_earlier(out, task)) is not None:
+        return {"trajectory": earlier, "cpu_s": 0.0, "resumed": True}
     world: World = task["world"]
     guide = None
     if task.get("guide"):  # a policy trained on G(x) guides through G too: it sees what it learnt from
         guide = controller_from_spec({"kind": "policy", "path": task["guide"], "transform": task.get("guide_transform")}).act
     cpu0 = time.process_time()
     traj = plan(_simulator(), world, seed=int(task["seed"]), config=PlannerConfig.from_dict(task["planner"]), guide=guide)
-    return {"trajectory": traj, "cpu_s": time.process_time() - cpu0}
+    if out is not None:
+        TrajectoryDataset([traj]).save(out)
+    return {"trajectory": traj, "cpu_s": time.process_time() - cpu0, "resumed": False}
 
 
 def eval_task(task: dict) -> dict:
