@@ -16,7 +16,7 @@ import pytest
 from tiny_loop import tiny_loop
 
 from flipper_control.cli import main
-from flipper_control.learning.compare import ADDED_FIELDS, compare_runs, config_differences
+from flipper_control.learning.compare import ADDED_FIELDS, NOT_COMPARED, compare_runs, config_differences
 from flipper_control.learning.loop import LoopConfig, run_loop
 from flipper_control.learning.report import render_markdown, score_columns
 from flipper_control.learning.transfer import collection_entry
@@ -277,3 +277,15 @@ def test_score_columns_give_the_staircase_sections_as_table_ii_does():
     assert list(columns) == ["F", "P", "SU1", "SU2", "SU3", "SD1", "SD2", "SD3"]  # the world's own 0.9 is not a column
     assert sum(columns.values()) == pytest.approx(6.9)
     assert score_columns({"scores": {"flat": 1.0, "step_up": 0.4}, "sections": {}}) == {"flat": 1.0, "step_up": 0.4}
+
+
+def test_fields_that_change_no_result_are_dropped_at_any_depth_and_the_config_is_left_alone():
+    from flipper_control.learning.config_fields import NO_RESULT_FIELDS, without_fields
+
+    config = {"executor": "ray", "workers": 4, "seed": 1, "transfer": {"proxy_eval_every": 2, "mode": "gan"},
+              "imitation": {"proxy_eval_every": 3}}  # only transfer's field of that name is listed
+    kept = without_fields(config, NO_RESULT_FIELDS)
+    assert kept == {"seed": 1, "transfer": {"mode": "gan"}, "imitation": {"proxy_eval_every": 3}}
+    assert config["transfer"] == {"proxy_eval_every": 2, "mode": "gan"} and config["executor"] == "ray"
+    assert without_fields({"transfer": None, "ray_address": "h:1"}, NO_RESULT_FIELDS) == {"transfer": None}
+    assert set(NO_RESULT_FIELDS) < set(NOT_COMPARED)  # compare ignores the same fields, and the seed too

@@ -10,7 +10,7 @@ Every step writes its output atomically under ``out/iter_K/`` and is skipped whe
 a killed loop run again with the same ``--out`` continues from the last finished step; within the planning and
 training steps, every finished trajectory and candidate is kept too (``iter_K/plans/``, ``candidates/``). ``out/config.json``
 records the configuration; resuming with a different one is refused (the outputs would not match), except for
-where tasks run and ``transfer.proxy_eval_every``, which change no result (``_results_config``).
+where tasks run and ``transfer.proxy_eval_every``, which change no result (``config_fields``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from flipper_control.controllers import make_controller
+from flipper_control.learning.config_fields import NO_RESULT_FIELDS, without_fields
 from flipper_control.learning.executors import EXECUTOR_KINDS, make_executor
 from flipper_control.learning.imitation import ImitationConfig
 from flipper_control.learning.report import score_columns
@@ -366,13 +367,9 @@ def selection_seed(c: LoopConfig, k: int) -> int:
 
 
 def _results_config(d: dict) -> dict:
-    """The part of a config that decides the results: where tasks run does not (tasks carry their seeds), nor how
-    often the policy is also scored on the reality proxy (``transfer.proxy_eval_every``: those scores feed nothing
-    back, so a run resumed with a smaller value adds the proxy scores of its finished iterations)."""
-    out = {k: v for k, v in d.items() if k not in ("executor", "workers", "ray_address")}
-    if isinstance(out.get("transfer"), dict):
-        out["transfer"] = {k: v for k, v in out["transfer"].items() if k != "proxy_eval_every"}
-    return out
+    """The part of a config that decides the results: all but ``config_fields.NO_RESULT_FIELDS`` (where tasks
+    run, how often the policy is also scored on the proxy)."""
+    return without_fields(d, NO_RESULT_FIELDS)
 
 
 def _differences(have: dict, wanted: dict, prefix: str = "") -> list[tuple[str, str, str]]:
