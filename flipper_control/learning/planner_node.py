@@ -70,7 +70,7 @@ class PlannerNode:
         """Exactly one way of asking, with what it needs; the worlds must resolve (ConfigError naming the problem)."""
         name = self.adapter.name
         if config.loop_config:
-            from flipper_control.learning.loop import load_loop_config
+            from flipper_control.learning.loop_config import load_loop_config
 
             if not config.out:
                 raise self._config_error(f"{name}: loop_config needs `out` (the loop's folder)")

@@ -48,7 +48,7 @@ class TrainerNode:
 
     def _check(self, config: TrainerConfig) -> None:
         """Refuse a config the loop cannot run (ConfigError at start, a refused change later)."""
-        from flipper_control.learning.loop import load_loop_config
+        from flipper_control.learning.loop_config import load_loop_config
 
         missing = [name for name in ("bag_dir", "loop_config", "out") if not getattr(config, name)]
         if missing:
