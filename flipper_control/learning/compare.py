@@ -31,8 +31,7 @@ GAN_FIGURES = (("test worlds on the proxy at least {t}/{m} (the demo's figure)",
                ("proxy course at least {t}/{m} (the full config's figure)", "proxy", 7.5))
 SIM_GAP = 0.3  # issue 15: the proxy test total within 0.3 of the run's own simulated total
 DRIVING_MIN = 35.0  # issue 15: at most 35 minutes of proxy driving over a whole loop
-# where tasks run does not change results; seed is the spread; proxy_eval_every only adds earlier iterations' proxy scores
-NOT_COMPARED = NO_RESULT_FIELDS + ("seed",)  # runs of one mode differ in their seed by design
+NOT_COMPARED = NO_RESULT_FIELDS + ("seed",)  # the fields that change no result, and the seed: the spread over it
 EPS = 1e-6  # scores are rounded to 4 decimals: 6.5 - 6.2 must count as 0.3
 # config fields added after runs were recorded, with the value that reproduces what a run without the field did: an
 # absent field equals that value (any other value is a real difference). The GAN's are perception.cyclegan's table

@@ -1,6 +1,6 @@
 """What a learning-loop run depends on: ``LoopConfig``, its YAML loader, the embedded demo config, and the seeds
-derived from it (training worlds and selection runs per iteration). ``loop`` runs it; the CLI, the ROS nodes and
-``flipper compare`` read it.
+derived from it (training worlds and selection runs per iteration). ``loop`` runs it; the CLI and the planner and
+trainer nodes load it.
 """
 
 from __future__ import annotations
