@@ -6,9 +6,11 @@ One pure core runs live under rclpy (``perception.dem_node``), offline over a ro
 (``pointcloud.cloud_to_xyz``), removes returns from the robot itself (body and flippers at the latest
 /joint_states, in base_link at the cloud's stamp), moves the rest into the fixed frame (``map`` by
 default: REP 105's map -> odom -> base_link), fuses them into a bounded ``PointMap`` (optional) and
-builds the DEM around base_link with ``DemBuilder``. Bad input -- a malformed, empty or all-NaN cloud,
-a missing or stale transform -- is skipped with a warning that names the problem, counted per reason
-in ``skips``, and processing goes on.
+builds the DEM around base_link with ``DemBuilder``. Bad input -- a malformed cloud, a missing or stale
+transform, an empty or all-NaN cloud with nothing fused before it -- is skipped with a warning that names
+the problem, counted per reason in ``skips``, and processing goes on. An empty cloud after earlier returns
+is normal for a rotating lidar (a slice facing the sky): its DEM comes from the point map alone, counted
+in ``from_map_only``.
 """
 
 from __future__ import annotations
@@ -238,6 +240,7 @@ class DemHandler:
         self.point_map = PointMap(c.map_voxel, c.map_max_bytes) if c.accumulate else None
         self.skips: Counter[str] = Counter()
         self.processed = 0
+        self.from_map_only = 0  # DEMs built from the point map alone, for a cloud with no finite point
         self.flipper_angles: np.ndarray | None = None
         s = c.builder.dem
         # the DEM's farthest corner from base_link, plus room for its yaw: the part of the map a DEM can use
@@ -280,7 +283,11 @@ class DemHandler:
         except CloudError as exc:
             self._skip(MALFORMED, f"{where}: {exc}")
             return None
-        if len(xyz) == 0:
+        # A rotating 2D lidar's slice that faces the sky or open space has no return. With a point map the
+        # DEM at the new pose is still built from what was fused before, as the reality proxy does at every
+        # step; without one (or before the first return) such a cloud could only give an all-NaN DEM.
+        from_map_only = len(xyz) == 0 and self.point_map is not None and len(self.point_map) > 0
+        if len(xyz) == 0 and not from_map_only:
             self._skip(EMPTY, f"{where}: no finite point (empty or all-NaN cloud)")
             return None
         try:
@@ -295,7 +302,8 @@ class DemHandler:
         points = xyz @ quat_to_matrix(sensor[1]).T + sensor[0]
         position, quat = base
         if self.point_map is not None:
-            self.point_map.add(points)
+            if len(points):
+                self.point_map.add(points)
             points = self.point_map.crop(position, self._crop_radius)
         dem = self.builder.build(points, position, quat)
         yaw = RobotPose.from_quat(position, quat).yaw
@@ -304,6 +312,7 @@ class DemHandler:
                             t_ns / _NS, yaw=yaw, z=float(position[2]))
         gm.header = msg("std_msgs/msg/Header")(stamp=cloud.header.stamp, frame_id=c.fixed_frame)  # exact, no float
         self.processed += 1
+        self.from_map_only += from_map_only
         return DemResult(t_ns, dem, gm, position.copy(), quat.copy(), len(xyz))
 
     def _robot_mask(self, base_points: np.ndarray) -> np.ndarray:

@@ -151,6 +151,7 @@ class DemNode:
         h = self.sync.handler
         values = {"clouds": str(self.clouds), "maps published": str(self.published), "waiting clouds": str(self.sync.pending),
                   "built before their transform (tf_wait/cloud_queue)": str(self.sync.forced),
+                  "built from the point map only (empty cloud)": str(h.from_map_only),
                   **{f"skipped: {r}": str(h.skips[r]) for r in SKIP_REASONS}}
         idle = time.monotonic() - self._last_cloud
         if self.clouds and idle > 5.0:

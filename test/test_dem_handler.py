@@ -228,6 +228,32 @@ def test_bad_clouds_are_skipped_with_a_warning_and_processing_goes_on(caplog, ma
     assert good is not None and h.processed == 1
 
 
+def test_an_empty_slice_after_earlier_returns_gives_the_dem_from_the_point_map(caplog):
+    """A rotating lidar's slice facing the sky has no return: the DEM at the new pose comes from the map."""
+    moved = BASE_P + np.array([0.3, 0.0, 0.0])
+    for accumulate in (True, False):
+        h = _handler(self_filter=False, accumulate=accumulate)
+        first = h.on_cloud(_cloud_in_lidar(_terrain_points(np.random.default_rng(7))))
+        h.on_tf(_tf_msg(0.1, [("odom", "base_link", moved, yaw_quat(BASE_YAW))]))
+        with caplog.at_level(logging.WARNING, logger="perception.dem_handler"):
+            caplog.clear()
+            out = h.on_cloud(xyz_to_cloud(np.zeros((0, 3)), "lidar", T0 + 0.15))
+        if not accumulate:  # nothing to build from: skipped as bad input
+            assert out is None and h.skips == {"empty cloud": 1} and "empty cloud" in caplog.text
+            continue
+        assert out is not None and not h.skips and not caplog.text and h.from_map_only == 1 and h.processed == 2
+        base_p = DRIFT[0] + quat_to_matrix(DRIFT[1]) @ moved
+        np.testing.assert_allclose(out.position, base_p, atol=1e-12)
+        spec, yaw = DemSpec(), BASE_YAW + 0.1
+        xs, ys = spec.cell_centers()
+        wx = base_p[0] + math.cos(yaw) * xs - math.sin(yaw) * ys
+        expected = np.where(wx >= STEP_X, STEP_H, 0.0) - base_p[2]
+        known = np.isfinite(out.dem) & (np.abs(wx - STEP_X) > 0.08)
+        assert known.sum() > 0.5 * known.size  # most of the DEM lies inside the terrain fused before
+        np.testing.assert_allclose(out.dem[known], expected[known], atol=1e-6)  # the map's heights at the new pose
+        assert not np.array_equal(out.dem, first.dem, equal_nan=True)
+
+
 def test_cloud_before_any_transform_is_skipped():
     h = DemHandler(DemHandlerConfig(self_filter=False))
     assert h.on_cloud(xyz_to_cloud(np.ones((3, 3)), "lidar", T0)) is None

@@ -203,7 +203,7 @@ def ingest_bag(path: str | Path, config: IngestConfig | None = None, on_cloud: C
         report = reader.report.to_dict()
         custom = reader.custom_data
     report.update(handler_skips=dict(handler.skips), pairing_skips=dict(skipped), dems_built=handler.processed,
-                  samples=len(dems), custom_data=custom)
+                  dems_from_map_only=handler.from_map_only, samples=len(dems), custom_data=custom)
     shape = config.handler.builder.dem.shape
     meta = {"source": "rosbag", "bag": str(path), "world": custom.get("world", Path(path).name),
             "seed": int(custom["seed"]) if custom.get("seed", "").isdigit() else None,
