@@ -38,6 +38,7 @@ from flipper_control.learning.loop_config import (
 from flipper_control.learning.report import score_columns
 from flipper_control.learning.tasks import eval_task, plan_task, train_task
 from flipper_control.learning.transfer import TransferSteps, collection_entry
+from flipper_control.learning.worker_process import merge_memory_reports
 from flipper_control.progress import Step
 from planning.dataset import TrajectoryDataset
 from sim.io_utils import write_bytes_atomic, write_json_atomic
@@ -278,6 +279,9 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
         differ = "; ".join(f"{key}: recorded {a}, asked {b}" for key, a, b in _differences(have or {}, wanted))
         raise ValueError(f"{out} holds a loop run with a different configuration ({out / 'config.json'}; {differ}); "
                          "set the recorded values to resume it, use a new --out, or delete the folder to start over")
+    # memory peaks are not in the steps' JSON: a resumed run starts from the last report's
+    earlier_report = _read_json(out / "report.json") if recorded is not None else None
+    earlier_memory = earlier_report.get("memory") if isinstance(earlier_report, dict) else None
     write_json_atomic(out / "config.json", config.to_dict())
     loop = _Loop(config, out)
     report: dict[str, Any] = {"config": config.to_dict(), "seed": config.seed, "iterations": []}
@@ -334,7 +338,7 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
             _log(f"iter {k}: test total {ev['total']:.2f}/{ev['max']} (dataset {n_samples} samples from {n_traj} trajectories)")
             report["cpu_s"] = {key: round(v, 3) for key, v in cpu.items()} | {"total": round(sum(cpu.values()), 3),
                                                                                "cpu_hours": round(sum(cpu.values()) / 3600, 4)}
-            report["memory"] = loop.ex.memory_report()
+            report["memory"] = merge_memory_reports(earlier_memory, loop.ex.memory_report())
             report["wall_s"] = round(wall, 2)
             report["final_policy"] = entry["policy"]
             write_report(out, report)

@@ -154,7 +154,8 @@ def render_markdown(report: dict) -> str:
         "## Planning cost per trajectory (Table III analogue)", "", table_iii(report), "",
         "![learning curve](learning_curve.png)", "",
         *_transfer_markdown(report),
-        f"Peak resident memory: this process {mem.get('parent_peak_rss_mib', 0):.0f} MiB, "
+        f"Peak resident memory (over every session of a resumed run): the loop's process "
+        f"{mem.get('parent_peak_rss_mib', 0):.0f} MiB, "
         f"largest worker {mem.get('max_worker_peak_rss_mib', 0) or 0:.0f} MiB.", "",
     ]
     return "\n".join(lines)

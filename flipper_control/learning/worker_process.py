@@ -17,8 +17,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 
-__all__ = ["THREAD_ENV", "children_peak_rss_mib", "default_workers", "limit_threads", "peak_rss_mib", "pool_worker_init",
-           "sigint_blocked", "stop_pool"]
+__all__ = ["THREAD_ENV", "children_peak_rss_mib", "default_workers", "limit_threads", "merge_memory_reports", "peak_rss_mib",
+           "pool_worker_init", "sigint_blocked", "stop_pool"]
 
 # the thread pools of OpenMP, MKL and OpenBLAS read these once, when the library loads
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -52,6 +52,27 @@ def children_peak_rss_mib() -> float:
     node, not of this process.
     """
     return _maxrss_mib(resource.RUSAGE_CHILDREN)
+
+
+def merge_memory_reports(earlier: object, now: dict) -> dict:
+    """``Executor.memory_report()`` of this session combined with an earlier session's (a resumed run's report).
+
+    Each peak is the larger of the two, so the report of a resumed run covers every session's workers, not
+    only the steps this session ran. ``earlier`` comes from a file: anything but a dict of numbers is ignored.
+    """
+    if not isinstance(earlier, dict):
+        return now
+
+    def number(value: object) -> float:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+    merged = {key: max(number(earlier.get(key)), now[key]) for key in
+              ("parent_peak_rss_mib", "children_peak_rss_mib", "max_worker_peak_rss_mib")}
+    workers = dict(now["worker_peak_rss_mib"])
+    if isinstance(earlier.get("worker_peak_rss_mib"), dict):
+        for pid, mib in earlier["worker_peak_rss_mib"].items():
+            workers[str(pid)] = max(number(mib), workers.get(str(pid), 0.0))  # a pid may come back in a later session
+    return merged | {"worker_peak_rss_mib": dict(sorted(workers.items()))}
 
 
 def _maxrss_mib(who: int) -> float:
