@@ -8,13 +8,16 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tiny_loop import tiny_loop
 
 from flipper_control.learning.loop import LoopConfig, run_loop
+from flipper_control.learning.tasks import transformed_training_data
 from flipper_control.learning.transfer import TransferConfig, TransferSteps
 from flipper_control.learning.transfer_tasks import gan_task
 from perception.bag_reader import BagReader
+from planning.dataset import TrajectoryDataset
 from sim.config_io import config_from_mapping
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -94,6 +97,26 @@ def test_the_randomize_baseline_trains_on_randomised_dems_without_real_data(tmp_
     assert "proxy/F" in report["iterations"][-1]["transfer"]["proxy"]  # scored on the proxy like the GAN run
 
 
+def test_real_masks_put_the_real_dems_nan_masks_on_the_training_dems(tmp_path):
+    config = LoopConfig.from_dict(tiny_loop(iterations=1, transfer={**TRANSFER, "real_masks": {"pitch_bin_deg": 15}}))
+    report = run_loop(config, tmp_path / "rm")
+    real = str(tmp_path / "rm" / "real_0" / "real_trajectories.safetensors")
+    sidecar = json.loads(next((tmp_path / "rm" / "iter_1" / "candidates").glob("*.json")).read_text())
+    spec = sidecar["metadata"]["dem_transform"]
+    assert spec["kind"] == "gan" and spec["path"] is None  # iteration 1: G_0 is the identity, and it borrows too
+    assert spec["real_masks"]["datasets"] == [real] and spec["real_masks"]["config"]["pitch_bin_deg"] == 15
+    assert spec["real_masks"]["seed"] == sidecar["metadata"]["seed"]
+    data = TrajectoryDataset.load(tmp_path / "rm" / "iter_1" / "dataset.safetensors")
+    trained_on = transformed_training_data(data, spec)["dem"]
+    exact = data.arrays()["dem"]
+    real_masks = {np.isnan(d).tobytes() for d in TrajectoryDataset.load(real).arrays()["dem"]}
+    assert not np.isnan(exact).any() and np.isnan(trained_on).any()
+    assert all(np.isnan(d).tobytes() in real_masks for d in trained_on)  # every mask is a real DEM's
+    np.testing.assert_array_equal(trained_on[~np.isnan(trained_on)], exact[~np.isnan(trained_on)])
+    assert "real_masks" in (tmp_path / "rm" / "report.md").read_text()
+    assert report["config"]["transfer"]["real_masks"] == {"share": 1.0, "pitch_bin_deg": 15, "min_pool": 20}
+
+
 def test_a_diverging_gan_is_not_saved_and_the_last_good_generator_stays(gan_run, tmp_path):
     out, _ = gan_run
     task = {"sim": [str(out / "iter_1" / "sim_states.safetensors")],
@@ -117,6 +140,10 @@ def test_transfer_config_errors_name_the_field():
         LoopConfig.from_dict(tiny_loop(transfer={"initial_controller": "magic"}))
     with pytest.raises(ValueError, match="GanTrainConfig: epochs must be an integer"):
         LoopConfig.from_dict(tiny_loop(transfer={"gan": {"epochs": "many"}}))
+    with pytest.raises(ValueError, match="real_masks needs mode gan"):
+        LoopConfig.from_dict(tiny_loop(transfer={"mode": "randomize", "real_masks": {}}))
+    with pytest.raises(ValueError, match="real_masks config.*bins"):
+        LoopConfig.from_dict(tiny_loop(transfer={"real_masks": {"bins": 3}}))
     assert config_from_mapping(LoopConfig, tiny_loop(), "x").transfer is None  # no section: today's loop
 
 

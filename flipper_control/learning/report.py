@@ -166,7 +166,9 @@ def _transfer_markdown(report: dict) -> list[str]:
     if not t:
         return []
     runs = report["config"]["transfer"]["proxy_eval_runs"]
-    lines = [f"## Sim-to-real (Algorithm 1), mode `{t['mode']}`", "",
+    borrowed = " (imitation under NaN masks borrowed from the real DEMs: `real_masks`)" if \
+        report["config"]["transfer"].get("real_masks") else ""
+    lines = [f"## Sim-to-real (Algorithm 1), mode `{t['mode']}`{borrowed}", "",
              f"Real (reality-proxy) driving used: {t.get('driving_s', 0) / 60:.1f} min in {len(t['collections'])} "
              "collection(s): " + ", ".join(f"{c['label']} ({c['driving_s'] / 60:.1f} min, {c['samples']} states)"
                                           for c in t["collections"]) + ".", ""]

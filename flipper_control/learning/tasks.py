@@ -173,13 +173,19 @@ def eval_task(task: dict) -> dict:
 
 def transformed_training_data(data, dem_transform: dict | None):
     """What imitation trains on (Algorithm 1 line 5): the dataset's states with their DEMs as the policy will see
-    them. ``dem_transform``: None (exact DEMs), ``{"kind": "gan", "path": CKPT}`` (G(x)) or ``{"kind": "randomize",
-    "config": DomainRandomization dict, "seed": S}`` (the domain-randomisation baseline)."""
+    them. ``dem_transform``: None (exact DEMs), ``{"kind": "gan", "path": CKPT or None}`` (G(x); None: the
+    identity), optionally with ``"real_masks": {"config": MaskBorrowing dict, "datasets": [real datasets], "seed":
+    S}`` (G's heights under NaN masks borrowed from the real DEMs, ``perception.real_masks``), or ``{"kind":
+    "randomize", "config": DomainRandomization dict, "seed": S}`` (the domain-randomisation baseline)."""
     if not dem_transform:
         return data
     arrays = data.arrays()
     if dem_transform["kind"] == "gan":
-        arrays["dem"] = _transform(dem_transform["path"]).transform(arrays["dem"], arrays["proprio"])
+        exact = arrays["dem"]
+        if dem_transform.get("path"):
+            arrays["dem"] = _transform(dem_transform["path"]).transform(exact, arrays["proprio"])
+        if dem_transform.get("real_masks"):
+            arrays["dem"] = _with_real_masks(arrays["dem"], exact, arrays["proprio"][:, 0], dem_transform["real_masks"])
     elif dem_transform["kind"] == "randomize":
         import numpy as np
 
@@ -191,6 +197,23 @@ def transformed_training_data(data, dem_transform: dict | None):
     else:
         raise ValueError(f"unknown DEM transform {dem_transform['kind']!r}; allowed: gan, randomize")
     return arrays
+
+
+def _with_real_masks(dems, exact, pitch, spec: dict):
+    """``dems`` (G's output) with its NaN cells refilled from ``exact``, then masked by borrowed real NaN masks."""
+    import numpy as np
+
+    from perception.real_masks import MaskBorrowing, borrow_real_masks
+    from planning.dataset import TrajectoryDataset
+
+    if not spec.get("datasets"):
+        raise ValueError("real_masks: no real dataset to borrow NaN masks from (the loop collects one before iteration 1)")
+    real = [TrajectoryDataset.load(path).arrays() for path in spec["datasets"]]
+    masks = np.concatenate([np.isnan(r["dem"]) for r in real])
+    real_pitch = np.concatenate([r["proprio"][:, 0] for r in real])
+    heights = np.where(np.isnan(dems), exact, dems)
+    return borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(int(spec["seed"])),
+                             MaskBorrowing.from_dict(spec.get("config") or {}))
 
 
 def train_task(task: dict) -> dict:

@@ -28,6 +28,7 @@ from typing import Any
 
 from perception.domain_randomization import DomainRandomization
 from perception.gan_training import GanTrainConfig
+from perception.real_masks import MaskBorrowing
 from sim.config_io import config_from_mapping
 from sim.io_utils import write_json_atomic
 from sim.reality_proxy import RealityProxyConfig
@@ -58,6 +59,8 @@ class TransferConfig:
     proxy_eval_every: int = 0  # also score on the proxy every N iterations; 0: the last iteration only
     proxy_baselines: tuple[str, ...] = ("heuristic",)  # reference controllers scored once on the proxy (Table II)
     reality: RealityProxyConfig | None = None  # the proxy's settings (RealityProxyConfig fields); None: today's
+    # mode gan: imitation also puts real DEMs' NaN masks on the training DEMs (perception.real_masks); None: off
+    real_masks: MaskBorrowing | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.gan, dict):
@@ -66,6 +69,8 @@ class TransferConfig:
             object.__setattr__(self, "randomization", DomainRandomization.from_dict(self.randomization))
         if isinstance(self.reality, dict):
             object.__setattr__(self, "reality", RealityProxyConfig.from_dict(self.reality, "transfer.reality"))
+        if isinstance(self.real_masks, dict):
+            object.__setattr__(self, "real_masks", MaskBorrowing.from_dict(self.real_masks))
         for name in ("proxy_eval_worlds", "proxy_baselines"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
@@ -81,6 +86,8 @@ class TransferConfig:
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 problems.append(f"{name} must be an integer >= 1, got {v!r}")
+        if self.real_masks is not None and self.mode != "gan":
+            problems.append(f"real_masks needs mode gan (the only mode that drives real trajectories), got mode {self.mode!r}")
         if not (isinstance(self.proxy_eval_every, int) and self.proxy_eval_every >= 0):
             problems.append(f"proxy_eval_every must be an integer >= 0, got {self.proxy_eval_every!r}")
         controllers = [("initial_controller", self.initial_controller)] + [("proxy_baselines", b) for b in self.proxy_baselines]
@@ -98,6 +105,7 @@ class TransferConfig:
         d = asdict(self)
         d["gan"], d["randomization"] = self.gan.to_dict(), self.randomization.to_dict()
         d["reality"] = self.reality.to_dict() if self.reality is not None else None
+        d["real_masks"] = self.real_masks.to_dict() if self.real_masks is not None else None
         d["proxy_eval_worlds"], d["proxy_baselines"] = list(self.proxy_eval_worlds), list(self.proxy_baselines)
         return d
 
@@ -148,6 +156,9 @@ class TransferSteps:
         if self.c.mode == "randomize":
             return {"kind": "randomize", "config": self.c.randomization.to_dict(), "seed": seed}
         gan = self.gan_before(k)
+        if self.c.real_masks is not None and self.c.mode == "gan":  # G_0 (the identity) borrows masks too
+            return {"kind": "gan", "path": gan, "real_masks": {"config": self.c.real_masks.to_dict(),
+                                                               "datasets": self.real_datasets(), "seed": seed}}
         return {"kind": "gan", "path": gan} if gan else None
 
     # ---------------------------------------------------------------- line 2 / 9: real trajectories

@@ -1,0 +1,90 @@
+"""Borrowed real NaN masks (perception.real_masks): masks come from real DEMs of the same pitch bin, heights stay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perception.real_masks import MaskBorrowing, borrow_real_masks, pitch_bins
+
+SHAPE = (20, 5)
+
+
+def _real_set(per_bin: int = 30):
+    """Real masks that name their pitch bin: nose-up DEMs miss row 0, level ones row 10, nose-down ones row 19."""
+    masks, pitch = [], []
+    for row, deg in ((0, -25.0), (10, 3.0), (19, 25.0)):
+        m = np.zeros((per_bin, *SHAPE), bool)
+        m[:, row] = True
+        masks.append(m)
+        pitch.append(np.radians(np.full(per_bin, deg)))
+    return np.concatenate(masks), np.concatenate(pitch)
+
+
+def _sim(n: int, deg: float, seed: int = 0):
+    return np.random.default_rng(seed).normal(0.0, 0.1, (n, *SHAPE)).astype(np.float32), np.radians(np.full(n, deg))
+
+
+def test_each_dem_wears_a_real_mask_of_its_own_pitch_bin_and_keeps_its_heights():
+    masks, real_pitch = _real_set()
+    for deg, row in ((-22.0, 0), (7.0, 10), (21.0, 19)):
+        heights, pitch = _sim(50, deg)
+        out = borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(1))
+        nan = np.isnan(out)
+        assert nan[:, row].all() and nan.sum() == 50 * SHAPE[1]  # exactly the bin's row, in every DEM
+        np.testing.assert_array_equal(out[~nan], heights[~nan])
+        assert not np.isnan(heights).any()  # the input is not modified
+
+
+def test_share_sets_how_many_dems_borrow():
+    masks, real_pitch = _real_set()
+    heights, pitch = _sim(2000, 3.0)
+    none = borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(2), MaskBorrowing(share=0.0))
+    np.testing.assert_array_equal(none, heights)
+    half = borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(2), MaskBorrowing(share=0.5))
+    assert 0.45 < np.isnan(half).any(axis=(1, 2)).mean() < 0.55
+
+
+def test_a_sparse_bin_draws_from_its_neighbours_and_an_empty_neighbourhood_from_all():
+    masks, real_pitch = _real_set()
+    heights, pitch = _sim(40, -12.0)  # bin [-20, -10): no real DEM; neighbours [-30, -20) (row 0) and [-10, 0): none
+    out = borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(3))
+    assert np.isnan(out[:, 0]).all() and np.isnan(out).sum() == 40 * SHAPE[1]
+    far, far_pitch = _sim(300, 80.0)  # nothing near: any real mask
+    rows = np.isnan(borrow_real_masks(far, far_pitch, masks, real_pitch, np.random.default_rng(4))).all(axis=2)
+    assert {0, 10, 19} == set(np.flatnonzero(rows.any(axis=0)))
+    assert pitch_bins(np.radians([-0.1, 0.0, 9.9, 10.0]), 10.0).tolist() == [-1, 0, 0, 1]
+
+
+def test_the_seed_decides_the_draw():
+    masks, real_pitch = _real_set()
+    masks[:, 5, 2] = np.arange(len(masks)) % 2 == 0  # two kinds of mask in every bin
+    heights, pitch = _sim(200, 3.0)
+    a, b, c = (borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(s)) for s in (7, 7, 8))
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    assert not np.array_equal(np.isnan(a), np.isnan(c))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda h, p, m, q: (h[:, :10], p, m, q), "share the DEM geometry"),
+    (lambda h, p, m, q: (h, p[:-1], m, q), "one pitch per DEM"),
+    (lambda h, p, m, q: (h, p, m[:0], q[:0]), "no real DEM"),
+    (lambda h, p, m, q: (np.where(h > 0.1, np.nan, h), p, m, q), "must be finite"),
+    (lambda h, p, m, q: (h[0], p, m, q), "3 dimensions"),
+])
+def test_bad_input_is_named(change, message):
+    masks, real_pitch = _real_set()
+    heights, pitch = _sim(10, 0.0)
+    with pytest.raises(ValueError, match=message):
+        borrow_real_masks(*change(heights, pitch, masks, real_pitch), np.random.default_rng(0))
+
+
+def test_config_is_validated_and_round_trips():
+    for bad, field in (({"share": 1.5}, "share"), ({"pitch_bin_deg": 0}, "pitch_bin_deg"), ({"min_pool": 0}, "min_pool"),
+                       ({"share": True}, "share")):
+        with pytest.raises(ValueError, match=field):
+            MaskBorrowing(**bad)
+    with pytest.raises(ValueError, match="bin_width"):
+        MaskBorrowing.from_dict({"bin_width": 5})
+    config = MaskBorrowing(share=0.5, pitch_bin_deg=5.0, min_pool=3)
+    assert MaskBorrowing.from_dict(config.to_dict()) == config
