@@ -17,7 +17,7 @@ from flipper_control.learning.tasks import transformed_training_data
 from flipper_control.learning.transfer import TransferConfig, TransferSteps
 from flipper_control.learning.transfer_tasks import gan_task
 from perception.bag_reader import BagReader
-from planning.dataset import TrajectoryDataset
+from planning.dataset import Trajectory, TrajectoryDataset
 from sim.config_io import config_from_mapping
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -114,6 +114,11 @@ def test_real_masks_put_the_real_dems_nan_masks_on_the_training_dems(tmp_path):
     assert all(np.isnan(d).tobytes() in real_masks for d in trained_on)  # every mask is a real DEM's
     np.testing.assert_array_equal(trained_on[~np.isnan(trained_on)], exact[~np.isnan(trained_on)])
     assert "real_masks" in (tmp_path / "rm" / "report.md").read_text()
+    other = TrajectoryDataset([Trajectory(np.zeros((3, 10, 5)), np.zeros((3, 6)), np.zeros((3, 4)), True)])
+    other.save(tmp_path / "other.safetensors")  # real DEMs of another geometry: refused, naming the file
+    with pytest.raises(ValueError, match=r"real_masks from .*other\.safetensors: .*share the DEM geometry"):
+        elsewhere = spec["real_masks"] | {"datasets": [str(tmp_path / "other.safetensors")]}
+        transformed_training_data(data, spec | {"real_masks": elsewhere})
     assert report["config"]["transfer"]["real_masks"] == {"share": 1.0, "pitch_bin_deg": 15, "min_pool": 20}
 
 

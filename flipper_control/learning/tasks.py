@@ -212,8 +212,11 @@ def _with_real_masks(dems, exact, pitch, spec: dict):
     masks = np.concatenate([np.isnan(r["dem"]) for r in real])
     real_pitch = np.concatenate([r["proprio"][:, 0] for r in real])
     heights = np.where(np.isnan(dems), exact, dems)
-    return borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(int(spec["seed"])),
-                             MaskBorrowing.from_dict(spec.get("config") or {}))
+    try:
+        return borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(int(spec["seed"])),
+                                 MaskBorrowing.from_dict(spec.get("config") or {}))
+    except ValueError as exc:  # name the files: the core only sees arrays
+        raise ValueError(f"real_masks from {', '.join(map(str, spec['datasets']))}: {exc}") from exc
 
 
 def train_task(task: dict) -> dict:
