@@ -122,6 +122,16 @@ def test_real_masks_put_the_real_dems_nan_masks_on_the_training_dems(tmp_path):
     assert report["config"]["transfer"]["real_masks"] == {"share": 1.0, "pitch_bin_deg": 15, "min_pool": 20}
 
 
+def test_real_masks_borrow_only_from_collections_driven_before_the_iteration(tmp_path):
+    for c in range(3):  # a resumed run may already hold later collections
+        (tmp_path / f"real_{c}").mkdir()
+        (tmp_path / f"real_{c}" / "collection.json").write_text(json.dumps({"dataset": f"real_{c}.safetensors"}))
+    steps = TransferSteps(TransferConfig(real_masks={}, real_every=2), 0, tmp_path, ex=None, evaluate=None, step=None)
+    seen = {k: steps.dem_transform(k, seed=5)["real_masks"]["datasets"] for k in (1, 2, 3, 5)}
+    assert seen == {1: ["real_0.safetensors"], 2: ["real_0.safetensors"], 3: ["real_0.safetensors", "real_1.safetensors"],
+                    5: ["real_0.safetensors", "real_1.safetensors", "real_2.safetensors"]}
+
+
 def test_a_diverging_gan_is_not_saved_and_the_last_good_generator_stays(gan_run, tmp_path):
     out, _ = gan_run
     task = {"sim": [str(out / "iter_1" / "sim_states.safetensors")],

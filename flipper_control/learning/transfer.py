@@ -157,8 +157,11 @@ class TransferSteps:
             return {"kind": "randomize", "config": self.c.randomization.to_dict(), "seed": seed}
         gan = self.gan_before(k)
         if self.c.real_masks is not None and self.c.mode == "gan":  # G_0 (the identity) borrows masks too
+            # the collections driven before iteration k trained (line 2's, then one after every real_every-th
+            # iteration), not the later ones a resumed run already holds: a retrained step sees what it saw first
+            real = self.real_datasets()[:1 + (k - 1) // self.c.real_every]
             return {"kind": "gan", "path": gan, "real_masks": {"config": self.c.real_masks.to_dict(),
-                                                               "datasets": self.real_datasets(), "seed": seed}}
+                                                               "datasets": real, "seed": seed}}
         return {"kind": "gan", "path": gan} if gan else None
 
     # ---------------------------------------------------------------- line 2 / 9: real trajectories
