@@ -226,7 +226,7 @@ def test_resume_reruns_a_deleted_evaluation_and_nothing_else(base_run, tmp_path)
 
 
 def test_a_resumed_run_keeps_the_memory_peaks_of_earlier_sessions(base_run, tmp_path):
-    base, report, _ = base_run
+    base, _, _ = base_run
     out = copy_run(base, tmp_path / "run")
     recorded = json.loads((out / "report.json").read_text())
     recorded["memory"]["max_worker_peak_rss_mib"] = 99999.0  # a session whose worker peaked far above this one
@@ -234,7 +234,6 @@ def test_a_resumed_run_keeps_the_memory_peaks_of_earlier_sessions(base_run, tmp_
     (out / "report.json").write_text(json.dumps(recorded))
     again = run_loop(tiny_config(), out)  # every step done: this session runs no task at all
     assert again["memory"]["max_worker_peak_rss_mib"] == 99999.0 and again["memory"]["worker_peak_rss_mib"]["1"] == 99999.0
-    assert again["memory"]["parent_peak_rss_mib"] >= report["memory"]["parent_peak_rss_mib"] - 1e-9
     assert "largest worker 99999 MiB" in (out / "report.md").read_text()
     (out / "report.json").write_text("[1, 2]")  # not a report: ignored, the peaks are this session's
     assert run_loop(tiny_config(), out)["memory"]["worker_peak_rss_mib"] == {}
