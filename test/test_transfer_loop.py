@@ -132,6 +132,35 @@ def test_real_masks_borrow_only_from_collections_driven_before_the_iteration(tmp
                     5: ["real_0.safetensors", "real_1.safetensors", "real_2.safetensors"]}
 
 
+def test_the_gan_update_reads_only_collections_driven_before_the_iteration(tmp_path):
+    for c in range(3):  # a resumed run may already hold later collections (line 9 runs after line 7)
+        (tmp_path / f"real_{c}").mkdir()
+        (tmp_path / f"real_{c}" / "collection.json").write_text(json.dumps({"dataset": f"real_{c}.safetensors"}))
+    seen = {}
+
+    class Executor:  # records the task instead of training: the data it names is what this test checks
+        def map(self, fn, tasks, progress=None):
+            seen[tasks[0]["seed"] % 1000] = tasks[0]["real"]
+            return [{"diverged": True, "error": "not trained", "path": None, "metrics": None, "cpu_s": 0.0}]
+
+    class Step:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def finish(self, text):
+            pass
+
+    steps = TransferSteps(TransferConfig(real_every=2), 0, tmp_path, ex=Executor(), evaluate=None,
+                          step=lambda *a: Step())
+    for k in (2, 3, 5):
+        steps.update_gan(k, "sim.safetensors")
+    assert seen == {2: ["real_0.safetensors"], 3: ["real_0.safetensors", "real_1.safetensors"],
+                    5: ["real_0.safetensors", "real_1.safetensors", "real_2.safetensors"]}
+
+
 def test_a_diverging_gan_is_not_saved_and_the_last_good_generator_stays(gan_run, tmp_path):
     out, _ = gan_run
     task = {"sim": [str(out / "iter_1" / "sim_states.safetensors")],

@@ -157,11 +157,8 @@ class TransferSteps:
             return {"kind": "randomize", "config": self.c.randomization.to_dict(), "seed": seed}
         gan = self.gan_before(k)
         if self.c.real_masks is not None and self.c.mode == "gan":  # G_0 (the identity) borrows masks too
-            # the collections driven before iteration k trained (line 2's, then one after every real_every-th
-            # iteration), not the later ones a resumed run already holds: a retrained step sees what it saw first
-            real = self.real_datasets()[:1 + (k - 1) // self.c.real_every]
             return {"kind": "gan", "path": gan, "real_masks": {"config": self.c.real_masks.to_dict(),
-                                                               "datasets": real, "seed": seed}}
+                                                               "datasets": self.real_datasets_before(k), "seed": seed}}
         return {"kind": "gan", "path": gan} if gan else None
 
     # ---------------------------------------------------------------- line 2 / 9: real trajectories
@@ -201,6 +198,12 @@ class TransferSteps:
             i += 1
         return out
 
+    def real_datasets_before(self, k: int) -> list[str]:
+        """The collections a fresh run holds when iteration ``k`` trains and updates G: line 2's, then one after
+        every ``real_every``-th iteration before ``k`` (collection c is driven after iteration c x real_every's
+        GAN update). Not the later ones a resumed run already holds: a retrained step sees what it saw first."""
+        return self.real_datasets()[:1 + (k - 1) // self.c.real_every]
+
     # ---------------------------------------------------------------- line 6 and 7: rollouts and the GAN
     def rollouts(self, k: int, policy: str) -> str:
         """States of iteration ``k``'s policy driving in simulation through G_{k-1}: ``iter_K/sim_states``."""
@@ -223,7 +226,8 @@ class TransferSteps:
         return str(path)
 
     def update_gan(self, k: int, sim_states: str, policy: str | None = None) -> dict:
-        """G_k from G_{k-1} on iteration ``k``'s simulated states and all real ones (line 7): ``iter_K/gan``.
+        """G_k from G_{k-1} on iteration ``k``'s simulated states and all real ones driven so far (line 7):
+        ``iter_K/gan``.
         ``policy`` (pi_k's checkpoint) is the task model of ``gan.lambda_task`` and what the action gap measures."""
         from flipper_control.learning.transfer_tasks import gan_task
 
@@ -231,7 +235,7 @@ class TransferSteps:
         done = _read_json(d / "gan_update.json")
         if done is not None:
             return done
-        task = {"sim": [sim_states], "real": self.real_datasets(), "out": str(d / "gan"), "start": self.gan_before(k),
+        task = {"sim": [sim_states], "real": self.real_datasets_before(k), "out": str(d / "gan"), "start": self.gan_before(k),
                 "train": self.c.gan.to_dict(), "seed": self.seed * 1000 + k, "randomization": self.c.randomization.to_dict(),
                 "policy": policy}
         with self._step(f"iter {k}: CycleGAN update (line 7)", 1, "task") as step:
@@ -301,7 +305,7 @@ class TransferSteps:
 
                 figure = self.out / f"iter_{k}" / "fig6.png"
                 if not figure.is_file():
-                    transfer_figure(gan["path"], states, self.real_datasets()[-1], figure, seed=self.seed)
+                    transfer_figure(gan["path"], states, self.real_datasets_before(k)[-1], figure, seed=self.seed)
                 transfer_report["figure"] = str(figure.relative_to(self.out))
             if self.collection_due(k, iterations):  # line 9: new real trajectories with the newest policy
                 col = self.collect_real(k // self.c.real_every, {"kind": "policy", "path": policy}, f"policy of iteration {k}")
