@@ -127,7 +127,8 @@ def load_loop_config(path: str | Path) -> LoopConfig:
 
 
 # The embedded default of `flipper demo` (configs/demo.yaml is the same, for reading and copying; a test
-# keeps the two equal): Algorithm 1 at a small scale, 22 minutes on 2 cores from a fresh clone.
+# keeps the two equal): Algorithm 1 at a small scale, 22 minutes on 2 cores from a fresh clone
+# (52 on a slower machine, README).
 DEMO_CONFIG: dict[str, Any] = {
     "seed": 0,
     "iterations": 5,
