@@ -177,7 +177,7 @@ def test_replay_equivalence_dem_node_and_policy_node_match_flipper_replay(ros_gr
     player = ros_graph.start_node("perception.bag_play_node", "bag_play_node", params={
         "bag": str(bag), "rate": 1.0, "topics": "/points,/tf,/tf_static,/imu/data,/joint_states",
         "wait_for": ["/points", "/imu/data", "/joint_states"], "start_delay": 1.0})
-    live = _commands(sink.result(60))
+    live = _commands(sink.result(120))
     assert player.wait(30) == 0
     assert live.shape == offline.shape, (live.shape, offline.shape)
     np.testing.assert_allclose(live, offline, atol=1e-5)
