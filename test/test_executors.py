@@ -81,6 +81,34 @@ def test_task_exception_names_index(executor):
     assert executor.map(tasks.fail_on, [1, 2]) == [1, 4]  # still usable after a failure
 
 
+def test_a_submitted_task_gives_the_serial_result_and_maps_run_beside_it(executor, serial_episodes):
+    """``submit`` returns at once; on the parallel kinds the task holds one worker while ``map`` uses the other."""
+    assert executor.submit(tasks.heuristic_episode, 1).result() == serial_episodes[1]
+    for _ in range(20 if executor.kind != "serial" else 0):  # both workers up (Ray starts its second one lazily),
+        if len({p for _, p in executor.map(tasks.sleep_and_echo, [(0, 0.5), (1, 0.5)])}) == 2:  # so that no
+            break  # worker's start-up is timed below
+    t0 = time.perf_counter()
+    slow = executor.submit(tasks.sleep_and_echo, (7, 3.0))
+    beside = executor.map(tasks.sleep_and_echo, [(0, 0.0), (1, 0.0), (2, 0.0)])
+    mapped_s = time.perf_counter() - t0
+    assert [v for v, _ in beside] == [0, 1, 2]
+    value, pid = slow.result()
+    assert value == 7 and slow.result() == (7, pid)  # a second call gives the same value without waiting
+    if executor.kind == "serial":
+        assert pid == os.getpid() and mapped_s >= 3.0  # serial runs a submitted task at once, in order
+    else:
+        assert pid != os.getpid() and mapped_s < 3.0  # the map did not wait for the sleeping task
+        assert all(p != pid for _, p in beside)  # it ran on the other worker
+
+
+def test_a_submitted_task_that_fails_raises_the_task_error(executor):
+    pending = executor.submit(tasks.fail_on, 3)
+    for _ in range(2):  # the same error again, not a silent None
+        with pytest.raises(TaskError, match=r"task 0 failed: ValueError: boom on purpose"):
+            pending.result()
+    assert executor.submit(tasks.fail_on, 2).result() == 4
+
+
 def test_empty_task_list(executor):
     assert executor.map(tasks.fail_on, []) == []
 

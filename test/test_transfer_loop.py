@@ -28,8 +28,9 @@ TRANSFER = {"real_runs": 2, "sim_runs": 2, "real_every": 1, "gan": {"epochs": 2,
 
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory) -> tuple[Path, dict]:
+    """A pool of two workers, so that line 7 really runs beside the next steps (the resume test reruns it serially)."""
     out = tmp_path_factory.mktemp("transfer") / "run"
-    report = run_loop(LoopConfig.from_dict(tiny_loop(transfer=TRANSFER)), out)
+    report = run_loop(LoopConfig.from_dict(tiny_loop(transfer=TRANSFER, executor="process", workers=2)), out)
     return out, report
 
 
@@ -136,29 +137,70 @@ def test_the_gan_update_reads_only_collections_driven_before_the_iteration(tmp_p
     for c in range(3):  # a resumed run may already hold later collections (line 9 runs after line 7)
         (tmp_path / f"real_{c}").mkdir()
         (tmp_path / f"real_{c}" / "collection.json").write_text(json.dumps({"dataset": f"real_{c}.safetensors"}))
-    seen = {}
-
-    class Executor:  # records the task instead of training: the data it names is what this test checks
-        def map(self, fn, tasks, progress=None):
-            seen[tasks[0]["seed"] % 1000] = tasks[0]["real"]
-            return [{"diverged": True, "error": "not trained", "path": None, "metrics": None, "cpu_s": 0.0}]
-
-    class Step:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def finish(self, text):
-            pass
-
-    steps = TransferSteps(TransferConfig(real_every=2), 0, tmp_path, ex=Executor(), evaluate=None,
-                          step=lambda *a: Step())
-    for k in (2, 3, 5):
-        steps.update_gan(k, "sim.safetensors")
+    steps = TransferSteps(TransferConfig(real_every=2), 0, tmp_path, ex=None, evaluate=None, step=None)
+    seen = {k: steps.gan_task(k, "sim.safetensors")["real"] for k in (2, 3, 5)}
     assert seen == {2: ["real_0.safetensors"], 3: ["real_0.safetensors", "real_1.safetensors"],
                     5: ["real_0.safetensors", "real_1.safetensors", "real_2.safetensors"]}
+
+
+class _Step:
+    """A progress step that records its summary line."""
+
+    prefix = ""
+
+    def __init__(self, lines: list):
+        self.lines = lines
+
+    def write(self, line):
+        self.lines.append(line)
+
+    def finish(self, text):
+        self.lines.append(text)
+
+    def close(self):
+        pass
+
+
+def test_a_gan_update_in_flight_is_collected_before_anything_reads_its_generator(tmp_path):
+    """Line 7 runs beside the next steps; the next planning (which reads G_{k-1}) must not wait for it, and
+    whatever reads G_k (imitation, selection, evaluation) must get G_k, never silently the older generator."""
+    events, lines = [], []
+
+    class Pending:
+        def __init__(self, k):
+            self.k = k
+
+        def result(self):
+            events.append(f"waited for {self.k}")
+            (tmp_path / f"iter_{self.k}" / "fig6.png").write_bytes(b"")  # drawn already: this fake trained nothing
+            g = {"distances": {}, "classifier": {"accuracy": 0.75}, "closed_share": {"nan_map": 0.5}, "nan_share": 0.0}
+            return {"diverged": False, "error": None, "path": str(tmp_path / f"iter_{self.k}" / "gan"),
+                    "metrics": {"candidates": {"G": g}}, "cpu_s": 2.5}
+
+    class Executor:
+        def submit(self, fn, task):
+            k = task["seed"] % 1000
+            events.append(f"started {k} from {task['start']}")
+            return Pending(k)
+
+    for d in ("real_0", "iter_1", "iter_2"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "real_0" / "collection.json").write_text(json.dumps({"dataset": "real_0.safetensors"}))
+    steps = TransferSteps(TransferConfig(), 0, tmp_path, ex=Executor(), evaluate=None,
+                          step=lambda *a, **kw: _Step(lines))
+    entry, cpu = {}, {"transfer": 0.0}
+    steps.start_gan_update(1, "sim_1.safetensors", "policy_1", entry, cpu, {})
+    assert events == ["started 1 from None"] and "gan" not in entry
+    assert steps.gan_before(1) is None and events == ["started 1 from None"]  # planning of iteration 2: no wait
+    assert steps.gan_before(2) == str(tmp_path / "iter_1" / "gan")  # imitation of iteration 2: G_1, after waiting
+    assert events == ["started 1 from None", "waited for 1"]
+    assert entry["gan"]["path"] == str(tmp_path / "iter_1" / "gan") and cpu["transfer"] == 2.5
+    assert json.loads((tmp_path / "iter_1" / "gan_update.json").read_text())["path"] == entry["gan"]["path"]
+    steps.start_gan_update(2, "sim_2.safetensors", "policy_2", {}, cpu, {})  # G_2 continues from G_1
+    assert events[-1] == f"started 2 from {tmp_path / 'iter_1' / 'gan'}"
+    assert steps.finish_gan_update()["cpu_s"] == 2.5 and steps.finish_gan_update() is None
+    assert any("iter 1: CycleGAN update (line 7) started" in line for line in lines)
+    assert "classifier accuracy 0.75, closed nan_map 0.50" in lines
 
 
 def test_a_diverging_gan_is_not_saved_and_the_last_good_generator_stays(gan_run, tmp_path):

@@ -2,7 +2,9 @@
 
 ``make_executor(kind, workers, ray_address)`` returns an ``Executor`` whose ``map(fn, tasks, progress)``
 calls the top-level (picklable) function ``fn`` once per task and returns the results **in task order**,
-whatever order they finish in. Kinds:
+whatever order they finish in. ``submit(fn, task)`` starts one task and returns at once (``serial``: runs it
+then); its ``Pending.result()`` waits for it. A submitted task holds one worker while later ``map`` calls run
+on the others: the loop trains the CycleGAN that way beside the next steps, which do not need it. Kinds:
 
 - ``serial``: in this process, one task after the other (debugging, tiny jobs, the reference);
 - ``process``: a local pool of ``spawn``-started worker processes, kept for the executor's lifetime;
@@ -61,7 +63,8 @@ from flipper_control.learning.worker_process import (
     stop_pool,
 )
 
-__all__ = ["EXECUTOR_KINDS", "Executor", "ProcessExecutor", "RayExecutor", "SerialExecutor", "TaskError", "make_executor"]
+__all__ = ["EXECUTOR_KINDS", "Executor", "Pending", "ProcessExecutor", "RayExecutor", "SerialExecutor", "TaskError",
+           "make_executor"]
 
 EXECUTOR_KINDS = ("serial", "process", "ray")
 
@@ -151,6 +154,33 @@ def _infrastructure_error(index: int, exc: BaseException) -> TaskError:
 
 
 # ------------------------------------------------------------------------------------------ executors
+class Pending:
+    """One task started by ``Executor.submit``. ``result()`` waits for it and returns its value, or raises the
+    ``TaskError`` that ``map`` would (index 0); later calls give the same value or error without waiting."""
+
+    def __init__(self, executor: Executor, wait_outcome: Callable[[], _Outcome]):
+        self._executor, self._wait_outcome = executor, wait_outcome
+        self._settled = False
+        self._value: Any = None
+        self._error: TaskError | None = None
+
+    def result(self) -> Any:
+        if not self._settled:
+            try:
+                outcome = self._wait_outcome()
+                self._executor._record_peak(outcome)
+                if outcome.ok:
+                    self._value = outcome.value
+                else:
+                    self._error = _task_error(0, outcome.value)
+            except TaskError as exc:  # infrastructure failures arrive already wrapped
+                self._error = exc
+            self._settled = True
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class Executor:
     """Base of the executors: ``map``, ``close``, context manager, per-worker peak memory.
 
@@ -181,7 +211,7 @@ class Executor:
 
         def collect(index: int, outcome: _Outcome) -> None:
             nonlocal done
-            self.worker_peak_rss[outcome.pid] = max(self.worker_peak_rss.get(outcome.pid, 0.0), outcome.peak_rss_mib)
+            self._record_peak(outcome)
             if not outcome.ok:
                 raise _task_error(index, outcome.value)
             results[index] = outcome.value
@@ -192,8 +222,19 @@ class Executor:
         self._map_outcomes(fn, tasks, collect)
         return results
 
+    def submit(self, fn: Callable[[Any], Any], task: Any) -> Pending:
+        """Start ``fn(task)`` and return a ``Pending`` at once (``serial`` runs it first). The task holds one worker
+        until it ends; ``map`` calls meanwhile share the others. ``close()`` ends it like any running task."""
+        return Pending(self, self._submit_outcome(fn, task))
+
     def _map_outcomes(self, fn, tasks: list, collect: Callable[[int, _Outcome], None]) -> None:
         raise NotImplementedError
+
+    def _submit_outcome(self, fn, task) -> Callable[[], _Outcome]:
+        raise NotImplementedError
+
+    def _record_peak(self, outcome: _Outcome) -> None:
+        self.worker_peak_rss[outcome.pid] = max(self.worker_peak_rss.get(outcome.pid, 0.0), outcome.peak_rss_mib)
 
     def memory_report(self) -> dict:
         """Peaks in MiB: this process, terminated children, and each worker process seen so far (by pid)."""
@@ -237,6 +278,11 @@ class SerialExecutor(Executor):
                 collect(i, _run_task(fn, task))
         finally:
             torch.set_num_threads(threads)
+
+    def _submit_outcome(self, fn, task) -> Callable[[], _Outcome]:
+        outcomes: list[_Outcome] = []
+        self._map_outcomes(fn, [task], lambda _, outcome: outcomes.append(outcome))
+        return lambda: outcomes[0]
 
 
 class ProcessExecutor(Executor):
@@ -293,6 +339,22 @@ class ProcessExecutor(Executor):
         finally:
             for fut in pending:  # after a failure (or Ctrl-C): drop what has not started
                 fut.cancel()
+
+    def _submit_outcome(self, fn, task) -> Callable[[], _Outcome]:
+        pool = self._get_pool()
+        with sigint_blocked():
+            fut = pool.submit(_run_task, fn, task)
+
+        def wait_outcome() -> _Outcome:
+            try:
+                return fut.result()
+            except BrokenProcessPool as exc:
+                self._discard_pool()
+                raise _infrastructure_error(0, exc) from exc
+            except Exception as exc:  # fn or task cannot be pickled, or the pool was closed under it
+                raise _infrastructure_error(0, exc) from exc
+
+        return wait_outcome
 
     def _discard_pool(self) -> None:
         pool, self._pool = self._pool, None
@@ -381,6 +443,18 @@ class RayExecutor(Executor):
                     ray.cancel(ref)
                 except Exception:  # best effort: a task that already finished cannot be cancelled
                     pass
+
+    def _submit_outcome(self, fn, task) -> Callable[[], _Outcome]:
+        ray = self._connect()
+        ref = self._remote.remote(fn, task)
+
+        def wait_outcome() -> _Outcome:
+            try:
+                return ray.get(ref)
+            except Exception as exc:  # worker crash, object lost, cancelled by close()
+                raise _infrastructure_error(0, exc) from exc
+
+        return wait_outcome
 
     def close(self) -> None:
         if self._started_ray:

@@ -58,9 +58,10 @@ def _log(msg: str) -> None:
     print(f"{LOG_PREFIX}{msg}", file=sys.stderr, flush=True)
 
 
-def _step(label: str, total: int, unit: str) -> Step:
-    """One step of the loop: a bar on a terminal, then its summary line (``flipper_control.progress``)."""
-    return Step(label, total, unit, prefix=LOG_PREFIX)
+def _step(label: str, total: int, unit: str, bar: bool | None = None) -> Step:
+    """One step of the loop: a bar on a terminal (``bar=False``: none, for a step running beside others), then its
+    summary line (``flipper_control.progress``)."""
+    return Step(label, total, unit, prefix=LOG_PREFIX, bar=bar)
 
 
 def _controller_spec(name: str) -> dict:
@@ -309,6 +310,10 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
         for k in range(1, config.iterations + 1):
             plans = loop.plan(k, guide)
             dataset, data_hash, n_traj, n_samples = loop.aggregate(k)
+            t_wait = time.perf_counter()
+            if loop.transfer is not None:  # G_{k-1}, trained beside the planning above, is what imitation reads
+                loop.transfer.finish_gan_update()
+            waited = time.perf_counter() - t_wait
             selection = loop.train_and_select(k, dataset, data_hash)
             ev = loop.evaluate_policy(k)
             guide = str(out / f"iter_{k}" / "policy")
@@ -316,7 +321,7 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
             cpu["planning"] += plans["cpu_s_total"]
             cpu["training"] += selection["train_cpu_s"]
             cpu["evaluation"] += selection["selection_cpu_s"] + ev["cpu_s"]
-            wall += plans["wall_s"] + selection["wall_s"] + ev["wall_s"]
+            wall += plans["wall_s"] + selection["wall_s"] + ev["wall_s"] + waited
             entry = {
                 "iteration": k, "scores": ev["scores"], "total": ev["total"], "max": ev["max"],
                 "planning": {key: plans[key] for key in ("guided", "trajectories", "successes", "success_rate", "cpu_s_total",
@@ -327,11 +332,13 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
                              "baseline_test_mse": best["baseline_test_mse"], "candidates": len(selection["candidates"]),
                              "cpu_s": selection["train_cpu_s"]},
                 "policy": str(Path(f"iter_{k}") / "policy.safetensors"),
-                "wall_s": round(plans["wall_s"] + selection["wall_s"] + ev["wall_s"], 2),
+                "wall_s": round(plans["wall_s"] + selection["wall_s"] + ev["wall_s"] + waited, 2),
             }
             if loop.transfer is not None:
                 t0 = time.perf_counter()
-                entry["transfer"] = loop.transfer.after_iteration(k, config.iterations, guide, cpu, report["transfer"])
+                # a caller that stops after an iteration (trainer_watch) gets its GAN update finished with it
+                entry["transfer"] = loop.transfer.after_iteration(k, config.iterations, guide, cpu, report["transfer"],
+                                                                  wait=on_iteration is not None)
                 entry["wall_s"] = round(entry["wall_s"] + time.perf_counter() - t0, 2)
                 wall += time.perf_counter() - t0
             report["iterations"].append(entry)

@@ -131,13 +131,15 @@ def load_loop_config(path: str | Path) -> LoopConfig:
 # (52 on a slower machine, README).
 DEMO_CONFIG: dict[str, Any] = {
     "seed": 0,
-    "iterations": 5,
-    "training_worlds": 24,
+    "iterations": 4,
+    "training_worlds": 20,
     "candidates": 4,
-    "selection_runs": 3,
+    "selection_runs": 2,
     "eval_runs": 5,
-    "imitation": {"epochs": 60, "policy": {"hidden": [128]}},
-    "transfer": {"mode": "gan"},  # Algorithm 1: real trajectories on the reality proxy, the CycleGAN, Table II
+    # a fresh random 5,000 samples per epoch: imitation costs the same in every iteration as the data grows
+    "imitation": {"epochs": 50, "samples_per_epoch": 5000, "policy": {"hidden": [128]}},
+    # Algorithm 1: real trajectories on the reality proxy, the CycleGAN, Table II; 400 GAN steps per update
+    "transfer": {"mode": "gan", "gan": {"epochs": 20, "steps_per_epoch": 20}},
 }
 
 

@@ -17,6 +17,13 @@ above), ``identity`` (G held at the identity: the ablation that shows whether th
 ``randomize`` (imitation on domain-randomised DEMs instead: what most users would try first). Every variant
 scores its policy on the reality proxy (the test worlds and the proxy course F, P, SU1-3, SD1-3: Table II).
 Every step writes its output atomically and is skipped when it exists, as the rest of the loop.
+
+Line 7 runs beside the next steps: the update is submitted to one worker (``Executor.submit``) while line 9's
+collection, the proxy scores and the next iteration's planning, none of which reads G_k, run on the others.
+It is collected (``finish_gan_update``) before anything that reads G_k: ``gan_before`` does so itself, and the loop
+does it before imitation. The update is deterministic and runs in a worker process of its own, so what it
+computes does not depend on what runs beside it; only the wall time does (the CycleGAN's steps run on one core,
+which the loop used to leave idle). An interrupted run loses the update in flight and runs it again on resume.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perception.domain_randomization import DomainRandomization
 from perception.gan_training import GanTrainConfig
@@ -32,6 +39,9 @@ from perception.real_masks import MaskBorrowing
 from sim.config_io import config_from_mapping
 from sim.io_utils import write_json_atomic
 from sim.reality_proxy import RealityProxyConfig
+
+if TYPE_CHECKING:
+    from flipper_control.learning.executors import Pending
 
 __all__ = ["MODES", "TransferConfig", "TransferSteps", "collection_entry"]
 
@@ -132,19 +142,38 @@ def _read_json(path: Path) -> Any | None:
         return None
 
 
+@dataclass
+class _GanInFlight:
+    """A line-7 update submitted beside the next steps, and where its result goes once it is collected."""
+
+    k: int
+    states: str  # iteration k's simulated states (x_s), for the Fig. 6 analogue
+    pending: Pending | None  # None: gan_update.json existed (a resumed run)
+    done: dict | None  # that file's content
+    step: Any  # the progress step that prints the update's summary line
+    entry: dict  # the iteration's transfer entry of the report
+    cpu: dict
+    transfer_report: dict
+
+
 class TransferSteps:
     """The transfer steps of one loop run, over its executor and output folder; ``evaluate`` is the loop's own
-    evaluation (``_Loop.evaluate``), so the proxy scores use the same machinery and report format."""
+    evaluation (``_Loop.evaluate``), so the proxy scores use the same machinery and report format. ``step(label,
+    total, unit, bar=None)`` makes a progress step (``bar=False``: summary lines only)."""
 
     def __init__(self, config: TransferConfig, loop_seed: int, out: Path, ex, evaluate, step):
         self.c, self.seed, self.out, self.ex, self._evaluate, self._step = config, loop_seed, out, ex, evaluate, step
         self._reality = config.reality.to_dict() if config.reality is not None else None
+        self._in_flight: _GanInFlight | None = None
 
     # ---------------------------------------------------------------- which G each iteration uses
     def gan_before(self, k: int) -> str | None:
-        """G_{k-1}: the newest good generator of the iterations before ``k`` (None: the identity)."""
+        """G_{k-1}: the newest good generator of the iterations before ``k`` (None: the identity). Waits for an update
+        of an iteration before ``k`` that is still running beside (never falls back to an older generator)."""
         if self.c.mode != "gan":
             return None
+        if self._in_flight is not None and self._in_flight.k < k:
+            self.finish_gan_update()
         for j in range(k - 1, 0, -1):
             done = _read_json(self.out / f"iter_{j}" / "gan_update.json")
             if done is not None and done.get("path"):
@@ -225,28 +254,60 @@ class TransferSteps:
         data.save(path)
         return str(path)
 
-    def update_gan(self, k: int, sim_states: str, policy: str | None = None) -> dict:
-        """G_k from G_{k-1} on iteration ``k``'s simulated states and all real ones driven so far (line 7):
-        ``iter_K/gan``.
-        ``policy`` (pi_k's checkpoint) is the task model of ``gan.lambda_task`` and what the action gap measures."""
+    def gan_task(self, k: int, sim_states: str, policy: str | None = None) -> dict:
+        """The line-7 task of iteration ``k``: G_k from G_{k-1} on iteration ``k``'s simulated states and the real
+        ones driven before it (``iter_K/gan``). ``policy`` (pi_k's checkpoint) is the task model of
+        ``gan.lambda_task`` and what the action gap measures."""
+        return {"sim": [sim_states], "real": self.real_datasets_before(k), "out": str(self.out / f"iter_{k}" / "gan"),
+                "start": self.gan_before(k), "train": self.c.gan.to_dict(), "seed": self.seed * 1000 + k,
+                "randomization": self.c.randomization.to_dict(), "policy": policy}
+
+    def start_gan_update(self, k: int, sim_states: str, policy: str, entry: dict, cpu: dict,
+                         transfer_report: dict) -> None:
+        """Submit iteration ``k``'s update (or take ``iter_K/gan_update.json`` of an earlier session) and return at
+        once; ``finish_gan_update`` collects it into ``entry``, ``cpu`` and ``transfer_report``."""
         from flipper_control.learning.transfer_tasks import gan_task
 
-        d = self.out / f"iter_{k}"
-        done = _read_json(d / "gan_update.json")
-        if done is not None:
-            return done
-        task = {"sim": [sim_states], "real": self.real_datasets_before(k), "out": str(d / "gan"), "start": self.gan_before(k),
-                "train": self.c.gan.to_dict(), "seed": self.seed * 1000 + k, "randomization": self.c.randomization.to_dict(),
-                "policy": policy}
-        with self._step(f"iter {k}: CycleGAN update (line 7)", 1, "task") as step:
-            (result,) = self.ex.map(gan_task, [task], progress=step)
+        self.finish_gan_update()  # at most one in flight: G_k continues from G_{k-1}
+        done = _read_json(self.out / f"iter_{k}" / "gan_update.json")
+        pending = step = None
+        if done is None:
+            task = self.gan_task(k, sim_states, policy)
+            step = self._step(f"iter {k}: CycleGAN update (line 7)", 1, "task", bar=False)
+            step.write(f"{step.prefix}iter {k}: CycleGAN update (line 7) started on one worker, beside the next steps")
+            pending = self.ex.submit(gan_task, task)
+        self._in_flight = _GanInFlight(k, sim_states, pending, done, step, entry, cpu, transfer_report)
+
+    def finish_gan_update(self) -> dict | None:
+        """Wait for the update in flight (if any), write ``iter_K/gan_update.json``, its Fig. 6 analogue, and fill in
+        the report entry; returns its result (None when none was in flight)."""
+        g, self._in_flight = self._in_flight, None
+        if g is None:
+            return None
+        result = g.done
+        if result is None:
+            try:
+                result = g.pending.result()
+            finally:
+                g.step.close()
             if result["diverged"]:
-                step.finish(f"diverged ({result['error']}); keeping the previous generator")
+                g.step.finish(f"diverged ({result['error']}); keeping the previous generator")
             else:
-                g = result["metrics"]["candidates"]["G"]
-                step.finish(f"classifier accuracy {g['classifier']['accuracy']:.2f}, closed "
-                            + ", ".join(f"{m} {v:.2f}" for m, v in g["closed_share"].items() if v is not None))
-        write_json_atomic(d / "gan_update.json", result)
+                m = result["metrics"]["candidates"]["G"]
+                g.step.finish(f"classifier accuracy {m['classifier']['accuracy']:.2f}, closed "
+                              + ", ".join(f"{n} {v:.2f}" for n, v in m["closed_share"].items() if v is not None))
+            write_json_atomic(self.out / f"iter_{g.k}" / "gan_update.json", result)
+        g.cpu["transfer"] += result["cpu_s"]
+        g.entry["gan"] = {"diverged": result["diverged"], "error": result["error"], "path": result["path"],
+                          "metrics": _metrics_summary(result["metrics"]) if result["metrics"] else None,
+                          "task_consistency": result.get("task_consistency")}  # .get: a gan_update.json of an older run
+        if result["path"]:
+            from flipper_control.learning.transfer_figure import transfer_figure
+
+            figure = self.out / f"iter_{g.k}" / "fig6.png"
+            if not figure.is_file():
+                transfer_figure(result["path"], g.states, self.real_datasets_before(g.k)[-1], figure, seed=self.seed)
+            g.transfer_report["figure"] = str(figure.relative_to(self.out))
         return result
 
     # ---------------------------------------------------------------- Table II: scores on the reality proxy
@@ -289,24 +350,16 @@ class TransferSteps:
         return result
 
     # ---------------------------------------------------------------- one iteration's transfer steps
-    def after_iteration(self, k: int, iterations: int, policy: str, cpu: dict, transfer_report: dict) -> dict:
+    def after_iteration(self, k: int, iterations: int, policy: str, cpu: dict, transfer_report: dict,
+                        wait: bool = False) -> dict:
         """Algorithm 1 lines 6, 7 and 9 after iteration ``k``'s policy is chosen, and its scores on the reality proxy;
-        returns the iteration's ``transfer`` entry of the report (CPU seconds are added to ``cpu``)."""
+        returns the iteration's ``transfer`` entry of the report (CPU seconds are added to ``cpu``). Line 7 runs
+        beside line 9 and the proxy scores and, unless ``wait`` or this is the last iteration, beside what follows
+        until ``finish_gan_update`` (the entry's ``gan`` is filled in then)."""
         entry: dict[str, Any] = {"through_gan": self.gan_before(k)}
         if self.c.mode == "gan":
             states = self.rollouts(k, policy)
-            gan = self.update_gan(k, states, policy)
-            cpu["transfer"] += gan["cpu_s"]
-            entry["gan"] = {"diverged": gan["diverged"], "error": gan["error"], "path": gan["path"],
-                            "metrics": _metrics_summary(gan["metrics"]) if gan["metrics"] else None,
-                            "task_consistency": gan.get("task_consistency")}  # .get: a gan_update.json of an older run
-            if gan["path"]:
-                from flipper_control.learning.transfer_figure import transfer_figure
-
-                figure = self.out / f"iter_{k}" / "fig6.png"
-                if not figure.is_file():
-                    transfer_figure(gan["path"], states, self.real_datasets_before(k)[-1], figure, seed=self.seed)
-                transfer_report["figure"] = str(figure.relative_to(self.out))
+            self.start_gan_update(k, states, policy, entry, cpu, transfer_report)
             if self.collection_due(k, iterations):  # line 9: new real trajectories with the newest policy
                 col = self.collect_real(k // self.c.real_every, {"kind": "policy", "path": policy}, f"policy of iteration {k}")
                 cpu["transfer"] += col["cpu_s"]
@@ -315,5 +368,7 @@ class TransferSteps:
             proxy = self.proxy_eval(k, policy)
             cpu["evaluation"] += sum(v["cpu_s"] for v in proxy.values())
             entry["proxy"] = {ref: {key: v[key] for key in ("scores", "total", "max", "sections")} for ref, v in proxy.items()}
+        if wait or k == iterations:
+            self.finish_gan_update()
         transfer_report["driving_s"] = round(sum(c["driving_s"] for c in transfer_report["collections"]), 2)
         return entry
