@@ -478,8 +478,11 @@ def test_load_loop_config_names_a_missing_or_malformed_file(tmp_path):
 
 
 def test_demo_yaml_equals_the_embedded_demo_config():
+    from flipper_control.rl.flipper_cup import DEMO_ITERATIONS
+
     assert load_loop_config(REPO / "configs" / "demo.yaml") == demo_config()
     assert demo_config() == LoopConfig.from_dict(DEMO_CONFIG)
+    assert DEMO_ITERATIONS == demo_config().iterations  # flipper-CUP's defaults: the demo's last policy and sources
 
 
 def test_full_yaml_is_seed_000_scale():

@@ -133,13 +133,13 @@ DEMO_CONFIG: dict[str, Any] = {
     "seed": 0,
     "iterations": 4,
     "training_worlds": 20,
-    "candidates": 4,
+    "candidates": 2,  # one round of training on 2 workers; the carried policy competes too
     "selection_runs": 2,
     "eval_runs": 5,
     # a fresh random 5,000 samples per epoch: imitation costs the same in every iteration as the data grows
     "imitation": {"epochs": 50, "samples_per_epoch": 5000, "policy": {"hidden": [128]}},
-    # Algorithm 1: real trajectories on the reality proxy, the CycleGAN, Table II; 400 GAN steps per update
-    "transfer": {"mode": "gan", "gan": {"epochs": 20, "steps_per_epoch": 20}},
+    # Algorithm 1: real trajectories on the reality proxy, the CycleGAN, Table II; 300 GAN steps per update
+    "transfer": {"mode": "gan", "gan": {"epochs": 20, "steps_per_epoch": 15}},
 }
 
 

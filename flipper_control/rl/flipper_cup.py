@@ -48,7 +48,8 @@ __all__ = ["ALGORITHM", "ARCHITECTURES", "ENVS", "FlipperCUPAgent", "FlipperCUPC
 ALGORITHM = "flipper-cup"  # metadata.rl.algorithm of its checkpoints (``--algo cup`` on this env)
 ENVS = (ENV_ID,)
 DEFAULT_RUN = "demo_out"  # `make demo`'s run: its last policy is fine-tuned, the earlier iterations' are the sources
-DEFAULT_POLICY = f"{DEFAULT_RUN}/iter_5/policy"
+DEMO_ITERATIONS = 4  # DEMO_CONFIG's (flipper_control.learning.loop_config; a test keeps the two equal)
+DEFAULT_POLICY = f"{DEFAULT_RUN}/iter_{DEMO_ITERATIONS}/policy"
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class FlipperCUPConfig:
 
     env: FlipperRLConfig = field(default_factory=lambda: FlipperRLConfig(action_mode="continuous", frame_stack=1))
     policy: str = DEFAULT_POLICY  # checkpoint of the imitation policy to fine-tune
-    sources: tuple[str, ...] = tuple(f"{DEFAULT_RUN}/iter_{k}/policy" for k in (1, 2, 3, 4))
+    sources: tuple[str, ...] = tuple(f"{DEFAULT_RUN}/iter_{k}/policy" for k in range(1, DEMO_ITERATIONS))
     source_std: float = 0.1
     init_std: float = 0.15
     sac: SACConfig = field(default_factory=lambda: SACConfig(total_steps=40_000, learning_starts=1_000, batch_size=64,
@@ -176,7 +177,7 @@ def _load_policy(path: str) -> NanAwarePolicy:
 
     if not checkpoint_paths(path)[0].exists():
         raise FileNotFoundError(f"CUP fine-tuning: no policy checkpoint at {path} (the defaults are `make demo`'s "
-                                f"{DEFAULT_RUN}/iter_1..5; run the demo first or set policy and sources)")
+                                f"{DEFAULT_RUN}/iter_1..{DEMO_ITERATIONS}; run the demo first or set policy and sources)")
     return load_policy(path)[0]
 
 
