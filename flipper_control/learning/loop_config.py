@@ -127,8 +127,8 @@ def load_loop_config(path: str | Path) -> LoopConfig:
 
 
 # The embedded default of `flipper demo` (configs/demo.yaml is the same, for reading and copying; a test
-# keeps the two equal): Algorithm 1 at a small scale, 22 minutes on 2 cores from a fresh clone
-# (52 on a slower machine, README).
+# keeps the two equal): Algorithm 1 at a small scale, sized on the slowest 2-core machine measured: `make demo` 23.2
+# minutes there from a fresh clone (README).
 DEMO_CONFIG: dict[str, Any] = {
     "seed": 0,
     "iterations": 4,
