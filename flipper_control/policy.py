@@ -1,6 +1,7 @@
 """The NaN-aware flipper policy of seed 000 section VI: DEM + pitch, roll, flipper angles -> 4 flipper targets.
 
-The DEM is split into its values (missing cells set to 0) and a mask (1 measured, 0 missing); each
+The DEM is split into its values (missing cells set to 0, or with ``nan_fill: column`` interpolated along their
+column, ``fill_columns``) and a mask (1 measured, 0 missing); each
 goes through its own convolution and the two outputs are multiplied, so that from that layer on no
 NaN exists in the network. The product is flattened, concatenated with the 1D inputs and mapped by
 fully connected layers to four flipper angles squashed into the joint range.
@@ -20,7 +21,32 @@ from sim.dem import DemSpec
 from sim.robot import RobotSpec
 from sim.simulator import Observation
 
-__all__ = ["PolicyConfig", "NanAwarePolicy", "PolicyController"]
+__all__ = ["NAN_FILLS", "PolicyConfig", "NanAwarePolicy", "PolicyController", "fill_columns"]
+
+NAN_FILLS = ("zero", "column")
+
+
+def fill_columns(values: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
+    """``values`` (..., rows, cols) with every cell where ``measured`` is False replaced by a linear interpolation
+    along its column between the nearest measured cells above and below it, by the nearest one's value where only
+    one side has one, and by 0 in a column with no measured cell. Measured cells are returned unchanged.
+
+    Why: with missing cells at 0 the value convolution sees an edge wherever a lidar shadow begins (behind a stair
+    nosing the heights fall from the tread's to 0), the very pattern of a drop; filled, a shadow continues the
+    terrain around it and only the mask says it was not seen. Gradients reach the measured values it copies.
+    """
+    rows = values.shape[-2]
+    idx = torch.arange(rows, device=values.device).view(rows, 1).expand(values.shape)
+    prev_idx = torch.where(measured, idx, -1).cummax(dim=-2).values  # last measured row at or above; -1: none
+    next_idx = torch.where(measured, idx, rows).flip(-2).cummin(dim=-2).values.flip(-2)  # first at or below
+    has_prev, has_next = prev_idx >= 0, next_idx < rows
+    v_prev = values.gather(-2, prev_idx.clamp(0, rows - 1))
+    v_next = values.gather(-2, next_idx.clamp(0, rows - 1))
+    w = (idx - prev_idx).to(values.dtype) / (next_idx - prev_idx).clamp(min=1).to(values.dtype)
+    between = v_prev + (v_next - v_prev) * w
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    filled = torch.where(has_prev & has_next, between, torch.where(has_prev, v_prev, torch.where(has_next, v_next, zero)))
+    return torch.where(measured, values, filled)
 
 
 def _is_int(x: object) -> bool:
@@ -47,6 +73,10 @@ class PolicyConfig:
     dem_scale: float = 0.5  # metres: heights are divided by this before the convolution
     dem_clip: float = 5.0  # metres: heights beyond +-dem_clip are clipped (keeps huge values finite)
     negative_slope: float = 0.01  # of the Leaky ReLU nonlinearities
+    # what a missing cell's value is before the value convolution (the mask is the same either way): "zero" (seed
+    # 000), or "column": interpolated along its DEM column (the driving direction) between the nearest measured
+    # cells, the nearest one's height beyond them, 0 in a column with none (``fill_columns``)
+    nan_fill: str = "zero"
 
     def __post_init__(self) -> None:
         # JSON gives lists: accept them, keep the dataclass hashable
@@ -71,6 +101,8 @@ class PolicyConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 problems.append(f"{name} must be a positive number of metres, got {value!r}")
+        if self.nan_fill not in NAN_FILLS:
+            problems.append(f"nan_fill must be one of {', '.join(NAN_FILLS)}, got {self.nan_fill!r}")
         if not (math.isfinite(self.negative_slope) and 0 <= self.negative_slope < 1):
             problems.append(f"negative_slope must lie in [0, 1), got {self.negative_slope!r}")
         if not problems and self.parameter_count() > MAX_PARAMETERS:
@@ -138,11 +170,20 @@ class NanAwarePolicy(nn.Module):
         self._proprio_np = self._proprio_t.numpy()
 
     def split_dem(self, dem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(values, mask), each (B, 1, rows, cols): values normalised with non-finite cells at 0, mask 1/0."""
+        """(values, mask), each (B, 1, rows, cols): values normalised with non-finite cells filled (``nan_fill``;
+        0 by default), mask 1/0."""
         measured = torch.isfinite(dem)
         c = self.config
         values = torch.where(measured, dem, 0.0).clamp(-c.dem_clip, c.dem_clip) / c.dem_scale
-        return values.unsqueeze(1), measured.to(dem.dtype).unsqueeze(1)
+        return self.fill_missing(values, measured).unsqueeze(1), measured.to(dem.dtype).unsqueeze(1)
+
+    def fill_missing(self, values: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
+        """``values`` (..., rows, cols), 0 at missing cells, as the value convolution takes them: unchanged with
+        ``nan_fill`` "zero", filled along each column (``fill_columns``) with "column". ``measured`` may be a
+        soft mask (G's straight-through one): a cell counts as measured where it is above 0.5."""
+        if self.config.nan_fill == "zero":
+            return values
+        return fill_columns(values, measured if measured.dtype == torch.bool else measured > 0.5)
 
     def encode(self, dem: torch.Tensor) -> torch.Tensor:
         """The NaN-free DEM features (B, conv_channels * rows * cols) that enter the dense layers."""

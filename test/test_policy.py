@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flipper_control.checkpoint import CheckpointError, checkpoint_paths, load_policy, save_policy
-from flipper_control.policy import NanAwarePolicy, PolicyConfig, PolicyController
+from flipper_control.policy import NanAwarePolicy, PolicyConfig, PolicyController, fill_columns
 from sim.world_sets import resolve_world
 
 CFG = PolicyConfig()
@@ -96,6 +96,40 @@ def test_missing_cell_values_cannot_leak():
     assert not torch.equal(policy(moved, proprio), policy(dem, proprio)), "measured heights must reach the output"
 
 
+def test_fill_columns_interpolates_each_column_between_its_measured_cells():
+    nan = float("nan")
+    column = [nan, 1.0, nan, nan, 4.0, nan]
+    dem = torch.tensor([column, [nan] * 6, [2.0] * 6]).T.unsqueeze(0)  # (1, 6 rows, 3 cols)
+    measured = torch.isfinite(dem)
+    values = torch.where(measured, dem, 0.0).requires_grad_(True)
+    filled = fill_columns(values, measured)
+    want = torch.tensor([[1.0, 1.0, 2.0, 3.0, 4.0, 4.0], [0.0] * 6, [2.0] * 6]).T.unsqueeze(0)
+    assert torch.equal(filled.detach(), want)  # the nearest beyond the ends, 0 in a column with nothing measured
+    filled[0, 2, 0].backward()  # row 2 lies a third of the way from row 1 to row 4
+    assert torch.allclose(values.grad[0, :, 0], torch.tensor([0.0, 2 / 3, 0.0, 0.0, 1 / 3, 0.0]))
+
+
+def test_column_fill_changes_only_what_missing_cells_hold():
+    """Same weights: on a fully measured DEM the fills agree; with a lidar shadow, "column" gives the missing cells
+    their column's interpolated heights (no edge where the shadow begins), the mask stays, and what a missing cell
+    holds (NaN, +-inf) still cannot leak."""
+    zero, column = _policy(3), _policy(3, PolicyConfig(nan_fill="column"))
+    column.load_state_dict(zero.state_dict())
+    dem, proprio = _inputs(4, seed=3, nan_fraction=0.0)
+    assert torch.equal(zero(dem, proprio), column(dem, proprio))
+    shadow = dem.clone()
+    shadow[:, 3:6, :] = float("nan")
+    values, mask = column.split_dem(shadow)
+    scaled = dem / CFG.dem_scale
+    assert torch.allclose(values[:, 0, 4], scaled[:, 2] + (scaled[:, 6] - scaled[:, 2]) / 2, atol=1e-6)
+    assert torch.equal(mask, zero.split_dem(shadow)[1]) and mask[:, 0, 3:6].sum() == 0
+    assert not torch.equal(zero(shadow, proprio), column(shadow, proprio))
+    inf = shadow.clone()
+    inf[:, 3:6, :] = float("inf")
+    assert torch.equal(column(inf, proprio), column(shadow, proprio))
+    assert bool(torch.isfinite(column(torch.full_like(dem, float("nan")), proprio)).all())
+
+
 def test_nan_aware_convolution_numerically():
     """With a summing value filter and a counting mask filter, the product is sum * count per 3x3 patch."""
     cfg = PolicyConfig(conv_channels=2, dem_scale=1.0)
@@ -151,6 +185,7 @@ def test_gradients_flow_and_a_tiny_regression_fits():
         {"flipper_lower": 2.0},
         {"dem_scale": 0.0},
         {"n_out": True},
+        {"nan_fill": "mean"},
     ],
 )
 def test_config_rejects_bad_values(bad):
@@ -159,10 +194,13 @@ def test_config_rejects_bad_values(bad):
 
 
 def test_config_dict_round_trip_and_unknown_keys():
-    cfg = PolicyConfig(hidden=(32, 16), conv_channels=4)
+    cfg = PolicyConfig(hidden=(32, 16), conv_channels=4, nan_fill="column")
     assert PolicyConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="conv_chanels"):
         PolicyConfig.from_dict({"conv_chanels": 4})
+    older = cfg.to_dict()
+    del older["nan_fill"]  # a checkpoint from before the field: seed 000's zero fill
+    assert PolicyConfig.from_dict(older).nan_fill == "zero"
 
 
 @pytest.fixture

@@ -116,9 +116,9 @@ def test_one_ddqn_update_moves_q_towards_the_target():
     assert np.abs(td_after).mean() < np.abs(td).mean()
 
 
-def _policy_and_obs(frame_stack=2):
+def _policy_and_obs(frame_stack=2, nan_fill="zero"):
     torch.manual_seed(1)
-    policy = NanAwarePolicy(PolicyConfig()).eval()
+    policy = NanAwarePolicy(PolicyConfig(nan_fill=nan_fill)).eval()
     rng = np.random.default_rng(1)
     frames = []
     for _ in range(frame_stack):
@@ -129,9 +129,10 @@ def _policy_and_obs(frame_stack=2):
     return policy, frames, obs
 
 
-def test_cup_source_mean_is_the_imitation_policys_action():
-    policy, frames, obs = _policy_and_obs()
-    src = PolicySource(PolicyActorConfig(PolicyConfig().to_dict(), frame_stack=2, init_std=0.1), policy)
+@pytest.mark.parametrize("nan_fill", ["zero", "column"])
+def test_cup_source_mean_is_the_imitation_policys_action(nan_fill):
+    policy, frames, obs = _policy_and_obs(nan_fill=nan_fill)
+    src = PolicySource(PolicyActorConfig(policy.config.to_dict(), frame_stack=2, init_std=0.1), policy)
     env_like = FlipperRLEnv.__new__(FlipperRLEnv)  # only the joint-range mapping is needed: no simulator
     env_like._mid, env_like._half = (1.57 + -1.2) / 2, (1.57 - -1.2) / 2
     env_like.config = FlipperRLConfig(action_mode="continuous")

@@ -42,7 +42,7 @@ class PolicyTaskModel:
     def __call__(self, heights: torch.Tensor, measured: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
         c = self.policy.config
         # heights are 0 at missing cells already (the GAN's channels hold them so); as split_dem then clamp and scale
-        values = heights.clamp(-c.dem_clip, c.dem_clip) / c.dem_scale
+        values = self.policy.fill_missing(heights.clamp(-c.dem_clip, c.dem_clip) / c.dem_scale, measured)
         return self.policy.forward_parts(values.unsqueeze(1), measured.unsqueeze(1), scalars)
 
 

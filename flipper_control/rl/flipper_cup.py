@@ -86,6 +86,7 @@ def _pre_tanh(policy: NanAwarePolicy, obs: torch.Tensor, frame_stack: int) -> to
     c = policy.config
     values, mask, proprio = split_frames(obs.to(torch.float32), frame_stack, c.dem_shape)
     values = values[:, -1:].clamp(-c.dem_clip, c.dem_clip) / c.dem_scale  # as NanAwarePolicy.split_dem
+    values = policy.fill_missing(values, mask[:, -1:])
     features = policy.act(policy.conv_values(values) * policy.conv_mask(mask[:, -1:])).flatten(1)
     return policy.head(torch.cat((features, proprio[:, -1]), dim=1))
 
