@@ -153,9 +153,10 @@ class PolicyRuntime:
             o = imu.orientation
             self.drop("imu", f"{self.topics['imu']}: orientation ({o.w}, {o.x}, {o.y}, {o.z}) is not a rotation")
             return None
+        completes = self._completes(self._imu, to_nanoseconds(imu.header.stamp))
         self._imu.add(to_nanoseconds(imu.header.stamp), pr)
         self._arrived["imu"] = now
-        return self._resolve(now)
+        return self._resolve(now, completes)
 
     def on_joint_states(self, joint_states: Any, now: float) -> Command | None:
         """A sensor_msgs/JointState (dropped, warned, without four finite flipper angles); returns the decision of
@@ -164,9 +165,10 @@ class PolicyRuntime:
         if isinstance(angles, str):
             self.drop("joint_states", f"{self.topics['joint_states']}: {angles}")
             return None
+        completes = self._completes(self._joints, to_nanoseconds(joint_states.header.stamp))
         self._joints.add(to_nanoseconds(joint_states.header.stamp), angles)
         self._arrived["joint_states"] = now
-        return self._resolve(now)
+        return self._resolve(now, completes)
 
     def on_gridmap(self, gridmap: Any, now: float) -> Command | None:
         """A grid_map_msgs/GridMap: the decision for it (a Command to publish at once), or None when it is dropped,
@@ -198,8 +200,22 @@ class PolicyRuntime:
         executor hands over one message per subscription per cycle, so a map can overtake queued state."""
         return self._imu.newest >= self._pending[0] and self._joints.newest >= self._pending[0]
 
-    def _resolve(self, now: float) -> Command | None:
-        if self._pending is not None and self._state_complete():
+    def _completes(self, history: _History, t_ns: int) -> bool:
+        """Whether a state message stamped ``t_ns`` is the first of its kind at or after the pending map's stamp."""
+        return self._pending is not None and history.newest < self._pending[0] <= t_ns
+
+    def _resolve(self, now: float, completes: bool) -> Command | None:
+        """After a state message: decide the pending map once its state is complete, or once it has waited
+        ``state_wait`` in vain. A message that has just brought its own kind up to the map's stamp does not
+        decide an expired map alone: the other kind's message may be queued behind it in the same executor
+        cycle (rclpy hands over one message per subscription per cycle), and deciding now would take the
+        older state, which ``flipper replay`` would not."""
+        if self._pending is None:
+            return None
+        if self._state_complete():
+            return self._decide(self._pending, now)
+        if now - self._pending[2] >= self.config.state_wait and not completes:
+            self.counts["decided before the state at its stamp"] += 1
             return self._decide(self._pending, now)
         return None
 
@@ -252,10 +268,16 @@ class PolicyRuntime:
         return bool(stale)
 
     def tick(self, now: float) -> Command | None:
-        """The timer: the safe posture while an input is stale, the decision of a map that waited ``state_wait``
-        in vain for its state, the next rate-limited step towards a target that the last command fell short of,
-        else None (a forward controller holds its last command)."""
-        if self._pending is not None and (now - self._pending[2] >= self.config.state_wait or self._stale_now(now)):
+        """The timer: the safe posture while an input is stale (deciding a waiting map with it), the decision of
+        a map that waited ``state_wait`` before any Imu or JointState came, the next rate-limited step towards a
+        target that the last command fell short of, else None (a forward controller holds its last command)."""
+        # A map that waited state_wait in vain is decided here only while an input is stale or no state has
+        # arrived at all; otherwise the next Imu / JointState decides it (``_resolve``). rclpy runs a due timer
+        # before queued messages, so on a starved machine the timer would otherwise decide the map with older
+        # state while its own waits in the queue.
+        expired = self._pending is not None and now - self._pending[2] >= self.config.state_wait
+        no_state = self._imu.latest() is None or self._joints.latest() is None
+        if self._pending is not None and (self._stale_now(now) or (expired and no_state)):
             self.counts["decided before the state at its stamp"] += 1
             decided = self._decide(self._pending, now)
             if decided is not None:

@@ -191,14 +191,36 @@ def test_a_map_that_overtook_its_state_waits_for_it():
     expected = policy.act_numpy(_dem(), np.array([0.1, -0.05, 0.2, 0.3, -0.1, 0.0], dtype=np.float32))
     np.testing.assert_allclose(cmd.positions, expected, atol=1e-6)
     assert cmd.arrived == 0.01 and rt.counts["decisions"] == 1
-    # it never comes: decided with the latest after state_wait, counted
+    # it never comes (the Imu's clock lags): past state_wait the next state message decides with the latest
     assert rt.on_gridmap(_gridmap(1.1, _dem(1)), 0.1) is None
-    assert rt.tick(0.12) is None
-    late = rt.tick(0.16)
-    assert late.source == "policy" and rt.counts["decided before the state at its stamp"] == 1
+    assert rt.on_joint_states(_joints(1.1, (0.2, 0.3, -0.1, 0.0)), 0.11) is None  # the Imu at 1.1 may be queued
+    assert rt.tick(0.16) is None  # the timer leaves it to the state callbacks while the inputs are fresh
+    late = rt.on_imu(_imu(1.05, pitch=0.2), 0.17)
+    assert late.source == "policy" and late.arrived == 0.1
+    assert rt.counts["decided before the state at its stamp"] == 1
     # a newer map overtakes a waiting one: the older is decided at once
     assert rt.on_gridmap(_gridmap(1.2, _dem(2)), 0.2) is None
     assert rt.on_gridmap(_gridmap(1.3, _dem(3)), 0.21).arrived == 0.2
+
+
+def test_a_starved_executor_still_decides_a_map_with_the_state_at_its_stamp():
+    """rclpy runs a due timer before queued messages: the timer must not decide a map whose state waits in the
+    queue, and the first of two queued state messages must not decide it alone."""
+    policy = _policy(0)
+    rt = PolicyRuntime(PolicyNodeConfig(max_rate=0.0, state_wait=0.05, **SLOW), policy=policy)
+    rt.on_imu(_imu(0.9, pitch=0.3), 0.0)
+    rt.on_joint_states(_joints(0.9, (0.0, 0.0, 0.0, 0.0)), 0.0)
+    assert rt.on_gridmap(_gridmap(1.0, _dem()), 0.01) is None
+    assert rt.tick(0.5) is None  # woke late: the map expired long ago, its state is queued
+    assert rt.on_imu(_imu(1.0, pitch=0.1, roll=-0.05), 0.5) is None  # completes the Imu; the JointState is next
+    cmd = rt.on_joint_states(_joints(1.0, (0.2, 0.3, -0.1, 0.0)), 0.5)
+    expected = policy.act_numpy(_dem(), np.array([0.1, -0.05, 0.2, 0.3, -0.1, 0.0], dtype=np.float32))
+    np.testing.assert_allclose(cmd.positions, expected, atol=1e-6)
+    assert rt.counts["decided before the state at its stamp"] == 0
+    # a stale input still decides a waiting map at the timer (with the safe posture)
+    assert rt.on_gridmap(_gridmap(1.1, _dem(1)), 0.6) is None
+    late = rt.tick(0.6 + SLOW["imu_timeout"] + 0.01)
+    assert late is not None and late.source == "safe" and late.arrived == 0.6
 
 
 def test_hot_swap_accepts_a_rewritten_checkpoint_and_refuses_bad_ones(tmp_path):
