@@ -147,28 +147,22 @@ class PolicyRuntime:
     # ------------------------------------------------------------------ inputs
     def on_imu(self, imu: Any, now: float) -> Command | None:
         """A sensor_msgs/Imu (dropped, warned, when its orientation is NaN or zero); returns the decision of a
-        waiting map that it completes, else None."""
+        waiting map that it completes or that waited past ``state_wait``, else None."""
         pr = pitch_roll(imu)
         if pr is None:
             o = imu.orientation
             self.drop("imu", f"{self.topics['imu']}: orientation ({o.w}, {o.x}, {o.y}, {o.z}) is not a rotation")
             return None
-        completes = self._completes(self._imu, to_nanoseconds(imu.header.stamp))
-        self._imu.add(to_nanoseconds(imu.header.stamp), pr)
-        self._arrived["imu"] = now
-        return self._resolve(now, completes)
+        return self._take_state(self._imu, "imu", to_nanoseconds(imu.header.stamp), pr, now)
 
     def on_joint_states(self, joint_states: Any, now: float) -> Command | None:
         """A sensor_msgs/JointState (dropped, warned, without four finite flipper angles); returns the decision of
-        a waiting map that it completes, else None."""
+        a waiting map that it completes or that waited past ``state_wait``, else None."""
         angles = flipper_angles(joint_states, self.config.flipper_joints)
         if isinstance(angles, str):
             self.drop("joint_states", f"{self.topics['joint_states']}: {angles}")
             return None
-        completes = self._completes(self._joints, to_nanoseconds(joint_states.header.stamp))
-        self._joints.add(to_nanoseconds(joint_states.header.stamp), angles)
-        self._arrived["joint_states"] = now
-        return self._resolve(now, completes)
+        return self._take_state(self._joints, "joint_states", to_nanoseconds(joint_states.header.stamp), angles, now)
 
     def on_gridmap(self, gridmap: Any, now: float) -> Command | None:
         """A grid_map_msgs/GridMap: the decision for it (a Command to publish at once), or None when it is dropped,
@@ -200,16 +194,15 @@ class PolicyRuntime:
         executor hands over one message per subscription per cycle, so a map can overtake queued state."""
         return self._imu.newest >= self._pending[0] and self._joints.newest >= self._pending[0]
 
-    def _completes(self, history: _History, t_ns: int) -> bool:
-        """Whether a state message stamped ``t_ns`` is the first of its kind at or after the pending map's stamp."""
-        return self._pending is not None and history.newest < self._pending[0] <= t_ns
-
-    def _resolve(self, now: float, completes: bool) -> Command | None:
-        """After a state message: decide the pending map once its state is complete, or once it has waited
-        ``state_wait`` in vain. A message that has just brought its own kind up to the map's stamp does not
-        decide an expired map alone: the other kind's message may be queued behind it in the same executor
-        cycle (rclpy hands over one message per subscription per cycle), and deciding now would take the
-        older state, which ``flipper replay`` would not."""
+    def _take_state(self, history: _History, kind: str, t_ns: int, value: Any, now: float) -> Command | None:
+        """Store a valid Imu / JointState reading, then decide the pending map once its state is complete, or
+        once it has waited ``state_wait`` in vain. A message that has just brought its own kind up to the map's
+        stamp does not decide an expired map alone: the other kind's message may be queued behind it in the same
+        executor cycle (rclpy hands over one message per subscription per cycle), and deciding now would take
+        the older state, which ``flipper replay`` would not."""
+        completes = self._pending is not None and history.newest < self._pending[0] <= t_ns
+        history.add(t_ns, value)
+        self._arrived[kind] = now
         if self._pending is None:
             return None
         if self._state_complete():
@@ -272,7 +265,7 @@ class PolicyRuntime:
         a map that waited ``state_wait`` before any Imu or JointState came, the next rate-limited step towards a
         target that the last command fell short of, else None (a forward controller holds its last command)."""
         # A map that waited state_wait in vain is decided here only while an input is stale or no state has
-        # arrived at all; otherwise the next Imu / JointState decides it (``_resolve``). rclpy runs a due timer
+        # arrived at all; otherwise the next Imu / JointState decides it (``_take_state``). rclpy runs a due timer
         # before queued messages, so on a starved machine the timer would otherwise decide the map with older
         # state while its own waits in the queue.
         expired = self._pending is not None and now - self._pending[2] >= self.config.state_wait

@@ -170,8 +170,8 @@ def test_replay_equivalence_dem_node_and_policy_node_match_flipper_replay(ros_gr
     # The timer no longer decides a map whose state may be queued (test_policy_runtime), but a deeper backlog of
     # one kind can still decide an expired map with older state (diagnostics: "decided before the state at its
     # stamp"), right on a robot but not replay's input. A 0.5 s wait and the bag at its recorded rate held
-    # 10 of 10 runs beside three busy loops (0.05 s failed 2 of 6 before the timer change), so a difference here
-    # is the nodes'.
+    # 10 of 10 runs beside three busy loops (the earlier settings failed 2 of 6; after the timer change 0.05 s
+    # passed 12 of 12, as did the old code), so a difference here is the nodes'.
     ros_graph.start_node("flipper_control.policy_node", "policy_node",
                          params={"checkpoint": str(tmp_path / "policy"), **NO_WATCHDOG, "state_wait": 0.5})
     # the timeout covers the player's start on a loaded machine; the collector returns at the last command
