@@ -22,7 +22,8 @@ the policy is wrong. After the first dive (the greedy run along the guide until 
 each new dive ignores the guide with probability ``random_dive``: a guide that is systematically wrong on
 a stretch (too slow on steep stairs, say) would otherwise send every dive back onto the same wrong
 postures, and guided planning would cost more than unguided. Unguided planning draws untried actions
-uniformly.
+uniformly, or with probability ``repeat_prob`` repeats the node's own action (a posture held over several
+expansions, as a flight of stairs needs).
 
 The path is recorded every ``record_dt`` seconds (the policy's control period), so a 1000 ms action
 gives ten (state, action) samples for imitation.
@@ -82,6 +83,11 @@ class PlannerConfig:
     # clipped per joint to the range of the action set's postures, so that a guide extrapolating on a state unlike
     # its training data (rear flippers straight up, say) cannot turn that posture into a label of the next policy.
     guide_range: str = "robot"
+    # probability that an action drawn at random (unguided planning, a random dive, the 1 - guide_prob draw)
+    # repeats the action that led to the node, while it is untried there. Uniform draws switch posture every
+    # dt, so a posture held through a whole obstacle (the rear pressed down over a 3 s flight of stairs, which
+    # is what keeps a climb brisk) needs many lucky draws in a row with the 200 ms fine set; 0: uniform draws.
+    repeat_prob: float = 0.0
     smart_start: SmartStartConfig = field(default_factory=SmartStartConfig)
 
     def __post_init__(self) -> None:
@@ -90,7 +96,7 @@ class PlannerConfig:
         action_set(self.action_set)  # validates
         if self.max_expansions < 1 or self.max_cpu_s <= 0 or self.max_tree_mib <= 0:
             raise ValueError("PlannerConfig: max_expansions >= 1, max_cpu_s > 0 and max_tree_mib > 0 are required")
-        for name in ("guide_prob", "extend_new", "random_dive"):
+        for name in ("guide_prob", "extend_new", "random_dive", "repeat_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"PlannerConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.guide_range not in GUIDE_RANGES:
@@ -230,6 +236,11 @@ class _Planner:
         cands = node.candidates
         if self.guide is not None and not self.random_dive and self.rng.random() < self.config.guide_prob:
             return cands.pop(0)
+        # (no draw at repeat_prob 0, so that plans stay those of a config without the field)
+        if self.config.repeat_prob > 0.0 and node.action is not None and self.rng.random() < self.config.repeat_prob:
+            for k, a in enumerate(cands):
+                if np.array_equal(a, node.action):
+                    return cands.pop(k)
         return cands.pop(int(self.rng.integers(len(cands))))
 
     # -------------------------------------------------------------- expansion

@@ -348,6 +348,16 @@ def test_bench_plan_plans_each_world_with_every_noise_seed(checkpoint, tmp_path,
     assert "argument --noise-seeds: must be an integer >= 1" in error_of(capsys)
 
 
+def test_bench_plan_records_repeat_prob_and_refuses_a_non_probability(checkpoint, tmp_path, capsys):
+    path = tmp_path / "bench_plan.json"
+    assert main(["bench", "plan", "--policy", str(checkpoint), "--count", "1", "--budget", "5", "--max-expansions", "8",
+                 "--world-sets", "steep", "--repeat-prob", "0.7", "--executor", "serial", "--json", str(path)]) == 0
+    assert "repeat the node's action with probability 0.7" in capsys.readouterr().out
+    assert json.loads(path.read_text())["repeat_prob"] == 0.7
+    assert main(["bench", "plan", "--policy", str(checkpoint), "--repeat-prob", "1.5"]) == 2
+    assert "argument --repeat-prob: must be in [0, 1]" in error_of(capsys)
+
+
 def test_bench_plan_only_solved_names_the_seed_when_a_world_was_planned_several_times():
     from flipper_control.bench.plan import _only
 

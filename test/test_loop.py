@@ -485,6 +485,14 @@ def test_demo_yaml_equals_the_embedded_demo_config():
     assert DEMO_ITERATIONS == demo_config().iterations  # flipper-CUP's defaults: the demo's last policy and sources
 
 
+def test_demo_brisk_yaml_is_the_demo_with_plans_within_2_s_of_schedule():
+    """configs/demo_brisk.yaml must stay the demo plus the schedule bound its README figures were measured with."""
+    brisk, demo = load_loop_config(REPO / "configs" / "demo_brisk.yaml"), demo_config()
+    assert brisk.coarse.max_delay_s == brisk.guided.max_delay_s == 2.0 and demo.guided.max_delay_s == 3.5
+    assert replace(brisk, coarse=replace(brisk.coarse, max_delay_s=demo.coarse.max_delay_s),
+                   guided=replace(brisk.guided, max_delay_s=demo.guided.max_delay_s)) == demo
+
+
 def test_full_yaml_is_seed_000_scale():
     full = load_loop_config(REPO / "configs" / "full.yaml")
     assert full.iterations >= 7 and full.candidates == 10

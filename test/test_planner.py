@@ -330,6 +330,42 @@ def test_random_dive_must_be_a_probability(value):
         PlannerConfig(random_dive=value)
 
 
+def _switches(traj) -> int:
+    """How often a plan changes posture between consecutive expansions."""
+    per_expansion = traj.action[:: int(round(FINE.dt / RECORD_DT))]
+    return int(np.sum(np.any(per_expansion[1:] != per_expansion[:-1], axis=1)))
+
+
+def test_repeat_prob_holds_the_nodes_posture_through_random_draws(sim, worlds):
+    """Unguided fine planning on flat ground goes deep from each new node: uniform draws switch posture at most
+    expansions, repeat_prob 1 keeps the first one to the goal (nothing on flat ground rejects it)."""
+    uniform = plan(sim, worlds["flat"], SEED, PlannerConfig(action_set="fine"))
+    held = plan(sim, worlds["flat"], SEED, PlannerConfig(action_set="fine", repeat_prob=1.0))
+    assert uniform.success and held.success
+    assert _switches(held) == 0 and np.all(held.action == held.action[0])
+    assert _switches(uniform) >= len(uniform) // int(round(FINE.dt / RECORD_DT)) // 2
+    assert _replay(worlds["flat"], SEED, held).status == SUCCESS
+
+
+def test_repeat_prob_repeats_only_an_untried_action(sim, worlds):
+    """At a node whose own action was already tried, the draw falls back to a uniform one."""
+    planner = _Planner(sim, worlds["flat"], SEED, PlannerConfig(action_set="fine", repeat_prob=1.0), None)
+    obs = sim.reset(worlds["flat"], seed=SEED)
+    planner._add(-1, None, np.zeros((0, *obs.dem.shape), np.float32), np.zeros((0, 6), np.float32), obs)
+    own = FINE.array[FINE.names.index("press")]
+    planner._add(0, own, np.zeros((0, *obs.dem.shape), np.float32), np.zeros((0, 6), np.float32), obs)
+    node = planner.nodes[1]
+    np.testing.assert_array_equal(planner._choose_action(node), own)
+    drawn = [planner._choose_action(node) for _ in range(len(FINE) - 1)]
+    assert not any(np.array_equal(a, own) for a in drawn) and not node.candidates
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_repeat_prob_must_be_a_probability(value):
+    with pytest.raises(ValueError, match="repeat_prob"):
+        PlannerConfig(repeat_prob=value)
+
+
 def test_guided_candidates_are_ordered_by_distance_to_the_guide(sim, worlds):
     target = np.array([0.7, 0.7, -0.1, -0.1])
     planner = _Planner(sim, worlds["flat"], SEED, PlannerConfig(), FixedController(tuple(target)).act)

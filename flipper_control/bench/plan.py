@@ -101,7 +101,7 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BEN
                budget_cpu_s: float = 60.0, max_expansions: int = 20000, peer: str | None = None,
                executor: str = "process", workers: int | None = None,
                world_sets: tuple[str, ...] = ("training", "steep"), noise_seeds: int = 1,
-               max_delay_s: float | None = DEFAULT_MAX_DELAY_S) -> dict:
+               max_delay_s: float | None = DEFAULT_MAX_DELAY_S, repeat_prob: float = 0.0) -> dict:
     """Plan every variant on ``worlds`` worlds of each set in ``world_sets``; returns the figures (see module
     docstring) with one entry per set under ``sets``."""
     from flipper_control.checkpoint import load_policy
@@ -117,7 +117,7 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BEN
     for set_name, ws in by_set.items():
         for label, aset, guided in VARIANTS:
             cfg = PlannerConfig(action_set=aset, max_cpu_s=budget_cpu_s, max_expansions=max_expansions,
-                                max_delay_s=max_delay_s)
+                                max_delay_s=max_delay_s, repeat_prob=repeat_prob)
             for r in range(noise_seeds):
                 for i, w in enumerate(ws):
                     task_seed = seed + i + r * len(ws)
@@ -125,6 +125,7 @@ def bench_plan(policy: str | None = None, worlds: int = 8, world_seed: int = BEN
                     index.append((set_name, label, w.name, task_seed))
     out: dict = {"policy": policy, "world_seed": world_seed, "seed": seed, "noise_seeds": noise_seeds,
                  "budget_cpu_s": budget_cpu_s, "max_expansions": max_expansions, "max_delay_s": max_delay_s,
+                 "repeat_prob": repeat_prob,
                  "python": platform.python_version(), "sets": {}}
     with make_executor(executor, workers) as ex:
         with Step("bench plan: planning", len(tasks), "trajectory") as step:
@@ -165,7 +166,8 @@ def print_bench_plan(r: dict) -> None:
     """The Table III layout on stdout, one table per world set."""
     delay = r.get("max_delay_s")
     print(f"budget {r['budget_cpu_s']:g} CPU s / {r['max_expansions']} expansions per trajectory, at most "
-          f"{'the world slack' if delay is None else f'{delay:g} s'} behind schedule, guide {r['policy']}")
+          f"{'the world slack' if delay is None else f'{delay:g} s'} behind schedule, guide {r['policy']}"
+          + (f", random draws repeat the node's action with probability {r['repeat_prob']:g}" if r.get("repeat_prob") else ""))
     for set_name, st in r["sets"].items():
         seeds = r.get("noise_seeds", 1)
         print(f"\n{set_name} worlds (generator seed {r['world_seed']}, {len(st['worlds'])} worlds"

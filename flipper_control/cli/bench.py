@@ -11,6 +11,7 @@ from flipper_control.cli.common import (
     count,
     max_delay,
     max_delay_kwargs,
+    probability,
     reality_config,
     save_json,
     seconds,
@@ -111,7 +112,8 @@ def _bench_plan(args) -> dict:
     world_seed = BENCH_WORLD_SEED if args.world_seed is None else args.world_seed
     r = bench_plan(policy=args.policy, worlds=args.count, world_seed=world_seed, seed=args.seed, budget_cpu_s=args.budget,
                    max_expansions=args.max_expansions, peer=args.peer, executor=args.executor, workers=args.workers,
-                   world_sets=tuple(args.world_sets), noise_seeds=args.noise_seeds, **max_delay_kwargs(args))
+                   world_sets=tuple(args.world_sets), noise_seeds=args.noise_seeds, repeat_prob=args.repeat_prob,
+                   **max_delay_kwargs(args))
     print_bench_plan(r)
     return r
 
@@ -218,6 +220,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--noise-seeds", type=count, default=1,
                    help="bench plan: plan every world with this many noise seeds (search cost varies a lot with the "
                         "seed); medians run over all")
+    b.add_argument("--repeat-prob", type=probability, default=0.0,
+                   help="bench plan: probability that a random draw repeats the node's own action (PlannerConfig.repeat_prob)")
     b.add_argument("--peer", choices=["ompl"], help="bench plan: also run OMPL's SST and KPIECE1")
     b.add_argument("--calls", type=count, default=5000, help="bench policy, gan: calls per repeat")
     b.add_argument("--samples", type=count, default=200, help="bench ros: latencies per figure")

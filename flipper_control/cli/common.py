@@ -158,6 +158,17 @@ def seconds(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """A probability option: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 # Files each command writes under --out (a file, a checkpoint prefix, or a folder), checked before the work starts.
 _OUT_FILES = {
     "plan": lambda out: [out],

@@ -148,8 +148,6 @@ def demo_config() -> LoopConfig:
     return LoopConfig.from_dict(DEMO_CONFIG)
 
 
-
-
 def training_world_seed(c: LoopConfig, k: int) -> int:
     """The generator seed of iteration ``k``'s new training worlds."""
     return c.seed * 1000 + k
