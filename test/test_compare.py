@@ -253,6 +253,7 @@ def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviou
     clipped = config_differences({"guided": {}}, {"guided": {"guide_range": "actions"}})
     assert clipped == ['guided.guide_range: "robot" vs "actions"']
     assert ADDED_FIELDS["guided.guide_range"] == PlannerConfig().guide_range
+    assert ADDED_FIELDS["coarse.repeat_prob"] == ADDED_FIELDS["guided.repeat_prob"] == PlannerConfig().repeat_prob
     assert ADDED_FIELDS["transfer.gan.cycle_skips_hidden"] == GanTrainConfig().cycle_skips_hidden  # the reference cycle
 
 
