@@ -22,6 +22,7 @@ from tiny_loop import tiny_loop
 
 from flipper_control.learning import _selftest_tasks as tasks
 from flipper_control.learning.executors import make_executor
+from flipper_control.learning.worker_process import worker_start_guard
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 
@@ -228,6 +229,57 @@ def test_pool_started_by_a_finished_thread_keeps_its_workers(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ flipper loop
+class _Stop(Exception):
+    """What a test's SIGTERM handler raises (the CLI's is ``Terminated``)."""
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signum)
+
+
+def test_worker_start_guard_runs_the_handler_after_the_block():
+    """A SIGTERM inside the block: its handler runs (and raises) only when the block ends, then is back in place."""
+    events = []
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        with pytest.raises(_Stop):
+            with worker_start_guard():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # without the guard the handler runs here, between bytecodes
+                events.append("block finished")
+        assert events == ["block finished"]
+        assert signal.getsignal(signal.SIGTERM) is _raise_stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_while_a_worker_starts_leaves_no_half_started_worker(monkeypatch):
+    """SIGTERM arriving while the pool starts a worker (seen under load: the child then read a truncated pipe,
+    printed "EOFError: Ran out of input" after "flipper: terminated", and was never stopped): the worker finishes
+    starting, the exception comes after, and closing the executor stops that worker."""
+    from multiprocessing.context import SpawnProcess
+
+    started = []
+    original_start = SpawnProcess.start
+
+    def start_under_sigterm(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler would run at the next bytecode, before the child starts
+        original_start(self)
+        started.append(self)
+
+    monkeypatch.setattr(SpawnProcess, "start", start_under_sigterm)
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    ex = make_executor("process", 1)
+    try:
+        with pytest.raises(_Stop):
+            ex.map(tasks.sleep_and_echo, [(1, 30.0)])
+        assert len(started) == 1  # the worker was started whole before the handler ran
+    finally:
+        ex.close()
+        signal.signal(signal.SIGTERM, previous)
+    assert not started[0].is_alive() and started[0].exitcode is not None
+
+
 def test_flipper_loop_sigterm_stops_workers_and_the_run_resumes(tmp_path):
     """SIGTERM during planning: `flipper` stops its workers, says so and exits 143; the same command again
     continues from the finished baselines (not recomputed) to the end."""
@@ -249,7 +301,7 @@ def test_flipper_loop_sigterm_stops_workers_and_the_run_resumes(tmp_path):
         _, err = proc.communicate(timeout=30)
         elapsed = time.monotonic() - t0
         assert proc.returncode == 143, err
-        assert err.strip().splitlines()[-1] == "flipper: terminated"
+        assert err.strip().splitlines()[-1] == "flipper: terminated", err
         assert elapsed < GONE_WITHIN_S, f"stopping took {elapsed:.1f} s"
         assert still_alive_after(pids, GONE_WITHIN_S) == []
         assert not (out / "iter_1" / "plans.json").exists()  # it really was stopped during planning
@@ -281,7 +333,7 @@ def test_flipper_ctrl_c_stops_workers(tmp_path):
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
-        assert err.strip().splitlines()[-1] == "flipper: interrupted" and "Traceback" not in err
+        assert err.strip().splitlines()[-1] == "flipper: interrupted" and "Traceback" not in err, err
         assert still_alive_after(pids, GONE_WITHIN_S) == []
     finally:
         kill_all(proc, pids)
@@ -303,7 +355,7 @@ def test_flipper_loop_on_local_ray_sigterm(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 143, err
-        assert err.strip().splitlines()[-1] == "flipper: terminated"
+        assert err.strip().splitlines()[-1] == "flipper: terminated", err
         assert still_alive_after(pids, 10.0) == []
     finally:
         kill_all(proc, pids)

@@ -59,8 +59,8 @@ from flipper_control.learning.worker_process import (
     limit_threads,
     peak_rss_mib,
     pool_worker_init,
-    sigint_blocked,
     stop_pool,
+    worker_start_guard,
 )
 
 __all__ = ["EXECUTOR_KINDS", "Executor", "Pending", "ProcessExecutor", "RayExecutor", "SerialExecutor", "TaskError",
@@ -320,7 +320,7 @@ class ProcessExecutor(Executor):
 
     def _map_outcomes(self, fn, tasks, collect) -> None:
         pool = self._get_pool()
-        with sigint_blocked():  # submit() starts the workers (see sigint_blocked)
+        with worker_start_guard():  # submit() starts the workers (see worker_start_guard)
             futures: dict[Future, int] = {pool.submit(_run_task, fn, task): i for i, task in enumerate(tasks)}
         pending = set(futures)
         try:
@@ -342,7 +342,7 @@ class ProcessExecutor(Executor):
 
     def _submit_outcome(self, fn, task) -> Callable[[], _Outcome]:
         pool = self._get_pool()
-        with sigint_blocked():
+        with worker_start_guard():
             fut = pool.submit(_run_task, fn, task)
 
         def wait_outcome() -> _Outcome:

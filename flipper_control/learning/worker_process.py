@@ -14,11 +14,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 
 __all__ = ["THREAD_ENV", "children_peak_rss_mib", "default_workers", "limit_threads", "merge_memory_reports", "peak_rss_mib",
-           "pool_worker_init", "sigint_blocked", "stop_pool"]
+           "pool_worker_init", "stop_pool", "worker_start_guard"]
 
 # the thread pools of OpenMP, MKL and OpenBLAS read these once, when the library loads
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -115,7 +116,7 @@ def pool_worker_init(parent_pid: int, die_with_parent_thread: bool) -> None:
     """
     # Ctrl-C in a terminal signals the whole process group; the parent handles it and stops the workers, so a
     # worker must not die on its own halfway through a task (a KeyboardInterrupt traceback per worker). The parent
-    # started us with SIGINT blocked (sigint_blocked), so one that came during start-up is pending: ignore, unblock.
+    # started us with SIGINT blocked (worker_start_guard), so one that came during start-up is pending: ignore, unblock.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -128,19 +129,41 @@ def pool_worker_init(parent_pid: int, die_with_parent_thread: bool) -> None:
 
 
 @contextmanager
-def sigint_blocked():
-    """Block SIGINT in this thread while it may start pool workers: a child inherits the mask across fork and exec,
-    so a Ctrl-C during a worker's start-up (interpreter and imports, before ``_pool_worker_init``) stays pending
-    until the worker ignores it, instead of a "Fatal Python error" or KeyboardInterrupt traceback from the worker.
-    This process still gets the Ctrl-C: in another of its threads now, or here when the block ends."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def worker_start_guard():
+    """Start pool workers inside this block: Ctrl-C and SIGTERM wait until it ends, so no worker is half started.
+
+    Two races, both seen in tests under load:
+
+    - The child inherits the signal mask across fork and exec, so SIGINT is blocked here: a Ctrl-C to the process
+      group during a worker's start-up (interpreter and imports, before ``pool_worker_init``) stays pending in the
+      worker until it ignores it, instead of a "Fatal Python error" or KeyboardInterrupt traceback from the worker.
+    - In this process, Python runs signal handlers in the main thread between bytecodes, whichever thread the
+      kernel delivered the signal to, so a mask alone does not stop them. A KeyboardInterrupt or ``Terminated``
+      raised while ``Process.start()`` writes the new worker's start-up data leaves a child that reads a truncated
+      pipe ("EOFError: Ran out of input" on stderr after "flipper: terminated") and that the pool never registered,
+      so nobody stops it. In the main thread the Python-level handlers are swapped for ones that only record the
+      signal; the recorded signal's own handler runs when the block ends (a few milliseconds: a fork and exec).
+    """
+    recorded: list[tuple[int, object]] = []
+    previous: dict[int, Callable] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(signum)
+            if callable(handler):  # SIG_DFL / SIG_IGN act in C, at once and without an exception
+                previous[signum] = handler
+                signal.signal(signum, lambda signum, frame: recorded.append((signum, frame)))
+    mask = hasattr(signal, "pthread_sigmask")
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if mask else None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if mask:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if recorded:  # the first one decides, as it would have without the block (it raises, as a rule)
+            signum, frame = recorded[0]
+            previous[signum](signum, frame)
 
 
 def _set_parent_death_signal() -> None:
@@ -188,6 +211,7 @@ def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 1.0) -> None:
     Python 3.14 has ``terminate_workers()``; before that the worker processes are only in ``pool._processes``.
     """
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)  # shutdown(wait=False) forgets it
     pool.shutdown(wait=False, cancel_futures=True)  # idle workers get their exit sentinel now
     deadline = time.monotonic() + grace_s
     for p in processes:
@@ -201,3 +225,8 @@ def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 1.0) -> None:
         deadline = time.monotonic() + 1.0
         for p in alive:
             p.join(max(0.0, deadline - time.monotonic()))
+    # Once its workers are gone the pool's manager thread closes its wake-up pipe. At interpreter exit Python 3.11
+    # writes to that pipe without a lock (concurrent.futures' _python_exit), so an exit during the close printed
+    # "Exception ignored ... Bad file descriptor" with a traceback; waiting for the thread here closes the window.
+    if manager is not None:
+        manager.join(timeout=1.0)
