@@ -88,6 +88,11 @@ class PlannerConfig:
     # dt, so a posture held through a whole obstacle (the rear pressed down over a 3 s flight of stairs, which
     # is what keeps a climb brisk) needs many lucky draws in a row with the 200 ms fine set; 0: uniform draws.
     repeat_prob: float = 0.0
+    # a plan whose path falls more than this many seconds behind the nominal schedule is discarded: the search still
+    # stops at its first plan, which is returned as failed ("behind schedule"), so that a policy imitating the plans
+    # learns only brisk ones. Unlike a tighter max_delay_s, which prunes slow nodes and searches on for a brisk plan
+    # (more failed searches, each spending its whole budget), this costs no search time; None: every plan is kept.
+    keep_delay_s: float | None = None
     smart_start: SmartStartConfig = field(default_factory=SmartStartConfig)
 
     def __post_init__(self) -> None:
@@ -101,8 +106,10 @@ class PlannerConfig:
                 raise ValueError(f"PlannerConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.guide_range not in GUIDE_RANGES:
             raise ValueError(f"PlannerConfig.guide_range must be one of {', '.join(GUIDE_RANGES)}, got {self.guide_range!r}")
-        if self.max_delay_s is not None and not self.max_delay_s > 0.0:
-            raise ValueError(f"PlannerConfig.max_delay_s must be > 0 seconds or null, got {self.max_delay_s}")
+        for name in ("max_delay_s", "keep_delay_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0.0:
+                raise ValueError(f"PlannerConfig.{name} must be > 0 seconds or null, got {value}")
         if not 0.0 < self.record_dt:
             raise ValueError(f"PlannerConfig.record_dt must be > 0, got {self.record_dt}")
         dt = action_set(self.action_set).dt
@@ -327,10 +334,26 @@ class _Planner:
             why = f"{reason}; best progress {self.best_progress:.2f} m of {world.length:g} m; unsafe expansions: {unsafe}"
             meta["success"] = False
             return Trajectory.failed(why, obs.dem.shape, meta)
+        delay = self._path_delay(result)
+        meta["delay_s"] = round(delay, 3)
+        if cfg.keep_delay_s is not None and delay > cfg.keep_delay_s:
+            meta["success"] = False
+            why = (f"behind schedule: the plan found falls {delay:.2f} s behind the nominal schedule, more than "
+                   f"keep_delay_s {cfg.keep_delay_s:g} s (discarded, not imitated)")
+            return Trajectory.failed(why, obs.dem.shape, meta)
         traj = self._path(result)
         meta.update(success=True, samples=len(traj), sim_time=round(sim.time, 3))
         traj.meta = meta
         return traj
+
+    def _path_delay(self, leaf: int) -> float:
+        """The most the path to ``leaf`` falls behind the nominal schedule at any of its nodes, in seconds."""
+        delay, j = 0.0, leaf
+        while j >= 0:
+            obs = self.nodes[j].obs
+            delay = max(delay, obs.time - min(obs.progress, self.world.length) / self.world.speed)
+            j = self.nodes[j].parent
+        return delay
 
 
 def plan(sim: Simulator, world: World, seed: int = 0, config: PlannerConfig | None = None,

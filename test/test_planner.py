@@ -367,6 +367,29 @@ def test_repeat_prob_must_be_a_probability(value):
         PlannerConfig(repeat_prob=value)
 
 
+def test_plans_record_their_largest_delay_behind_the_schedule(coarse_plans, worlds):
+    """meta delay_s: the most the path falls behind nominal time (progress / speed) at any node; at the goal node
+    the delay is the plan's duration past the nominal one, so delay_s is at least that."""
+    for name, traj in coarse_plans.items():
+        world = worlds[name]
+        at_goal = traj.meta["sim_time"] - world.length / world.speed
+        assert traj.meta["delay_s"] >= at_goal - 1e-3 and traj.meta["delay_s"] >= 0.0
+
+
+def test_keep_delay_s_discards_a_slower_plan_without_searching_more(sim, worlds, coarse_plans):
+    """A bound below the found plan's delay turns it into a failed trajectory after the same search (same
+    expansions, the reason names the delay); a bound above it keeps the very same plan."""
+    kept = coarse_plans["step_up"]
+    delay = kept.meta["delay_s"]
+    assert delay > 0.1  # the climb costs time, so a bound below it exists
+    tight = plan(sim, worlds["step_up"], SEED, PlannerConfig(action_set="coarse", keep_delay_s=delay - 0.05))
+    assert not tight.success and len(tight) == 0
+    assert tight.meta["expansions"] == kept.meta["expansions"] and tight.meta["delay_s"] == delay
+    assert re.search(r"behind schedule: .* more than keep_delay_s", tight.reason), tight.reason
+    loose = plan(sim, worlds["step_up"], SEED, PlannerConfig(action_set="coarse", keep_delay_s=delay + 0.05))
+    assert loose.success and np.array_equal(loose.action, kept.action) and np.array_equal(loose.dem, kept.dem)
+
+
 def test_guided_candidates_are_ordered_by_distance_to_the_guide(sim, worlds):
     target = np.array([0.7, 0.7, -0.1, -0.1])
     planner = _Planner(sim, worlds["flat"], SEED, PlannerConfig(), FixedController(tuple(target)).act)

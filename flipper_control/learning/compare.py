@@ -38,7 +38,8 @@ EPS = 1e-6  # scores are rounded to 4 decimals: 6.5 - 6.2 must count as 0.3
 # for old checkpoints (a test keeps the two equal); not imported from there, since that would load torch for a diff.
 ADDED_FIELDS = {"transfer.gan.gan.noise_channels": 0, "transfer.gan.gan.occlusion_hint": False,
                 "coarse.guide_range": "robot", "guided.guide_range": "robot", "imitation.flipper_noise": 0.0,
-                "transfer.gan.cycle_skips_hidden": False, "coarse.repeat_prob": 0.0, "guided.repeat_prob": 0.0}
+                "transfer.gan.cycle_skips_hidden": False, "coarse.repeat_prob": 0.0, "guided.repeat_prob": 0.0,
+                "coarse.keep_delay_s": None, "guided.keep_delay_s": None}
 
 
 # ------------------------------------------------------------------------------------------ reading one run
