@@ -14,7 +14,7 @@ import numpy as np
 
 from sim.robot import RobotSpec
 
-__all__ = ["ActionSet", "COARSE", "FINE", "action_set", "ACTION_SETS"]
+__all__ = ["ActionSet", "COARSE", "FINE", "action_set", "action_set_label", "ACTION_SETS"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,9 @@ def action_set(spec: str | dict | ActionSet) -> ActionSet:
         raise ValueError(f"unknown action set {spec!r}; use {', '.join(ACTION_SETS)} (optionally @DT seconds) or a mapping")
     base = ACTION_SETS[name]
     return base.with_dt(float(dt)) if dt else base
+
+
+def action_set_label(spec: str | dict | ActionSet) -> str:
+    """How logs and reports name an action-set spec: a name given as text as it is (``fine``, ``coarse@0.2``), a
+    mapping or an ActionSet by its own name (a loop config may spell a set out in full)."""
+    return spec if isinstance(spec, str) else action_set(spec).name

@@ -169,6 +169,18 @@ def test_report_md_has_both_tables_with_a_row_per_iteration(base_run):
     assert "learning_curve.png" in md
 
 
+def test_an_action_set_spelled_out_in_the_config_runs_and_is_named_by_its_name(tmp_path):
+    """A planner section may give its action set as a mapping (LoopConfig accepts it); the loop's log line and
+    Table III name it (the loop once joined the mapping to a string and stopped with a TypeError after the
+    baselines)."""
+    spelled = {"name": "my_coarse", "dt": 1.0, "actions": {"neutral": [0.2, 0.2, 0.0, 0.0], "climb": [0.8, 0.8, -0.2, -0.2],
+                                                          "descend": [-0.4, -0.4, 0.0, 0.0]}}
+    config = tiny_config(iterations=1, coarse={"action_set": spelled, "max_expansions": 200, "max_cpu_s": 10})
+    report = run_loop(config, tmp_path / "run")
+    assert report["iterations"][0]["planning"]["action_set"] == spelled
+    assert "| 1 | unguided my_coarse |" in (tmp_path / "run" / "report.md").read_text()
+
+
 def test_learning_curve_is_a_png(base_run):
     out, _, _ = base_run
     data = (out / "learning_curve.png").read_bytes()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from planning.actions import action_set_label
 from sim.io_utils import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 __all__ = ["write_report", "table_i", "table_iii", "table_proxy", "table_transfer", "proxy_title"]
@@ -37,7 +38,7 @@ def table_iii(report: dict) -> str:
             "| dataset samples | test MSE (baseline) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for it in report["iterations"]:
         p, t = it["planning"], it["training"]
-        kind = ("guided " if p["guided"] else "unguided ") + p["action_set"]
+        kind = ("guided " if p["guided"] else "unguided ") + action_set_label(p["action_set"])
         med_ok = "-" if p["cpu_s_median_success"] is None else f"{p['cpu_s_median_success']:.2f}"
         rows.append(f"| {it['iteration']} | {kind} | {p['successes']}/{p['trajectories']} | {p['cpu_s_median']:.2f} | {med_ok} "
                     f"| {p['expansions_median']:g} | {it['dataset']['samples']} "
