@@ -44,7 +44,8 @@ from sim.config_io import config_from_mapping
 from sim.simulator import FAILED, RUNNING, SUCCESS, Observation, Simulator
 from sim.world import World
 
-__all__ = ["PlannerConfig", "plan", "Guide", "DEFAULT_MAX_DELAY_S", "allowed_delay", "behind_schedule", "warn_count"]
+__all__ = ["PlannerConfig", "plan", "Guide", "DEFAULT_MAX_DELAY_S", "allowed_delay", "behind_schedule", "schedule_delay",
+           "warn_count"]
 
 Guide = Callable[[Observation], np.ndarray]  # a policy: observation -> four flipper targets
 
@@ -133,9 +134,14 @@ def allowed_delay(sim: Simulator, world: World, max_delay_s: float | None) -> fl
     return delay if max_delay_s is None else min(delay, max_delay_s)
 
 
+def schedule_delay(obs: Observation, world: World) -> float:
+    """Seconds the run at ``obs`` is behind the nominal time of its progress (negative: ahead)."""
+    return obs.time - min(obs.progress, world.length) / world.speed
+
+
 def behind_schedule(obs: Observation, world: World, max_delay: float) -> bool:
     """The run at ``obs`` is more than ``max_delay`` seconds behind the nominal time of its progress."""
-    return obs.time - min(obs.progress, world.length) / world.speed > max_delay
+    return schedule_delay(obs, world) > max_delay
 
 
 def warn_count(sim: Simulator) -> int:
@@ -350,8 +356,7 @@ class _Planner:
         """The most the path to ``leaf`` falls behind the nominal schedule at any of its nodes, in seconds."""
         delay, j = 0.0, leaf
         while j >= 0:
-            obs = self.nodes[j].obs
-            delay = max(delay, obs.time - min(obs.progress, self.world.length) / self.world.speed)
+            delay = max(delay, schedule_delay(self.nodes[j].obs, self.world))
             j = self.nodes[j].parent
         return delay
 
