@@ -228,6 +228,10 @@ def test_bad_input_names_the_folder_or_file(runs, tmp_path, capsys):
         compare_runs([runs["gan_0"], str(runs["gan_0"]) + "/"])
     assert main(["compare", str(tmp_path / "empty")]) == 2
     assert "not a loop run" in capsys.readouterr().err
+    # a margin that is no finite number >= 0 is refused by argparse before any run is read
+    for margin in ("nan", "-0.1", "x"):
+        assert main(["compare", str(runs["gan_0"]), "--margin", margin]) == 2
+        assert "argument --margin: " in capsys.readouterr().err
 
 
 def test_config_differences_name_the_dotted_field():

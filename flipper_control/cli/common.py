@@ -4,6 +4,7 @@ option types and groups that more than one command takes."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -155,6 +156,17 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if not 0.0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """A weight or margin option: a finite number >= 0 (argparse names the option in its message)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 

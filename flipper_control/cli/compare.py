@@ -11,10 +11,9 @@ differences). Unfinished runs are listed, marked, and not counted in the means.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
-from flipper_control.cli.common import err, save_json, save_output
+from flipper_control.cli.common import err, non_negative, save_json, save_output
 from flipper_control.learning.compare import MARGIN, compare_runs
 from flipper_control.learning.report import proxy_title
 from sim.io_utils import OutputError, check_writable, write_text_atomic
@@ -147,16 +146,6 @@ def cmd_compare(args) -> int:
     return max(status, save_json(args.json, cmp))
 
 
-def _margin(text: str) -> float:
-    """An argparse type: a finite number >= 0 (argparse names the option in its message)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``compare`` to the ``flipper`` parser."""
@@ -166,6 +155,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", metavar="REPORT.md", help="also write the Markdown report here")
     c.add_argument("--allow-different", action="store_true",
                    help="compare runs of one mode that differ in more than the seed (the differences are listed)")
-    c.add_argument("--margin", type=_margin, default=MARGIN,
+    c.add_argument("--margin", type=non_negative, default=MARGIN,
                    help=f"the lead of learned G over identity and randomize the verdict asks for (default {MARGIN})")
     c.set_defaults(func=cmd_compare)

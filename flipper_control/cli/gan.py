@@ -7,10 +7,9 @@ it (the policy-aware GAN, ``GanTrainConfig.lambda_task``)."""
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
-from flipper_control.cli.common import count, err, save_json, save_output, seed
+from flipper_control.cli.common import count, err, non_negative, save_json, save_output, seed
 from flipper_control.progress import Step
 
 
@@ -102,16 +101,6 @@ def _print_metrics(metrics: dict) -> None:
               + f" | {c['classifier']['accuracy']:.3f} | {least} |")
 
 
-def _non_negative(text: str) -> float:
-    """An argparse type: a finite number >= 0 (argparse names the option in its message)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``train-gan`` to the ``flipper`` parser."""
@@ -124,7 +113,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--resume", metavar="CKPT", help="continue training this CycleGAN checkpoint (Algorithm 1 line 7)")
     g.add_argument("--policy", metavar="CKPT", help="a policy checkpoint: report how far G moves its action on held-out "
                                                     "simulated states (and the task model of --lambda-task)")
-    g.add_argument("--lambda-task", type=_non_negative, metavar="X",
+    g.add_argument("--lambda-task", type=non_negative, metavar="X",
                    help="weight of |pi(G(x_s)) - pi(x_s)| in G's loss for the --policy pi (policy-aware GAN; default: "
                         "the config's lambda_task, 0)")
     g.add_argument("--seed", type=seed, default=0)
