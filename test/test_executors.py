@@ -15,11 +15,11 @@ from flipper_control.learning import _selftest_tasks as tasks
 from flipper_control.learning.executors import (
     EXECUTOR_KINDS,
     ProcessExecutor,
-    RayExecutor,
     SerialExecutor,
     TaskError,
     make_executor,
 )
+from flipper_control.learning.ray_executor import RayExecutor
 from flipper_control.learning.worker_process import children_peak_rss_mib, peak_rss_mib
 
 
