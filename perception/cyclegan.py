@@ -32,7 +32,8 @@ so G learns how *many* cells go NaN but not *which* (at the same pose its NaN F1
 the terrain hides the cell from the nominal mount turned by the DEM's pitch, 0 elsewhere), computed without
 gradient. Its weights start at zero like the noise's, so a fresh G is still the identity; G learns how far to trust
 the hint. G_s takes no hint. Off by default: it improved G's NaN placement on same-pose pairs (F1 0.12 -> 0.21) but
-not the proxy scores of the policies learnt through G, and it costs 0.2 ms per DEM (README, "The occlusion hint").
+not the proxy scores of the policies learnt through G, and it costs 0.2 ms per DEM
+(docs/sim2real_experiments.md, "The occlusion hint").
 
 Discriminators D (real or G(sim)?) and D_s (sim or G_s(real)?): the same convolutions, a hidden fully connected
 layer and one logit; pure GAN loss.

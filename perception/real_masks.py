@@ -1,9 +1,9 @@
 """Borrowed real NaN masks: simulated DEMs that wear the missing-cell masks of real DEMs taken at a similar pitch.
 
-The CycleGAN's G learns how *many* cells the lidar misses but not *which* (README, "Why the classifier target is
-missed": at the same pose its NaN cells agree with the proxy's with F1 0.08-0.10), so a policy trained on G(x_s)
-meets real NaN patterns it has hardly seen: far-front rows the rotating lidar has not swept yet, the ground under
-and behind the robot that its body hides, the treads behind stair nosings. On the reality proxy's stairs the full
+The CycleGAN's G learns how *many* cells the lidar misses but not *which* (docs/sim2real_experiments.md, "Why the
+classifier target is missed": at the same pose its NaN cells agree with the proxy's with F1 0.08-0.10), so a policy
+trained on G(x_s) meets real NaN patterns it has hardly seen: far-front rows the rotating lidar has not swept yet, the
+ground under and behind the robot that its body hides, the treads behind stair nosings. On the reality proxy's stairs the full
 run's iteration-4 policy answered the proxy's 20-50 % NaN DEMs by pressing its front flippers down and raising the
 rear ones; given the exact heights with the same NaN cells it did the same, given the proxy's heights with the NaN
 cells filled it did not.

@@ -18,12 +18,12 @@ Flipper-angle noise (``flipper_noise``): in the planner's trajectories the flipp
 the angles in the state nearly equal the label (the demo's final dataset, seed 0: median gap 0.036 rad, 55 % of
 samples within 0.05 rad, against a label spread of 0.26 rad) and a network can score well by copying them (the
 "copycat" shortcut of behaviour cloning). Such a policy keeps whatever posture it is in, which on the reality
-proxy left it climbing a flight with the front flippers at 63 deg where the heuristic holds 10 (README, "Where
-the proxy points go"). Gaussian noise on the input angles, labels unchanged, makes the copy
-wrong by the noise and teaches the network to read the posture from the terrain (DART, Laskey et al. 2017,
+proxy left it climbing a flight with the front flippers at 63 deg where the heuristic holds 10
+(docs/sim2real_experiments.md, "Where the proxy points go"). Gaussian noise on the input angles, labels unchanged,
+makes the copy wrong by the noise and teaches the network to read the posture from the terrain (DART, Laskey et al. 2017,
 perturbs the demonstrator for the same reason; here only the input is perturbed, no new labels are needed).
 Measured at demo scale it removes the copy (front-flipper slope on its own input 0.18 -> 0.06 at 0.5 rad) but
-does not raise the reality-proxy scores, so it is off by default (README, "Breaking the copy").
+does not raise the reality-proxy scores, so it is off by default (docs/sim2real_experiments.md, "Breaking the copy").
 
 Determinism: every random choice (weight initialisation, split, batch order, which samples are
 mirrored, the flipper-angle noise) comes from generators seeded by the caller's seed (the split from ``split_seed``, see

@@ -4,7 +4,7 @@ Iteration 1 plans unguided with the coarse action set (3 actions, 1000 ms); ever
 guided by the previous iteration's policy with the fine set (7 actions, 200 ms). After planning, the
 trajectories of all iterations so far are aggregated, ``candidates`` policies are trained from different
 seeds, the best by simulated score on the selection worlds is kept (seed 000 trains 10, keeps the best two and
-drives both on the robot; the README's "Choosing between the two best" says why the loop does not), and the kept
+drives both on the robot; docs/sim2real_experiments.md, "Choosing between the two best", says why the loop does not), and the kept
 policy is evaluated on the evaluation worlds (Table I analogue). The configuration is ``loop_config.LoopConfig``.
 
 Every step writes its output atomically under ``out/iter_K/`` and is skipped when that output exists, so
