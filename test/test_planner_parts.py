@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from planning.actions import COARSE, FINE, ActionSet, action_set
+from planning.actions import COARSE, FINE, FINE_REAR, ActionSet, action_set
 from planning.rrt import PlannerConfig
 from planning.smart_start import SmartStartConfig, SmartStartGrid
 
@@ -83,6 +83,19 @@ def test_action_set_by_name_and_dt():
     assert custom.names == ("up", "down") and custom.dt == 0.4 and custom.array.shape == (2, 4)
 
 
+def test_fine_rear_presses_the_rear_in_neutral_and_approach_only():
+    assert action_set("fine_rear") is FINE_REAR and FINE_REAR.names == FINE.names and FINE_REAR.dt == FINE.dt
+    changed = {n: (f, r) for n, f, r in zip(FINE.names, FINE.targets, FINE_REAR.targets, strict=True) if f != r}
+    assert set(changed) == {"neutral", "approach"}
+    for fine, rear in changed.values():
+        assert rear[:2] == fine[:2] and rear[2:] == (-0.2, -0.2) == FINE.targets[FINE.names.index("climb")][2:]
+    # the set the README's YAML spells out, named
+    spelled = {"neutral": [0.2, 0.2, -0.2, -0.2], "climb": [0.8, 0.8, -0.2, -0.2], "descend": [-0.4, -0.4, 0.0, 0.0],
+               "approach": [0.6, 0.6, -0.2, -0.2], "press": [0.4, 0.4, -0.5, -0.5], "v": [0.5, 0.5, 0.5, 0.5],
+               "flat": [0.0, 0.0, 0.0, 0.0]}
+    assert action_set({"name": "fine_rear", "dt": 0.2, "actions": spelled}).targets == FINE_REAR.targets
+
+
 @pytest.mark.parametrize("spec", ["medium", "coarse@0", "coarse@20", {"dt": 0.2}])
 def test_bad_action_set_specs_are_rejected(spec):
     with pytest.raises(ValueError):
@@ -90,7 +103,7 @@ def test_bad_action_set_specs_are_rejected(spec):
 
 
 def test_unknown_action_set_names_the_allowed_ones():
-    with pytest.raises(ValueError, match=r"unknown action set 'medium'.*coarse, fine"):
+    with pytest.raises(ValueError, match=r"unknown action set 'medium'.*coarse, fine, fine_rear"):
         PlannerConfig(action_set="medium")
 
 

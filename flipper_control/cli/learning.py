@@ -188,7 +188,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--world", nargs="+", required=True, help="world names, sets (test, proxy, training) or YAML files")
     p.add_argument("--count", type=count, default=4, help="training worlds when 'training' is named")
     p.add_argument("--world-seed", type=seed, default=0, help="training-world generator seed")
-    p.add_argument("--action-set", default="coarse", help="coarse (3 x 1000 ms), fine (7 x 200 ms), or NAME@DT")
+    p.add_argument("--action-set", default="coarse", help="coarse (3 x 1000 ms), fine (7 x 200 ms), "
+                   "fine_rear (fine, rear pressed), or NAME@DT")
     p.add_argument("--policy", help="guide the expansion with this checkpoint")
     p.add_argument("--max-expansions", type=count, default=3000)
     p.add_argument("--max-cpu-s", type=seconds, default=60.0)
