@@ -35,7 +35,7 @@ class PlannerNodeConfig:
     worlds: str = node_param("", "worlds to plan, comma separated: names (stairs_up), sets (test, training) or YAML files")
     dataset: str = node_param("", "where the planned trajectories go (safetensors; a summary beside it as .json)")
     checkpoint: str = node_param("", "policy checkpoint guiding the expansion (empty: unguided); a rewrite plans again")
-    action_set: str = node_param("coarse", "coarse (3 x 1000 ms), fine (7 x 200 ms) or NAME@DT")
+    action_set: str = node_param("coarse", "coarse (3 x 1000 ms), fine (7 x 200 ms), fine_rear or NAME@DT")
     seed: int = node_param(0, "planning seed of the first world (the next get seed+1, ...)", 0, 2**31 - 1)
     poll_s: float = node_param(5.0, "seconds between looks at the loop's state and the checkpoint", 0.05, 3600.0)
 
