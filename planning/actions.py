@@ -72,12 +72,11 @@ _COARSE = {"neutral": (0.2, 0.2, 0.0, 0.0), "climb": (0.8, 0.8, -0.2, -0.2), "de
 # the fine set adds intermediate and whole-body postures
 _FINE = {**_COARSE, "approach": (0.6, 0.6, 0.0, 0.0), "press": (0.4, 0.4, -0.5, -0.5), "v": (0.5, 0.5, 0.5, 0.5),
          "flat": (0.0, 0.0, 0.0, 0.0)}
-
-COARSE = ActionSet("3x1000ms", tuple(_COARSE), tuple(_COARSE.values()), 1.0)
 # the same postures, the rear pressed in the two a climb passes through most (same order: a plan's action indices
 # mean the same postures in both sets)
 _FINE_REAR = {**_FINE, "neutral": (0.2, 0.2, -0.2, -0.2), "approach": (0.6, 0.6, -0.2, -0.2)}
 
+COARSE = ActionSet("3x1000ms", tuple(_COARSE), tuple(_COARSE.values()), 1.0)
 FINE = ActionSet("7x200ms", tuple(_FINE), tuple(_FINE.values()), 0.2)
 FINE_REAR = ActionSet("7x200ms-rear", tuple(_FINE_REAR), tuple(_FINE_REAR.values()), 0.2)
 ACTION_SETS = {"coarse": COARSE, "fine": FINE, "fine_rear": FINE_REAR}

@@ -89,7 +89,7 @@ def test_fine_rear_presses_the_rear_in_neutral_and_approach_only():
     assert set(changed) == {"neutral", "approach"}
     for fine, rear in changed.values():
         assert rear[:2] == fine[:2] and rear[2:] == (-0.2, -0.2) == FINE.targets[FINE.names.index("climb")][2:]
-    # the set the README's YAML spells out, named
+    # the set the measured runs spelled out (docs/sim2real_experiments.md), named
     spelled = {"neutral": [0.2, 0.2, -0.2, -0.2], "climb": [0.8, 0.8, -0.2, -0.2], "descend": [-0.4, -0.4, 0.0, 0.0],
                "approach": [0.6, 0.6, -0.2, -0.2], "press": [0.4, 0.4, -0.5, -0.5], "v": [0.5, 0.5, 0.5, 0.5],
                "flat": [0.0, 0.0, 0.0, 0.0]}

@@ -146,7 +146,6 @@ def cmd_compare(args) -> int:
     return max(status, save_json(args.json, cmp))
 
 
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``compare`` to the ``flipper`` parser."""
     c = sub.add_parser("compare", help="transfer modes of several loop runs side by side over seeds (issue 15 item 5)")

@@ -101,7 +101,6 @@ def _print_metrics(metrics: dict) -> None:
               + f" | {c['classifier']['accuracy']:.3f} | {least} |")
 
 
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``train-gan`` to the ``flipper`` parser."""
     g = sub.add_parser("train-gan", help="train the sim<->real CycleGAN on unpaired simulated and real datasets")

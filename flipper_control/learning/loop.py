@@ -35,12 +35,11 @@ from flipper_control.learning.loop_config import (
     selection_seed,
     training_world_seed,
 )
-from flipper_control.learning.report import score_columns
+from flipper_control.learning.report import planner_kind, score_columns
 from flipper_control.learning.tasks import eval_task, plan_task, train_task
 from flipper_control.learning.transfer import TransferSteps, collection_entry
 from flipper_control.learning.worker_process import merge_memory_reports
 from flipper_control.progress import Step
-from planning.actions import action_set_label
 from planning.dataset import TrajectoryDataset
 from sim.io_utils import write_bytes_atomic, write_json_atomic
 from sim.scoring import section_scores, world_score
@@ -136,7 +135,7 @@ class _Loop:
                   "planner": planner.to_dict(), "guide": guide, "guide_transform": self._gan(k - 1) if guide else None,
                   "out": str(pieces / f"seed_{seed}.safetensors")}
                  for i, w in enumerate(worlds) for j in range(c.plans_per_world)]
-        label = f"iter {k}: planning {'guided' if guide else 'unguided'} {action_set_label(planner.action_set)}"
+        label = f"iter {k}: planning {planner_kind(bool(guide), planner.action_set)}"
         with _step(label, len(tasks), "trajectory") as step:
             results = self.ex.map(plan_task, tasks, progress=step)
             trajs = [r["trajectory"] for r in results]

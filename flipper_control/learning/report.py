@@ -13,7 +13,7 @@ from pathlib import Path
 from planning.actions import action_set_label
 from sim.io_utils import write_bytes_atomic, write_json_atomic, write_text_atomic
 
-__all__ = ["write_report", "table_i", "table_iii", "table_proxy", "table_transfer", "proxy_title"]
+__all__ = ["write_report", "planner_kind", "table_i", "table_iii", "table_proxy", "table_transfer", "proxy_title"]
 
 
 def table_i(report: dict) -> str:
@@ -32,13 +32,18 @@ def table_i(report: dict) -> str:
     return "\n".join(rows)
 
 
+def planner_kind(guided: bool, action_set) -> str:
+    """How the log and Table III name an iteration's planner: ``guided fine_rear``, ``unguided coarse``, ..."""
+    return f"{'guided' if guided else 'unguided'} {action_set_label(action_set)}"
+
+
 def table_iii(report: dict) -> str:
     """Markdown: the planner of each iteration and its cost per trajectory (CPU seconds)."""
     rows = ["| iteration | planner | success | median CPU s / trajectory | median CPU s (successes) | median expansions "
             "| dataset samples | test MSE (baseline) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for it in report["iterations"]:
         p, t = it["planning"], it["training"]
-        kind = ("guided " if p["guided"] else "unguided ") + action_set_label(p["action_set"])
+        kind = planner_kind(p["guided"], p["action_set"])
         med_ok = "-" if p["cpu_s_median_success"] is None else f"{p['cpu_s_median_success']:.2f}"
         rows.append(f"| {it['iteration']} | {kind} | {p['successes']}/{p['trajectories']} | {p['cpu_s_median']:.2f} | {med_ok} "
                     f"| {p['expansions_median']:g} | {it['dataset']['samples']} "
