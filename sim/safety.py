@@ -79,10 +79,17 @@ def level_of(value: float, warn: float, fail: float) -> str | None:
 def euler_from_quat(q: np.ndarray) -> tuple[float, float, float]:
     """(roll, pitch, yaw) of a (w, x, y, z) quaternion, ZYX convention, REP 103 (pitch > 0 is nose down)."""
     w, x, y, z = float(q[0]), float(q[1]), float(q[2]), float(q[3])
-    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
-    pitch = math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
+    roll, pitch = roll_pitch_from_quat(w, x, y, z)
     yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
     return roll, pitch, yaw
+
+
+def roll_pitch_from_quat(w: float, x: float, y: float, z: float) -> tuple[float, float]:
+    """(roll, pitch) of ``euler_from_quat`` without the yaw, from the quaternion's four floats (the simulator's
+    per-physics-step check needs only these two)."""
+    roll = math.atan2(2.0 * (w * x + y * z), 1.0 - 2.0 * (x * x + y * y))
+    pitch = math.asin(max(-1.0, min(1.0, 2.0 * (w * y - z * x))))
+    return roll, pitch
 
 
 class SafetyMonitor:

@@ -310,3 +310,52 @@ def test_time_limit_fails_the_run():
     assert sim.status == FAILED
     assert [e.kind for e in sim.events if e.severity == FAIL] == ["time"]
     assert sim.time == pytest.approx(WALL["time_limit"], abs=2 * sim.model.opt.timestep)
+
+
+# ----------------------------------------------------------------------------------------- the physics-step loop
+def test_step_matches_the_plain_servo_loop_bit_for_bit(builtin_worlds):
+    """``step`` runs its per-physics-step bookkeeping on Python floats (for speed); the trajectory must be the one
+    of the plain numpy loop: each set-point moved towards its target by at most max_move, then mj_step."""
+    import mujoco
+
+    world = builtin_worlds["test/stairs_up"]
+    fast, plain = MujocoSimulator(), MujocoSimulator()
+    fast.reset(world, seed=3)
+    plain.reset(world, seed=3)
+    m, d = plain.model, plain.data
+    act, max_move = plain._flip_act, plain._flip_speed * m.opt.timestep
+    for i in range(40):  # 4 s of varying commands: set-points moving, arriving and standing still
+        targets = np.clip(_targets(i) * (1.0 if i % 7 else 3.0), plain.robot.flipper_lower, plain.robot.flipper_upper)
+        fast.step(targets, DT)
+        assert fast.status == RUNNING
+        for _ in range(int(round(DT / m.opt.timestep))):
+            setpoint = d.ctrl[act]
+            d.ctrl[act] = setpoint + np.clip(targets - setpoint, -max_move, max_move)
+            mujoco.mj_step(m, d)
+        for a, b in ((fast.data.qpos, d.qpos), (fast.data.qvel, d.qvel), (fast.data.ctrl, d.ctrl)):
+            assert np.array_equal(a, b), f"control step {i}: the trajectories part"
+
+
+def test_roll_pitch_from_quat_is_euler_from_quat_without_yaw():
+    from sim.safety import euler_from_quat, roll_pitch_from_quat
+
+    rng = np.random.default_rng(0)
+    for q in rng.normal(size=(200, 4)):
+        q /= np.linalg.norm(q)
+        assert roll_pitch_from_quat(*q.tolist()) == euler_from_quat(q)[:2]
+
+
+def test_the_mast_touching_the_ground_fails_the_run(builtin_worlds):
+    # roll and acceleration limits out of reach, so that the contact is what ends the run
+    sim = MujocoSimulator(noise=SimNoise(enabled=False),
+                          limits=SafetyLimits(roll_warn=3.5, roll_fail=3.5, accel_warn=1e9, accel_fail=1e9))
+    sim.reset(builtin_worlds["test/flat"])
+    d = sim.data
+    d.qpos[2] += 0.4
+    d.qpos[3:7] = (0.0, 1.0, 0.0, 0.0)  # upside down above the ground: it lands on its mast
+    for _ in range(20):
+        sim.step(np.zeros(4), DT)
+        if sim.status != RUNNING:
+            break
+    assert sim.status == FAILED
+    assert [(e.kind, e.message) for e in sim.events] == [("contact", "mast touched the terrain")]
