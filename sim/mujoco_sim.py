@@ -91,12 +91,9 @@ class MujocoSimulator(Simulator):
         self._world_key = json.dumps(world.to_dict(), sort_keys=True)
         self._flip_qadr = np.array([m.jnt_qposadr[m.joint(f"{n}_joint").id] for n in FLIPPER_NAMES])
         self._flip_act = np.array([m.actuator(n).id for n in FLIPPER_NAMES])
-        self._flip_act_list = self._flip_act.tolist()
         self._radii = np.array(wheel_radii(self.robot))
         self._n_wheels = len(self._radii)
         self._forbidden = {m.geom(n).id: n for n in FORBIDDEN_GEOMS}
-        self._forbidden_ids = np.array(sorted(self._forbidden))
-        self._forbidden_set = frozenset(self._forbidden)
         self._robot_geoms = np.array([g for g in range(m.ngeom) if m.geom_conaffinity[g] == 1])
         self._nominal_friction = m.geom_friction[self._robot_geoms, 0].copy()
         self._nominal_mass = m.body_mass.copy()
@@ -174,12 +171,12 @@ class MujocoSimulator(Simulator):
         # floats and lists: numpy calls on 4-element arrays cost about a microsecond each, and it took 7 us per
         # physics step with them, 3 without. The arithmetic is the same IEEE double arithmetic as numpy's, so
         # trajectories are those of the plain numpy loop bit for bit (test_simulator checks it).
-        ctrl, act = d.ctrl, self._flip_act_list
+        ctrl, act = d.ctrl, self._flip_act.tolist()
         goals = targets.tolist()
         setpoints = [float(ctrl[i]) for i in act]
         moving = [k for k in range(4) if setpoints[k] != goals[k]]  # set-points not yet at their targets
         goal_x, t_limit = world.goal_x, world.effective_time_limit
-        forbidden, forbidden_set = self._forbidden, self._forbidden_set
+        forbidden = self._forbidden
         max_speed = self.limits.max_speed
         unstable_before = self._instability_count()
         last_x = self._last_x  # last finite position, for locating a blow-up
@@ -210,8 +207,8 @@ class MujocoSimulator(Simulator):
             ncon = d.ncon
             if ncon:
                 geoms = d.contact.geom[:ncon].ravel().tolist()
-                if not forbidden_set.isdisjoint(geoms):
-                    touched = next(forbidden[g] for g in geoms if g in forbidden_set)
+                if not forbidden.keys().isdisjoint(geoms):
+                    touched = next(forbidden[g] for g in geoms if g in forbidden)
             last_x = x
             progress = x - self._start_x
             if mon.check(d.time, progress, qpos[1] - self._start_y, roll, pitch, vel, touched):
