@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -364,3 +368,22 @@ def test_the_mast_touching_the_ground_fails_the_run(builtin_worlds):
             break
     assert sim.status == FAILED
     assert [(e.kind, e.message) for e in sim.events] == [("contact", "mast touched the terrain")]
+
+
+# A fresh interpreter: how many child processes `import sim.mujoco_sim` starts, whether glfw got imported, MUJOCO_GL.
+_IMPORT_PROBE = ("import os, sys; started = []; "
+                 "sys.addaudithook(lambda event, args: started.append(args[1]) if event == 'subprocess.Popen' else None); "
+                 "import sim.mujoco_sim; print(len(started), 'glfw' in sys.modules, os.environ['MUJOCO_GL'])")
+
+
+@pytest.mark.parametrize("user_gl", [None, "glfw"])
+def test_importing_the_simulator_starts_no_child_process_unless_the_user_asks_for_rendering(user_gl):
+    """`import mujoco` would import glfw, which starts a child Python to read its library's version: a stopped pool
+    worker left that child's BrokenPipeError traceback on stderr. sim/ turns rendering off, unless MUJOCO_GL is set."""
+    env = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"} | ({"MUJOCO_GL": user_gl} if user_gl else {})
+    out = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], cwd=Path(__file__).parents[1], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    if user_gl is None:
+        assert out == ["0", "False", "disable"]
+    else:  # the user's choice stands: mujoco loads its GLFW context as it would without us
+        assert out[1:] == ["True", "glfw"]

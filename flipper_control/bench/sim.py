@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import time
 
-import mujoco
 import numpy as np
 
 from flipper_control.bench.common import one_core
@@ -40,6 +39,8 @@ def naive_dem(grid, spec, x: float, y: float, z: float, yaw: float) -> np.ndarra
 
 
 def bench_physics_baseline(sim: MujocoSimulator, world: World, seconds: float) -> dict:
+    import mujoco  # here, not at the top: ``sim`` sets MUJOCO_GL before mujoco's first import (sim/__init__.py)
+
     sim.reset(world, seed=0)
     m, d = sim.model, sim.data
     n = int(seconds / m.opt.timestep)
