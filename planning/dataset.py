@@ -29,6 +29,9 @@ __all__ = ["Trajectory", "TrajectoryDataset", "DatasetError", "FORMAT"]
 
 FORMAT = "flipper_learning.trajectories/1"
 _ARRAYS = ("dem", "proprio", "action", "traj_id")
+# metadata that measures the machine, not the data: left out of ``sha256`` so that two bit-identical runs (same
+# config, seed and code) report the same dataset hash whatever their CPU times
+_MEASURED_META = ("cpu_s",)
 
 
 class DatasetError(ValueError):
@@ -137,9 +140,11 @@ class TrajectoryDataset:
 
         Hashes a canonical serialisation (format, the trajectory header as sorted JSON, then each array's
         name, dtype, shape and bytes) rather than ``to_bytes()``, whose metadata order varies from call to
-        call; equal datasets give equal hashes, also across save/load and processes.
+        call; equal datasets give equal hashes, also across save/load and processes. Timings in the metadata
+        (``cpu_s``) are not hashed: they differ between two runs that planned the very same trajectories.
         """
         arrays, header = self._payload()
+        header = [h | {"meta": {k: v for k, v in h["meta"].items() if k not in _MEASURED_META}} for h in header]
         h = hashlib.sha256()
         h.update(FORMAT.encode())
         h.update(json.dumps(header, sort_keys=True).encode())
