@@ -52,10 +52,13 @@ def test_sim_json_has_the_documented_fields(tmp_path, capsys):
 
 def test_bench_sim_reports_rates(tmp_path):
     out = tmp_path / "bench.json"
-    assert main(["bench", "sim", "--world", "flat", "--seconds", "1", "--repeats", "1", "--json", str(out)]) == 0
+    assert main(["bench", "sim", "--world", "flat", "--repeats", "2", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert data["physics_baseline"]["steps_per_s"] > 0
-    assert data["closed_loop_heuristic"]["real_time_factor"] > 0
+    base, loop = data["physics_baseline"], data["closed_loop_heuristic"]
+    assert base["steps_per_s"] > 0 and loop["real_time_factor"] > 0
+    # the baseline retraces the closed loop's two runs on the bare engine: as many physics steps, the same end states
+    assert base["same_trajectory"] is True and base["runs"] == loop["runs"] == 2
+    assert base["steps"] == round(loop["sim_s"] / data["timestep"]) and loop["levels"] == ["good", "good"]
     assert data["dem"]["equal_to_baseline"] is True
 
 
