@@ -191,8 +191,11 @@ BENCHES = {"sim": _bench_sim, "plan": _bench_plan, "policy": _bench_policy, "dem
 def cmd_bench(args) -> int:
     out = BENCHES[args.what](args)
     status = save_json(args.json, out)
-    # the DEM builder must agree with its baseline: a bench that finds it does not fails
-    return 1 if args.what == "dem" and not out["equal_to_baseline"] else status
+    # the DEM builder must agree with its baseline, the bare engine must retrace the closed loop: a bench that finds
+    # either does not fails
+    disagrees = (args.what == "dem" and not out["equal_to_baseline"]
+                 or args.what == "sim" and not out["physics_baseline"]["same_trajectory"])
+    return 1 if disagrees else status
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
