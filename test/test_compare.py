@@ -16,6 +16,7 @@ import pytest
 from tiny_loop import tiny_loop
 
 from flipper_control.cli import main
+from flipper_control.cli.compare import compare_markdown
 from flipper_control.learning.compare import ADDED_FIELDS, NOT_COMPARED, compare_runs, config_differences
 from flipper_control.learning.loop import LoopConfig, run_loop
 from flipper_control.learning.report import render_markdown, score_columns
@@ -152,6 +153,25 @@ def test_the_verdict_is_computed_from_the_means(runs, tmp_path):
     assert "mode gan: test worlds on the proxy at or above the heuristic's (same runs): yes (by +0.03/8: 7.30 vs 7.27)" in texts
     assert any(t.startswith("mode identity: test worlds on the proxy within 0.3 of its own simulated total: no") for t in texts)
     assert "mode gan: real (proxy) driving at most 35 min per run: yes (max 10.0 min, n=2)" in texts
+
+
+def test_modes_are_paired_by_seed(runs, tmp_path):
+    """gan minus each other mode over the seeds both finished: the unfinished gan seed 2 and the identity seed 3 that
+    gan lacks take no part; standard error = stdev / sqrt(n)."""
+    extra = write_run(tmp_path / "id_3", "identity", 3, test=2.0, course=1.0)
+    paired = compare_runs([*runs.values(), extra])["paired"]
+    test, course = paired["gan - identity"]["test"], paired["gan - identity"]["proxy"]
+    # test: 7.0 - 6.9 and 7.6 - 7.1 -> +0.1, +0.5; course: 7.5 - 5.0 and 8.0 - 6.0 -> +2.5, +2.0
+    assert test["seeds"] == [0, 1] and test["n"] == 2 and test["mean"] == pytest.approx(0.3)
+    assert test["se"] == pytest.approx(0.2) and (test["ahead"], test["behind"], test["tied"]) == (2, 0, 0)
+    assert course["mean"] == pytest.approx(2.25) and course["se"] == pytest.approx(0.25)
+    tie = write_run(tmp_path / "rand_0", "randomize", 0, test=7.0, course=8.0)  # one seed: no standard error
+    paired = compare_runs([*runs.values(), tie])["paired"]["gan - randomize"]
+    assert paired["test"] == {"seeds": [0], "n": 1, "mean": 0.0, "se": None, "ahead": 0, "behind": 0, "tied": 1}
+    assert paired["proxy"]["mean"] == pytest.approx(-0.5) and paired["proxy"]["behind"] == 1
+    text = compare_markdown(compare_runs([*runs.values(), tie]))
+    assert "| gan - identity | +0.30 +- 0.20 (n=2; 2 / 0 / 0) | +2.25 +- 0.25 (n=2; 2 / 0 / 0) |" in text
+    assert "| gan - randomize | +0.00 (n=1; 0 / 0 / 1) | -0.50 (n=1; 0 / 1 / 0) |" in text
 
 
 def test_compare_command_writes_markdown_and_json(runs, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """``flipper compare RUN [RUN ...]``: the transfer modes of several ``flipper loop`` runs side by side over seeds
 (issue 15 item 5; ``flipper_control.learning.compare``): per mode the final Table I total (simulated, through G), the
 test worlds and the proxy course on the reality proxy (also per world), the real driving minutes and the CPU hours as
-mean (min-max) over the seeds, the reference controllers of the same runs, and the issue's verdicts, computed.
+mean (min-max) over the seeds, the reference controllers of the same runs, the first mode paired seed by seed with
+each other mode, and the issue's verdicts, computed.
 
 The Markdown goes to stdout (and ``--out FILE``), the comparison as JSON to ``--json``, both written atomically.
 Runs of one mode must differ only in their seed (``--allow-different`` compares them anyway and lists the
@@ -94,6 +95,21 @@ def _run_rows(cmp: dict, refs: list[str]) -> list[str]:
     return rows
 
 
+def _paired_rows(paired: dict, refs: list[str]) -> list[str]:
+    rows = ["| modes | " + " | ".join(_short(r) for r in refs) + " |", "|---|" + "---:|" * len(refs)]
+    for pair, per_ref in paired.items():
+        cells = []
+        for ref in refs:
+            p = per_ref.get(ref)
+            if not p:
+                cells.append("-")
+                continue
+            se = "" if p["se"] is None else f" +- {p['se']:.2f}"
+            cells.append(f"{p['mean']:+.2f}{se} (n={p['n']}; {p['ahead']} / {p['behind']} / {p['tied']})")
+        rows.append(f"| {pair} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def compare_markdown(cmp: dict) -> str:
     """The comparison (``learning.compare.compare_runs``) as a Markdown report."""
     refs = _refs(cmp)
@@ -105,6 +121,10 @@ def compare_markdown(cmp: dict) -> str:
              + ". Each figure: mean over the finished seeds (min-max); the reference controllers over the same runs.",
              "", "## Per mode", "", *_side_by_side(cmp, refs), "", "## Verdicts (issue 15)", ""]
     lines += [f"- {v['text']}" for v in cmp["verdicts"]] + [""]
+    if cmp["paired"]:
+        lines += ["## Paired by seed", "", "The first mode minus each other mode on the seeds both finished: mean difference "
+                  "+- its standard error, and in how many seeds the first mode was ahead / behind / tied.", "",
+                  *_paired_rows(cmp["paired"], refs), ""]
     for ref in refs:
         table = _per_world(cmp, lambda a, ref=ref: (a["proxy"][ref]["per_world"], a["proxy"][ref]["total"]) if ref in a["proxy"]
                            else None, lambda b, ref=ref: (b["proxy"][ref]["per_world"], b["proxy"][ref]["total"])

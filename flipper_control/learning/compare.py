@@ -2,7 +2,8 @@
 runs, group them by ``transfer.mode`` (a run without ``transfer:`` is the group ``sim-only``), check that the runs of a
 group differ only in their seed, and put per mode the final Table I total (simulated, through G), the proxy scores
 (test worlds and Table II's course, also per world), the real driving minutes and the CPU hours side by side, each as
-mean, min-max and the number of seeds; the reference controllers of the same runs; and the issue's verdicts, computed.
+mean, min-max and the number of seeds; the reference controllers of the same runs; the first mode paired seed by seed
+with each other mode (``paired_by_seed``); and the issue's verdicts, computed.
 
 Only finished runs (all iterations in ``report.json``) count in the means and verdicts: an unfinished run's latest
 values come from an earlier iteration and would mix policies of different ages. Unfinished runs are listed, marked,
@@ -20,7 +21,7 @@ from typing import Any
 from flipper_control.learning.config_fields import NO_RESULT_FIELDS
 from flipper_control.learning.report import score_columns
 
-__all__ = ["MARGIN", "SIM_ONLY", "read_run", "compare_runs", "config_differences", "stat", "verdicts"]
+__all__ = ["MARGIN", "SIM_ONLY", "read_run", "compare_runs", "config_differences", "paired_by_seed", "stat", "verdicts"]
 
 MARGIN = 0.3  # issue 15: learned G ahead of identity G and of domain randomisation by at least 0.3/8, averaged over seeds
 SIM_ONLY = "sim-only"
@@ -223,6 +224,36 @@ def _aggregate(runs: list[dict]) -> dict:
     }
 
 
+def paired_by_seed(groups: dict[str, list[dict]]) -> dict[str, dict]:
+    """The first mode (gan, where given) against each other mode, seed by seed, on every proxy set both were scored on.
+
+    Why: the seeds' spread (0.4/8 and more between seeds of one mode) is mostly the seeds' own -- which worlds got
+    planned, which candidate won -- and two modes run on one seed share it, so the per-seed differences are a far
+    sharper measure than the difference of two means. Per pair and set: the seeds both modes finished, the mean
+    difference, its standard error (sample standard deviation / sqrt(n); None below two seeds) and how many seeds
+    the first mode was ahead in, behind in or tied.
+    """
+    done = {m: {r["seed"]: r for r in g if r["finished"]} for m, g in groups.items()}
+    modes = list(done)
+    out: dict[str, dict] = {}
+    for other in modes[1:]:
+        first = modes[0]
+        seeds = sorted(set(done[first]) & set(done[other]))
+        per_ref = {}
+        for ref in _refs([*done[first].values(), *done[other].values()]):
+            both = [s for s in seeds if ref in done[first][s]["proxy"] and ref in done[other][s]["proxy"]]
+            diffs = [done[first][s]["proxy"][ref]["total"] - done[other][s]["proxy"][ref]["total"] for s in both]
+            if not diffs:
+                continue
+            per_ref[ref] = {"seeds": both, "n": len(diffs), "mean": round(statistics.fmean(diffs), 4),
+                            "se": round(statistics.stdev(diffs) / len(diffs) ** 0.5, 4) if len(diffs) >= 2 else None,
+                            "ahead": sum(d > EPS for d in diffs), "behind": sum(d < -EPS for d in diffs),
+                            "tied": sum(abs(d) <= EPS for d in diffs)}
+        if per_ref:
+            out[f"{first} - {other}"] = per_ref
+    return out
+
+
 def _refs(runs: list[dict]) -> list[str]:
     """The proxy world sets the policies of ``runs`` were scored on: the test worlds and the proxy course first."""
     seen = dict.fromkeys(ref for r in runs for ref in r["proxy"])
@@ -270,7 +301,8 @@ def compare_runs(paths: list[str | Path], allow_different: bool = False, margin:
     modes = {m: _aggregate(g) for m, g in groups.items()}
     baselines = _baselines(runs)
     return {"runs": [{k: v for k, v in r.items() if k != "config"} for r in runs], "modes": modes, "baselines": baselines,
-            "verdicts": verdicts(modes, baselines, margin), "margin": margin, "allowed_differences": problems,
+            "paired": paired_by_seed(groups), "verdicts": verdicts(modes, baselines, margin), "margin": margin,
+            "allowed_differences": problems,
             "differences_between_modes": between}
 
 
