@@ -234,10 +234,9 @@ def paired_by_seed(groups: dict[str, list[dict]]) -> dict[str, dict]:
     the first mode was ahead in, behind in or tied.
     """
     done = {m: {r["seed"]: r for r in g if r["finished"]} for m, g in groups.items()}
-    modes = list(done)
+    first, *others = list(done) or [None]
     out: dict[str, dict] = {}
-    for other in modes[1:]:
-        first = modes[0]
+    for other in others:
         seeds = sorted(set(done[first]) & set(done[other]))
         per_ref = {}
         for ref in _refs([*done[first].values(), *done[other].values()]):
