@@ -26,9 +26,7 @@ untranslated sim set, "identity"): 0 = no better than doing nothing, 1 = indisti
 negative = further from real than the baseline. The project's target is a G that closes at least half of
 the identity's distance on every metric.
 
-``paired_nan_agreement`` compares a transformed DEM with the real DEM at the same pose (the reality proxy
-gives both): how well G places its NaN. Pairs are for evaluation only, never for training -- the point of the
-CycleGAN is to learn from unpaired sets, which is all the real robot provides.
+Metrics on DEM pairs taken at the same pose (the reality proxy gives both) live in ``perception.paired_metrics``.
 """
 
 from __future__ import annotations
@@ -43,9 +41,9 @@ from scipy.stats import binomtest, wasserstein_distance
 from sim.config_io import config_from_mapping
 
 __all__ = [
-    "METRICS", "METRIC_DESCRIPTIONS", "ClassifierConfig", "classifier_two_sample_test", "closed_share",
+    "METRICS", "METRIC_DESCRIPTIONS", "ClassifierConfig", "classifier_two_sample_test", "closed_share", "dem_pair",
     "dem_features", "height_distance", "measured_heights", "nan_fraction_distance", "nan_fractions",
-    "nan_map_distance", "nan_probability_map", "paired_nan_agreement", "sliced_wasserstein_distance",
+    "nan_map_distance", "nan_probability_map", "sliced_wasserstein_distance",
     "transfer_report",
 ]
 
@@ -74,7 +72,7 @@ def _dems(dems: Any, what: str) -> np.ndarray:
     return a
 
 
-def _pair(a: Any, b: Any, what_a: str, what_b: str) -> tuple[np.ndarray, np.ndarray]:
+def dem_pair(a: Any, b: Any, what_a: str, what_b: str) -> tuple[np.ndarray, np.ndarray]:
     """Two DEM sets on the same grid."""
     a, b = _dems(a, what_a), _dems(b, what_b)
     if a.shape[1:] != b.shape[1:]:
@@ -114,7 +112,7 @@ def nan_probability_map(dems: Any) -> np.ndarray:
 
 def nan_map_distance(dems_a: Any, dems_b: Any) -> float:
     """Mean absolute difference of two sets' NaN probability maps, in [0, 1]."""
-    a, b = _pair(dems_a, dems_b, "dems_a", "dems_b")
+    a, b = dem_pair(dems_a, dems_b, "dems_a", "dems_b")
     return float(np.abs(np.isnan(a).mean(axis=0) - np.isnan(b).mean(axis=0)).mean())
 
 
@@ -125,7 +123,7 @@ def nan_fractions(dems: Any) -> np.ndarray:
 
 def nan_fraction_distance(dems_a: Any, dems_b: Any) -> float:
     """1-D Wasserstein distance between the two sets' distributions of per-DEM NaN shares, in [0, 1]."""
-    a, b = _pair(dems_a, dems_b, "dems_a", "dems_b")
+    a, b = dem_pair(dems_a, dems_b, "dems_a", "dems_b")
     return float(wasserstein_distance(np.isnan(a).mean(axis=(1, 2)), np.isnan(b).mean(axis=(1, 2))))
 
 
@@ -140,7 +138,7 @@ def measured_heights(dems: Any, what: str = "dems") -> np.ndarray:
 
 def height_distance(dems_a: Any, dems_b: Any) -> float:
     """1-D Wasserstein distance (metres) between the pooled heights of the measured cells of two sets."""
-    a, b = _pair(dems_a, dems_b, "dems_a", "dems_b")
+    a, b = dem_pair(dems_a, dems_b, "dems_a", "dems_b")
     return float(wasserstein_distance(measured_heights(a, "dems_a"), measured_heights(b, "dems_b")))
 
 
@@ -165,7 +163,7 @@ def sliced_wasserstein_distance(dems_a: Any, dems_b: Any, n_projections: int = 6
     1-D Wasserstein distance between the projected sets. ``projections`` (P, 2 rows cols) gives the directions
     instead (each normalised to unit length). Costs P sorts of N numbers, so it is cheap for thousands of DEMs.
     """
-    a, b = _pair(dems_a, dems_b, "dems_a", "dems_b")
+    a, b = dem_pair(dems_a, dems_b, "dems_a", "dems_b")
     fa, fb = dem_features(a), dem_features(b)
     dim = fa.shape[1]
     if projections is None:
@@ -247,7 +245,7 @@ def classifier_two_sample_test(real_dems: Any, candidate_dems: Any, real_scalars
     import torch
 
     cfg = config or ClassifierConfig()
-    ra, ca = _pair(real_dems, candidate_dems, "real dems", "candidate dems")
+    ra, ca = dem_pair(real_dems, candidate_dems, "real dems", "candidate dems")
     rs, cs = _scalars(real_scalars, len(ra), "real scalars"), _scalars(candidate_scalars, len(ca), "candidate scalars")
     if rs.shape[1] != cs.shape[1]:
         raise ValueError(f"real and candidate scalars must have the same width, got {rs.shape[1]} and {cs.shape[1]}")
@@ -394,42 +392,3 @@ def transfer_report(real: Any, candidates: dict[str, Any], seed: int = 0, baseli
     return {"seed": int(seed), "baseline": baseline,
             "target_share": float(target_share), "metrics": dict(METRIC_DESCRIPTIONS),
             "real": {"n": len(r_dems), "nan_share": float(np.isnan(r_dems).mean())}, "candidates": results}
-
-
-# ---------------------------------------------------------------------------------------------- paired
-
-def paired_nan_agreement(transformed_dems: Any, real_dems: Any) -> dict[str, Any]:
-    """How well a transformation places NaN, judged on DEM pairs taken at the same pose (evaluation only).
-
-    ``transformed_dems[i]`` is G applied to the simulated DEM at pose i, ``real_dems[i]`` the real (proxy) DEM
-    at the same pose. Pairs exist only on the reality proxy and must never be used for training: the CycleGAN
-    learns from unpaired sets because that is all the real robot provides.
-
-    Returns (JSON-ready):
-
-    - ``agreement``: share of all cells where both are NaN or both measured; ``agreement_map`` the same per
-      cell (rows x cols nested list).
-    - ``precision``: of the cells G made NaN, the share that are NaN in the real DEM (None if G made none);
-      ``recall``: of the real NaN cells, the share G made NaN (None if the real DEMs have none); ``f1``.
-    - ``predicted_nan_share`` / ``real_nan_share``; ``height_mae``: mean |difference| in metres over the cells
-      measured in both (None if there are none); ``n_pairs``.
-    """
-    t, r = _pair(transformed_dems, real_dems, "transformed_dems", "real_dems")
-    if t.shape != r.shape:
-        raise ValueError(f"transformed_dems and real_dems must be pairs (same shape), got {t.shape} and {r.shape}")
-    pt, pr = np.isnan(t), np.isnan(r)
-    same = pt == pr
-    tp = int((pt & pr).sum())
-    n_pred, n_real = int(pt.sum()), int(pr.sum())
-    precision = tp / n_pred if n_pred else None
-    recall = tp / n_real if n_real else None
-    if precision is None or recall is None:
-        f1 = None
-    else:
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    both = ~pt & ~pr
-    return {"n_pairs": len(t), "agreement": float(same.mean()), "agreement_map": same.mean(axis=0).tolist(),
-            "precision": None if precision is None else float(precision), "recall": None if recall is None else float(recall),
-            "f1": None if f1 is None else float(f1), "predicted_nan_share": float(pt.mean()),
-            "real_nan_share": float(pr.mean()),
-            "height_mae": float(np.abs(t[both] - r[both]).mean()) if both.any() else None}

@@ -46,6 +46,11 @@ def test_identity_generator_closes_nothing_and_the_oracle_places_nan_exactly(ide
     assert c["sensor_oracle"]["classifier"]["accuracy"] < c["identity"]["classifier"]["accuracy"]
     assert 0.0 <= r["real_halves_accuracy"] <= 1.0
     assert 0.0 < r["sensor_oracle"]["bias_m"] < 0.05
+    # the identity moves no height; the proxy moves its measured cells by its noise and bias (centimetres)
+    moved = r["height_change"]
+    assert moved["G"]["mean_abs_m"] == 0.0 and moved["G"]["cells"] == c["G"]["n"] * 100
+    assert 0.0 < moved["real"]["mean_abs_m"] < 0.05 and moved["real"]["cells"] < moved["G"]["cells"]
+    assert moved["randomized"]["mean_abs_m"] > 0.0
 
 
 def test_bad_requests_are_refused(identity_gan, tmp_path, capsys):
@@ -65,4 +70,6 @@ def test_cli_writes_the_paired_table(identity_gan, tmp_path, capsys):
                  "--json", str(out)]) == 0
     saved = json.loads(out.read_text())
     assert saved["paired"]["pairs"] > 0 and "sensor_oracle" in saved["paired"]["metrics"]["candidates"]
-    assert "sensor oracle: bias" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "sensor oracle: bias" in printed and "heights kept, moved from the exact DEM" in printed
+    assert saved["paired"]["height_change"]["G"]["share_over"] == 0.0

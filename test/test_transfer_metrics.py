@@ -1,6 +1,6 @@
 """Sim-to-real transfer metrics, each checked on sets with a known answer: identical sets (distance 0, classifier
 at chance), NaN put into known cells (known map and share distances), heights shifted by a constant (Wasserstein
-distance = the shift), trivially separable sets (classifier near 100 %), hand-made pairs of NaN masks.
+distance = the shift), trivially separable sets (classifier near 100 %). Same-pose pair metrics: test_paired_metrics.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from perception.transfer_metrics import (
     nan_fractions,
     nan_map_distance,
     nan_probability_map,
-    paired_nan_agreement,
     sliced_wasserstein_distance,
     transfer_report,
 )
@@ -160,28 +159,6 @@ def test_transfer_report_closed_shares():
     assert r2["candidates"]["half"]["closed_share"]["nan_fraction"] == pytest.approx(0.5)
 
 
-def test_paired_nan_agreement_on_hand_made_masks():
-    # Two pairs of 2 x 2 DEMs. Predicted NaN: (0,0) in both DEMs and (0,1) in the first; real NaN: (0,0) and
-    # (1,1) in the first, (0,0) in the second.
-    t = np.array([[[np.nan, np.nan], [1.0, 2.0]], [[np.nan, 0.0], [1.0, 2.0]]])
-    r = np.array([[[np.nan, 0.5], [1.5, np.nan]], [[np.nan, 0.0], [1.0, 3.0]]])
-    out = paired_nan_agreement(t, r)
-    # per cell: (0,0) agrees in both; (0,1) disagrees in pair 1; (1,0) agrees twice; (1,1) disagrees in pair 1
-    assert out["agreement_map"] == [[1.0, 0.5], [1.0, 0.5]]
-    assert out["agreement"] == pytest.approx(6 / 8)
-    assert out["precision"] == pytest.approx(2 / 3)  # 3 predicted NaN, 2 of them real
-    assert out["recall"] == pytest.approx(2 / 3)  # 3 real NaN, 2 of them predicted
-    assert out["f1"] == pytest.approx(2 / 3)
-    assert out["predicted_nan_share"] == pytest.approx(3 / 8) and out["real_nan_share"] == pytest.approx(3 / 8)
-    # measured in both: (1,0) of pair 1 (|1 - 1.5|), (0,1), (1,0), (1,1) of pair 2 (0, 0, 1): mean 1.5 / 4
-    assert out["height_mae"] == pytest.approx(1.5 / 4)
-    assert out["n_pairs"] == 2
-    json.dumps(out)
-    # no NaN predicted and none real: precision and recall undefined, full agreement
-    none = paired_nan_agreement(np.zeros((1, 2, 2)), np.ones((1, 2, 2)))
-    assert none["precision"] is None and none["recall"] is None and none["agreement"] == 1.0
-
-
 def test_bad_inputs_raise():
     dems, scalars = _sim_set(20, 13)
     with pytest.raises(ValueError, match=r"shape \(N, rows, cols\)"):
@@ -206,8 +183,6 @@ def test_bad_inputs_raise():
         transfer_report((dems, scalars), {})
     with pytest.raises(ValueError, match="no measured cell"):
         transfer_report((np.full((20, 20, 5), np.nan), scalars), {"identity": (dems, scalars)})
-    with pytest.raises(ValueError, match="pairs"):
-        paired_nan_agreement(dems, dems[:3])
     with pytest.raises(ValueError, match="projections must have shape"):
         sliced_wasserstein_distance(dems, dems, projections=np.ones((2, 7)))
     with pytest.raises(ValueError, match="test_fraction"):

@@ -18,8 +18,10 @@ DEMs of the same steps, so only the sensing differs:
   classifier target can be met at all.
 
 Besides, ``real_halves`` is the classifier's accuracy between the two trajectory halves of the proxy DEMs (the
-unpaired content floor), and ``paired_nan`` G's per-pose NaN agreement. Pairs serve evaluation only; the
-CycleGAN never trains on them (seed 000 assumes unpaired data).
+unpaired content floor), ``paired_nan`` G's per-pose NaN agreement, and ``height_change`` how far the proxy
+itself, G and the randomisation move the heights they keep from the exact DEM (``perception.paired_metrics``): the
+proxy's own change is the sensor's; a G that moves heights much further changes the terrain. Pairs serve
+evaluation only; the CycleGAN never trains on them (seed 000 assumes unpaired data).
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def paired_transfer(checkpoint: str, worlds: int = 6, world_seed: int = 424_242,
     100,000 x the loop seed); ``seed`` the proxy's noise, the randomisation and the metrics."""
     from perception.cyclegan import SimToReal
     from perception.domain_randomization import randomize
-    from perception.transfer_metrics import classifier_two_sample_test, paired_nan_agreement, transfer_report
+    from perception.paired_metrics import height_change, paired_nan_agreement
+    from perception.transfer_metrics import classifier_two_sample_test, transfer_report
 
     transform = SimToReal.from_checkpoint(checkpoint)  # refuse a bad checkpoint before any driving
     pairs = collect_pairs(worlds, world_seed, seed, reality_config, progress)
@@ -80,14 +83,16 @@ def paired_transfer(checkpoint: str, worlds: int = 6, world_seed: int = 424_242,
     rng = np.random.default_rng(seed)
     g = transform.transform(exact, scalars)
     oracle, oracle_params = _sensor_oracle(exact, proxy, rng)
-    candidates = {"identity": (exact, None), "G": (g, None),
-                  "randomized": (randomize(exact, rng, pitch=scalars[:, 0]), None), "sensor_oracle": (oracle, None)}
+    randomized = randomize(exact, rng, pitch=scalars[:, 0])
+    candidates = {"identity": (exact, None), "G": (g, None), "randomized": (randomized, None), "sensor_oracle": (oracle, None)}
     report = transfer_report((proxy, None), candidates, seed=seed)
     first = traj < (worlds // 2)  # whole runs on each side: the halves differ in content only
     halves = classifier_two_sample_test(proxy[first], proxy[~first], seed=seed)
     return {"checkpoint": checkpoint, "worlds": worlds, "world_seed": world_seed, "seed": seed, "pairs": len(exact),
             "metrics": report, "sensor_oracle": oracle_params, "real_halves_accuracy": halves["accuracy"],
-            "paired_nan": {k: v for k, v in paired_nan_agreement(g, proxy).items() if k != "agreement_map"}}
+            "paired_nan": {k: v for k, v in paired_nan_agreement(g, proxy).items() if k != "agreement_map"},
+            "height_change": {name: height_change(dems, exact) for name, dems in
+                              (("real", proxy), ("G", g), ("randomized", randomized))}}
 
 
 def format_paired(result: dict[str, Any]) -> str:
@@ -109,4 +114,12 @@ def format_paired(result: dict[str, Any]) -> str:
     f1 = "-" if p["f1"] is None else f"{p['f1']:.2f}"
     lines.append(f"G's NaN placement at the same pose: agreement {p['agreement']:.3f}, F1 {f1}, "
                  f"NaN share {p['predicted_nan_share']:.3f} (real {p['real_nan_share']:.3f})")
+    moved = ", ".join(f"{name} {_moved(c)}" for name, c in result["height_change"].items())
+    lines.append(f"heights kept, moved from the exact DEM of the same pose (mean |change|, share past 5 cm): {moved}")
     return "\n".join(lines)
+
+
+def _moved(change: dict[str, Any]) -> str:
+    if change["mean_abs_m"] is None:
+        return "- (no cell kept)"
+    return f"{change['mean_abs_m'] * 100:.1f} cm, {change['share_over'] * 100:.0f} %"
