@@ -14,8 +14,9 @@ Losses, per batch of simulated states x_s and real states x_r (each a DEM with i
   discriminator's push, so G kept sim's ground level, which alone told its DEMs apart. At 0.1, G also moves the
   terrain: on same-pose proxy pairs the demo's G moves the heights it keeps by 4.4 cm on average (the proxy: 1.3
   cm) and lifts the cells beyond a drop's edge by 20-36 cm, which the unpaired height distance rewards (real DEMs
-  seldom show a drop's bottom); on today's networks lambda_p = 1 cuts that to about 2 cm, but the demo loop's
-  policies scored lower with it (docs/sim2real_experiments.md, "G moves the terrain");
+  seldom show a drop's bottom); on today's networks lambda_p = 1 cuts that to about 2 cm and 3 to a few
+  millimetres, but the demo loop's policies scored lower with either (docs/sim2real_experiments.md, "G moves the
+  terrain");
   + lambda_c x the cycle loss: L1 between G_s(G(x_s)) and x_s and between G(G_s(x_r)) and x_r over both channels and
   the scalars, as CycleGAN [10] defines it (the seed's printed formula puts the discriminators' losses on the cycled
   samples there, which does not tie a sample to its own cycle; we keep the reference definition). With
