@@ -25,6 +25,14 @@ from perception.transfer_metrics import dem_pair
 __all__ = ["height_change", "paired_nan_agreement"]
 
 
+def _same_poses(a: Any, b: Any, what_a: str, what_b: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two DEM sets that pair up one to one (same grid and the same number of DEMs)."""
+    a, b = dem_pair(a, b, what_a, what_b)
+    if a.shape != b.shape:
+        raise ValueError(f"{what_a} and {what_b} must be pairs (same shape), got {a.shape} and {b.shape}")
+    return a, b
+
+
 def paired_nan_agreement(transformed_dems: Any, real_dems: Any) -> dict[str, Any]:
     """How well a transformation places NaN, judged on DEM pairs taken at the same pose.
 
@@ -40,9 +48,7 @@ def paired_nan_agreement(transformed_dems: Any, real_dems: Any) -> dict[str, Any
     - ``predicted_nan_share`` / ``real_nan_share``; ``height_mae``: mean |difference| in metres over the cells
       measured in both (None if there are none); ``n_pairs``.
     """
-    t, r = dem_pair(transformed_dems, real_dems, "transformed_dems", "real_dems")
-    if t.shape != r.shape:
-        raise ValueError(f"transformed_dems and real_dems must be pairs (same shape), got {t.shape} and {r.shape}")
+    t, r = _same_poses(transformed_dems, real_dems, "transformed_dems", "real_dems")
     pt, pr = np.isnan(t), np.isnan(r)
     same = pt == pr
     tp = int((pt & pr).sum())
@@ -69,9 +75,7 @@ def height_change(dems: Any, exact_dems: Any, threshold_m: float = 0.05) -> dict
     share of those cells moved by more than ``threshold_m``, and ``cells`` how many were compared (JSON-ready;
     the statistics are None when no cell is measured).
     """
-    d, e = dem_pair(dems, exact_dems, "dems", "exact_dems")
-    if d.shape != e.shape:
-        raise ValueError(f"dems and exact_dems must be pairs (same shape), got {d.shape} and {e.shape}")
+    d, e = _same_poses(dems, exact_dems, "dems", "exact_dems")
     if np.isnan(e).any():
         raise ValueError("exact_dems must be complete (the simulator's exact DEMs have no NaN cell)")
     if not (np.isfinite(threshold_m) and threshold_m > 0):
