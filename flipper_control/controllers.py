@@ -70,6 +70,7 @@ class HeuristicController:
         self._ahead = (x >= c.look_ahead[0]) & (x <= c.look_ahead[1])
         if not self._under.any() or not self._ahead.any():
             raise ValueError(f"the DEM {spec} does not cover the heuristic's windows {c.look_ahead} and +-{c.under}")
+        self._spec = spec
 
     def reset(self) -> None:
         pass
@@ -81,6 +82,9 @@ class HeuristicController:
         seen ahead, there is no obstacle to react to and both are 0.
         """
         dem = obs.dem
+        if dem.shape != self._spec.shape:  # another grid: the windows would pick the wrong cells, or fail to index
+            raise ValueError(f"HeuristicController: a DEM of {dem.shape[0]} x {dem.shape[1]} cells, but it was built "
+                             f"for {self._spec} (pass the simulator's DemSpec)")
         under = dem[self._under]
         under = under[np.isfinite(under)]
         ahead = dem[self._ahead]

@@ -169,6 +169,21 @@ def gan_data(arrays: Mapping[str, np.ndarray], config: GanConfig, name: str) -> 
     return GanData(dem, proprio, traj_id)
 
 
+def domain_warnings(sim: GanData, real: GanData) -> list[str]:
+    """What looks wrong about a (simulated, real) pair of sets without being an error: exact simulated DEMs miss no
+    cell and lidar-built ones miss some, so a simulated set missing more cells than the real one was most likely
+    given in the other's place, and a real set missing none gives G no NaN to learn (a DEM builder that fills its
+    holes, or simulated data)."""
+    sim_nan, real_nan = float(np.isnan(sim.dems).mean()), float(np.isnan(real.dems).mean())
+    shares = f"{100 * sim_nan:.1f} % of the simulated cells, {100 * real_nan:.1f} % of the real ones missing"
+    if sim_nan > real_nan:
+        return [f"the simulated set misses more cells than the real one ({shares}): were --sim and --real swapped?"]
+    if real_nan == 0.0:
+        return [f"the real set misses no cell ({shares}): G can learn no NaN from it (simulated data, or a DEM "
+                "builder that fills its holes?)"]
+    return []
+
+
 def split_by_trajectory(data: GanData, test_fraction: float, rng: np.random.Generator) -> tuple[GanData, GanData]:
     """(train, held-out): whole trajectories on one side (consecutive states are nearly equal, so a per-sample
     split would leak); with one trajectory, the last ``test_fraction`` of its samples are held out."""

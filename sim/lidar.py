@@ -61,19 +61,19 @@ class LidarConfig:
     threads: int = 1  # open3d ray-casting threads (0: all cores); 1 keeps parallel rollouts fair
 
     def __post_init__(self) -> None:
-        checks = {
-            "period": self.period > 0,
-            "line_rate": self.line_rate > 0,
-            "fov": 0 < self.fov <= 2 * math.pi,
-            "angular_step": 0 < self.angular_step <= self.fov,
-            "min_range/max_range": 0 <= self.min_range < self.max_range,
-            "range_sigma": self.range_sigma >= 0,
-            "dropout": 0 <= self.dropout < 1,
-            "threads": self.threads >= 0,
+        rules = {  # field: (holds, what it must be); NaN fails every comparison, so it is refused too
+            "period": (self.period > 0, "> 0 s"),
+            "line_rate": (self.line_rate > 0, "> 0 lines/s"),
+            "fov": (0 < self.fov <= 2 * math.pi, "in (0, 2 pi] rad"),
+            "angular_step": (0 < self.angular_step <= self.fov, "in (0, fov] rad"),
+            "min_range": (0 <= self.min_range < self.max_range, f">= 0 and below max_range ({self.max_range}) m"),
+            "range_sigma": (self.range_sigma >= 0, ">= 0 m"),
+            "dropout": (0 <= self.dropout < 1, "a probability in [0, 1)"),
+            "threads": (self.threads >= 0, ">= 0 (0: all cores)"),
         }
-        bad = [n for n, ok in checks.items() if not ok]
+        bad = [f"{name} must be {rule}, got {getattr(self, name)}" for name, (ok, rule) in rules.items() if not ok]
         if bad:
-            raise ValueError(f"LidarConfig: invalid {', '.join(bad)} in {self}")
+            raise ValueError(f"LidarConfig: {'; '.join(bad)}")
 
     @property
     def beams(self) -> int:

@@ -118,7 +118,7 @@ class RealityProxyConfig:
             if "dem_builder" in data:
                 builder = _tupled(data["dem_builder"], tuples)
                 if isinstance(builder, dict) and "dem" in builder:
-                    builder["dem"] = config_from_mapping(DemSpec, builder["dem"], "dem_builder.dem")
+                    builder["dem"] = _stack_dem(config_from_mapping(DemSpec, builder["dem"], "dem_builder.dem"))
                 data["dem_builder"] = config_from_mapping(DemBuilderConfig, builder, "dem_builder")
             return config_from_mapping(cls, data, "RealityProxyConfig")
         except (ValueError, TypeError) as exc:
@@ -132,6 +132,20 @@ class RealityProxyConfig:
                                  lidar=LidarConfig(range_sigma=0.0, dropout=0.0),
                                  odometry=OdometryConfig(enabled=False))
         return replace(cfg, **overrides)
+
+
+def _stack_dem(dem: DemSpec) -> DemSpec:
+    """``dem`` if it is the DEM every consumer of the proxy's DEMs reads, else a ValueError saying why it may not
+    change: the policies learn on the exact simulator's DEMs, the heuristic and the CycleGAN read the same grid, so a
+    proxy building another one would feed all of them cells they do not expect (a reality config models the
+    sensing, not the policy's input)."""
+    if dem != DemSpec():
+        stack = DemSpec()
+        raise ValueError(f"dem_builder.dem: the proxy must build the DEM that the policies, the heuristic and the "
+                         f"CycleGAN read ({stack.rows} x {stack.cols} cells of {stack.resolution} m, front edge "
+                         f"{stack.front} m ahead); a reality config models the sensing and may not change it, got "
+                         f"{dem.rows} x {dem.cols} cells of {dem.resolution} m, front {dem.front} m")
+    return dem
 
 
 def _tupled(section: Any, names: set[str]) -> Any:

@@ -40,17 +40,27 @@ def test_train_gan_writes_a_checkpoint_with_its_losses_and_the_transfer_metrics(
     out, report = tmp_path / "gan", tmp_path / "gan_report.json"
     assert main(["train-gan", "--sim", str(states[0]), "--real", str(states[1]), "--out", str(out), "--epochs", "2",
                  "--json", str(report)]) == 0
-    printed = capsys.readouterr().out
-    assert "| identity |" in printed and "| G |" in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "| identity |" in printed and "| G |" in printed and "warning" not in captured.err
     gan, meta = load_gan(out)
     history = meta["train_report"]["history"]
     assert len(history["cycle"]) == 2 and all(v == v for v in history["d"])  # one entry per epoch, finite
     data = json.loads(report.read_text())
     assert data["checkpoint"] == str(out) and set(data["transfer_metrics"]["candidates"]) == {"identity", "G"}
+    assert data["warnings"] == []
     # Table I through G: the policy (here the heuristic) sees every DEM through the transform
     assert main(["eval", "--controller", "heuristic", "--worlds", "flat", "--runs", "1", "--executor", "serial",
                  "--transform", str(out)]) == 0
     assert f"through G of {out}" in capsys.readouterr().out
+
+
+def test_train_gan_warns_when_the_simulated_set_misses_more_cells_than_the_real_one(states, tmp_path, capsys):
+    report = tmp_path / "swapped.json"
+    assert main(["train-gan", "--sim", str(states[1]), "--real", str(states[0]), "--out", str(tmp_path / "g"),
+                 "--epochs", "1", "--json", str(report)]) == 0  # a warning, not an error: the user may mean it
+    assert "warning: the simulated set misses more cells than the real one" in capsys.readouterr().err
+    assert "swapped" in json.loads(report.read_text())["warnings"][0]
 
 
 def test_train_gan_bad_input_names_what_and_where(states, tmp_path, capsys):

@@ -21,6 +21,7 @@ from perception.gan_training import (
     GanDivergedError,
     GanTrainConfig,
     _cycle,
+    domain_warnings,
     gan_data,
     split_by_trajectory,
     task_inputs,
@@ -240,6 +241,16 @@ def test_bad_data_is_refused_naming_the_set():
         gan_data({"dem": dems[:0], "proprio": scalars[:0]}, GanConfig(), "--sim y")
     with pytest.raises(ValueError, match="SimToReal: DEMs"):
         SimToReal(CycleGan(SMALL).g).transform(dems[:, :10], scalars)
+
+
+def test_sets_that_look_swapped_or_hole_free_are_warned_about_and_a_usual_pair_is_not():
+    rng = np.random.default_rng(6)
+    exact, lidar = (GanData(*_dems(8, rng, nan), np.arange(8)) for nan in (0.0, 0.1))
+    assert domain_warnings(exact, lidar) == []
+    swapped = domain_warnings(lidar, exact)
+    assert len(swapped) == 1 and "were --sim and --real swapped?" in swapped[0] and "0.0 % of the real" in swapped[0]
+    hole_free = domain_warnings(exact, GanData(*_dems(8, rng), np.arange(8)))
+    assert len(hole_free) == 1 and "the real set misses no cell" in hole_free[0]
 
 
 def test_a_checkpoint_from_before_the_noise_input_loads_as_the_deterministic_generator(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 from tiny_loop import tiny_loop
@@ -34,7 +35,10 @@ def _write(path, text):
 
 @pytest.mark.parametrize("text, needle", [
     ("lidar: {rangesigma: 0.1}", "lidar: unknown field(s) rangesigma; allowed:"),
-    ("lidar: {dropout: 1.5}", "LidarConfig: invalid dropout"),
+    ("lidar: {dropout: 1.5}", "LidarConfig: dropout must be a probability in [0, 1), got 1.5"),
+    ("lidar: {period: -3, min_range: 30}", "period must be > 0 s, got -3; min_range must be >= 0 and below max_range"),
+    ("dem_builder: {dem: {rows: 10}}", "dem_builder.dem: the proxy must build the DEM that the policies"),
+    ("dem_builder: {dem: {front: 1.0}}", "may not change it, got 20 x 5 cells of 0.1 m, front 1.0 m"),
     ("odometry: {xy_sigma: fast}", "odometry: xy_sigma must be a number, got 'fast'"),
     ("dynamics: {delay: [0.3, 0.1]}", "delay/lag must be (low, high)"),
     ("dem_builder: {dem: {rows: 0}}", "DemSpec: rows, cols must be >= 1"),
@@ -57,13 +61,31 @@ def test_commands_that_run_the_proxy_use_it(tmp_path, capsys):
     assert proxy["lidar"]["mount"] == [0.1, 0.0, 0.45] and proxy["dynamics"]["enabled"] is False
     ev = tmp_path / "eval.json"
     assert main(["eval", "--controller", "heuristic", "--worlds", "F", "--runs", "1", "--executor", "serial",
-                 "--reality-config", str(path), "--json", str(ev)]) == 0
+                 "--reality", "proxy", "--reality-config", str(path), "--json", str(ev)]) == 0
     assert json.loads(ev.read_text())["reality_config"]["substep"] == 0.04
     assert main(["record", "--world", "F", "--out", str(tmp_path / "bag"), "--max-time", "0.5", "--no-noise",
                  "--reality-config", str(path)]) == 2
     assert "--reality-config and --no-noise" in capsys.readouterr().err
     assert main(["eval", "--controller", "heuristic", "--worlds", "F", "--reality-config", str(tmp_path / "none.yaml")]) == 2
     assert "none.yaml: no such reality config file" in capsys.readouterr().err
+    # a config that nothing would use is refused rather than silently left out
+    assert main(["sim", "--world", "F", "--runs", "1", "--reality-config", str(path)]) == 2
+    assert "add --reality proxy" in capsys.readouterr().err
+    assert main(["eval", "--controller", "heuristic", "--worlds", "flat", "--reality-config", str(path)]) == 2
+    assert "no world runs on it (--reality auto)" in capsys.readouterr().err
+
+
+def test_the_unchanged_dem_may_be_named_and_the_heuristic_refuses_another_grid():
+    from flipper_control.controllers import HeuristicController
+    from sim.dem import DemSpec
+    from sim.simulator import Observation
+
+    assert RealityProxyConfig.from_dict({"dem_builder": {"dem": {"rows": 20, "front": 1.3}}}) == RealityProxyConfig()
+    heuristic = HeuristicController()
+    obs = Observation(dem=np.zeros((10, 5)), pitch=0.0, roll=0.0, flipper_angles=np.zeros(4))
+    with pytest.raises(ValueError, match=r"a DEM of 10 x 5 cells, but it was built for DemSpec\(rows=20"):
+        heuristic.act(obs)
+    assert np.isfinite(HeuristicController(dem=DemSpec(rows=10, resolution=0.2)).act(obs)).all()
 
 
 def test_the_loops_transfer_section_takes_it():

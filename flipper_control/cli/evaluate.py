@@ -36,6 +36,9 @@ def cmd_sim(args) -> int:
         args.out, args.max_time = args.record, None
         return cmd_record(args)  # one recorded run (seed --seed)
 
+    if args.reality_config and args.reality != "proxy":
+        raise ValueError(f"--reality-config {args.reality_config} sets up the reality proxy, but --reality is "
+                         f"{args.reality}: add --reality proxy")
     world = resolve_world(args.world)
     factory = controller_factory(args)
     sim = simulator(args)
@@ -95,6 +98,9 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
               "reality_config": proxy_config if re == "proxy" else None, "states": bool(args.states)}
              for pass_ in passes for w, re in zip(worlds, pass_, strict=True)]
     on_proxy = [t["world"].name for t in tasks if t["reality"] == "proxy"]
+    if args.reality_config and not on_proxy:
+        raise ValueError(f"--reality-config {args.reality_config} sets up the reality proxy, but no world runs on it "
+                         f"(--reality {args.reality}): add --reality proxy or both, or a proxy world")
     if on_proxy and args.reality != "both":
         err(f"reality proxy (perturbed robot, lidar-built DEMs) for: {', '.join(on_proxy)}")
     t0 = time.perf_counter()

@@ -30,7 +30,7 @@ def cmd_train_gan(args) -> int:
     import yaml
 
     from perception.cyclegan import SimToReal, load_gan, save_gan
-    from perception.gan_training import GanTrainConfig, split_by_trajectory, train_gan
+    from perception.gan_training import GanTrainConfig, domain_warnings, split_by_trajectory, train_gan
     from perception.transfer_metrics import transfer_report
 
     torch.set_num_threads(1)  # small networks: one thread is faster than two on this class of machine
@@ -54,6 +54,9 @@ def cmd_train_gan(args) -> int:
 
         task_model, policy_info = load_task_policy(args.policy, gan_config, "--policy")
     sim, real = _load(args.sim, "--sim", gan_config), _load(args.real, "--real", gan_config)
+    warnings = domain_warnings(sim, real)
+    for warning in warnings:
+        err(f"warning: {warning}")
     rng = np.random.default_rng(args.seed)
     sim_train, sim_test = split_by_trajectory(sim, config.test_fraction, rng)
     real_train, real_test = split_by_trajectory(real, config.test_fraction, rng)
@@ -76,7 +79,8 @@ def cmd_train_gan(args) -> int:
         consistency = {"lambda_task": config.lambda_task, "policy": policy_info,
                        "action_gap": action_gap(task_model, sim_test.dems, {"G": transformed}, sim_test.scalars)}
     meta = {"seed": args.seed, "sim": args.sim, "real": args.real, "resumed_from": args.resume,
-            "train_report": report.to_dict(), "transfer_metrics": metrics, "task_consistency": consistency}
+            "train_report": report.to_dict(), "transfer_metrics": metrics, "task_consistency": consistency,
+            "warnings": warnings}
     status, where = save_output(args.out, lambda p: save_gan(p, gan, meta), "checkpoint")
     err(f"wrote {where}.safetensors")
     _print_metrics(metrics)
