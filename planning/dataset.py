@@ -166,8 +166,11 @@ class TrajectoryDataset:
                 arrays = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no iterator)
         except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
             raise DatasetError(f"{path}: not a readable safetensors dataset ({exc})") from exc
-        if header.get("format") != FORMAT:
-            raise DatasetError(f"{path}: format {header.get('format')!r}, expected {FORMAT!r}")
+        if "format" not in header:  # a checkpoint's weights (policy or CycleGAN) are safetensors files too
+            raise DatasetError(f"{path}: not a trajectory dataset (no format in its metadata, expected {FORMAT!r}; "
+                               "a checkpoint's weights?)")
+        if header["format"] != FORMAT:
+            raise DatasetError(f"{path}: format {header['format']!r}, expected {FORMAT!r}")
         missing = [k for k in _ARRAYS if k not in arrays]
         if missing:
             raise DatasetError(f"{path}: missing arrays {missing}")

@@ -22,7 +22,7 @@ class WorldError(ValueError):
     """A world file or dict is invalid; the message names the source, the field and what is allowed."""
 
     def __init__(self, source: str, where: str, problem: str):
-        super().__init__(f"{source}: {where}: {problem}")
+        super().__init__(f"{source}: {where}: {problem}" if where else f"{source}: {problem}")  # where="": the whole
         self.source, self.where, self.problem = source, where, problem
 
     def __reduce__(self):  # picklable (process pools) although __init__ takes three arguments

@@ -52,7 +52,7 @@ def resolve_world(ref: str) -> World:
         try:
             seed, index = (int(p) for p in parts[1:3]) if len(parts) == 3 else (0, int(parts[1]))
         except (ValueError, IndexError):
-            raise WorldError(ref, "<name>", f"generated worlds are named {parts[0]}/INDEX or {parts[0]}/SEED/INDEX") from None
+            raise WorldError(ref, "", f"generated worlds are named {parts[0]}/INDEX or {parts[0]}/SEED/INDEX") from None
         return load_set(parts[0], index + 1, seed)[index]
     sets = [parts[0]] if len(parts) == 2 else list(BUILTIN_SETS)
     name = parts[-1]
@@ -63,7 +63,7 @@ def resolve_world(ref: str) -> World:
             if world.name == name:
                 return world
     known = ", ".join(f"{s}/{n}" for s, names in builtin_world_names().items() for n in names)
-    raise WorldError(ref, "<name>", f"no such world file or built-in world; built-in: {known}; "
+    raise WorldError(ref, "", f"no such world file or built-in world; built-in: {known}; "
                                      "or training/INDEX, steep/INDEX, half_steep/INDEX (SEED/INDEX too)")
 
 

@@ -69,7 +69,8 @@ def test_eval_controller_prints_a_table_with_a_sum_and_writes_json(tmp_path, cap
 
 
 @pytest.mark.parametrize("ref, reality, expected", [
-    ("proxy", "auto", "proxy"), ("proxy/F", "auto", "proxy"), ("test", "auto", "sim"), ("flat", "auto", "sim"),
+    ("proxy", "auto", "proxy"), ("proxy/F", "auto", "proxy"), ("F", "auto", "proxy"), ("staircase", "auto", "proxy"),
+    ("test", "auto", "sim"), ("flat", "auto", "sim"), ("test/stairs_up", "auto", "sim"),
     ("test", "proxy", "proxy"), ("proxy", "sim", "sim"),
 ])
 def test_auto_reality_runs_the_proxy_course_on_the_reality_proxy(ref, reality, expected):

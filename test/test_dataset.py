@@ -127,7 +127,7 @@ def test_wrong_format_and_inconsistent_headers_raise(tmp_path):
     good = {"format": FORMAT, "trajectories": json.dumps(header)}
     for name, meta, arr, message in [
         ("fmt", {**good, "format": "trajectories/0"}, arrays, "format 'trajectories/0', expected"),
-        ("nofmt", {"trajectories": good["trajectories"]}, arrays, "format None"),
+        ("nofmt", {"trajectories": good["trajectories"]}, arrays, "not a trajectory dataset .no format"),
         ("json", {**good, "trajectories": "[{"}, arrays, "not valid JSON"),
         ("shape", {**good, "trajectories": "{\"a\": 1}"}, arrays, "must be a list of objects"),
         ("count", {**good, "trajectories": json.dumps(header[:1])}, arrays, "do not add up to the 11 samples"),

@@ -385,7 +385,7 @@ def test_resolve_unknown_name_lists_builtins():
     with pytest.raises(WorldError) as info:
         resolve_world("no_such_world")
     message = str(info.value)
-    assert "no_such_world" in message
+    assert message.startswith("no_such_world: no such world file or built-in world; built-in:")
     for name in TEST_WORLDS + PROXY_WORLDS:
         assert name in message
 

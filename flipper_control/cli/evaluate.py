@@ -61,7 +61,10 @@ def reality_of(world_ref: str, reality: str) -> str:
     test obstacles) on the reality proxy and every other world on the exact simulator."""
     if reality != "auto":
         return reality
-    return "proxy" if world_ref == "proxy" or world_ref.startswith("proxy/") else "sim"
+    from sim.world_sets import builtin_world_names
+
+    course = world_ref == "proxy" or world_ref.startswith("proxy/") or world_ref in builtin_world_names()["proxy"]
+    return "proxy" if course else "sim"
 
 
 def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluation
