@@ -63,6 +63,25 @@ def test_train_gan_warns_when_the_simulated_set_misses_more_cells_than_the_real_
     assert "swapped" in json.loads(report.read_text())["warnings"][0]
 
 
+def test_train_gan_warns_that_a_collapsed_generator_should_not_be_used(states, tmp_path, capsys):
+    from perception.cyclegan import CycleGan, GanConfig, save_gan
+
+    collapsed = CycleGan(GanConfig())
+    cells = 20 * 5
+    with torch.no_grad():  # every raw mask far below 0: G hides every cell
+        collapsed.g.fc.bias[cells:2 * cells] = -1e3
+    save_gan(tmp_path / "collapsed", collapsed)
+    (tmp_path / "tiny.yaml").write_text("epochs: 1\nsteps_per_epoch: 1\nlr: 1.0e-9\n")
+    report = tmp_path / "report.json"
+    assert main(["train-gan", "--sim", str(states[0]), "--real", str(states[1]), "--out", str(tmp_path / "g"),
+                 "--resume", str(tmp_path / "collapsed"), "--config", str(tmp_path / "tiny.yaml"),
+                 "--json", str(report)]) == 0  # written: the user may want to look at it
+    captured = capsys.readouterr()
+    assert "warning: this G should not be used: collapsed: G hides 100 %" in captured.err
+    assert "| identity |" in captured.out and "| G |" not in captured.out  # no metric exists for it
+    assert json.loads(report.read_text())["warnings"][-1].startswith("this G should not be used")
+
+
 def test_train_gan_bad_input_names_what_and_where(states, tmp_path, capsys):
     assert main(["train-gan", "--sim", str(states[0]), "--real", str(tmp_path / "none.safetensors"),
                  "--out", str(tmp_path / "g")]) == 2

@@ -219,6 +219,28 @@ def test_a_diverging_gan_is_not_saved_and_the_last_good_generator_stays(gan_run,
     assert steps.gan_before(3) == "good/gan" and steps.gan_before(2) == "good/gan" and steps.gan_before(1) is None
 
 
+def test_a_collapsed_gan_with_finite_losses_is_not_saved_either(gan_run, tmp_path):
+    import torch
+
+    from perception.cyclegan import CycleGan, GanConfig, save_gan
+
+    out, _ = gan_run
+    collapsed = CycleGan(GanConfig())
+    with torch.no_grad():  # every raw mask far below 0: G hides every cell, and a few tiny steps cannot undo it
+        cells = collapsed.config.dem_shape[0] * collapsed.config.dem_shape[1]
+        collapsed.g.fc.bias[cells:2 * cells] = -1e3
+    save_gan(tmp_path / "collapsed", collapsed)
+    task = {"sim": [str(out / "iter_1" / "sim_states.safetensors")],
+            "real": [str(out / "real_0" / "real_trajectories.safetensors")], "out": str(tmp_path / "gan"),
+            "start": str(tmp_path / "collapsed"), "seed": 0, "randomization": None,
+            "train": {"epochs": 1, "steps_per_epoch": 1, "lr": 1e-9}}
+    result = gan_task(task)
+    assert result["diverged"] and result["path"] is None and result["error"].startswith("collapsed: G hides 100 %")
+    # no metric exists for a G that hides everything; the identity's stay in gan_update.json, and nothing crashed
+    assert set(result["metrics"]["candidates"]) == {"identity"}
+    assert not (tmp_path / "gan.safetensors").exists()
+
+
 def test_transfer_config_errors_name_the_field():
     with pytest.raises(ValueError, match="transfer config: mode must be one of gan, identity, randomize"):
         LoopConfig.from_dict(tiny_loop(transfer={"mode": "cyclegan"}))

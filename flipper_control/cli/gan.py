@@ -30,6 +30,7 @@ def cmd_train_gan(args) -> int:
     import yaml
 
     from perception.cyclegan import SimToReal, load_gan, save_gan
+    from perception.gan_health import generator_failure
     from perception.gan_training import GanTrainConfig, domain_warnings, split_by_trajectory, train_gan
     from perception.transfer_metrics import transfer_report
 
@@ -70,8 +71,14 @@ def cmd_train_gan(args) -> int:
     transformed = transform.transform(sim_test.dems, sim_test.scalars)
     # DEMs only: the transform changes the DEM, the robot measures pitch, roll and flippers itself (and the
     # proxy's perturbed dynamics would let a classifier tell the domains apart by those alone)
-    metrics = transfer_report((real_test.dems, None), {"identity": (sim_test.dems, None), "G": (transformed, None)},
-                              seed=args.seed)
+    candidates = {"identity": (sim_test.dems, None)}
+    if np.isfinite(transformed).any():  # a G that hides every cell has no metric; generator_failure names it
+        candidates["G"] = (transformed, None)
+    metrics = transfer_report((real_test.dems, None), candidates, seed=args.seed)
+    failure = generator_failure(float(np.isnan(transformed).mean()), float(np.isnan(real_test.dems).mean()),
+                                metrics["candidates"].get("G", {}).get("closed_share"))
+    if failure is not None:  # written anyway (the user asked for it, and may want to look at it); the loop would not use it
+        warnings.append(f"this G should not be used: {failure}")
     consistency = None
     if task_model is not None:
         from flipper_control.learning.transfer_tasks import action_gap
@@ -84,6 +91,8 @@ def cmd_train_gan(args) -> int:
     status, where = save_output(args.out, lambda p: save_gan(p, gan, meta), "checkpoint")
     err(f"wrote {where}.safetensors")
     _print_metrics(metrics)
+    if failure is not None:
+        err(f"warning: {warnings[-1]}")
     if consistency is not None:
         print(f"\npolicy {args.policy} on {len(sim_test)} held-out simulated states: mean |pi(G(x_s)) - pi(x_s)| = "
               f"{consistency['action_gap']['G']:.4f} rad (lambda_task {config.lambda_task:g})")

@@ -106,7 +106,8 @@ def table_transfer(report: dict) -> str | None:
             rows.append(f"| {it['iteration']} | {through} | - | - | - |")
             continue
         if gan["diverged"]:
-            rows.append(f"| {it['iteration']} | {through} | diverged, not used | - | - |")
+            why = f" ({gan['error']})" if gan.get("error") else ""
+            rows.append(f"| {it['iteration']} | {through} | diverged, not used{why} | - | - |")
             continue
         m = gan["metrics"]
         acc = " / ".join(f"{m[c]['accuracy']:.2f}" if c in m else "-" for c in ("identity", "G", "randomized"))

@@ -106,14 +106,16 @@ def gan_task(task: dict) -> dict:
     Trajectories are split into training and held-out parts; the held-out transfer metrics compare the exact
     simulated DEMs (identity), G(x_s) and, with ``randomization``, the domain-randomised x_s, against the real ones;
     with a policy, ``task_consistency`` gives the policy's mean action change each of them causes on x_s.
-    A GAN whose loss turns non-finite is not saved: the result says ``diverged`` and why, and the caller keeps the
-    last good generator. Returns ``{"path", "diverged", "error", "metrics", "task_consistency", "history", "cpu_s"}``.
+    A GAN whose loss turns non-finite, or whose held-out metrics show it collapsed or drifted away from the real DEMs
+    (``perception.gan_health``), is not saved: the result says ``diverged`` and why, and the caller keeps the last
+    good generator. Returns ``{"path", "diverged", "error", "metrics", "task_consistency", "history", "cpu_s"}``.
     """
     import numpy as np
     import torch
 
     from perception.cyclegan import SimToReal, load_gan, save_gan
     from perception.domain_randomization import DomainRandomization, randomize
+    from perception.gan_health import generator_failure
     from perception.gan_training import GanDivergedError, GanTrainConfig, gan_data, split_by_trajectory, train_gan
     from perception.transfer_metrics import transfer_report
     from planning.dataset import TrajectoryDataset
@@ -145,8 +147,10 @@ def gan_task(task: dict) -> dict:
     except GanDivergedError as exc:
         return out | {"diverged": True, "error": str(exc), "metrics": None, "history": None,
                       "cpu_s": time.process_time() - cpu0}
-    candidates = {"identity": (sim_test.dems, None),
-                  "G": (SimToReal(gan.g).transform(sim_test.dems, sim_test.scalars), None)}
+    g_dems = SimToReal(gan.g).transform(sim_test.dems, sim_test.scalars)
+    candidates = {"identity": (sim_test.dems, None)}
+    if np.isfinite(g_dems).any():  # a G that hides every cell has no metric; generator_failure names it below
+        candidates["G"] = (g_dems, None)
     if task.get("randomization") is not None:
         dr = DomainRandomization.from_dict(task["randomization"])
         candidates["randomized"] = (randomize(sim_test.dems, np.random.default_rng(seed), dr, pitch=sim_test.scalars[:, 0]),
@@ -158,6 +162,11 @@ def gan_task(task: dict) -> dict:
         consistency = {"lambda_task": config.lambda_task, "policy": policy_info,
                        "action_gap": action_gap(task_model, sim_test.dems, {k: v[0] for k, v in candidates.items()},
                                                 sim_test.scalars)}
+    failure = generator_failure(float(np.isnan(g_dems).mean()), float(np.isnan(real_test.dems).mean()),
+                                metrics["candidates"].get("G", {}).get("closed_share"))
+    if failure is not None:  # finite losses, but a G worse than none: not saved, like a non-finite one
+        return out | {"diverged": True, "error": failure, "metrics": metrics, "task_consistency": consistency,
+                      "history": report.history, "cpu_s": time.process_time() - cpu0}
     save_gan(task["out"], gan, {"seed": seed, "sim": task["sim"], "real": task["real"], "start": task.get("start"),
                                 "train_report": report.to_dict(), "transfer_metrics": metrics,
                                 "task_consistency": consistency})
