@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flipper_control.learning.executors import Executor, _infrastructure_error, _Outcome, _run_task
+from flipper_control.learning.executor_base import Executor, _infrastructure_error, _Outcome, _run_task
 from flipper_control.learning.ray_connect import check_reachable, connection_error, local_node_ip
 from flipper_control.learning.worker_process import THREAD_ENV, limit_threads
 
