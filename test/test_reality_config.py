@@ -94,3 +94,21 @@ def test_the_loops_transfer_section_takes_it():
     assert LoopConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match=r"transfer.reality: lidar: unknown field\(s\) nope"):
         LoopConfig.from_dict(tiny_loop(transfer={"reality": {"lidar": {"nope": 1}}}))
+
+
+def test_loop_and_demo_take_reality_config_in_place_of_the_transfer_sections(tmp_path, capsys):
+    import argparse
+
+    from flipper_control.cli.learning import _with_overrides
+
+    path = _write(tmp_path / "proxy.yaml", yaml.safe_dump(QUIET))
+    args = argparse.Namespace(executor=None, workers=None, ray_address=None, reality_config=str(path))
+    config = _with_overrides(LoopConfig.from_dict(tiny_loop(transfer={})), args)
+    assert config.transfer.reality == load_reality_config(path) and config.transfer.mode == "gan"
+    other = _with_overrides(LoopConfig.from_dict(tiny_loop(transfer={"reality": {"substep": 0.05}})), args)
+    assert other.transfer.reality.substep == 0.04 and "replaces the config's transfer.reality" in capsys.readouterr().err
+    # the simulation-only loop runs no proxy: the option is refused before any work
+    loop_yaml = _write(tmp_path / "loop.yaml", yaml.safe_dump(tiny_loop()))
+    assert main(["loop", "--config", str(loop_yaml), "--out", str(tmp_path / "run"), "--reality-config", str(path)]) == 2
+    assert "has no transfer: section" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert main(["demo", "--help"]) == 0 and "--reality-config" in capsys.readouterr().out

@@ -49,10 +49,11 @@ def reality_config(args):
     return RealityProxyConfig.ideal() if ideal else None
 
 
-def add_reality_config_arg(p: argparse.ArgumentParser) -> None:
-    """``--reality-config`` of the commands that run the reality proxy."""
+def add_reality_config_arg(p: argparse.ArgumentParser, loop: bool = False) -> None:
+    """``--reality-config`` of the commands that run the reality proxy (``loop``: it replaces ``transfer.reality``)."""
     p.add_argument("--reality-config", metavar="YAML", help="the reality proxy's perturbations, lidar, odometry and DEM "
-                   "builder settings (RealityProxyConfig fields; default: today's; see README)")
+                   "builder settings (RealityProxyConfig fields; default: today's; see README)"
+                   + ("; replaces the config's transfer.reality" if loop else ""))
 
 
 def simulator(args):

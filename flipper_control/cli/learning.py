@@ -13,6 +13,7 @@ from pathlib import Path
 
 from flipper_control.cli.common import (
     add_executor_args,
+    add_reality_config_arg,
     count,
     err,
     max_delay,
@@ -158,7 +159,25 @@ def _with_overrides(config, args):
     from dataclasses import replace
 
     changes = {k: v for k, v in (("executor", args.executor), ("workers", args.workers), ("ray_address", args.ray_address)) if v}
+    if args.reality_config:
+        changes["transfer"] = _with_reality(config.transfer, args.reality_config)
     return replace(config, **changes) if changes else config
+
+
+def _with_reality(transfer, path: str):
+    """The loop's transfer section with ``--reality-config``'s proxy in place of ``transfer.reality`` (it is part of
+    the run's configuration: a resumed run with another proxy is refused like any changed field)."""
+    from dataclasses import replace
+
+    from sim.reality_proxy import load_reality_config
+
+    if transfer is None:
+        raise ValueError(f"--reality-config {path}: this loop config has no transfer: section, so it runs no reality "
+                         "proxy (the simulation-only loop); add one, or leave the option out")
+    reality = load_reality_config(path)
+    if transfer.reality is not None and transfer.reality != reality:
+        err(f"--reality-config {path} replaces the config's transfer.reality")
+    return replace(transfer, reality=reality)
 
 
 def cmd_loop(args) -> int:
@@ -221,10 +240,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lp.add_argument("--ray-address", help="HOST:PORT of a running Ray cluster's head (with --executor ray; token "
                     "authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, see README)")
     add_executor_args(lp)
+    add_reality_config_arg(lp, loop=True)
     lp.set_defaults(func=cmd_loop)
 
     d = sub.add_parser("demo", help=DEMO_NOTE + " (what `make demo` runs)")
     d.add_argument("--out", default="demo_out")
     d.add_argument("--ray-address", help=argparse.SUPPRESS)
     add_executor_args(d)
+    add_reality_config_arg(d, loop=True)
     d.set_defaults(func=cmd_demo)
