@@ -82,6 +82,19 @@ def test_train_gan_warns_that_a_collapsed_generator_should_not_be_used(states, t
     assert json.loads(report.read_text())["warnings"][-1].startswith("this G should not be used")
 
 
+def test_eval_refuses_checkpoints_for_another_dem_grid_before_any_run(tmp_path, capsys):
+    from perception.cyclegan import CycleGan, GanConfig, save_gan
+
+    save_gan(tmp_path / "small_gan", CycleGan(GanConfig(dem_shape=(10, 5), channels=4, conv_layers=1, disc_hidden=8)))
+    save_policy(tmp_path / "small_policy", NanAwarePolicy(PolicyConfig(dem_shape=(10, 5))))
+    save_policy(tmp_path / "policy", NanAwarePolicy())
+    assert main(["eval", "--policy", str(tmp_path / "policy"), "--worlds", "flat", "--transform",
+                 str(tmp_path / "small_gan")]) == 2
+    assert "a CycleGAN for DEMs of 10 x 5 cells; the simulator and the reality proxy give 20 x 5" in capsys.readouterr().err
+    assert main(["eval", "--policy", str(tmp_path / "small_policy"), "--worlds", "flat"]) == 2
+    assert "small_policy: a policy for DEMs of 10 x 5 cells" in capsys.readouterr().err
+
+
 def test_train_gan_bad_input_names_what_and_where(states, tmp_path, capsys):
     assert main(["train-gan", "--sim", str(states[0]), "--real", str(tmp_path / "none.safetensors"),
                  "--out", str(tmp_path / "g")]) == 2

@@ -67,6 +67,16 @@ def reality_of(world_ref: str, reality: str) -> str:
     return "proxy" if course else "sim"
 
 
+def _check_dem_shape(shape, option: str, what: str) -> None:
+    """A checkpoint built for another DEM grid than the simulator's (and the proxy's, which builds the same grid) is
+    refused before any run, rather than failing in every task."""
+    from sim.dem import DemSpec
+
+    if tuple(shape) != DemSpec().shape:
+        raise ValueError(f"{option}: {what} for DEMs of {shape[0]} x {shape[1]} cells; the simulator and the reality "
+                         f"proxy give {DemSpec().rows} x {DemSpec().cols}")
+
+
 def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluation
     from flipper_control.learning.evaluation import WorldEvaluation, score_table, section_table
     from flipper_control.learning.executors import make_executor
@@ -77,7 +87,8 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
     if args.policy:
         from flipper_control.checkpoint import load_policy
 
-        load_policy(args.policy)  # validate before fanning out
+        policy, _ = load_policy(args.policy)  # validate before fanning out
+        _check_dem_shape(policy.config.dem_shape, f"--policy {args.policy}", "a policy")
         spec, label = {"kind": "policy", "path": args.policy}, f"policy {args.policy}"
     else:
         kind, _, posture = args.controller.partition(":")
@@ -93,7 +104,8 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
     if args.transform:
         from perception.cyclegan import load_gan
 
-        load_gan(args.transform)  # a bad checkpoint stops here
+        gan, _ = load_gan(args.transform)  # a bad checkpoint stops here
+        _check_dem_shape(gan.config.dem_shape, f"--transform {args.transform}", "a CycleGAN")
         spec, label = {**spec, "transform": args.transform}, f"{label} through G of {args.transform}"
     proxy_config = reality_config(args)  # a bad file stops here, before any run
     proxy_config = proxy_config.to_dict() if proxy_config is not None else None
