@@ -14,7 +14,9 @@ with ``lambda_p: 0`` the heights ended 1.5 times the identity's distance from re
 
 from __future__ import annotations
 
-__all__ = ["COLLAPSE_FACTOR", "COLLAPSE_MARGIN", "DRIFT_SHARE", "generator_failure"]
+import numpy as np
+
+__all__ = ["COLLAPSE_FACTOR", "COLLAPSE_MARGIN", "DRIFT_SHARE", "generator_failure", "judged_report"]
 
 COLLAPSE_FACTOR = 2.0  # G may hide at most this many times the real DEMs' share of cells ...
 COLLAPSE_MARGIN = 0.2  # ... plus this share, before it counts as collapsed
@@ -38,3 +40,18 @@ def generator_failure(nan_share: float, real_nan_share: float, closed_share: dic
         return (f"drifted away from the real DEMs: {name} is farther from them than the untransformed DEMs on "
                 f"every transfer metric (closed share {worst}; bound {DRIFT_SHARE})")
     return None
+
+
+def judged_report(real_dems: np.ndarray, candidates: dict[str, np.ndarray], seed: int = 0,
+                  name: str = "G") -> tuple[dict, str | None]:
+    """The held-out ``transfer_report`` of ``candidates`` (DEMs with NaN; ``identity`` the baseline) against
+    ``real_dems``, and ``generator_failure``'s verdict on the candidate ``name``. A candidate that hides every cell
+    has no metric: it is left out of the report and judged by its NaN share alone (collapsed)."""
+    from perception.transfer_metrics import transfer_report
+
+    g = candidates[name]
+    measured = {k: (v, None) for k, v in candidates.items() if k != name or np.isfinite(v).any()}
+    report = transfer_report((real_dems, None), measured, seed=seed)
+    failure = generator_failure(float(np.isnan(g).mean()), float(np.isnan(real_dems).mean()),
+                                report["candidates"].get(name, {}).get("closed_share"), name)
+    return report, failure

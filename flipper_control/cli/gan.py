@@ -30,9 +30,8 @@ def cmd_train_gan(args) -> int:
     import yaml
 
     from perception.cyclegan import SimToReal, load_gan, save_gan
-    from perception.gan_health import generator_failure
+    from perception.gan_health import judged_report
     from perception.gan_training import GanTrainConfig, domain_warnings, split_by_trajectory, train_gan
-    from perception.transfer_metrics import transfer_report
 
     torch.set_num_threads(1)  # small networks: one thread is faster than two on this class of machine
     cfg = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
@@ -71,12 +70,7 @@ def cmd_train_gan(args) -> int:
     transformed = transform.transform(sim_test.dems, sim_test.scalars)
     # DEMs only: the transform changes the DEM, the robot measures pitch, roll and flippers itself (and the
     # proxy's perturbed dynamics would let a classifier tell the domains apart by those alone)
-    candidates = {"identity": (sim_test.dems, None)}
-    if np.isfinite(transformed).any():  # a G that hides every cell has no metric; generator_failure names it
-        candidates["G"] = (transformed, None)
-    metrics = transfer_report((real_test.dems, None), candidates, seed=args.seed)
-    failure = generator_failure(float(np.isnan(transformed).mean()), float(np.isnan(real_test.dems).mean()),
-                                metrics["candidates"].get("G", {}).get("closed_share"))
+    metrics, failure = judged_report(real_test.dems, {"identity": sim_test.dems, "G": transformed}, seed=args.seed)
     if failure is not None:  # written anyway (the user asked for it, and may want to look at it); the loop would not use it
         warnings.append(f"this G should not be used: {failure}")
     consistency = None

@@ -115,9 +115,8 @@ def gan_task(task: dict) -> dict:
 
     from perception.cyclegan import SimToReal, load_gan, save_gan
     from perception.domain_randomization import DomainRandomization, randomize
-    from perception.gan_health import generator_failure
+    from perception.gan_health import judged_report
     from perception.gan_training import GanDivergedError, GanTrainConfig, gan_data, split_by_trajectory, train_gan
-    from perception.transfer_metrics import transfer_report
     from planning.dataset import TrajectoryDataset
 
     cpu0 = time.process_time()
@@ -147,23 +146,16 @@ def gan_task(task: dict) -> dict:
     except GanDivergedError as exc:
         return out | {"diverged": True, "error": str(exc), "metrics": None, "history": None,
                       "cpu_s": time.process_time() - cpu0}
-    g_dems = SimToReal(gan.g).transform(sim_test.dems, sim_test.scalars)
-    candidates = {"identity": (sim_test.dems, None)}
-    if np.isfinite(g_dems).any():  # a G that hides every cell has no metric; generator_failure names it below
-        candidates["G"] = (g_dems, None)
+    candidates = {"identity": sim_test.dems, "G": SimToReal(gan.g).transform(sim_test.dems, sim_test.scalars)}
     if task.get("randomization") is not None:
         dr = DomainRandomization.from_dict(task["randomization"])
-        candidates["randomized"] = (randomize(sim_test.dems, np.random.default_rng(seed), dr, pitch=sim_test.scalars[:, 0]),
-                                    None)
+        candidates["randomized"] = randomize(sim_test.dems, np.random.default_rng(seed), dr, pitch=sim_test.scalars[:, 0])
     with torch.random.fork_rng(devices=[]):
-        metrics = transfer_report((real_test.dems, None), candidates, seed=seed)
+        metrics, failure = judged_report(real_test.dems, candidates, seed=seed)
     consistency = None
     if task_model is not None:
         consistency = {"lambda_task": config.lambda_task, "policy": policy_info,
-                       "action_gap": action_gap(task_model, sim_test.dems, {k: v[0] for k, v in candidates.items()},
-                                                sim_test.scalars)}
-    failure = generator_failure(float(np.isnan(g_dems).mean()), float(np.isnan(real_test.dems).mean()),
-                                metrics["candidates"].get("G", {}).get("closed_share"))
+                       "action_gap": action_gap(task_model, sim_test.dems, candidates, sim_test.scalars)}
     if failure is not None:  # finite losses, but a G worse than none: not saved, like a non-finite one
         return out | {"diverged": True, "error": failure, "metrics": metrics, "task_consistency": consistency,
                       "history": report.history, "cpu_s": time.process_time() - cpu0}
