@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from perception.cyclegan import CycleGan, GanConfig, GeneratorOutput, encode
-from sim.config_io import config_from_mapping
+from sim.config_io import config_from_mapping, in_section
 
 __all__ = ["GanData", "GanDivergedError", "GanTrainConfig", "GanTrainReport", "TaskModel", "gan_data", "split_by_trajectory",
            "task_inputs", "train_gan"]
@@ -92,7 +92,7 @@ class GanTrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.gan, Mapping):
-            object.__setattr__(self, "gan", GanConfig.from_dict(dict(self.gan)))
+            object.__setattr__(self, "gan", in_section("gan", GanConfig.from_dict, dict(self.gan)))
         problems = []
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)

@@ -40,7 +40,7 @@ import numpy as np
 from planning.actions import ActionSet, action_set
 from planning.dataset import Trajectory
 from planning.smart_start import SmartStartConfig, SmartStartGrid
-from sim.config_io import config_from_mapping
+from sim.config_io import config_from_mapping, in_section
 from sim.simulator import FAILED, RUNNING, SUCCESS, Observation, Simulator
 from sim.world import World
 
@@ -98,7 +98,8 @@ class PlannerConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.smart_start, dict):
-            object.__setattr__(self, "smart_start", config_from_mapping(SmartStartConfig, self.smart_start, "smart_start config"))
+            build = lambda d: config_from_mapping(SmartStartConfig, d, "smart_start config")  # noqa: E731
+            object.__setattr__(self, "smart_start", in_section("smart_start", build, self.smart_start))
         action_set(self.action_set)  # validates
         if self.max_expansions < 1 or self.max_cpu_s <= 0 or self.max_tree_mib <= 0:
             raise ValueError("PlannerConfig: max_expansions >= 1, max_cpu_s > 0 and max_tree_mib > 0 are required")

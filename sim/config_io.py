@@ -5,17 +5,50 @@ names it and the allowed ones, because a typo that silently fell back to a defau
 experiment with the wrong setting; a value of the wrong type is a ValueError naming the config, not a
 TypeError from deep inside ``__post_init__``. Lives in ``sim`` (the lowest layer) so that every package
 shares it.
+
+A config nested in another (``transfer: {gan: ...}`` in a loop config) is built with ``in_section``: its errors
+then name the section's path in the file (``transfer.gan: epochs must be ...``), which is what a user can find,
+rather than the Python class that checked it (``GanTrainConfig: ...``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["config_from_mapping"]
+__all__ = ["SectionError", "config_from_mapping", "in_section"]
+
+# what a config's own checks put before their problems: its class name or "<kind> config"
+_CHECKER_LABEL = re.compile(r"^(?:[A-Z][A-Za-z]*|[a-z_ ]+ config): ")
+
+
+class SectionError(ValueError):
+    """A problem inside a nested section of a config, named by the section's path (``transfer.gan``)."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+    def __reduce__(self):  # picklable (process pools) although __init__ takes two arguments
+        return SectionError, (self.path, self.problem)
+
+
+def in_section(path: str, build: Callable[[Any], T], data: Any) -> T:
+    """``build(data)`` for the section ``path`` of a config; a ValueError it raises becomes a ``SectionError``
+    whose message starts with the section's path (nested sections join with dots) instead of the label of
+    the class that checked it."""
+    try:
+        return build(data)
+    except SectionError as exc:
+        raise SectionError(f"{path}.{exc.path}", exc.problem) from None
+    except ValueError as exc:
+        text = str(exc)
+        text = text[len(path) + 2:] if text.startswith(f"{path}: ") else _CHECKER_LABEL.sub("", text, count=1)
+        raise SectionError(path, text) from None
 
 
 def config_from_mapping(cls: type[T], data: Any, label: str) -> T:

@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from perception.dem_builder import DemBuilder, DemBuilderConfig, PointMap
-from sim.config_io import config_from_mapping
+from sim.config_io import config_from_mapping, in_section
 from sim.dem import DemSpec
 from sim.lidar import LidarConfig, RotatingLidar, Scan
 from sim.mujoco_sim import MujocoSimulator, SimNoise
@@ -70,6 +70,9 @@ class ProxyDynamics:
                         flipper_speed=self.flipper_speed, start_x=self.start_x, start_yaw=self.start_yaw)
 
 
+MAX_LEAD_IN = 10.0  # m; far more than the DEM's 2 m reach behind the robot needs
+
+
 @dataclass(frozen=True)
 class RealityProxyConfig:
     """Everything that defines the proxy besides the robot and the physics settings.
@@ -90,12 +93,18 @@ class RealityProxyConfig:
     map_max_bytes: int = 1 << 30
     self_filter_margin: float = 0.05  # m added around the robot's boxes (range noise, motion within a line)
     warmup: bool = True  # one full 3D scan at the start pose before the run, as the robot waits for it
+    # metres the robot drove up to the start pose, scanning, before the run (at the world's speed, level and
+    # straight along its start heading; its map kept): a robot driven up to an obstacle has seen the ground
+    # behind it, one switched on in front of it has not. 0: the run starts with a fresh map (today's proxy).
+    lead_in: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.substep > 0 and self.fuse_range > 0 and self.map_voxel > 0 and self.map_max_bytes > 0):
             raise ValueError(f"RealityProxyConfig: substep, fuse_range, map_voxel and map_max_bytes must be > 0, "
                              f"got substep={self.substep}, fuse_range={self.fuse_range}, map_voxel={self.map_voxel}, "
                              f"map_max_bytes={self.map_max_bytes}")
+        if not (isinstance(self.lead_in, (int, float)) and 0 <= self.lead_in <= MAX_LEAD_IN):
+            raise ValueError(f"RealityProxyConfig: lead_in must be in [0, {MAX_LEAD_IN:g}] m, got {self.lead_in!r}")
 
     def to_dict(self) -> dict:
         """The YAML-ready form (``from_dict`` reads it back; ``flipper`` commands take it as ``--reality-config``)."""
@@ -114,12 +123,15 @@ class RealityProxyConfig:
             data = dict(data)
             for name, kind in sections.items():
                 if name in data:
-                    data[name] = config_from_mapping(kind, _tupled(data[name], tuples), f"{name}")
+                    data[name] = in_section(name, lambda d, k=kind, n=name: config_from_mapping(k, _tupled(d, tuples), n),
+                                            data[name])
             if "dem_builder" in data:
                 builder = _tupled(data["dem_builder"], tuples)
                 if isinstance(builder, dict) and "dem" in builder:
-                    builder["dem"] = _stack_dem(config_from_mapping(DemSpec, builder["dem"], "dem_builder.dem"))
-                data["dem_builder"] = config_from_mapping(DemBuilderConfig, builder, "dem_builder")
+                    builder["dem"] = in_section("dem_builder.dem", lambda d: _stack_dem(config_from_mapping(DemSpec, d, "dem")),
+                                                builder["dem"])
+                data["dem_builder"] = in_section("dem_builder", lambda d: config_from_mapping(DemBuilderConfig, d, "dem_builder"),
+                                                 builder)
             return config_from_mapping(cls, data, "RealityProxyConfig")
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{source}: {exc}") from None
@@ -267,14 +279,33 @@ class RealityProxy(Simulator):
         self._sample = self._take_sample(self.sim.targets, np.zeros(3))
         self._dem: np.ndarray | None = None
         self.last_step = None
+        start = self._sample
         self.warmup_scan = Scan.empty()
+        if c.lead_in > 0:
+            self.warmup_scan = self._lead_in_scan(world, start, -c.lidar.period if c.warmup else 0.0)
+            self._fuse([(self.warmup_scan, start)])
         if c.warmup:
             # lines of the turn before t = 0, cast from the start pose (negative stamps)
-            start = self._sample
-            self.warmup_scan = self.lidar.scan(-c.lidar.period, 0.0, lambda t: (
+            turn = self.lidar.scan(-c.lidar.period, 0.0, lambda t: (
                 start.true_position, start.true_quat, start.flipper_angles))
-            self._fuse([(self.warmup_scan, start)])
+            self._fuse([(turn, start)])
+            self.warmup_scan = Scan.concatenate([self.warmup_scan, turn])
         return self.observation()
+
+    def _lead_in_scan(self, world: World, start: ProxySample, t_end: float) -> Scan:
+        """The lines cast while the robot drove ``lead_in`` metres up to the start pose, ending at ``t_end``, as
+        one cloud in base_link at the start pose (what the warm-up's cloud is too, so a recorder publishes both
+        the same way): the robot's own returns go first, each line in its own pose, as ``_fuse`` drops them."""
+        rot = quat_to_matrix(start.true_quat)
+        heading = np.array([rot[0, 0], rot[1, 0], 0.0])
+        heading /= max(np.linalg.norm(heading), 1e-9)
+        span = self.config.lead_in / world.speed
+        scan = self.lidar.scan(t_end - span, t_end, lambda t: (
+            start.true_position + heading * world.speed * (t - t_end), start.true_quat, start.flipper_angles))
+        keep = ~self.lidar.body.contains(scan.points, start.flipper_angles, self.config.self_filter_margin)
+        world_points = scan.world_points[keep]
+        return Scan((world_points - start.true_position) @ rot, world_points, scan.stamps[keep], scan.line[keep],
+                    np.zeros(int(keep.sum()), dtype=bool))
 
     def _clip(self, targets: np.ndarray) -> np.ndarray:
         if targets.shape != (4,) or not np.all(np.isfinite(targets)):

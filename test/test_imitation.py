@@ -294,7 +294,7 @@ def test_config_round_trip_and_validation():
     assert ImitationConfig.from_dict({"policy": {"hidden": [8]}}).policy.hidden == (8,)
     with pytest.raises(ValueError, match="unknown field.*bach_size, epocs"):
         ImitationConfig.from_dict({"epocs": 3, "bach_size": 2})
-    with pytest.raises(ValueError, match="PolicyConfig: unknown field.*hiden"):
+    with pytest.raises(ValueError, match="policy: unknown field.*hiden"):
         ImitationConfig.from_dict({"policy": {"hiden": [8]}})
     for bad, message in [
         ({"epochs": 0}, "epochs must be an integer >= 1"),

@@ -35,13 +35,13 @@ def _write(path, text):
 
 @pytest.mark.parametrize("text, needle", [
     ("lidar: {rangesigma: 0.1}", "lidar: unknown field(s) rangesigma; allowed:"),
-    ("lidar: {dropout: 1.5}", "LidarConfig: dropout must be a probability in [0, 1), got 1.5"),
+    ("lidar: {dropout: 1.5}", "lidar: dropout must be a probability in [0, 1), got 1.5"),
     ("lidar: {period: -3, min_range: 30}", "period must be > 0 s, got -3; min_range must be >= 0 and below max_range"),
     ("dem_builder: {dem: {rows: 10}}", "dem_builder.dem: the proxy must build the DEM that the policies"),
     ("dem_builder: {dem: {front: 1.0}}", "may not change it, got 20 x 5 cells of 0.1 m, front 1.0 m"),
     ("odometry: {xy_sigma: fast}", "odometry: xy_sigma must be a number, got 'fast'"),
-    ("dynamics: {delay: [0.3, 0.1]}", "delay/lag must be (low, high)"),
-    ("dem_builder: {dem: {rows: 0}}", "DemSpec: rows, cols must be >= 1"),
+    ("dynamics: {delay: [0.3, 0.1]}", "dynamics: relative half-ranges must lie in [0, 1) ([]), delay/lag must be (low, high)"),
+    ("dem_builder: {dem: {rows: 0}}", "dem_builder.dem: rows, cols must be >= 1"),
     ("warp: 9", "RealityProxyConfig: unknown field(s) warp"),
     ("- a list", "expected a mapping of RealityProxyConfig fields, got list"),
 ])

@@ -226,3 +226,27 @@ def test_heuristic_controller_succeeds_on_the_proxy_flat_course():
     assert np.isnan(first).any()  # under the robot at the start: never seen
     # flat ground, yet the DEMs carry range noise and drift, unlike the exact one (the same value everywhere)
     assert np.median([np.nanstd(o.dem) for o in trace.observations]) > 0.002
+
+
+def test_a_lead_in_shows_the_ground_behind_the_start_and_only_the_ground():
+    fresh = RealityProxy(config=RealityProxyConfig.ideal()).reset(FLAT, seed=0).dem
+    proxy = RealityProxy(config=RealityProxyConfig.ideal(lead_in=2.0))
+    obs = proxy.reset(FLAT, seed=0)
+    rear = slice(14, 20)  # the rows behind base_link, which a robot switched on at the start has barely seen
+    assert np.isnan(fresh[rear]).mean() > 0.7 and np.isnan(obs.dem[rear]).mean() < 0.3
+    seen = np.isfinite(obs.dem)
+    np.testing.assert_allclose(obs.dem[seen], _exact_dem(proxy)[seen], atol=0.03)
+    assert proxy.time == 0.0 and proxy.pose()[0][0] == pytest.approx(FLAT.start_x, abs=0.05)  # the run itself starts here
+    # the recorded start cloud is in base_link at the start pose, and the robot's own returns are not in it
+    pos, quat = proxy.pose()
+    cloud = proxy.warmup_scan
+    np.testing.assert_allclose(cloud.points @ quat_to_matrix(quat).T + pos, cloud.world_points, atol=1e-9)
+    lead = cloud.stamps < -proxy.config.lidar.period
+    assert lead.sum() > 1000 and cloud.points[lead, 0].min() < -1.0  # lines cast from up to 2 m behind
+    assert not proxy.lidar.body.contains(cloud.points[lead], obs.flipper_angles, margin=0.0).any()
+
+
+@pytest.mark.parametrize("value", [-0.5, 11.0, float("nan"), "far"])
+def test_an_impossible_lead_in_is_refused(value):
+    with pytest.raises(ValueError, match="lead_in must be (in|a number)"):
+        RealityProxyConfig.from_dict({"lead_in": value})

@@ -242,15 +242,15 @@ def test_a_collapsed_gan_with_finite_losses_is_not_saved_either(gan_run, tmp_pat
 
 
 def test_transfer_config_errors_name_the_field():
-    with pytest.raises(ValueError, match="transfer config: mode must be one of gan, identity, randomize"):
+    with pytest.raises(ValueError, match="^transfer: mode must be one of gan, identity, randomize"):
         LoopConfig.from_dict(tiny_loop(transfer={"mode": "cyclegan"}))
     with pytest.raises(ValueError, match="initial_controller 'magic'"):
         LoopConfig.from_dict(tiny_loop(transfer={"initial_controller": "magic"}))
-    with pytest.raises(ValueError, match="GanTrainConfig: epochs must be an integer"):
+    with pytest.raises(ValueError, match="transfer.gan: epochs must be an integer"):
         LoopConfig.from_dict(tiny_loop(transfer={"gan": {"epochs": "many"}}))
     with pytest.raises(ValueError, match="real_masks needs mode gan"):
         LoopConfig.from_dict(tiny_loop(transfer={"mode": "randomize", "real_masks": {}}))
-    with pytest.raises(ValueError, match="real_masks config.*bins"):
+    with pytest.raises(ValueError, match="^transfer.real_masks: .*bins"):
         LoopConfig.from_dict(tiny_loop(transfer={"real_masks": {"bins": 3}}))
     assert config_from_mapping(LoopConfig, tiny_loop(), "x").transfer is None  # no section: today's loop
 

@@ -32,6 +32,7 @@ def cmd_train_gan(args) -> int:
     from perception.cyclegan import SimToReal, load_gan, save_gan
     from perception.gan_health import judged_report
     from perception.gan_training import GanTrainConfig, domain_warnings, split_by_trajectory, train_gan
+    from sim.config_io import in_section
 
     torch.set_num_threads(1)  # small networks: one thread is faster than two on this class of machine
     cfg = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
@@ -41,7 +42,7 @@ def cmd_train_gan(args) -> int:
         if not args.policy:
             raise ValueError("--lambda-task weighs how far G moves a policy's action: it needs --policy CKPT")
         cfg["lambda_task"] = args.lambda_task
-    config = GanTrainConfig.from_dict(cfg)
+    config = in_section(args.config or "options", GanTrainConfig.from_dict, cfg)  # errors name the file
     if config.lambda_task > 0 and not args.policy:
         raise ValueError(f"--config {args.config}: lambda_task = {config.lambda_task} needs --policy CKPT")
     start = None

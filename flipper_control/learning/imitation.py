@@ -47,7 +47,7 @@ import torch
 from flipper_control.learning.training_data import Data, checked_arrays
 from flipper_control.policy import NanAwarePolicy, PolicyConfig
 from planning.dataset import DatasetError
-from sim.config_io import config_from_mapping
+from sim.config_io import config_from_mapping, in_section
 from sim.robot import FLIPPER_NAMES
 
 __all__ = [
@@ -114,7 +114,7 @@ class ImitationConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.policy, Mapping):  # from JSON/YAML: a plain mapping
-            object.__setattr__(self, "policy", PolicyConfig.from_dict(dict(self.policy)))
+            object.__setattr__(self, "policy", in_section("policy", PolicyConfig.from_dict, dict(self.policy)))
         problems = []
         for name in ("epochs", "batch_size", "log_every"):
             value = getattr(self, name)

@@ -16,7 +16,7 @@ from flipper_control.learning.executors import EXECUTOR_KINDS
 from flipper_control.learning.imitation import ImitationConfig
 from flipper_control.learning.transfer import TransferConfig
 from planning.rrt import PlannerConfig
-from sim.config_io import config_from_mapping
+from sim.config_io import config_from_mapping, in_section
 from sim.world_sets import GENERATED_SETS, resolve_worlds
 
 __all__ = ["DEMO_CONFIG", "LoopConfig", "demo_config", "load_loop_config", "selection_seed", "training_world_seed"]
@@ -64,7 +64,7 @@ class LoopConfig:
                 "imitation": ImitationConfig.from_dict, "transfer": TransferConfig.from_dict}
         for name, fn in conv.items():
             if isinstance(getattr(self, name), dict):
-                object.__setattr__(self, name, fn(getattr(self, name)))
+                object.__setattr__(self, name, in_section(name, fn, getattr(self, name)))
         for name in ("selection_worlds", "eval_worlds", "baselines"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))

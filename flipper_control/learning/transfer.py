@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from perception.domain_randomization import DomainRandomization
 from perception.gan_training import GanTrainConfig
 from perception.real_masks import MaskBorrowing
-from sim.config_io import config_from_mapping
+from sim.config_io import config_from_mapping, in_section
 from sim.io_utils import write_json_atomic
 from sim.reality_proxy import RealityProxyConfig
 
@@ -73,14 +73,11 @@ class TransferConfig:
     real_masks: MaskBorrowing | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.gan, dict):
-            object.__setattr__(self, "gan", GanTrainConfig.from_dict(self.gan))
-        if isinstance(self.randomization, dict):
-            object.__setattr__(self, "randomization", DomainRandomization.from_dict(self.randomization))
-        if isinstance(self.reality, dict):
-            object.__setattr__(self, "reality", RealityProxyConfig.from_dict(self.reality, "transfer.reality"))
-        if isinstance(self.real_masks, dict):
-            object.__setattr__(self, "real_masks", MaskBorrowing.from_dict(self.real_masks))
+        sections = {"gan": GanTrainConfig.from_dict, "randomization": DomainRandomization.from_dict,
+                    "reality": lambda d: RealityProxyConfig.from_dict(d, "reality"), "real_masks": MaskBorrowing.from_dict}
+        for name, build in sections.items():
+            if isinstance(getattr(self, name), dict):
+                object.__setattr__(self, name, in_section(name, build, getattr(self, name)))
         for name in ("proxy_eval_worlds", "proxy_baselines"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
