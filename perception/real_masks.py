@@ -14,6 +14,13 @@ shows. So each simulated DEM takes the NaN mask of a random real DEM whose pitch
 empty neighbourhood from the whole set); its measured cells keep the heights given. Only the real DEMs' own masks
 are used, never a pairing of real and simulated states: the method stays unpaired, as seed 000 requires.
 
+One part of the pattern the pitch does not show: the map's history. A run's point map begins at its start, so for
+its first seconds the ground behind the robot is unseen (the proxy's real DEMs of the demo: rows 14-19 miss 94-96 %
+in the first 2 s, 64 % in the third, 21 % in the fourth, 2-8 % later), and a DEM alone cannot tell whether it was
+taken there; a policy that never learnt on such DEMs may fail at the start (docs/sim2real_experiments.md, "The
+map's history"). With ``start_s`` > 0 the DEMs of a trajectory's first ``start_s`` seconds always borrow, and only
+from real DEMs of the same second of their runs (both counted in control periods from the trajectory's first state).
+
 It is not domain randomisation's occlusion test either: that one computes occlusion from the simulated terrain,
 while here the masks are measured ones, so they carry what the real sensor and point map do, including what no
 hand-made rule models. What it cannot carry is the link between a mask and the terrain under it (a real mask's
@@ -38,11 +45,14 @@ class MaskBorrowing:
     """How simulated DEMs borrow real NaN masks (see the module docstring).
 
     ``share``: the fraction of DEMs that take a borrowed mask (the others keep their own NaN, usually none or G's).
+    ``start_s``: DEMs of a trajectory's first ``start_s`` seconds always borrow, from real DEMs of the same second of
+    their runs, whatever ``share`` says (0: off; the pitch alone chooses the pool).
     """
 
     share: float = 1.0
     pitch_bin_deg: float = 10.0
     min_pool: int = 20
+    start_s: float = 0.0
 
     def __post_init__(self) -> None:
         bad = []
@@ -53,6 +63,9 @@ class MaskBorrowing:
             bad.append(f"pitch_bin_deg must be a number > 0, got {self.pitch_bin_deg!r}")
         if isinstance(self.min_pool, bool) or not isinstance(self.min_pool, int) or self.min_pool < 1:
             bad.append(f"min_pool must be an integer >= 1, got {self.min_pool!r}")
+        if (isinstance(self.start_s, bool) or not isinstance(self.start_s, int | float) or not math.isfinite(self.start_s)
+                or not 0 <= self.start_s <= 60):
+            bad.append(f"start_s must be a number of seconds in [0, 60], got {self.start_s!r}")
         if bad:
             raise ValueError("MaskBorrowing: " + "; ".join(bad))
 
@@ -77,14 +90,26 @@ def _array(value: Any, ndim: int, what: str, dtype=np.float32) -> np.ndarray:
 
 
 def borrow_real_masks(heights: Any, pitch: Any, real_masks: Any, real_pitch: Any, rng: np.random.Generator,
-                      config: MaskBorrowing | None = None) -> np.ndarray:
+                      config: MaskBorrowing | None = None, step: Any = None, real_step: Any = None,
+                      control_dt: float = 0.1) -> np.ndarray:
     """(N, R, C) DEM heights with NaN where each DEM's borrowed real mask is true (a new float32 array).
 
     ``heights``: finite (N, R, C) heights (fill a transform's NaN cells from the exact DEM first); ``pitch`` (N,)
     radians; ``real_masks`` (M, R, C) booleans, true where a real DEM had no measurement; ``real_pitch`` (M,).
-    A DEM left out by ``share`` keeps its heights unchanged. Every draw comes from ``rng``.
+    ``step`` (N,) and ``real_step`` (M,): each DEM's index in its trajectory, at ``control_dt`` seconds per step;
+    needed when ``config.start_s`` > 0. A DEM left out by ``share`` keeps its heights unchanged. Every draw comes
+    from ``rng``.
     """
     config = config or MaskBorrowing()
+    second = real_second = None
+    if config.start_s > 0:
+        if step is None or real_step is None:
+            raise ValueError("borrow_real_masks: start_s needs each DEM's step in its trajectory (step, real_step)")
+        second = np.floor(_array(step, 1, "step", dtype=float) * control_dt).astype(np.int64)
+        real_second = np.floor(_array(real_step, 1, "real_step", dtype=float) * control_dt).astype(np.int64)
+        if len(second) != len(np.asarray(heights)) or len(real_second) != len(np.asarray(real_masks)):
+            raise ValueError(f"borrow_real_masks: {len(np.asarray(heights))} DEMs with {len(second)} steps, "
+                             f"{len(np.asarray(real_masks))} real masks with {len(real_second)} steps: one step per DEM")
     heights = _array(heights, 3, "heights")
     masks = _array(real_masks, 3, "real_masks", dtype=bool)
     pitch, real_pitch = _array(pitch, 1, "pitch", dtype=float), _array(real_pitch, 1, "real_pitch", dtype=float)
@@ -100,7 +125,19 @@ def borrow_real_masks(heights: Any, pitch: Any, real_masks: Any, real_pitch: Any
         raise ValueError("borrow_real_masks: heights and pitches must be finite (fill NaN cells before borrowing)")
     out = heights.copy()
     sim_bin, real_bin = pitch_bins(pitch, config.pitch_bin_deg), pitch_bins(real_pitch, config.pitch_bin_deg)
-    chosen = np.flatnonzero(rng.random(len(heights)) < config.share)
+    chosen = rng.random(len(heights)) < config.share
+    if second is not None:  # the start window: by the second of the run, not by the pitch
+        early = second < config.start_s
+        chosen &= ~early
+        for sec in np.unique(second[early]):
+            idx = np.flatnonzero(early & (second == sec))
+            pool = np.flatnonzero(real_second == sec)
+            if len(pool) < config.min_pool:  # few real runs: any real DEM of the window
+                pool = np.flatnonzero(real_second < config.start_s)
+            if not len(pool):
+                pool = np.arange(len(masks))
+            out[idx] = np.where(masks[rng.choice(pool, len(idx))], np.float32(np.nan), out[idx])
+    chosen = np.flatnonzero(chosen)
     for b in np.unique(sim_bin[chosen]):
         idx = chosen[sim_bin[chosen] == b]
         pool = np.flatnonzero(real_bin == b)

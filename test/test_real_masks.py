@@ -81,10 +81,41 @@ def test_bad_input_is_named(change, message):
 
 def test_config_is_validated_and_round_trips():
     for bad, field in (({"share": 1.5}, "share"), ({"pitch_bin_deg": 0}, "pitch_bin_deg"), ({"min_pool": 0}, "min_pool"),
-                       ({"share": True}, "share")):
+                       ({"share": True}, "share"), ({"start_s": -1.0}, "start_s"), ({"start_s": float("nan")}, "start_s")):
         with pytest.raises(ValueError, match=field):
             MaskBorrowing(**bad)
     with pytest.raises(ValueError, match="bin_width"):
         MaskBorrowing.from_dict({"bin_width": 5})
-    config = MaskBorrowing(share=0.5, pitch_bin_deg=5.0, min_pool=3)
+    config = MaskBorrowing(share=0.5, pitch_bin_deg=5.0, min_pool=3, start_s=2.5)
     assert MaskBorrowing.from_dict(config.to_dict()) == config
+
+
+def _real_runs(runs: int = 4, steps: int = 60):
+    """Real runs whose masks name the second of the run they were taken in: row 19 - second (level pitch)."""
+    masks = np.zeros((runs * steps, *SHAPE), bool)
+    step = np.tile(np.arange(steps), runs)
+    masks[np.arange(len(step)), 19 - step // 10] = True
+    return masks, np.zeros(len(step)), step
+
+
+def test_the_start_window_borrows_from_the_same_second_of_the_real_runs_and_only_there():
+    masks, real_pitch, real_step = _real_runs()
+    heights, pitch = _sim(100, 0.0)
+    step = np.arange(100)  # one trajectory of 10 s
+    out = borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(5), MaskBorrowing(share=0.0, start_s=3.0),
+                            step=step, real_step=real_step)
+    nan = np.isnan(out)
+    for s in range(3):  # seconds 0-2: every DEM wears a mask of its own second (row 19, 18, 17)
+        assert nan[s * 10:(s + 1) * 10, 19 - s].all() and nan[s * 10:(s + 1) * 10].sum() == 10 * SHAPE[1]
+    assert not nan[30:].any()  # after the window share 0 holds: G's (here: exact) DEMs stay as they are
+    np.testing.assert_array_equal(out[~nan], heights[~nan])
+    # without a window the pitch decides as before, and the steps change nothing
+    plain = borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(5), MaskBorrowing(share=0.5))
+    same = borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(5), MaskBorrowing(share=0.5),
+                             step=step, real_step=real_step)
+    np.testing.assert_array_equal(np.isnan(plain), np.isnan(same))
+    with pytest.raises(ValueError, match="start_s needs each DEM's step"):
+        borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(5), MaskBorrowing(start_s=3.0))
+    with pytest.raises(ValueError, match="one step per DEM"):
+        borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(5), MaskBorrowing(start_s=3.0),
+                          step=step[:50], real_step=real_step)

@@ -120,7 +120,7 @@ def test_real_masks_put_the_real_dems_nan_masks_on_the_training_dems(tmp_path):
     with pytest.raises(ValueError, match=r"real_masks from .*other\.safetensors: .*share the DEM geometry"):
         elsewhere = spec["real_masks"] | {"datasets": [str(tmp_path / "other.safetensors")]}
         transformed_training_data(data, spec | {"real_masks": elsewhere})
-    assert report["config"]["transfer"]["real_masks"] == {"share": 1.0, "pitch_bin_deg": 15, "min_pool": 20}
+    assert report["config"]["transfer"]["real_masks"] == {"share": 1.0, "pitch_bin_deg": 15, "min_pool": 20, "start_s": 0.0}
 
 
 def test_real_masks_borrow_only_from_collections_driven_before_the_iteration(tmp_path):
@@ -131,6 +131,35 @@ def test_real_masks_borrow_only_from_collections_driven_before_the_iteration(tmp
     seen = {k: steps.dem_transform(k, seed=5)["real_masks"]["datasets"] for k in (1, 2, 3, 5)}
     assert seen == {1: ["real_0.safetensors"], 2: ["real_0.safetensors"], 3: ["real_0.safetensors", "real_1.safetensors"],
                     5: ["real_0.safetensors", "real_1.safetensors", "real_2.safetensors"]}
+
+
+def test_exact_share_leaves_that_share_of_the_training_dems_exact(tmp_path):
+    (tmp_path / "iter_1").mkdir()  # G_1 exists: iteration 2 imitates through it
+    (tmp_path / "iter_1" / "gan_update.json").write_text(json.dumps({"path": "g1"}))
+    steps = TransferSteps(TransferConfig(exact_share=0.3), 0, tmp_path, ex=None, evaluate=None, step=None)
+    assert steps.dem_transform(2, seed=5) == {"kind": "gan", "path": "g1", "exact_share": 0.3, "seed": 5}
+    assert TransferSteps(TransferConfig(), 0, tmp_path, None, None, None).dem_transform(2, 5) == {"kind": "gan", "path": "g1"}
+    rng = np.random.default_rng(0)  # the identity G (path None) under borrowed real masks, then the exact share
+    exact = rng.normal(size=(400, 20, 5)).astype(np.float32)
+    data = TrajectoryDataset([Trajectory(exact, np.zeros((400, 6)), np.zeros((400, 4)), True)])
+    real = TrajectoryDataset([Trajectory(np.where(rng.random((50, 20, 5)) < 0.4, np.nan, 0.0), np.zeros((50, 6)),
+                                         np.zeros((50, 4)), True)])
+    real.save(tmp_path / "real.safetensors")
+    spec = {"kind": "gan", "path": None, "real_masks": {"config": {}, "datasets": [str(tmp_path / "real.safetensors")],
+                                                        "seed": 1}}
+    masked = transformed_training_data(data, spec)["dem"]
+    assert np.isnan(masked).any(axis=(1, 2)).all()
+    mixed = transformed_training_data(data, spec | {"exact_share": 0.3, "seed": 2})["dem"]
+    whole = ~np.isnan(mixed).any(axis=(1, 2))
+    assert 0.2 < whole.mean() < 0.4  # about the share asked for ...
+    np.testing.assert_array_equal(mixed[whole], exact[whole])  # ... and those DEMs are the exact ones
+    np.testing.assert_array_equal(mixed[~whole], masked[~whole])  # the rest as without the option
+    again = transformed_training_data(data, spec | {"exact_share": 0.3, "seed": 2})["dem"]
+    np.testing.assert_array_equal(np.isnan(again), np.isnan(mixed))  # the choice is the seed's
+    with pytest.raises(ValueError, match="exact_share must be a fraction in"):
+        TransferConfig(exact_share=1.5)
+    with pytest.raises(ValueError, match="exact_share needs mode gan"):
+        TransferConfig(mode="identity", exact_share=0.5)
 
 
 def test_the_gan_update_reads_only_collections_driven_before_the_iteration(tmp_path):

@@ -173,8 +173,10 @@ def _transfer_markdown(report: dict) -> list[str]:
     if not t:
         return []
     runs = report["config"]["transfer"]["proxy_eval_runs"]
-    borrowed = " (imitation under NaN masks borrowed from the real DEMs: `real_masks`)" if \
-        report["config"]["transfer"].get("real_masks") else ""
+    tc = report["config"]["transfer"]
+    borrowed = " (imitation under NaN masks borrowed from the real DEMs: `real_masks`)" if tc.get("real_masks") else ""
+    if tc.get("exact_share"):
+        borrowed += f" ({100 * tc['exact_share']:.0f} % of imitation's DEMs left exact: `exact_share`)"
     lines = [f"## Sim-to-real (Algorithm 1), mode `{t['mode']}`{borrowed}", "",
              f"Real (reality-proxy) driving used: {t.get('driving_s', 0) / 60:.1f} min in {len(t['collections'])} "
              "collection(s): " + ", ".join(f"{c['label']} ({c['driving_s'] / 60:.1f} min, {c['samples']} states)"

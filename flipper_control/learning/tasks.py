@@ -175,7 +175,8 @@ def transformed_training_data(data, dem_transform: dict | None):
     """What imitation trains on (Algorithm 1 line 5): the dataset's states with their DEMs as the policy will see
     them. ``dem_transform``: None (exact DEMs), ``{"kind": "gan", "path": CKPT or None}`` (G(x); None: the
     identity), optionally with ``"real_masks": {"config": MaskBorrowing dict, "datasets": [real datasets], "seed":
-    S}`` (G's heights under NaN masks borrowed from the real DEMs, ``perception.real_masks``), or ``{"kind":
+    S}`` (G's heights under NaN masks borrowed from the real DEMs, ``perception.real_masks``) and ``"exact_share": P,
+    "seed": S`` (a random share P of the DEMs left exact), or ``{"kind":
     "randomize", "config": DomainRandomization dict, "seed": S}`` (the domain-randomisation baseline)."""
     if not dem_transform:
         return data
@@ -185,7 +186,12 @@ def transformed_training_data(data, dem_transform: dict | None):
         if dem_transform.get("path"):
             arrays["dem"] = _transform(dem_transform["path"]).transform(exact, arrays["proprio"])
         if dem_transform.get("real_masks"):
-            arrays["dem"] = _with_real_masks(arrays["dem"], exact, arrays["proprio"][:, 0], dem_transform["real_masks"])
+            arrays["dem"] = _with_real_masks(arrays["dem"], exact, arrays, dem_transform["real_masks"])
+        if dem_transform.get("exact_share"):  # these DEMs stay the simulator's own, all cells seen
+            import numpy as np
+
+            keep = np.random.default_rng([int(dem_transform["seed"]), 11]).random(len(exact)) < dem_transform["exact_share"]
+            arrays["dem"][keep] = exact[keep]
     elif dem_transform["kind"] == "randomize":
         import numpy as np
 
@@ -199,8 +205,17 @@ def transformed_training_data(data, dem_transform: dict | None):
     return arrays
 
 
-def _with_real_masks(dems, exact, pitch, spec: dict):
-    """``dems`` (G's output) with its NaN cells refilled from ``exact``, then masked by borrowed real NaN masks."""
+def _steps(traj_id):
+    """Each sample's index in its trajectory, from the ``traj_id`` of ``TrajectoryDataset.arrays`` (contiguous runs)."""
+    import numpy as np
+
+    starts = np.flatnonzero(np.r_[True, traj_id[1:] != traj_id[:-1]]) if len(traj_id) else np.zeros(0, np.int64)
+    return np.arange(len(traj_id)) - np.repeat(starts, np.diff(np.r_[starts, len(traj_id)]))
+
+
+def _with_real_masks(dems, exact, arrays: dict, spec: dict):
+    """``dems`` (G's output) with its NaN cells refilled from ``exact``, then masked by borrowed real NaN masks;
+    ``arrays``: the training arrays (their pitch and trajectory ids)."""
     import numpy as np
 
     from perception.real_masks import MaskBorrowing, borrow_real_masks
@@ -213,8 +228,9 @@ def _with_real_masks(dems, exact, pitch, spec: dict):
     real_pitch = np.concatenate([r["proprio"][:, 0] for r in real])
     heights = np.where(np.isnan(dems), exact, dems)
     try:
-        return borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(int(spec["seed"])),
-                                 MaskBorrowing.from_dict(spec.get("config") or {}))
+        return borrow_real_masks(heights, arrays["proprio"][:, 0], masks, real_pitch,
+                                 np.random.default_rng(int(spec["seed"])), MaskBorrowing.from_dict(spec.get("config") or {}),
+                                 step=_steps(arrays["traj_id"]), real_step=np.concatenate([_steps(r["traj_id"]) for r in real]))
     except ValueError as exc:  # name the files: the core only sees arrays
         raise ValueError(f"real_masks from {', '.join(map(str, spec['datasets']))}: {exc}") from exc
 

@@ -71,6 +71,10 @@ class TransferConfig:
     reality: RealityProxyConfig | None = None  # the proxy's settings (RealityProxyConfig fields); None: today's
     # mode gan: imitation also puts real DEMs' NaN masks on the training DEMs (perception.real_masks); None: off
     real_masks: MaskBorrowing | None = None
+    # mode gan: the share of imitation's DEMs kept exact (the simulator's heights, not G's): G cannot know what the
+    # robot saw before (a map begun at the start or long before it), so a policy that learnt on G(x) alone may
+    # answer a better-seen map wrongly (docs/sim2real_experiments.md, "The map's history"); 0: G(x) only
+    exact_share: float = 0.0
 
     def __post_init__(self) -> None:
         sections = {"gan": GanTrainConfig.from_dict, "randomization": DomainRandomization.from_dict,
@@ -93,6 +97,12 @@ class TransferConfig:
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 problems.append(f"{name} must be an integer >= 1, got {v!r}")
+        if isinstance(self.exact_share, bool) or not isinstance(self.exact_share, int | float) \
+                or not 0.0 <= self.exact_share <= 1.0:
+            problems.append(f"exact_share must be a fraction in [0, 1], got {self.exact_share!r}")
+        elif self.exact_share > 0 and self.mode != "gan":
+            problems.append(f"exact_share needs mode gan (the other modes train on exact or randomised DEMs), got mode "
+                            f"{self.mode!r}")
         if self.real_masks is not None and self.mode != "gan":
             problems.append(f"real_masks needs mode gan (the only mode that drives real trajectories), got mode {self.mode!r}")
         if not (isinstance(self.proxy_eval_every, int) and self.proxy_eval_every >= 0):
@@ -182,10 +192,11 @@ class TransferSteps:
         if self.c.mode == "randomize":
             return {"kind": "randomize", "config": self.c.randomization.to_dict(), "seed": seed}
         gan = self.gan_before(k)
+        exact = {"exact_share": self.c.exact_share, "seed": seed} if self.c.exact_share > 0 else {}
         if self.c.real_masks is not None and self.c.mode == "gan":  # G_0 (the identity) borrows masks too
             return {"kind": "gan", "path": gan, "real_masks": {"config": self.c.real_masks.to_dict(),
-                                                               "datasets": self.real_datasets_before(k), "seed": seed}}
-        return {"kind": "gan", "path": gan} if gan else None
+                                                               "datasets": self.real_datasets_before(k), "seed": seed}} | exact
+        return {"kind": "gan", "path": gan} | exact if gan else None
 
     # ---------------------------------------------------------------- line 2 / 9: real trajectories
     def collection_due(self, k: int, iterations: int) -> bool:
