@@ -75,8 +75,9 @@ def static_transforms(proxy) -> list[Transform]:
 
 def write_initial(rec: BagRecorder, proxy, with_clock: bool = False) -> None:
     """Write the messages of a freshly reset proxy into ``rec`` (a bag's ``BagRecorder`` or a ``MessageSink``):
-    /tf_static, the start sample's /tf and /imu/data, /joint_states and the warm-up turn of the lidar as one cloud
-    at t = 0 -- the sequence ``record_proxy_run`` writes."""
+    /tf_static, the start sample's /tf and /imu/data, /joint_states and the warm-up turn of the lidar (with the
+    lines of a ``lead_in``, in base_link at the start pose) as one cloud at t = 0 -- the sequence ``record_proxy_run``
+    writes."""
     rec.tf(0.0, static_transforms(proxy), static=True)
     s = proxy.sample
     write_sample(rec, s, with_clock)
