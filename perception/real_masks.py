@@ -101,15 +101,6 @@ def borrow_real_masks(heights: Any, pitch: Any, real_masks: Any, real_pitch: Any
     from ``rng``.
     """
     config = config or MaskBorrowing()
-    second = real_second = None
-    if config.start_s > 0:
-        if step is None or real_step is None:
-            raise ValueError("borrow_real_masks: start_s needs each DEM's step in its trajectory (step, real_step)")
-        second = np.floor(_array(step, 1, "step", dtype=float) * control_dt).astype(np.int64)
-        real_second = np.floor(_array(real_step, 1, "real_step", dtype=float) * control_dt).astype(np.int64)
-        if len(second) != len(np.asarray(heights)) or len(real_second) != len(np.asarray(real_masks)):
-            raise ValueError(f"borrow_real_masks: {len(np.asarray(heights))} DEMs with {len(second)} steps, "
-                             f"{len(np.asarray(real_masks))} real masks with {len(real_second)} steps: one step per DEM")
     heights = _array(heights, 3, "heights")
     masks = _array(real_masks, 3, "real_masks", dtype=bool)
     pitch, real_pitch = _array(pitch, 1, "pitch", dtype=float), _array(real_pitch, 1, "real_pitch", dtype=float)
@@ -123,6 +114,15 @@ def borrow_real_masks(heights: Any, pitch: Any, real_masks: Any, real_pitch: Any
         raise ValueError("borrow_real_masks: no real DEM to borrow a mask from")
     if not (np.all(np.isfinite(heights)) and np.all(np.isfinite(pitch)) and np.all(np.isfinite(real_pitch))):
         raise ValueError("borrow_real_masks: heights and pitches must be finite (fill NaN cells before borrowing)")
+    second = real_second = None
+    if config.start_s > 0:
+        if step is None or real_step is None:
+            raise ValueError("borrow_real_masks: start_s needs each DEM's step in its trajectory (step, real_step)")
+        second = np.floor(_array(step, 1, "step", dtype=float) * control_dt).astype(np.int64)
+        real_second = np.floor(_array(real_step, 1, "real_step", dtype=float) * control_dt).astype(np.int64)
+        if len(second) != len(heights) or len(real_second) != len(masks):
+            raise ValueError(f"borrow_real_masks: {len(heights)} DEMs with {len(second)} steps, {len(masks)} real masks "
+                             f"with {len(real_second)} steps: one step per DEM")
     out = heights.copy()
     sim_bin, real_bin = pitch_bins(pitch, config.pitch_bin_deg), pitch_bins(real_pitch, config.pitch_bin_deg)
     chosen = rng.random(len(heights)) < config.share

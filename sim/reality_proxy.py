@@ -153,7 +153,7 @@ def _stack_dem(dem: DemSpec) -> DemSpec:
     sensing, not the policy's input)."""
     if dem != DemSpec():
         stack = DemSpec()
-        raise ValueError(f"dem_builder.dem: the proxy must build the DEM that the policies, the heuristic and the "
+        raise ValueError(f"the proxy must build the DEM that the policies, the heuristic and the "
                          f"CycleGAN read ({stack.rows} x {stack.cols} cells of {stack.resolution} m, front edge "
                          f"{stack.front} m ahead); a reality config models the sensing and may not change it, got "
                          f"{dem.rows} x {dem.cols} cells of {dem.resolution} m, front {dem.front} m")
