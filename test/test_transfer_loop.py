@@ -17,6 +17,7 @@ from flipper_control.learning.tasks import transformed_training_data
 from flipper_control.learning.transfer import TransferConfig, TransferSteps
 from flipper_control.learning.transfer_tasks import gan_task
 from perception.bag_reader import BagReader
+from perception.domain_randomization import DomainRandomization
 from planning.dataset import Trajectory, TrajectoryDataset
 from sim.config_io import config_from_mapping
 
@@ -160,6 +161,38 @@ def test_exact_share_leaves_that_share_of_the_training_dems_exact(tmp_path):
         TransferConfig(exact_share=1.5)
     with pytest.raises(ValueError, match="exact_share needs mode gan"):
         TransferConfig(mode="identity", exact_share=0.5)
+
+
+def test_randomize_share_domain_randomises_that_share_and_leaves_the_rest_to_g(tmp_path):
+    steps = TransferSteps(TransferConfig(randomize_share=0.4), 0, tmp_path, ex=None, evaluate=None, step=None)
+    first = steps.dem_transform(1, seed=5)  # G_0 is the identity, yet the share is randomised in iteration 1 too
+    assert first["path"] is None and first["randomize_share"] == 0.4 and first["seed"] == 5
+    assert first["randomization"] == DomainRandomization().to_dict()
+    # flat ground, exact, with a 0.3 m wall at the far end: randomisation hides cells there (occlusion, rear block)
+    exact = np.zeros((300, 20, 5), np.float32)
+    exact[:, 3, :] = 0.3
+    exact[:, :3, :] = 0.25
+    data = TrajectoryDataset([Trajectory(exact, np.zeros((300, 6)), np.zeros((300, 4)), True)])
+    before = data.arrays()["dem"].copy()
+    mixed = transformed_training_data(data, first)["dem"]
+    np.testing.assert_array_equal(data.arrays()["dem"], before)  # the dataset itself is not written into
+    changed = (np.isnan(mixed) | (mixed != exact)).any(axis=(1, 2))
+    assert 0.3 < changed.mean() < 0.5  # about the share asked for is randomised ...
+    np.testing.assert_array_equal(mixed[~changed], exact[~changed])  # ... the rest is G's output (here the identity)
+    assert np.isnan(mixed[changed]).any(axis=(1, 2)).mean() > 0.9  # randomised DEMs miss cells
+    both = transformed_training_data(data, first | {"exact_share": 0.3})["dem"]  # exact and randomised shares disjoint
+    u = np.random.default_rng([5, 11]).random(300)
+    np.testing.assert_array_equal(both[u < 0.3], exact[u < 0.3])
+    rest = (np.isnan(both) | (both != exact)).any(axis=(1, 2))
+    assert not rest[u < 0.3].any() and rest[(u >= 0.3) & (u < 0.7)].mean() > 0.9 and not rest[u >= 0.7].any()
+    for bad, message in ((1.5, "randomize_share must be a fraction in"), (True, "randomize_share must be a fraction in")):
+        with pytest.raises(ValueError, match=message):
+            TransferConfig(randomize_share=bad)
+    with pytest.raises(ValueError, match="randomize_share needs mode gan"):
+        TransferConfig(mode="randomize", randomize_share=0.5)
+    with pytest.raises(ValueError, match=r"exact_share \+ randomize_share must be at most 1, got 0.6 \+ 0.5"):
+        TransferConfig(exact_share=0.6, randomize_share=0.5)
+    assert TransferSteps(TransferConfig(), 0, tmp_path, None, None, None).dem_transform(1, 5) is None  # default: exact
 
 
 def test_the_gan_update_reads_only_collections_driven_before_the_iteration(tmp_path):

@@ -177,6 +177,8 @@ def _transfer_markdown(report: dict) -> list[str]:
     borrowed = " (imitation under NaN masks borrowed from the real DEMs: `real_masks`)" if tc.get("real_masks") else ""
     if tc.get("exact_share"):
         borrowed += f" ({100 * tc['exact_share']:.0f} % of imitation's DEMs left exact: `exact_share`)"
+    if tc.get("randomize_share"):
+        borrowed += f" ({100 * tc['randomize_share']:.0f} % of imitation's DEMs domain-randomised: `randomize_share`)"
     lines = [f"## Sim-to-real (Algorithm 1), mode `{t['mode']}`{borrowed}", "",
              f"Real (reality-proxy) driving used: {t.get('driving_s', 0) / 60:.1f} min in {len(t['collections'])} "
              "collection(s): " + ", ".join(f"{c['label']} ({c['driving_s'] / 60:.1f} min, {c['samples']} states)"

@@ -176,7 +176,8 @@ def transformed_training_data(data, dem_transform: dict | None):
     them. ``dem_transform``: None (exact DEMs), ``{"kind": "gan", "path": CKPT or None}`` (G(x); None: the
     identity), optionally with ``"real_masks": {"config": MaskBorrowing dict, "datasets": [real datasets], "seed":
     S}`` (G's heights under NaN masks borrowed from the real DEMs, ``perception.real_masks``) and ``"exact_share": P,
-    "seed": S`` (a random share P of the DEMs left exact), or ``{"kind":
+    "seed": S`` (a random share P of the DEMs left exact) and ``"randomize_share": Q, "randomization":
+    DomainRandomization dict`` (a disjoint random share Q domain-randomised from the exact DEMs instead), or ``{"kind":
     "randomize", "config": DomainRandomization dict, "seed": S}`` (the domain-randomisation baseline)."""
     if not dem_transform:
         return data
@@ -187,11 +188,23 @@ def transformed_training_data(data, dem_transform: dict | None):
             arrays["dem"] = _transform(dem_transform["path"]).transform(exact, arrays["proprio"])
         if dem_transform.get("real_masks"):
             arrays["dem"] = _with_real_masks(arrays["dem"], exact, arrays, dem_transform["real_masks"])
-        if dem_transform.get("exact_share"):  # these DEMs stay the simulator's own, all cells seen
+        exact_share, randomize_share = dem_transform.get("exact_share", 0.0), dem_transform.get("randomize_share", 0.0)
+        if exact_share or randomize_share:
             import numpy as np
 
-            keep = np.random.default_rng([int(dem_transform["seed"]), 11]).random(len(exact)) < dem_transform["exact_share"]
+            # one draw per DEM splits the set: [0, exact) exact, [exact, exact + randomised) randomised, the rest G's
+            u = np.random.default_rng([int(dem_transform["seed"]), 11]).random(len(exact))
+            if arrays["dem"] is exact:  # G_0, the identity: never write into the dataset's own array
+                arrays["dem"] = exact.copy()
+            keep = u < exact_share  # these DEMs stay the simulator's own, all cells seen
             arrays["dem"][keep] = exact[keep]
+            if randomize_share:
+                from perception.domain_randomization import DomainRandomization, randomize
+
+                pick = ~keep & (u < exact_share + randomize_share)
+                config = DomainRandomization.from_dict(dem_transform.get("randomization") or {})
+                arrays["dem"][pick] = randomize(exact[pick], np.random.default_rng([int(dem_transform["seed"]), 12]),
+                                                config, pitch=arrays["proprio"][pick, 0])
     elif dem_transform["kind"] == "randomize":
         import numpy as np
 

@@ -75,6 +75,10 @@ class TransferConfig:
     # robot saw before (a map begun at the start or long before it), so a policy that learnt on G(x) alone may
     # answer a better-seen map wrongly (docs/sim2real_experiments.md, "The map's history"); 0: G(x) only
     exact_share: float = 0.0
+    # mode gan: the share of imitation's DEMs domain-randomised (``randomization`` applied to the exact DEM) instead
+    # of passed through G: G learnt how many cells the lidar misses but not which, randomisation places them by
+    # geometry (docs/sim2real_experiments.md, "G and randomisation together"); 0: G(x) only
+    randomize_share: float = 0.0
 
     def __post_init__(self) -> None:
         sections = {"gan": GanTrainConfig.from_dict, "randomization": DomainRandomization.from_dict,
@@ -103,6 +107,14 @@ class TransferConfig:
         elif self.exact_share > 0 and self.mode != "gan":
             problems.append(f"exact_share needs mode gan (the other modes train on exact or randomised DEMs), got mode "
                             f"{self.mode!r}")
+        if isinstance(self.randomize_share, bool) or not isinstance(self.randomize_share, int | float) \
+                or not 0.0 <= self.randomize_share <= 1.0:
+            problems.append(f"randomize_share must be a fraction in [0, 1], got {self.randomize_share!r}")
+        elif self.randomize_share > 0 and self.mode != "gan":
+            problems.append(f"randomize_share needs mode gan (mode randomize randomises every DEM), got mode {self.mode!r}")
+        elif isinstance(self.exact_share, int | float) and self.exact_share + self.randomize_share > 1.0:
+            problems.append(f"exact_share + randomize_share must be at most 1, got {self.exact_share} + "
+                            f"{self.randomize_share}")
         if self.real_masks is not None and self.mode != "gan":
             problems.append(f"real_masks needs mode gan (the only mode that drives real trajectories), got mode {self.mode!r}")
         if not (isinstance(self.proxy_eval_every, int) and self.proxy_eval_every >= 0):
@@ -193,10 +205,13 @@ class TransferSteps:
             return {"kind": "randomize", "config": self.c.randomization.to_dict(), "seed": seed}
         gan = self.gan_before(k)
         exact = {"exact_share": self.c.exact_share, "seed": seed} if self.c.exact_share > 0 else {}
+        if self.c.randomize_share > 0:  # G_0 (the identity) too: iteration 1 mixes exact and randomised DEMs
+            exact |= {"randomize_share": self.c.randomize_share, "randomization": self.c.randomization.to_dict(),
+                      "seed": seed}
         if self.c.real_masks is not None and self.c.mode == "gan":  # G_0 (the identity) borrows masks too
             return {"kind": "gan", "path": gan, "real_masks": {"config": self.c.real_masks.to_dict(),
                                                                "datasets": self.real_datasets_before(k), "seed": seed}} | exact
-        return {"kind": "gan", "path": gan} | exact if gan else None
+        return {"kind": "gan", "path": gan} | exact if gan or self.c.randomize_share > 0 else None
 
     # ---------------------------------------------------------------- line 2 / 9: real trajectories
     def collection_due(self, k: int, iterations: int) -> bool:
