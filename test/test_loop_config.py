@@ -102,14 +102,16 @@ def test_demo_yaml_equals_the_embedded_demo_config():
 
 
 def test_demo_brisk_yaml_is_the_demo_with_plans_within_2_s_of_schedule():
-    """configs/demo_brisk.yaml must stay the demo plus the schedule bound and the guided set its figures were
-    measured with (the plain fine set; the demo now guides with the rear-pressed one)."""
+    """configs/demo_brisk.yaml must stay the demo plus the schedule bound, the guided set and the imitation DEMs its
+    figures were measured with (the plain fine set and G's DEMs only; the demo now guides with the rear-pressed set
+    and randomises half of imitation's DEMs)."""
     brisk, demo = load_loop_config(REPO / "configs" / "demo_brisk.yaml"), demo_config()
     assert brisk.coarse.max_delay_s == brisk.guided.max_delay_s == 2.0 and demo.guided.max_delay_s == 3.5
     assert brisk.guided.action_set == "fine" and demo.guided.action_set == "fine_rear"
+    assert brisk.transfer.randomize_share == 0.0 and demo.transfer.randomize_share == 0.5
     assert replace(brisk, coarse=replace(brisk.coarse, max_delay_s=demo.coarse.max_delay_s),
-                   guided=replace(brisk.guided, max_delay_s=demo.guided.max_delay_s,
-                                  action_set=demo.guided.action_set)) == demo
+                   guided=replace(brisk.guided, max_delay_s=demo.guided.max_delay_s, action_set=demo.guided.action_set),
+                   transfer=replace(brisk.transfer, randomize_share=demo.transfer.randomize_share)) == demo
 
 
 def test_full_yaml_is_seed_000_scale():

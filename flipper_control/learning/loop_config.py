@@ -138,8 +138,9 @@ DEMO_CONFIG: dict[str, Any] = {
     "eval_runs": 5,
     # a fresh random 5,000 samples per epoch: imitation costs the same in every iteration as the data grows
     "imitation": {"epochs": 50, "samples_per_epoch": 5000, "policy": {"hidden": [128]}},
-    # Algorithm 1: real trajectories on the reality proxy, the CycleGAN, Table II; 300 GAN steps per update
-    "transfer": {"mode": "gan", "gan": {"epochs": 20, "steps_per_epoch": 15}},
+    # Algorithm 1: real trajectories on the reality proxy, the CycleGAN, Table II; 300 GAN steps per update; half of
+    # imitation's DEMs domain-randomised instead of through G (eight seeds: proxy test worlds 6.81 against 6.66)
+    "transfer": {"mode": "gan", "gan": {"epochs": 20, "steps_per_epoch": 15}, "randomize_share": 0.5},
     # guided planning with the rear pressed in neutral and approach: over eight seeds the proxy course 7.50 against the
     # fine set's 6.49, test worlds 6.66 against 6.53, at the same planning cost (docs/sim2real_experiments.md)
     "guided": {"action_set": "fine_rear"},

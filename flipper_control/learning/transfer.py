@@ -111,7 +111,8 @@ class TransferConfig:
                 or not 0.0 <= self.randomize_share <= 1.0:
             problems.append(f"randomize_share must be a fraction in [0, 1], got {self.randomize_share!r}")
         elif self.randomize_share > 0 and self.mode != "gan":
-            problems.append(f"randomize_share needs mode gan (mode randomize randomises every DEM), got mode {self.mode!r}")
+            problems.append(f"randomize_share needs mode gan (mode randomize randomises every DEM; set it to 0 for mode "
+                            f"{self.mode!r}), got {self.randomize_share}")
         elif isinstance(self.exact_share, int | float) and self.exact_share + self.randomize_share > 1.0:
             problems.append(f"exact_share + randomize_share must be at most 1, got {self.exact_share} + "
                             f"{self.randomize_share}")
