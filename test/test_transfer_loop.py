@@ -188,8 +188,12 @@ def test_randomize_share_domain_randomises_that_share_and_leaves_the_rest_to_g(t
     for bad, message in ((1.5, "randomize_share must be a fraction in"), (True, "randomize_share must be a fraction in")):
         with pytest.raises(ValueError, match=message):
             TransferConfig(randomize_share=bad)
-    with pytest.raises(ValueError, match="randomize_share needs mode gan"):
+    with pytest.raises(ValueError, match="randomize_share needs mode gan or identity"):
         TransferConfig(mode="randomize", randomize_share=0.5)
+    held = TransferSteps(TransferConfig(mode="identity", randomize_share=0.4), 0, tmp_path, None, None, None)
+    (tmp_path / "iter_1").mkdir()  # a generator on disk is not read in mode identity: the rest stays exact
+    (tmp_path / "iter_1" / "gan_update.json").write_text(json.dumps({"path": "g1"}))
+    assert held.dem_transform(2, seed=5) == first
     with pytest.raises(ValueError, match=r"exact_share \+ randomize_share must be at most 1, got 0.6 \+ 0.5"):
         TransferConfig(exact_share=0.6, randomize_share=0.5)
     assert TransferSteps(TransferConfig(), 0, tmp_path, None, None, None).dem_transform(1, 5) is None  # default: exact

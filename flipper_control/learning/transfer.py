@@ -75,9 +75,9 @@ class TransferConfig:
     # robot saw before (a map begun at the start or long before it), so a policy that learnt on G(x) alone may
     # answer a better-seen map wrongly (docs/sim2real_experiments.md, "The map's history"); 0: G(x) only
     exact_share: float = 0.0
-    # mode gan: the share of imitation's DEMs domain-randomised (``randomization`` applied to the exact DEM) instead
-    # of passed through G: G learnt how many cells the lidar misses but not which, randomisation places them by
-    # geometry (docs/sim2real_experiments.md, "G and randomisation together"); 0: G(x) only
+    # modes gan and identity: the share of imitation's DEMs domain-randomised (``randomization`` applied to the exact
+    # DEM) instead of passed through G (identity: left exact): G learnt how many cells the lidar misses but not which,
+    # randomisation places them by geometry (docs/sim2real_experiments.md, "G and randomisation together"); 0: G(x) only
     randomize_share: float = 0.0
 
     def __post_init__(self) -> None:
@@ -110,9 +110,9 @@ class TransferConfig:
         if isinstance(self.randomize_share, bool) or not isinstance(self.randomize_share, int | float) \
                 or not 0.0 <= self.randomize_share <= 1.0:
             problems.append(f"randomize_share must be a fraction in [0, 1], got {self.randomize_share!r}")
-        elif self.randomize_share > 0 and self.mode != "gan":
-            problems.append(f"randomize_share needs mode gan (mode randomize randomises every DEM; set it to 0 for mode "
-                            f"{self.mode!r}), got {self.randomize_share}")
+        elif self.randomize_share > 0 and self.mode == "randomize":
+            problems.append(f"randomize_share needs mode gan or identity (mode randomize randomises every DEM; set it to "
+                            f"0 there), got {self.randomize_share}")
         elif isinstance(self.exact_share, int | float) and self.exact_share + self.randomize_share > 1.0:
             problems.append(f"exact_share + randomize_share must be at most 1, got {self.exact_share} + "
                             f"{self.randomize_share}")
