@@ -168,7 +168,7 @@ def test_randomize_share_domain_randomises_that_share_and_leaves_the_rest_to_g(t
     first = steps.dem_transform(1, seed=5)  # G_0 is the identity, yet the share is randomised in iteration 1 too
     assert first["path"] is None and first["randomize_share"] == 0.4 and first["seed"] == 5
     assert first["randomization"] == DomainRandomization().to_dict()
-    # flat ground, exact, with a 0.3 m wall at the far end: randomisation hides cells there (occlusion, rear block)
+    # a raised step in the DEM's front rows: randomisation hides cells (occlusion, rear block) and adds noise
     exact = np.zeros((300, 20, 5), np.float32)
     exact[:, 3, :] = 0.3
     exact[:, :3, :] = 0.25
@@ -197,6 +197,9 @@ def test_randomize_share_domain_randomises_that_share_and_leaves_the_rest_to_g(t
     with pytest.raises(ValueError, match=r"exact_share \+ randomize_share must be at most 1, got 0.6 \+ 0.5"):
         TransferConfig(exact_share=0.6, randomize_share=0.5)
     assert TransferSteps(TransferConfig(), 0, tmp_path, None, None, None).dem_transform(1, 5) is None  # default: exact
+    one = TrajectoryDataset([Trajectory(exact[:1], np.zeros((1, 6)), np.zeros((1, 4)), True)])
+    assert np.random.default_rng([0, 11]).random(1)[0] >= 0.4  # seed 0 draws no DEM to randomise: nothing breaks
+    np.testing.assert_array_equal(transformed_training_data(one, first | {"seed": 0})["dem"], exact[:1])
 
 
 def test_the_gan_update_reads_only_collections_driven_before_the_iteration(tmp_path):

@@ -198,10 +198,10 @@ def transformed_training_data(data, dem_transform: dict | None):
                 arrays["dem"] = exact.copy()
             keep = u < exact_share  # these DEMs stay the simulator's own, all cells seen
             arrays["dem"][keep] = exact[keep]
-            if randomize_share:
+            pick = ~keep & (u < exact_share + randomize_share)
+            if pick.any():  # a small dataset may draw none
                 from perception.domain_randomization import DomainRandomization, randomize
 
-                pick = ~keep & (u < exact_share + randomize_share)
                 config = DomainRandomization.from_dict(dem_transform.get("randomization") or {})
                 arrays["dem"][pick] = randomize(exact[pick], np.random.default_rng([int(dem_transform["seed"]), 12]),
                                                 config, pitch=arrays["proprio"][pick, 0])
