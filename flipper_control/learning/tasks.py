@@ -192,30 +192,31 @@ def transformed_training_data(data, dem_transform: dict | None):
         if exact_share or randomize_share:
             import numpy as np
 
-            # one draw per DEM splits the set: [0, exact) exact, [exact, exact + randomised) randomised, the rest G's
+            # one draw per DEM splits the set: [0, exact) exact, [exact, exact + randomised) randomised, the rest G's.
+            # Writing into arrays["dem"] is safe even when it is ``exact``: arrays() concatenates, a fresh array
             u = np.random.default_rng([int(dem_transform["seed"]), 11]).random(len(exact))
-            if arrays["dem"] is exact:  # G_0, the identity: never write into the dataset's own array
-                arrays["dem"] = exact.copy()
             keep = u < exact_share  # these DEMs stay the simulator's own, all cells seen
             arrays["dem"][keep] = exact[keep]
             pick = ~keep & (u < exact_share + randomize_share)
             if pick.any():  # a small dataset may draw none
-                from perception.domain_randomization import DomainRandomization, randomize
-
-                config = DomainRandomization.from_dict(dem_transform.get("randomization") or {})
-                arrays["dem"][pick] = randomize(exact[pick], np.random.default_rng([int(dem_transform["seed"]), 12]),
-                                                config, pitch=arrays["proprio"][pick, 0])
+                arrays["dem"][pick] = _randomized(exact[pick], arrays["proprio"][pick, 0], dem_transform.get("randomization"),
+                                                  np.random.default_rng([int(dem_transform["seed"]), 12]))
     elif dem_transform["kind"] == "randomize":
         import numpy as np
 
-        from perception.domain_randomization import DomainRandomization, randomize
-
-        config = DomainRandomization.from_dict(dem_transform.get("config") or {})
-        arrays["dem"] = randomize(arrays["dem"], np.random.default_rng(int(dem_transform["seed"])), config,
-                                  pitch=arrays["proprio"][:, 0])
+        arrays["dem"] = _randomized(arrays["dem"], arrays["proprio"][:, 0], dem_transform.get("config"),
+                                    np.random.default_rng(int(dem_transform["seed"])))
     else:
         raise ValueError(f"unknown DEM transform {dem_transform['kind']!r}; allowed: gan, randomize")
     return arrays
+
+
+def _randomized(dems, pitch, config: dict | None, rng):
+    """``dems`` domain-randomised (``perception.domain_randomization``) under a DomainRandomization dict (None: its
+    defaults), the mount turned by each DEM's ``pitch``."""
+    from perception.domain_randomization import DomainRandomization, randomize
+
+    return randomize(dems, rng, DomainRandomization.from_dict(config or {}), pitch=pitch)
 
 
 def _steps(traj_id):

@@ -113,7 +113,7 @@ class TransferConfig:
         elif self.randomize_share > 0 and self.mode == "randomize":
             problems.append(f"randomize_share needs mode gan or identity (mode randomize randomises every DEM; set it to "
                             f"0 there), got {self.randomize_share}")
-        elif isinstance(self.exact_share, int | float) and self.exact_share + self.randomize_share > 1.0:
+        elif not any(p.startswith("exact_share") for p in problems) and self.exact_share + self.randomize_share > 1.0:
             problems.append(f"exact_share + randomize_share must be at most 1, got {self.exact_share} + "
                             f"{self.randomize_share}")
         if self.real_masks is not None and self.mode != "gan":
@@ -205,14 +205,14 @@ class TransferSteps:
         if self.c.mode == "randomize":
             return {"kind": "randomize", "config": self.c.randomization.to_dict(), "seed": seed}
         gan = self.gan_before(k)
-        exact = {"exact_share": self.c.exact_share, "seed": seed} if self.c.exact_share > 0 else {}
+        shares = {"exact_share": self.c.exact_share, "seed": seed} if self.c.exact_share > 0 else {}
         if self.c.randomize_share > 0:  # G_0 (the identity) too: iteration 1 mixes exact and randomised DEMs
-            exact |= {"randomize_share": self.c.randomize_share, "randomization": self.c.randomization.to_dict(),
-                      "seed": seed}
+            shares |= {"randomize_share": self.c.randomize_share, "randomization": self.c.randomization.to_dict(),
+                       "seed": seed}
         if self.c.real_masks is not None and self.c.mode == "gan":  # G_0 (the identity) borrows masks too
             return {"kind": "gan", "path": gan, "real_masks": {"config": self.c.real_masks.to_dict(),
-                                                               "datasets": self.real_datasets_before(k), "seed": seed}} | exact
-        return {"kind": "gan", "path": gan} | exact if gan or self.c.randomize_share > 0 else None
+                                                               "datasets": self.real_datasets_before(k), "seed": seed}} | shares
+        return {"kind": "gan", "path": gan} | shares if gan or self.c.randomize_share > 0 else None
 
     # ---------------------------------------------------------------- line 2 / 9: real trajectories
     def collection_due(self, k: int, iterations: int) -> bool:
