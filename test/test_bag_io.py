@@ -375,7 +375,7 @@ def test_replay_writes_the_handlers_elevation_maps_to_a_new_bag(recorded, tmp_pa
 
 
 def test_a_lead_in_is_recorded_so_that_replay_rebuilds_the_same_maps(tmp_path):
-    from sim.reality_proxy import RealityProxyConfig
+    from sim.reality_config import RealityProxyConfig
 
     proxy = RealityProxy(config=RealityProxyConfig(lead_in=1.5))
     record_proxy_run(SHORT, make_controller("heuristic"), tmp_path / "bag", "mcap", seed=1, proxy=proxy)

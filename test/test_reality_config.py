@@ -12,7 +12,7 @@ from tiny_loop import tiny_loop
 
 from flipper_control.cli import main
 from flipper_control.learning.loop import LoopConfig
-from sim.reality_proxy import RealityProxyConfig, load_reality_config
+from sim.reality_config import RealityProxyConfig, load_reality_config
 
 QUIET = {"dynamics": {"enabled": False}, "odometry": {"enabled": False},
          "lidar": {"range_sigma": 0.0, "dropout": 0.0, "mount": [0.1, 0.0, 0.45]}, "substep": 0.04}

@@ -10,7 +10,8 @@ import pytest
 from flipper_control.controllers import make_controller
 from sim.lidar import LidarConfig
 from sim.odometry import OdometryConfig, OdometryDrift
-from sim.reality_proxy import FlipperLag, ProxyDynamics, RealityProxy, RealityProxyConfig
+from sim.reality_config import ProxyDynamics, RealityProxyConfig
+from sim.reality_proxy import FlipperLag, RealityProxy
 from sim.rollout import Trace, run_episode
 from sim.rotations import quat_to_matrix, yaw_quat
 from sim.safety import euler_from_quat

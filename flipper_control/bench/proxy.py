@@ -9,7 +9,8 @@ import time
 from flipper_control.bench.common import one_core
 from flipper_control.controllers import HeuristicController
 from sim.mujoco_sim import MujocoSimulator
-from sim.reality_proxy import RealityProxy, RealityProxyConfig
+from sim.reality_config import RealityProxyConfig
+from sim.reality_proxy import RealityProxy
 from sim.rollout import run_episode
 from sim.world import World
 

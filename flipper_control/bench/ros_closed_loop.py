@@ -76,7 +76,8 @@ def in_process_runs(policy: str, worlds: list, seed: int, reality_config: str = 
     from flipper_control.checkpoint import load_policy
     from flipper_control.learning.evaluation import evaluate
     from flipper_control.policy import PolicyController
-    from sim.reality_proxy import RealityProxy, load_reality_config
+    from sim.reality_config import load_reality_config
+    from sim.reality_proxy import RealityProxy
 
     net, _ = load_policy(policy)
     proxy = RealityProxy(config=load_reality_config(reality_config) if reality_config else None)

@@ -38,7 +38,7 @@ def controller_factory(args):
 def reality_config(args):
     """The reality proxy's config of a command: ``--reality-config FILE``, the ideal proxy for ``--no-noise``, or
     None (today's defaults). Both options at once are refused: which one was meant is not clear."""
-    from sim.reality_proxy import RealityProxyConfig, load_reality_config
+    from sim.reality_config import RealityProxyConfig, load_reality_config
 
     path, ideal = getattr(args, "reality_config", None), getattr(args, "no_noise", False)
     if path and ideal:

@@ -169,7 +169,7 @@ def _with_reality(transfer, path: str):
     the run's configuration: a resumed run with another proxy is refused like any changed field)."""
     from dataclasses import replace
 
-    from sim.reality_proxy import load_reality_config
+    from sim.reality_config import load_reality_config
 
     if transfer is None:
         raise ValueError(f"--reality-config {path}: this loop config has no transfer: section, so it runs no reality "

@@ -28,7 +28,8 @@ def _simulator(reality: str = "sim", reality_config: dict | None = None):
     key = reality if reality_config is None else f"{reality} {json.dumps(reality_config, sort_keys=True)}"
     if key not in _SIMS:
         if reality == "proxy":
-            from sim.reality_proxy import RealityProxy, RealityProxyConfig
+            from sim.reality_config import RealityProxyConfig
+            from sim.reality_proxy import RealityProxy
 
             if len(_SIMS) > 3:  # a loop uses one or two: keep memory flat (a proxy holds a point map)
                 _SIMS.clear()

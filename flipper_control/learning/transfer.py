@@ -38,7 +38,7 @@ from perception.gan_training import GanTrainConfig
 from perception.real_masks import MaskBorrowing
 from sim.config_io import config_from_mapping, in_section
 from sim.io_utils import write_json_atomic
-from sim.reality_proxy import RealityProxyConfig
+from sim.reality_config import RealityProxyConfig
 
 if TYPE_CHECKING:
     from flipper_control.learning.executors import Pending

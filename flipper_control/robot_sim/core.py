@@ -136,7 +136,7 @@ def exact_backend_config():
     from sim.lidar import LidarConfig
     from sim.mujoco_sim import SimNoise
     from sim.odometry import OdometryConfig
-    from sim.reality_proxy import ProxyDynamics, RealityProxyConfig
+    from sim.reality_config import ProxyDynamics, RealityProxyConfig
 
     n = SimNoise()
     dynamics = ProxyDynamics(enabled=n.enabled, friction=n.friction, mass=n.mass, flipper_speed=n.flipper_speed,
@@ -164,7 +164,8 @@ class RobotSim:
         for ``epoch < 0`` (default: now)."""
         import time
 
-        from sim.reality_proxy import RealityProxy, load_reality_config
+        from sim.reality_config import load_reality_config
+        from sim.reality_proxy import RealityProxy
         from sim.world_sets import resolve_world
 
         self.config = c = config or RobotSimConfig()
