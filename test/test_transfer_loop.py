@@ -17,7 +17,7 @@ from flipper_control.learning.tasks import transformed_training_data
 from flipper_control.learning.transfer import TransferConfig, TransferSteps
 from flipper_control.learning.transfer_tasks import gan_task
 from perception.bag_reader import BagReader
-from perception.domain_randomization import DomainRandomization
+from perception.domain_randomization import DomainRandomization, geometric_occlusion
 from planning.dataset import Trajectory, TrajectoryDataset
 from sim.config_io import config_from_mapping
 
@@ -201,6 +201,37 @@ def test_randomize_share_domain_randomises_that_share_and_leaves_the_rest_to_g(t
     one = TrajectoryDataset([Trajectory(exact[:1], np.zeros((1, 6)), np.zeros((1, 4)), True)])
     assert np.random.default_rng([0, 11]).random(1)[0] >= 0.4  # seed 0 draws no DEM to randomise: nothing breaks
     np.testing.assert_array_equal(transformed_training_data(one, first | {"seed": 0})["dem"], exact[:1])
+
+
+def test_gan_shadows_hide_the_terrains_shadow_on_gs_share_only(tmp_path):
+    steps = TransferSteps(TransferConfig(gan_shadows=True, randomize_share=0.4), 0, tmp_path, None, None, None)
+    first = steps.dem_transform(1, seed=5)  # G_0 (the identity): iteration 1's exact DEMs lose their shadows too
+    assert first["path"] is None and first["shadows"] is True and first["randomize_share"] == 0.4
+    # a 0.4 m drop 0.7 m ahead: the lower level just beyond the edge lies in the mast's shadow, level or pitched
+    exact = np.full((300, 20, 5), -0.1, np.float32)
+    exact[:, :6, :] = -0.5
+    proprio = np.zeros((300, 6))
+    proprio[::2, 0] = 0.3  # every other DEM pitched nose down: the mast leans over the edge
+    data = TrajectoryDataset([Trajectory(exact, proprio, np.zeros((300, 4)), True)])
+    original = exact.copy()
+    hidden = geometric_occlusion(exact, proprio[:, 0])
+    assert hidden[:, 5].all() and hidden[1::2].sum() > hidden[::2].sum()  # the edge's far side; more when level
+    out = transformed_training_data(data, first)["dem"]
+    np.testing.assert_array_equal(data.trajectories[0].dem, original)  # the dataset's DEMs are not written into
+    u = np.random.default_rng([5, 11]).random(300)
+    g_share = u >= 0.4
+    np.testing.assert_array_equal(np.isnan(out[g_share]), hidden[g_share])  # G's share: exactly the shadow hidden ...
+    np.testing.assert_array_equal(np.where(hidden, exact, out)[g_share], exact[g_share])  # ... the rest G's (identity)
+    randomised = transformed_training_data(data, {k: v for k, v in first.items() if k != "shadows"})["dem"]
+    np.testing.assert_array_equal(out[~g_share], randomised[~g_share])  # the randomised share is as without it
+    # no randomization dict: its defaults
+    assert np.isnan(transformed_training_data(data, {"kind": "gan", "path": None, "shadows": True})["dem"][:, 5]).all()
+    with pytest.raises(ValueError, match="gan_shadows must be true or false"):
+        TransferConfig(gan_shadows="yes")
+    with pytest.raises(ValueError, match="gan_shadows needs mode gan or identity"):
+        TransferConfig(mode="randomize", gan_shadows=True)
+    assert "shadows" not in (TransferSteps(TransferConfig(randomize_share=0.4), 0, tmp_path, None, None, None)
+                             .dem_transform(1, 5))
 
 
 def test_the_gan_update_reads_only_collections_driven_before_the_iteration(tmp_path):

@@ -179,6 +179,8 @@ def _transfer_markdown(report: dict) -> list[str]:
         borrowed += f" ({100 * tc['exact_share']:.0f} % of imitation's DEMs left exact: `exact_share`)"
     if tc.get("randomize_share"):
         borrowed += f" ({100 * tc['randomize_share']:.0f} % of imitation's DEMs domain-randomised: `randomize_share`)"
+    if tc.get("gan_shadows"):
+        borrowed += " (G's DEMs also lose the terrain's shadows: `gan_shadows`)"
     lines = [f"## Sim-to-real (Algorithm 1), mode `{t['mode']}`{borrowed}", "",
              f"Real (reality-proxy) driving used: {t.get('driving_s', 0) / 60:.1f} min in {len(t['collections'])} "
              "collection(s): " + ", ".join(f"{c['label']} ({c['driving_s'] / 60:.1f} min, {c['samples']} states)"

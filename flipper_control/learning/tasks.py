@@ -178,8 +178,10 @@ def transformed_training_data(data, dem_transform: dict | None):
     identity), optionally with ``"real_masks": {"config": MaskBorrowing dict, "datasets": [real datasets], "seed":
     S}`` (G's heights under NaN masks borrowed from the real DEMs, ``perception.real_masks``) and ``"exact_share": P,
     "seed": S`` (a random share P of the DEMs left exact) and ``"randomize_share": Q, "randomization":
-    DomainRandomization dict`` (a disjoint random share Q domain-randomised from the exact DEMs instead), or ``{"kind":
-    "randomize", "config": DomainRandomization dict, "seed": S}`` (the domain-randomisation baseline)."""
+    DomainRandomization dict`` (a disjoint random share Q domain-randomised from the exact DEMs instead) and
+    ``"shadows": True, "randomization": DomainRandomization dict`` (G's DEMs also lose the cells the exact terrain
+    hides from the lidar; the exact and randomised shares are not touched), or ``{"kind": "randomize", "config":
+    DomainRandomization dict, "seed": S}`` (the domain-randomisation baseline)."""
     if not dem_transform:
         return data
     arrays = data.arrays()
@@ -189,6 +191,8 @@ def transformed_training_data(data, dem_transform: dict | None):
             arrays["dem"] = _transform(dem_transform["path"]).transform(exact, arrays["proprio"])
         if dem_transform.get("real_masks"):
             arrays["dem"] = _with_real_masks(arrays["dem"], exact, arrays, dem_transform["real_masks"])
+        if dem_transform.get("shadows"):
+            arrays["dem"] = _shadowed(arrays["dem"], exact, arrays["proprio"][:, 0], dem_transform.get("randomization"))
         exact_share, randomize_share = dem_transform.get("exact_share", 0.0), dem_transform.get("randomize_share", 0.0)
         if exact_share or randomize_share:
             import numpy as np
@@ -218,6 +222,17 @@ def _randomized(dems, pitch, config: dict | None, rng):
     from perception.domain_randomization import DomainRandomization, randomize
 
     return randomize(dems, rng, DomainRandomization.from_dict(config or {}), pitch=pitch)
+
+
+def _shadowed(dems, exact, pitch, config: dict | None):
+    """``dems`` with NaN also where the terrain of ``exact`` hides a cell from the lidar's nominal mount turned by each
+    DEM's ``pitch`` (``perception.domain_randomization.geometric_occlusion`` under a DomainRandomization dict)."""
+    from perception.domain_randomization import DomainRandomization, geometric_occlusion
+
+    hidden = geometric_occlusion(exact, pitch, DomainRandomization.from_dict(config or {}))
+    out = dems.copy() if dems is exact else dems  # the identity (G_0) returns the exact array itself
+    out[hidden] = float("nan")
+    return out
 
 
 def _steps(traj_id):

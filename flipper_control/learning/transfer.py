@@ -79,6 +79,11 @@ class TransferConfig:
     # DEM) instead of passed through G (identity: left exact): G learnt how many cells the lidar misses but not which,
     # randomisation places them by geometry (docs/sim2real_experiments.md, "G and randomisation together"); 0: G(x) only
     randomize_share: float = 0.0
+    # modes gan and identity: the DEMs passed through G (identity: left exact) also lose the cells the terrain hides
+    # from the mast (``randomization``'s nominal mount turned by the pitch: ``geometric_occlusion`` of the exact DEM),
+    # added to G's own NaN: G places its NaN almost at random, the lidar's shadows lie behind edges
+    # (docs/sim2real_experiments.md, "G's DEMs with the terrain's shadows"); False: G's NaN only
+    gan_shadows: bool = False
 
     def __post_init__(self) -> None:
         sections = {"gan": GanTrainConfig.from_dict, "randomization": DomainRandomization.from_dict,
@@ -116,6 +121,11 @@ class TransferConfig:
         elif not any(p.startswith("exact_share") for p in problems) and self.exact_share + self.randomize_share > 1.0:
             problems.append(f"exact_share + randomize_share must be at most 1, got {self.exact_share} + "
                             f"{self.randomize_share}")
+        if not isinstance(self.gan_shadows, bool):
+            problems.append(f"gan_shadows must be true or false, got {self.gan_shadows!r}")
+        elif self.gan_shadows and self.mode == "randomize":
+            problems.append("gan_shadows needs mode gan or identity (mode randomize already hides the shadows, with "
+                            "its jittered mount); set it to false there")
         if self.real_masks is not None and self.mode != "gan":
             problems.append(f"real_masks needs mode gan (the only mode that drives real trajectories), got mode {self.mode!r}")
         if not (isinstance(self.proxy_eval_every, int) and self.proxy_eval_every >= 0):
@@ -209,10 +219,12 @@ class TransferSteps:
         if self.c.randomize_share > 0:  # G_0 (the identity) too: iteration 1 mixes exact and randomised DEMs
             shares |= {"randomize_share": self.c.randomize_share, "randomization": self.c.randomization.to_dict(),
                        "seed": seed}
+        if self.c.gan_shadows:  # G_0 too: iteration 1's exact DEMs lose their shadows
+            shares |= {"shadows": True, "randomization": self.c.randomization.to_dict()}
         if self.c.real_masks is not None and self.c.mode == "gan":  # G_0 (the identity) borrows masks too
             return {"kind": "gan", "path": gan, "real_masks": {"config": self.c.real_masks.to_dict(),
                                                                "datasets": self.real_datasets_before(k), "seed": seed}} | shares
-        return {"kind": "gan", "path": gan} | shares if gan or self.c.randomize_share > 0 else None
+        return {"kind": "gan", "path": gan} | shares if gan or self.c.randomize_share > 0 or self.c.gan_shadows else None
 
     # ---------------------------------------------------------------- line 2 / 9: real trajectories
     def collection_due(self, k: int, iterations: int) -> bool:
