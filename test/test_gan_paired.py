@@ -41,6 +41,10 @@ def test_identity_generator_closes_nothing_and_the_oracle_places_nan_exactly(ide
     for metric in ("nan_map", "nan_fraction", "height", "sliced_wasserstein"):
         assert c["G"]["distances"][metric] == pytest.approx(c["identity"]["distances"][metric], abs=1e-6)
     assert r["paired_nan"]["predicted_nan_share"] == 0.0 and r["paired_nan"]["recall"] == 0.0
+    # the terrain's shadows on top: NaN where the proxy has them more often than not, and only there (G adds none)
+    shadows = r["paired_nan_shadows"]
+    assert shadows["predicted_nan_share"] > 0.0 and shadows["precision"] > 0.5 and shadows["recall"] > 0.0
+    assert c["G_shadows"]["closed_share"]["nan_map"] > 0.0
     # the oracle takes the proxy's own NaN cells: every NaN metric is closed completely
     assert c["sensor_oracle"]["closed_share"]["nan_map"] == pytest.approx(1.0)
     assert c["sensor_oracle"]["classifier"]["accuracy"] < c["identity"]["classifier"]["accuracy"]
@@ -72,4 +76,5 @@ def test_cli_writes_the_paired_table(identity_gan, tmp_path, capsys):
     assert saved["paired"]["pairs"] > 0 and "sensor_oracle" in saved["paired"]["metrics"]["candidates"]
     printed = capsys.readouterr().out
     assert "sensor oracle: bias" in printed and "heights kept, moved from the exact DEM" in printed
+    assert "G_shadows's NaN placement at the same pose" in printed
     assert saved["paired"]["height_change"]["G"]["share_over"] == 0.0

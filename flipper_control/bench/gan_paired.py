@@ -11,6 +11,8 @@ DEMs of the same steps, so only the sensing differs:
 
 - ``identity``: the exact DEMs (doing nothing), the baseline of the closed shares;
 - ``G``: the checkpoint's ``SimToReal`` on the exact DEMs and their true scalars;
+- ``G_shadows``: G's output with the terrain's shadow from the lidar's nominal mount also hidden
+  (``geometric_occlusion`` of the exact DEM, as ``transfer.gan_shadows`` trains on);
 - ``randomized``: the default domain randomisation (``perception.domain_randomization``);
 - ``sensor_oracle``: the exact heights with the proxy's own NaN cells, shifted by the pairs' mean height
   difference and given Gaussian noise of the pairs' residual spread. It uses the pairs, so it is not a method:
@@ -18,9 +20,10 @@ DEMs of the same steps, so only the sensing differs:
   classifier target can be met at all.
 
 Besides, ``real_halves`` is the classifier's accuracy between the two trajectory halves of the proxy DEMs (the
-unpaired content floor), ``paired_nan`` G's per-pose NaN agreement, and ``height_change`` how far the proxy
-itself, G and the randomisation move the heights they keep from the exact DEM (``perception.paired_metrics``): the
-proxy's own change is the sensor's; a G that moves heights much further changes the terrain. Pairs serve
+unpaired content floor), ``paired_nan`` G's per-pose NaN agreement (``paired_nan_shadows``: G_shadows'), and
+``height_change`` how far the proxy itself, G and the randomisation move the heights they keep from the exact DEM
+(``perception.paired_metrics``): the proxy's own change is the sensor's; a G that moves heights much further
+changes the terrain. Pairs serve
 evaluation only; the CycleGAN never trains on them (seed 000 assumes unpaired data).
 """
 
@@ -73,8 +76,8 @@ def paired_transfer(checkpoint: str, worlds: int = 6, world_seed: int = 424_242,
     same poses (see the module docstring). ``world_seed`` picks worlds outside the loop's (its seeds are below
     100,000 x the loop seed); ``seed`` the proxy's noise, the randomisation and the metrics."""
     from perception.cyclegan import SimToReal
-    from perception.domain_randomization import randomize
-    from perception.paired_metrics import height_change, paired_nan_agreement
+    from perception.domain_randomization import geometric_occlusion, randomize
+    from perception.paired_metrics import height_change
     from perception.transfer_metrics import classifier_two_sample_test, transfer_report
 
     transform = SimToReal.from_checkpoint(checkpoint)  # refuse a bad checkpoint before any driving
@@ -82,15 +85,17 @@ def paired_transfer(checkpoint: str, worlds: int = 6, world_seed: int = 424_242,
     exact, proxy, scalars, traj = pairs["exact"], pairs["proxy"], pairs["scalars"], pairs["traj"]
     rng = np.random.default_rng(seed)
     g = transform.transform(exact, scalars)
+    g_shadows = np.where(geometric_occlusion(exact, scalars[:, 0]), np.float32(np.nan), g)
     oracle, oracle_params = _sensor_oracle(exact, proxy, rng)
     randomized = randomize(exact, rng, pitch=scalars[:, 0])
-    candidates = {"identity": (exact, None), "G": (g, None), "randomized": (randomized, None), "sensor_oracle": (oracle, None)}
+    candidates = {"identity": (exact, None), "G": (g, None), "G_shadows": (g_shadows, None), "randomized": (randomized, None),
+                  "sensor_oracle": (oracle, None)}
     report = transfer_report((proxy, None), candidates, seed=seed)
     first = traj < (worlds // 2)  # whole runs on each side: the halves differ in content only
     halves = classifier_two_sample_test(proxy[first], proxy[~first], seed=seed)
     return {"checkpoint": checkpoint, "worlds": worlds, "world_seed": world_seed, "seed": seed, "pairs": len(exact),
             "metrics": report, "sensor_oracle": oracle_params, "real_halves_accuracy": halves["accuracy"],
-            "paired_nan": {k: v for k, v in paired_nan_agreement(g, proxy).items() if k != "agreement_map"},
+            "paired_nan": _agreement(g, proxy), "paired_nan_shadows": _agreement(g_shadows, proxy),
             "height_change": {name: height_change(dems, exact) for name, dems in
                               (("real", proxy), ("G", g), ("randomized", randomized))}}
 
@@ -107,16 +112,23 @@ def format_paired(result: dict[str, Any]) -> str:
     for name, c in m["candidates"].items():
         shares = [("-" if c["closed_share"][x] is None else f"{c['closed_share'][x]:.2f}") for x in METRICS]
         lines.append(f"| {name} | {c['classifier']['accuracy']:.2f} | " + " | ".join(shares) + " |")
-    o, p = result["sensor_oracle"], result["paired_nan"]
+    o = result["sensor_oracle"]
     lines.append(f"sensor oracle: bias {o['bias_m'] * 100:.2f} cm, noise {o['noise_m'] * 100:.2f} cm, the proxy's own NaN "
                  f"cells; classifier between two halves of the real runs (content floor of unpaired tests): "
                  f"{result['real_halves_accuracy']:.2f}")
-    f1 = "-" if p["f1"] is None else f"{p['f1']:.2f}"
-    lines.append(f"G's NaN placement at the same pose: agreement {p['agreement']:.3f}, F1 {f1}, "
-                 f"NaN share {p['predicted_nan_share']:.3f} (real {p['real_nan_share']:.3f})")
+    for name, p in (("G", result["paired_nan"]), ("G_shadows", result["paired_nan_shadows"])):
+        f1 = "-" if p["f1"] is None else f"{p['f1']:.2f}"
+        lines.append(f"{name}'s NaN placement at the same pose: agreement {p['agreement']:.3f}, F1 {f1}, "
+                     f"NaN share {p['predicted_nan_share']:.3f} (real {p['real_nan_share']:.3f})")
     moved = ", ".join(f"{name} {_moved(c)}" for name, c in result["height_change"].items())
     lines.append(f"heights kept, moved from the exact DEM of the same pose (mean |change|, share past 5 cm): {moved}")
     return "\n".join(lines)
+
+
+def _agreement(dems: np.ndarray, proxy: np.ndarray) -> dict[str, Any]:
+    from perception.paired_metrics import paired_nan_agreement
+
+    return {k: v for k, v in paired_nan_agreement(dems, proxy).items() if k != "agreement_map"}
 
 
 def _moved(change: dict[str, Any]) -> str:
