@@ -232,6 +232,9 @@ def test_gan_shadows_hide_the_terrains_shadow_on_gs_share_only(tmp_path):
         TransferConfig(mode="randomize", gan_shadows=True)
     assert "shadows" not in (TransferSteps(TransferConfig(randomize_share=0.4), 0, tmp_path, None, None, None)
                              .dem_transform(1, 5))
+    held = TransferSteps(TransferConfig(mode="identity", gan_shadows=True), 0, tmp_path, None, None, None)
+    assert held.dem_transform(2, seed=5) == {"kind": "gan", "path": None, "shadows": True,
+                                             "randomization": DomainRandomization().to_dict()}  # exact DEMs, shadowed
 
 
 def test_the_gan_update_reads_only_collections_driven_before_the_iteration(tmp_path):

@@ -23,8 +23,7 @@ Besides, ``real_halves`` is the classifier's accuracy between the two trajectory
 unpaired content floor), ``paired_nan`` G's per-pose NaN agreement (``paired_nan_shadows``: G_shadows'), and
 ``height_change`` how far the proxy itself, G and the randomisation move the heights they keep from the exact DEM
 (``perception.paired_metrics``): the proxy's own change is the sensor's; a G that moves heights much further
-changes the terrain. Pairs serve
-evaluation only; the CycleGAN never trains on them (seed 000 assumes unpaired data).
+changes the terrain. Pairs serve evaluation only; the CycleGAN never trains on them (seed 000 assumes unpaired data).
 """
 
 from __future__ import annotations
