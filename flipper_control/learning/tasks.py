@@ -227,12 +227,12 @@ def _randomized(dems, pitch, config: dict | None, rng):
 def _shadowed(dems, exact, pitch, config: dict | None):
     """``dems`` with NaN also where the terrain of ``exact`` hides a cell from the lidar's nominal mount turned by each
     DEM's ``pitch`` (``perception.domain_randomization.geometric_occlusion`` under a DomainRandomization dict)."""
+    import numpy as np
+
     from perception.domain_randomization import DomainRandomization, geometric_occlusion
 
     hidden = geometric_occlusion(exact, pitch, DomainRandomization.from_dict(config or {}))
-    out = dems.copy() if dems is exact else dems  # the identity (G_0) returns the exact array itself
-    out[hidden] = float("nan")
-    return out
+    return np.where(hidden, np.float32(np.nan), dems)  # a new array: with no generator (G_0), ``dems`` is ``exact``
 
 
 def _steps(traj_id):
