@@ -9,7 +9,7 @@ controller (``std_msgs/Float64MultiArray`` in the order of its ``joints`` parame
   the DEM as built (float32, NaN where unseen), pitch and roll of the /imu/data orientation and the four flipper
   angles of /joint_states, both the latest *stamped at or before the DEM's stamp* (the DEM's cloud stamp), so
   that a message that overtook a slow DEM does not change the decision. Optionally the DEM goes through the
-  sim -> real transform G first (``perception.cyclegan.SimToReal``), as in the loop's ``ThroughTransform``.
+  sim -> real transform G first (``perception.sim_to_real.SimToReal``), as in the loop's ``ThroughTransform``.
 - **Limits.** Targets are clamped to the joint range and, with ``max_rate`` > 0, moved at most
   ``max_rate * dt`` per command (``dt``: time since the last command, at most one timer period); a target cut
   short is approached further on every timer tick.
@@ -381,7 +381,7 @@ class PolicyRuntime:
 
     @staticmethod
     def _load_transform(c: PolicyNodeConfig):
-        from perception.cyclegan import SimToReal
+        from perception.sim_to_real import SimToReal
 
         try:
             return SimToReal.from_checkpoint(c.gan_checkpoint, c.gan_seed)

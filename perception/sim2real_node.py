@@ -1,4 +1,4 @@
-"""The sim -> real node: GridMap in, GridMap out through the CycleGAN's G (``perception.cyclegan.SimToReal``).
+"""The sim -> real node: GridMap in, GridMap out through the CycleGAN's G (``perception.sim_to_real.SimToReal``).
 
 For simulation runs (Gazebo, or any simulator whose DEM is too clean): the DEM layer of each GridMap goes through G
 with its scalars -- pitch and roll of the latest /imu/data orientation and the four flipper angles of the latest
@@ -65,7 +65,7 @@ class Sim2RealCore:
         none (the identity). ``warn(text)`` receives the throttled warnings (default: Python logging)."""
         self.config = c = config or Sim2RealConfig()
         if transform is None and c.gan_checkpoint:
-            from perception.cyclegan import SimToReal
+            from perception.sim_to_real import SimToReal
 
             try:
                 transform = SimToReal.from_checkpoint(c.gan_checkpoint, c.seed)

@@ -14,7 +14,7 @@ import torch
 from flipper_control.checkpoint import save_policy
 from flipper_control.learning.transfer_tasks import PolicyTaskModel, action_gap
 from flipper_control.policy import NanAwarePolicy, PolicyConfig
-from perception.cyclegan import CycleGan, GanConfig, GeneratorOutput, SimToReal, decode, dem_noise, encode, load_gan, save_gan
+from perception.cyclegan import CycleGan, GanConfig, GeneratorOutput, decode, encode, load_gan, save_gan
 from perception.domain_randomization import geometric_occlusion
 from perception.gan_training import (
     GanData,
@@ -27,6 +27,7 @@ from perception.gan_training import (
     task_inputs,
     train_gan,
 )
+from perception.sim_to_real import SimToReal, dem_noise
 from sim.checkpoint_io import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

@@ -17,10 +17,11 @@ from flipper_control.learning.bags import record_proxy_run, replay
 from flipper_control.policy import NanAwarePolicy
 from flipper_control.policy_node import command_message
 from perception.bag_reader import BagReader
-from perception.cyclegan import CycleGan, GanConfig, SimToReal
+from perception.cyclegan import CycleGan, GanConfig
 from perception.gridmap import dem_to_gridmap, gridmap_to_dem
 from perception.messages import FLIPPER_COMMANDS, deserialize_lenient, header, msg, typestore
 from perception.sim2real_node import Sim2RealConfig, Sim2RealCore
+from perception.sim_to_real import SimToReal
 from sim.dem import DemSpec
 from sim.safety import euler_from_quat
 from sim.world import world_from_dict

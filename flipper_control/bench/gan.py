@@ -22,7 +22,8 @@ def bench_gan(checkpoint: str | None = None, calls: int = 5000, repeats: int = 3
     import torch
 
     from flipper_control.policy import NanAwarePolicy, PolicyConfig
-    from perception.cyclegan import CycleGan, SimToReal, load_gan
+    from perception.cyclegan import CycleGan, load_gan
+    from perception.sim_to_real import SimToReal
 
     if calls < 1 or repeats < 1:
         raise ValueError(f"calls and repeats must be >= 1, got {calls} and {repeats}")

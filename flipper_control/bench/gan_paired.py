@@ -74,9 +74,9 @@ def paired_transfer(checkpoint: str, worlds: int = 6, world_seed: int = 424_242,
     """Transfer metrics of identity, G, domain randomisation and the sensor oracle against the proxy's DEMs of the
     same poses (see the module docstring). ``world_seed`` picks worlds outside the loop's (its seeds are below
     100,000 x the loop seed); ``seed`` the proxy's noise, the randomisation and the metrics."""
-    from perception.cyclegan import SimToReal
     from perception.domain_randomization import geometric_occlusion, randomize
     from perception.paired_metrics import height_change
+    from perception.sim_to_real import SimToReal
     from perception.transfer_metrics import classifier_two_sample_test, transfer_report
 
     transform = SimToReal.from_checkpoint(checkpoint)  # refuse a bad checkpoint before any driving

@@ -29,9 +29,10 @@ def cmd_train_gan(args) -> int:
     import torch
     import yaml
 
-    from perception.cyclegan import SimToReal, load_gan, save_gan
+    from perception.cyclegan import load_gan, save_gan
     from perception.gan_health import judged_report
     from perception.gan_training import GanTrainConfig, domain_warnings, split_by_trajectory, train_gan
+    from perception.sim_to_real import SimToReal
     from sim.config_io import in_section
 
     torch.set_num_threads(1)  # small networks: one thread is faster than two on this class of machine

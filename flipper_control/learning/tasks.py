@@ -56,8 +56,8 @@ def _policy(path: str):
 
 
 def _transform(path: str):
-    """This worker's sim -> real transform (``perception.cyclegan.SimToReal``) of a CycleGAN checkpoint, cached."""
-    from perception.cyclegan import SimToReal
+    """This worker's sim -> real transform (``perception.sim_to_real.SimToReal``) of a CycleGAN checkpoint, cached."""
+    from perception.sim_to_real import SimToReal
     from sim.checkpoint_io import checkpoint_paths
 
     weights, _ = checkpoint_paths(path)

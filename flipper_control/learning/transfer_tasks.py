@@ -113,10 +113,11 @@ def gan_task(task: dict) -> dict:
     import numpy as np
     import torch
 
-    from perception.cyclegan import SimToReal, load_gan, save_gan
+    from perception.cyclegan import load_gan, save_gan
     from perception.domain_randomization import DomainRandomization, randomize
     from perception.gan_health import judged_report
     from perception.gan_training import GanDivergedError, GanTrainConfig, gan_data, split_by_trajectory, train_gan
+    from perception.sim_to_real import SimToReal
     from planning.dataset import TrajectoryDataset
 
     cpu0 = time.process_time()
