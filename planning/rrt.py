@@ -31,6 +31,7 @@ gives ten (state, action) samples for imitation.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ from planning.actions import ActionSet, action_set
 from planning.dataset import Trajectory
 from planning.smart_start import SmartStartConfig, SmartStartGrid
 from sim.config_io import config_from_mapping, in_section
+from sim.safety import SafetyLimits
 from sim.simulator import FAILED, RUNNING, SUCCESS, Observation, Simulator
 from sim.world import World
 
@@ -63,6 +65,12 @@ class PlannerConfig:
     max_tree_mib: float = 1024.0  # snapshots + recorded samples; keeps a worker far below 2 GiB
     record_dt: float = 0.1  # s between recorded samples (the policy's control period)
     reject_warnings: bool = True  # a new safety warning makes an expansion unsafe
+    # Degrees below the safety's pitch warning (40 deg) that the body's pitch must stay at every recorded sample
+    # of an expansion, else it is rejected ("pitch margin"). Plans that skim the warning level teach a policy
+    # postures with no room for its own imitation error or for the robot's dynamics: on the reality proxy the
+    # learned policies lose step_down and stairs_down to pitches of 40-41 deg that the plans never reached.
+    # 0: only the warning itself (``reject_warnings``) bounds the pitch.
+    pitch_margin_deg: float = 0.0
     # An expansion after which the goal cannot be reached within the scoring's "slow" limit (slow_factor x
     # the nominal time), even at the commanded speed from there on, is rejected as behind schedule: such a
     # plan would be judged unclear ("slow"), and slipping on stairs with a poor posture is what makes it slow.
@@ -108,6 +116,8 @@ class PlannerConfig:
                 raise ValueError(f"PlannerConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.guide_range not in GUIDE_RANGES:
             raise ValueError(f"PlannerConfig.guide_range must be one of {', '.join(GUIDE_RANGES)}, got {self.guide_range!r}")
+        if not 0.0 <= self.pitch_margin_deg < 40.0:
+            raise ValueError(f"PlannerConfig.pitch_margin_deg must be in [0, 40) degrees, got {self.pitch_margin_deg}")
         for name in ("max_delay_s", "keep_delay_s"):
             value = getattr(self, name)
             if value is not None and not value > 0.0:
@@ -189,6 +199,9 @@ class _Planner:
         self.random_dive = False  # the current dive ignores the guide
         # arriving later than nominal + the world's slack scores "slow"; max_delay_s bounds it further
         self.max_delay = allowed_delay(sim, world, config.max_delay_s)
+        # the pitch (rad) an expansion may not pass: the simulator's warning level less the margin; none at 0
+        limits = getattr(sim, "limits", None) or SafetyLimits()
+        self.pitch_bound = limits.pitch_warn - math.radians(config.pitch_margin_deg) if config.pitch_margin_deg else math.inf
         # the feature box sampled by the RRT rule: progress, pitch, four flipper angles
         lo, hi = sim.robot.flipper_lower, sim.robot.flipper_upper
         self.sample_lo = np.array([0.0, -0.8, lo, lo, lo, lo])
@@ -267,10 +280,12 @@ class _Planner:
         sub_dt = self.actions.dt / steps
         dems, props = [], []
         obs = node.obs
+        max_pitch = 0.0
         for _ in range(steps):
             dems.append(obs.dem)
             props.append(obs.proprio())
             obs = sim.step(action, sub_dt)
+            max_pitch = max(max_pitch, abs(obs.pitch))
             if sim.status != RUNNING:
                 break
         dem, proprio = np.stack(dems), np.stack(props)
@@ -278,6 +293,8 @@ class _Planner:
             return FAILED, None
         if self.config.reject_warnings and warn_count(sim) > n_warn:
             return "warned", None
+        if max_pitch > self.pitch_bound:
+            return "pitch_margin", None
         if self.config.reject_slow and behind_schedule(obs, self.world, self.max_delay):
             return "slow", None
         return sim.status, self._add(i, action, dem, proprio, obs)
@@ -327,7 +344,7 @@ class _Planner:
                 result = new
                 break
             if new is None:
-                kind = {"warned": "warning", "slow": "slow"}.get(status) or _fail_reason(sim)
+                kind = {"warned": "warning", "slow": "slow", "pitch_margin": "pitch margin"}.get(status) or _fail_reason(sim)
                 self.failures[kind] = self.failures.get(kind, 0) + 1
         meta = {
             "world": world.name, "seed": self.seed, "action_set": self.actions.name, "dt": self.actions.dt,

@@ -283,6 +283,22 @@ def test_rejected_warnings_never_appear_on_the_path(worlds):
     assert end.status == SUCCESS and [e.kind for e in end.events if e.severity == "warn"]
 
 
+def test_pitch_margin_keeps_every_recorded_pitch_below_the_warning_less_the_margin():
+    """The 0.25 m step (noise seed 0) pitches the body to about 33 degrees on the plain plan; with a 15 degree
+    margin below the 40 degree warning the planner rejects the steeper expansions and finds a climb under 25."""
+    world = world_from_dict(STEP_025)
+    plain = plan(MujocoSimulator(), world, WARN_SEED, PlannerConfig())
+    assert plain.success and np.degrees(np.abs(plain.proprio[:, 0])).max() > 25.0
+    careful = plan(MujocoSimulator(), world, WARN_SEED, PlannerConfig(pitch_margin_deg=15.0))
+    assert careful.success, careful.reason
+    assert careful.meta["unsafe_expansions"].get("pitch margin", 0) >= 1
+    assert np.degrees(np.abs(careful.proprio[:, 0])).max() <= 25.0
+    assert _replay(world, WARN_SEED, careful).status == SUCCESS
+    # a margin no climb of the step can keep: the search fails and says why
+    hopeless = plan(MujocoSimulator(), world, WARN_SEED, PlannerConfig(pitch_margin_deg=30.0, max_expansions=200))
+    assert not hopeless.success and "pitch margin" in hopeless.reason
+
+
 # ---------------------------------------------------------------------------------------------- guided planning
 
 

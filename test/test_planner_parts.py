@@ -135,7 +135,8 @@ def test_planner_config_names_unknown_keys_and_wrong_types():
 
 @pytest.mark.parametrize("kw", [{"max_expansions": 0}, {"max_cpu_s": 0.0}, {"max_tree_mib": -1.0}, {"guide_prob": 1.5},
                                 {"extend_new": -0.1}, {"record_dt": 0.0}, {"smart_start": {"eta": 2.0}},
-                                {"max_delay_s": 0.0}, {"keep_delay_s": 0.0}, {"keep_delay_s": -1.0}])
+                                {"max_delay_s": 0.0}, {"keep_delay_s": 0.0}, {"keep_delay_s": -1.0},
+                                {"pitch_margin_deg": -1.0}, {"pitch_margin_deg": 40.0}])
 def test_planner_config_rejects_bad_values(kw):
     with pytest.raises(ValueError):
         PlannerConfig(**kw)
