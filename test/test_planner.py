@@ -297,6 +297,9 @@ def test_pitch_margin_keeps_every_recorded_pitch_below_the_warning_less_the_marg
     # a margin no climb of the step can keep: the search fails and says why
     hopeless = plan(MujocoSimulator(), world, WARN_SEED, PlannerConfig(pitch_margin_deg=30.0, max_expansions=200))
     assert not hopeless.success and "pitch margin" in hopeless.reason
+    # a margin as large as a stricter simulator's whole warning level is refused before any search
+    with pytest.raises(ValueError, match="pitch_margin_deg 30 leaves no pitch below this simulator's warning at 30 deg"):
+        plan(_strict(pitch_warn=math.radians(30.0), pitch_fail=1.0), world, WARN_SEED, PlannerConfig(pitch_margin_deg=30.0))
 
 
 # ---------------------------------------------------------------------------------------------- guided planning
