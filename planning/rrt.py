@@ -116,8 +116,10 @@ class PlannerConfig:
                 raise ValueError(f"PlannerConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.guide_range not in GUIDE_RANGES:
             raise ValueError(f"PlannerConfig.guide_range must be one of {', '.join(GUIDE_RANGES)}, got {self.guide_range!r}")
-        if not 0.0 <= self.pitch_margin_deg < 40.0:
-            raise ValueError(f"PlannerConfig.pitch_margin_deg must be in [0, 40) degrees, got {self.pitch_margin_deg}")
+        default_warn = math.degrees(SafetyLimits().pitch_warn)  # a simulator with other limits is checked by _Planner
+        if not 0.0 <= self.pitch_margin_deg < default_warn:
+            raise ValueError(f"PlannerConfig.pitch_margin_deg must be in [0, {default_warn:g}) degrees, "
+                             f"got {self.pitch_margin_deg}")
         for name in ("max_delay_s", "keep_delay_s"):
             value = getattr(self, name)
             if value is not None and not value > 0.0:
