@@ -5,6 +5,10 @@ column, ``fill_columns``) and a mask (1 measured, 0 missing); each
 goes through its own convolution and the two outputs are multiplied, so that from that layer on no
 NaN exists in the network. The product is flattened, concatenated with the 1D inputs and mapped by
 fully connected layers to four flipper angles squashed into the joint range.
+
+With ``footprint_reach`` > 0 the missing cells under the main tracks are first given the height of the tracks'
+contact plane, known from the robot's pitch and roll (``footprint_heights``), and count as measured: the lidar
+cannot see under the robot, but the robot stands on that ground.
 """
 
 from __future__ import annotations
@@ -21,9 +25,30 @@ from sim.dem import DemSpec
 from sim.robot import RobotSpec
 from sim.simulator import Observation
 
-__all__ = ["NAN_FILLS", "PolicyConfig", "NanAwarePolicy", "PolicyController", "fill_columns"]
+__all__ = ["NAN_FILLS", "TRACK_REACH", "PolicyConfig", "NanAwarePolicy", "PolicyController", "fill_columns",
+           "footprint_heights"]
 
 NAN_FILLS = ("zero", "column")
+
+# metres from base_link to either end of the default robot's main tracks (wheel centres +- half the wheel base, plus a
+# wheel radius): the ``footprint_reach`` that covers the ground under the tracks and nothing beyond it
+TRACK_REACH = RobotSpec.wheel_base / 2 + RobotSpec.wheel_radius
+
+
+def footprint_heights(pitch: torch.Tensor, roll: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                      depth: float) -> torch.Tensor:
+    """Heights (B, rows, cols) relative to base_link of the main tracks' contact plane under cell centres ``x``,
+    ``y`` (rows, cols; the DEM's yaw frame) for a robot at ``pitch``, ``roll`` (B,) radians (REP 103: pitch > 0 nose
+    down) whose base_link lies ``depth`` metres above that plane (the wheel radius: base_link is on the axles).
+
+    The plane is where the tracks touch the ground, so the terrain under them lies at or below it: equal on a
+    level floor or a ramp, lower under the gaps between stair nosings. A DEM cell reports the highest point of its
+    area, so it may read a few centimetres above the plane at its centre (checked against the simulator's exact
+    DEMs in ``test_policy``: 99 % of the cells under the tracks within 3 cm above it, on stairs).
+    """
+    tp, tr = torch.tan(pitch).view(-1, 1, 1), torch.tan(roll).view(-1, 1, 1)
+    lowest = (depth / (torch.cos(pitch) * torch.cos(roll))).view(-1, 1, 1)
+    return -x * tp + y * tr - lowest
 
 
 def fill_columns(values: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
@@ -77,6 +102,12 @@ class PolicyConfig:
     # 000), or "column": interpolated along its DEM column (the driving direction) between the nearest measured
     # cells, the nearest one's height beyond them, 0 in a column with none (``fill_columns``)
     nan_fill: str = "zero"
+    # metres ahead of and behind base_link (cell centres) within which a missing cell takes the main tracks' contact
+    # plane (``footprint_heights``) and counts as measured; 0: off (seed 000), TRACK_REACH: under the main tracks
+    footprint_reach: float = 0.0
+    footprint_depth: float = RobotSpec.wheel_radius  # metres from base_link down to the tracks' contact plane
+    dem_resolution: float = DemSpec.resolution  # the DEM's cell size and front edge (``DemSpec``): where cells lie
+    dem_front: float = DemSpec.front
 
     def __post_init__(self) -> None:
         # JSON gives lists: accept them, keep the dataclass hashable
@@ -101,6 +132,13 @@ class PolicyConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 problems.append(f"{name} must be a positive number of metres, got {value!r}")
+        for name, low in (("footprint_reach", 0.0), ("footprint_depth", 0.0), ("dem_resolution", None)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 if low is None else value >= low)):
+                problems.append(f"{name} must be a {'positive' if low is None else 'non-negative'} number of metres, "
+                                f"got {value!r}")
+        if not (isinstance(self.dem_front, (int, float)) and math.isfinite(self.dem_front)):
+            problems.append(f"dem_front must be a finite number of metres, got {self.dem_front!r}")
         if self.nan_fill not in NAN_FILLS:
             problems.append(f"nan_fill must be one of {', '.join(NAN_FILLS)}, got {self.nan_fill!r}")
         if not (math.isfinite(self.negative_slope) and 0 <= self.negative_slope < 1):
@@ -161,6 +199,14 @@ class NanAwarePolicy(nn.Module):
             width = h
         layers.append(nn.Linear(width, c.n_out))
         self.head = nn.Sequential(*layers)
+        # cell centres in the DEM's yaw frame and the cells under the footprint (buffers: they follow .to(device);
+        # not persistent: the config rebuilds them, and checkpoints keep only weights)
+        x = c.dem_front - (torch.arange(rows, dtype=torch.float32) + 0.5) * c.dem_resolution
+        y = cols * c.dem_resolution / 2 - (torch.arange(cols, dtype=torch.float32) + 0.5) * c.dem_resolution
+        grid_x, grid_y = torch.meshgrid(x, y, indexing="ij")
+        self.register_buffer("_cell_x", grid_x, persistent=False)
+        self.register_buffer("_cell_y", grid_y, persistent=False)
+        self.register_buffer("_footprint", grid_x.abs() <= c.footprint_reach, persistent=False)
         self._mid = (c.flipper_upper + c.flipper_lower) / 2
         self._half = (c.flipper_upper - c.flipper_lower) / 2
         # single-decision input buffers, reused by act_numpy (the numpy views share their memory)
@@ -169,25 +215,38 @@ class NanAwarePolicy(nn.Module):
         self._dem_np = self._dem_t.numpy()
         self._proprio_np = self._proprio_t.numpy()
 
-    def split_dem(self, dem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(values, mask), each (B, 1, rows, cols): values normalised with non-finite cells filled (``nan_fill``;
-        0 by default), mask 1/0."""
+    def split_dem(self, dem: torch.Tensor, proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, mask), each (B, 1, rows, cols): values normalised with missing cells completed
+        (``complete``: the footprint, then ``nan_fill``), mask 1/0. ``proprio`` (B, n_proprio) gives pitch, roll."""
         measured = torch.isfinite(dem)
         c = self.config
         values = torch.where(measured, dem, 0.0).clamp(-c.dem_clip, c.dem_clip) / c.dem_scale
-        return self.fill_missing(values, measured).unsqueeze(1), measured.to(dem.dtype).unsqueeze(1)
+        values, mask = self.complete(values, measured.to(dem.dtype), proprio)
+        return values.unsqueeze(1), mask.unsqueeze(1)
 
-    def fill_missing(self, values: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
-        """``values`` (..., rows, cols), 0 at missing cells, as the value convolution takes them: unchanged with
-        ``nan_fill`` "zero", filled along each column (``fill_columns``) with "column". ``measured`` may be a
-        soft mask (G's straight-through one): a cell counts as measured where it is above 0.5."""
-        if self.config.nan_fill == "zero":
-            return values
-        return fill_columns(values, measured if measured.dtype == torch.bool else measured > 0.5)
+    def complete(self, values: torch.Tensor, mask: torch.Tensor, proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, mask) (B, rows, cols) as the two convolutions take them, from clipped, scaled heights (0 at
+        missing cells) and the mask (1 measured, 0 missing; it may be G's soft straight-through one: a cell counts
+        as measured where it is above 0.5), with ``proprio`` (B, n_proprio) giving pitch and roll.
 
-    def encode(self, dem: torch.Tensor) -> torch.Tensor:
+        With ``footprint_reach`` > 0 the missing cells under the footprint take the tracks' contact plane
+        (``footprint_heights``) and become measured (where the mask is soft, the footprint's cells are 1 and carry
+        no gradient); then ``nan_fill`` "column" fills the cells still missing along each column (``fill_columns``);
+        "zero" leaves them at 0.
+        """
+        c = self.config
+        if c.footprint_reach > 0:
+            missing = (mask <= 0.5) & self._footprint
+            plane = footprint_heights(proprio[:, 0], proprio[:, 1], self._cell_x, self._cell_y, c.footprint_depth)
+            values = torch.where(missing, plane.to(values.dtype).clamp(-c.dem_clip, c.dem_clip) / c.dem_scale, values)
+            mask = torch.where(missing, torch.ones((), dtype=mask.dtype, device=mask.device), mask)
+        if c.nan_fill == "column":
+            values = fill_columns(values, mask > 0.5)
+        return values, mask
+
+    def encode(self, dem: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
         """The NaN-free DEM features (B, conv_channels * rows * cols) that enter the dense layers."""
-        values, mask = self.split_dem(dem)
+        values, mask = self.split_dem(dem, proprio)
         return self.act(self.conv_values(values) * self.conv_mask(mask)).flatten(1)
 
     def forward(self, dem: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
@@ -201,12 +260,13 @@ class NanAwarePolicy(nn.Module):
         dem, proprio = dem.to(dtype), proprio.to(dtype)
         # proprioception comes from encoders and the IMU: a glitch must not turn into a NaN command
         proprio = torch.nan_to_num(proprio, nan=0.0, posinf=0.0, neginf=0.0)
-        values, mask = self.split_dem(dem)
+        values, mask = self.split_dem(dem, proprio)
         return self.forward_parts(values, mask, proprio)
 
     def forward_parts(self, values: torch.Tensor, mask: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        """``forward`` after the DEM's split: (B, 1, rows, cols) clipped and scaled heights (0 at missing cells),
-        the (B, 1, rows, cols) mask (1 measured, 0 missing) and the NaN-free (B, n_proprio) vector -> actions.
+        """``forward`` after the DEM's split: (B, 1, rows, cols) clipped and scaled heights (completed as by
+        ``complete``), the (B, 1, rows, cols) mask (1 measured, 0 missing) and the NaN-free (B, n_proprio) vector
+        -> actions.
         The mask may carry a gradient (the CycleGAN's policy-aware loss hides and reveals cells through it)."""
         c = self.config
         features = self.act(self.conv_values(values) * self.conv_mask(mask)).flatten(1)

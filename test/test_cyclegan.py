@@ -13,7 +13,7 @@ import torch
 
 from flipper_control.checkpoint import save_policy
 from flipper_control.learning.transfer_tasks import PolicyTaskModel, action_gap
-from flipper_control.policy import NanAwarePolicy, PolicyConfig
+from flipper_control.policy import TRACK_REACH, NanAwarePolicy, PolicyConfig
 from perception.cyclegan import CycleGan, GanConfig, GeneratorOutput, decode, encode, load_gan, save_gan
 from perception.domain_randomization import geometric_occlusion
 from perception.gan_training import (
@@ -326,14 +326,15 @@ def _front_rows_hidden(n: int, seed: int) -> tuple[GanData, GanData]:
     return (GanData(sim_dems, sim_scalars, np.zeros(n, np.int64)), GanData(real_dems, real_scalars, np.zeros(n, np.int64)))
 
 
-@pytest.mark.parametrize("nan_fill", ["zero", "column"])
-def test_the_policy_as_task_model_acts_as_on_dems_with_nan_and_passes_gradients_through_heights_and_mask(nan_fill):
-    """The task model's (heights, measured) path equals the policy's own NaN path (with either fill of the missing
-    cells), and G's heights and (straight through) mask both get a gradient from the policy's action -- a NaN DEM
-    would give the mask none."""
+@pytest.mark.parametrize("fill", [{"nan_fill": "zero"}, {"nan_fill": "column"},
+                                  {"nan_fill": "column", "footprint_reach": TRACK_REACH}])
+def test_the_policy_as_task_model_acts_as_on_dems_with_nan_and_passes_gradients_through_heights_and_mask(fill):
+    """The task model's (heights, measured) path equals the policy's own NaN path (with each completion of the
+    missing cells), and G's heights and (straight through) mask both get a gradient from the policy's action -- a
+    NaN DEM would give the mask none."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        policy = NanAwarePolicy(PolicyConfig(nan_fill=nan_fill))
+        policy = NanAwarePolicy(PolicyConfig(**fill))
     dems, scalars = _dems(16, np.random.default_rng(10), nan_fraction=0.3)
     task = PolicyTaskModel(policy)
     channels, s = encode(torch.from_numpy(dems), torch.from_numpy(scalars), SMALL.height_scale)

@@ -9,7 +9,18 @@ import pytest
 import torch
 
 from flipper_control.checkpoint import CheckpointError, checkpoint_paths, load_policy, save_policy
-from flipper_control.policy import NanAwarePolicy, PolicyConfig, PolicyController, fill_columns
+from flipper_control.controllers import HeuristicController
+from flipper_control.policy import (
+    TRACK_REACH,
+    NanAwarePolicy,
+    PolicyConfig,
+    PolicyController,
+    fill_columns,
+    footprint_heights,
+)
+from sim.dem import DemSpec
+from sim.mujoco_sim import MujocoSimulator
+from sim.rollout import Trace, run_episode
 from sim.world_sets import resolve_world
 
 CFG = PolicyConfig()
@@ -82,12 +93,12 @@ def test_missing_cell_values_cannot_leak():
         d = dem.clone()
         d[0, 4, 1] = missing
         outs.append(policy(d, proprio))
-        values, mask = policy.split_dem(d)
+        values, mask = policy.split_dem(d, proprio)
         assert values[0, 0, 4, 1] == 0 and mask[0, 0, 4, 1] == 0
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
     # NaN and +-inf are the values a missing cell can hold; identical outputs mean none of them leaks,
     # while the two controls below show the cell itself is not ignored
-    assert policy.split_dem(dem)[1].sum() == dem.numel()
+    assert policy.split_dem(dem, proprio)[1].sum() == dem.numel()
     measured_zero = dem.clone()
     measured_zero[0, 4, 1] = 0.0
     assert not torch.equal(policy(measured_zero, proprio), outs[0]), "a missing cell must differ from a measured 0"
@@ -119,10 +130,10 @@ def test_column_fill_changes_only_what_missing_cells_hold():
     assert torch.equal(zero(dem, proprio), column(dem, proprio))
     shadow = dem.clone()
     shadow[:, 3:6, :] = float("nan")
-    values, mask = column.split_dem(shadow)
+    values, mask = column.split_dem(shadow, proprio)
     scaled = dem / CFG.dem_scale
     assert torch.allclose(values[:, 0, 4], scaled[:, 2] + (scaled[:, 6] - scaled[:, 2]) / 2, atol=1e-6)
-    assert torch.equal(mask, zero.split_dem(shadow)[1]) and mask[:, 0, 3:6].sum() == 0
+    assert torch.equal(mask, zero.split_dem(shadow, proprio)[1]) and mask[:, 0, 3:6].sum() == 0
     assert not torch.equal(zero(shadow, proprio), column(shadow, proprio))
     inf = shadow.clone()
     inf[:, 3:6, :] = float("inf")
@@ -143,7 +154,8 @@ def test_nan_aware_convolution_numerically():
     dem = rng.uniform(0.0, 0.4, cfg.dem_shape)
     dem[rng.random(dem.shape) < 0.3] = np.nan
     dem[0, :] = np.nan  # a fully missing row at the padded edge
-    features = policy.encode(torch.tensor(dem[None], dtype=torch.float32)).detach().numpy().reshape(2, *cfg.dem_shape)
+    level = torch.zeros(1, cfg.n_proprio)
+    features = policy.encode(torch.tensor(dem[None], dtype=torch.float32), level).detach().numpy().reshape(2, *cfg.dem_shape)
     padded = np.pad(dem, 1, constant_values=np.nan)
     expected = np.zeros(cfg.dem_shape)
     for i in range(cfg.dem_shape[0]):
@@ -175,6 +187,55 @@ def test_gradients_flow_and_a_tiny_regression_fits():
     assert loss.item() < first / 100, (first, loss.item())
 
 
+def test_footprint_plane_is_the_ground_under_the_tracks_in_the_simulators_exact_dems():
+    """Driving stairs up and down, the exact DEM's cells under the main tracks lie at or below the tracks' contact
+    plane (the tracks rest on that ground) but for a few centimetres (a cell reports the highest point of its 10 cm,
+    over which a 30 deg plane rises 3 cm; a nosing between the pseudo-wheels; a riser against a wheel in the end
+    rows), and on half of them the two agree within a centimetre; pitches of 30 deg and more are among the states.
+    The opposite pitch sign puts 1 % of the cells 33 cm or more above it."""
+    spec = DemSpec()
+    xs, ys = (torch.from_numpy(a.astype(np.float32)) for a in spec.cell_centers())
+    under = (xs.abs() <= TRACK_REACH).numpy()
+    assert under.sum(0).tolist() == [6] * spec.cols  # rows 10-15: centres 0.25 m ahead to 0.25 m behind
+    diffs, pitches = [], []
+    for name in ("stairs_up", "stairs_down"):
+        trace = Trace()
+        run_episode(MujocoSimulator(), resolve_world(name), HeuristicController(), seed=0, trace=trace)
+        for obs in trace.observations[::3]:
+            plane = footprint_heights(torch.tensor([obs.pitch]), torch.tensor([obs.roll]), xs, ys, 0.089)[0].numpy()
+            diffs.append((obs.dem - plane)[under])
+            pitches.append(abs(obs.pitch))
+    d = np.concatenate(diffs)
+    assert max(pitches) > np.radians(30)
+    assert np.percentile(d, 99) < 0.04 and d.max() < 0.1, (np.percentile(d, 99), d.max())  # measured 0.028, 0.085
+    assert np.mean(np.abs(d) < 0.01) > 0.5, np.mean(np.abs(d) < 0.01)  # measured 0.56
+
+
+def test_footprint_completes_only_missing_cells_under_the_tracks():
+    """With ``footprint_reach`` the missing cells under the tracks take the contact plane and count as measured: the
+    action equals the one on the DEM with those cells set to the plane; cells beyond the reach stay missing, measured
+    cells keep their heights, and the default (reach 0) leaves every missing cell missing."""
+    off, on = _policy(4), _policy(4, PolicyConfig(footprint_reach=TRACK_REACH))
+    on.load_state_dict(off.state_dict())  # buffers of the footprint are not weights: same checkpoint either way
+    dem, proprio = _inputs(6, seed=4, nan_fraction=0.3)
+    values, mask = on.split_dem(dem, proprio)
+    assert mask[:, 0, 10:16].min() == 1  # every cell under the tracks measured or completed
+    missing = ~torch.isfinite(dem)
+    for rows in (slice(0, 10), slice(16, 20)):
+        assert torch.equal(mask[:, 0, rows] == 0, missing[:, rows])
+    spec = DemSpec()
+    xs, ys = (torch.from_numpy(a.astype(np.float32)) for a in spec.cell_centers())
+    plane = footprint_heights(proprio[:, 0], proprio[:, 1], xs, ys, CFG.footprint_depth)
+    completed = dem.clone()
+    completed[:, 10:16] = torch.where(missing[:, 10:16], plane[:, 10:16], dem[:, 10:16])
+    assert torch.allclose(on(dem, proprio), off(completed, proprio), atol=1e-6)
+    assert torch.allclose(values[:, 0], on.split_dem(completed, proprio)[0][:, 0], atol=1e-6)
+    assert not torch.allclose(on(dem, proprio), off(dem, proprio), atol=1e-4)
+    assert torch.equal(off.split_dem(dem, proprio)[1][:, 0] == 0, missing)
+    full = torch.nan_to_num(dem, nan=0.1)
+    assert torch.equal(on(full, proprio), off(full, proprio))  # nothing missing: nothing to complete
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -186,6 +247,10 @@ def test_gradients_flow_and_a_tiny_regression_fits():
         {"dem_scale": 0.0},
         {"n_out": True},
         {"nan_fill": "mean"},
+        {"footprint_reach": -0.1},
+        {"footprint_depth": float("nan")},
+        {"dem_resolution": 0.0},
+        {"dem_front": float("inf")},
     ],
 )
 def test_config_rejects_bad_values(bad):
@@ -194,13 +259,14 @@ def test_config_rejects_bad_values(bad):
 
 
 def test_config_dict_round_trip_and_unknown_keys():
-    cfg = PolicyConfig(hidden=(32, 16), conv_channels=4, nan_fill="column")
+    cfg = PolicyConfig(hidden=(32, 16), conv_channels=4, nan_fill="column", footprint_reach=0.339)
     assert PolicyConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="conv_chanels"):
         PolicyConfig.from_dict({"conv_chanels": 4})
     older = cfg.to_dict()
-    del older["nan_fill"]  # a checkpoint from before the field: seed 000's zero fill
-    assert PolicyConfig.from_dict(older).nan_fill == "zero"
+    for name in ("nan_fill", "footprint_reach", "footprint_depth", "dem_resolution", "dem_front"):
+        del older[name]  # a checkpoint from before the fields: seed 000's zero fill, no footprint
+    assert PolicyConfig.from_dict(older) == PolicyConfig(hidden=(32, 16), conv_channels=4)
 
 
 @pytest.fixture

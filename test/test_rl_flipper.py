@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from flipper_control.policy import NanAwarePolicy, PolicyConfig
+from flipper_control.policy import TRACK_REACH, NanAwarePolicy, PolicyConfig
 from flipper_control.rl.checkpoint import save_agent
 from flipper_control.rl.ddqn_per import td_errors_and_loss
 from flipper_control.rl.flipper_cup import ARCHITECTURES as ACTOR_ARCHS
@@ -116,9 +116,9 @@ def test_one_ddqn_update_moves_q_towards_the_target():
     assert np.abs(td_after).mean() < np.abs(td).mean()
 
 
-def _policy_and_obs(frame_stack=2, nan_fill="zero"):
+def _policy_and_obs(frame_stack=2, fill=None):
     torch.manual_seed(1)
-    policy = NanAwarePolicy(PolicyConfig(nan_fill=nan_fill)).eval()
+    policy = NanAwarePolicy(PolicyConfig(**(fill or {}))).eval()
     rng = np.random.default_rng(1)
     frames = []
     for _ in range(frame_stack):
@@ -129,9 +129,9 @@ def _policy_and_obs(frame_stack=2, nan_fill="zero"):
     return policy, frames, obs
 
 
-@pytest.mark.parametrize("nan_fill", ["zero", "column"])
-def test_cup_source_mean_is_the_imitation_policys_action(nan_fill):
-    policy, frames, obs = _policy_and_obs(nan_fill=nan_fill)
+@pytest.mark.parametrize("fill", [{"nan_fill": "zero"}, {"nan_fill": "column"}, {"footprint_reach": TRACK_REACH}])
+def test_cup_source_mean_is_the_imitation_policys_action(fill):
+    policy, frames, obs = _policy_and_obs(fill=fill)
     src = PolicySource(PolicyActorConfig(policy.config.to_dict(), frame_stack=2, init_std=0.1), policy)
     env_like = FlipperRLEnv.__new__(FlipperRLEnv)  # only the joint-range mapping is needed: no simulator
     env_like._mid, env_like._half = (1.57 + -1.2) / 2, (1.57 - -1.2) / 2

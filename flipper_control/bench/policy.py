@@ -4,6 +4,7 @@ straightforward per-sample forward pass as a baseline in the same run (see ``ben
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -41,12 +42,13 @@ def bench_policy(config=None, calls: int = 5000, repeats: int = 3, seed: int = 0
     per-sample call ``policy(torch.from_numpy(dem)[None], torch.from_numpy(proprio)[None])`` with autograd on
     and fresh tensors each time, as one would write it first. Batched: decisions per second when 256 DEMs go
     through ``forward`` in one call under ``inference_mode`` (the figure for dataset labelling and evaluation).
-    The issue's target is at most 1 ms per decision on one core (``meets_target``).
+    Footprint: the same weights with ``footprint_reach`` at ``TRACK_REACH`` on the NaN DEMs (the cost of completing
+    the cells under the tracks). The issue's target is at most 1 ms per decision on one core (``meets_target``).
     """
     import torch
 
     from flipper_control.learning.worker_process import peak_rss_mib
-    from flipper_control.policy import NanAwarePolicy, PolicyConfig
+    from flipper_control.policy import TRACK_REACH, NanAwarePolicy, PolicyConfig
 
     if calls < 1 or repeats < 1:
         raise ValueError(f"calls and repeats must be >= 1, got {calls} and {repeats}")
@@ -54,6 +56,8 @@ def bench_policy(config=None, calls: int = 5000, repeats: int = 3, seed: int = 0
     with torch.random.fork_rng(devices=[]):  # seeded weights without disturbing the caller's global torch RNG
         torch.manual_seed(seed)
         policy = NanAwarePolicy(config).eval()  # safe: nn.Module.eval() (inference mode), not code evaluation
+    footprint = NanAwarePolicy(replace(config, footprint_reach=TRACK_REACH)).eval()  # safe: nn.Module.eval()
+    footprint.load_state_dict(policy.state_dict())
     rng = np.random.default_rng(seed)
     n_inputs, nan_fraction, batch = 256, 0.3, 256
     dems, proprio = _policy_inputs(config, n_inputs, rng, 0.0)
@@ -70,17 +74,18 @@ def bench_policy(config=None, calls: int = 5000, repeats: int = 3, seed: int = 0
 
     with one_core_one_thread() as cpu:
         warmup = min(200, calls)  # first calls allocate and pick kernels; not what the robot pays per decision
-        for path in (policy.act_numpy, baseline):
+        for path in (policy.act_numpy, baseline, footprint.act_numpy):
             _time_per_call(path, dems, proprio, warmup)
             _time_per_call(path, nan_dems, nan_proprio, warmup)
         batched()
         n_batches = max(3, calls // batch)
-        clean, with_nan, base, base_nan, batch_rate = [], [], [], [], []
+        clean, with_nan, base, base_nan, batch_rate, with_footprint = [], [], [], [], [], []
         for _ in range(repeats):
             clean.append(_time_per_call(policy.act_numpy, dems, proprio, calls) * 1e3)
             with_nan.append(_time_per_call(policy.act_numpy, nan_dems, nan_proprio, calls) * 1e3)
             base.append(_time_per_call(baseline, dems, proprio, calls) * 1e3)
             base_nan.append(_time_per_call(baseline, nan_dems, nan_proprio, calls) * 1e3)
+            with_footprint.append(_time_per_call(footprint.act_numpy, nan_dems, nan_proprio, calls) * 1e3)
             t0 = time.perf_counter()
             for _ in range(n_batches):
                 batched()
@@ -105,6 +110,8 @@ def bench_policy(config=None, calls: int = 5000, repeats: int = 3, seed: int = 0
         "warmup": warmup,
         "act_numpy": {"ms_per_decision": ms, "ms_repeats": clean},
         "act_numpy_nan": {"ms_per_decision": ms_nan, "ms_repeats": with_nan, "nan_fraction": float(np.isnan(nan_dems).mean())},
+        "act_numpy_nan_footprint": {"ms_per_decision": median(with_footprint), "ms_repeats": with_footprint,
+                                    "footprint_reach": TRACK_REACH},
         "baseline_forward": {"ms_per_decision": median(base), "ms_repeats": base},
         "baseline_forward_nan": {"ms_per_decision": median(base_nan), "ms_repeats": base_nan},
         "speedup_vs_baseline": median(base) / ms,

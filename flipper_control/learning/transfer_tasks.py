@@ -42,8 +42,8 @@ class PolicyTaskModel:
     def __call__(self, heights: torch.Tensor, measured: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
         c = self.policy.config
         # heights are 0 at missing cells already (the GAN's channels hold them so); as split_dem then clamp and scale
-        values = self.policy.fill_missing(heights.clamp(-c.dem_clip, c.dem_clip) / c.dem_scale, measured)
-        return self.policy.forward_parts(values.unsqueeze(1), measured.unsqueeze(1), scalars)
+        values, mask = self.policy.complete(heights.clamp(-c.dem_clip, c.dem_clip) / c.dem_scale, measured, scalars)
+        return self.policy.forward_parts(values.unsqueeze(1), mask.unsqueeze(1), scalars)
 
 
 def load_task_policy(path: str, gan_config, where: str) -> tuple[PolicyTaskModel, dict[str, Any]]:

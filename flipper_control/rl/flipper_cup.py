@@ -85,9 +85,9 @@ def _pre_tanh(policy: NanAwarePolicy, obs: torch.Tensor, frame_stack: int) -> to
     mapped onto the joint range, is ``policy(dem, proprio)``."""
     c = policy.config
     values, mask, proprio = split_frames(obs.to(torch.float32), frame_stack, c.dem_shape)
-    values = values[:, -1:].clamp(-c.dem_clip, c.dem_clip) / c.dem_scale  # as NanAwarePolicy.split_dem
-    values = policy.fill_missing(values, mask[:, -1:])
-    features = policy.act(policy.conv_values(values) * policy.conv_mask(mask[:, -1:])).flatten(1)
+    values = values[:, -1].clamp(-c.dem_clip, c.dem_clip) / c.dem_scale  # as NanAwarePolicy.split_dem
+    values, mask = policy.complete(values, mask[:, -1], proprio[:, -1])
+    features = policy.act(policy.conv_values(values.unsqueeze(1)) * policy.conv_mask(mask.unsqueeze(1))).flatten(1)
     return policy.head(torch.cat((features, proprio[:, -1]), dim=1))
 
 
