@@ -6,6 +6,12 @@ goes through its own convolution and the two outputs are multiplied, so that fro
 NaN exists in the network. The product is flattened, concatenated with the 1D inputs and mapped by
 fully connected layers to four flipper angles squashed into the joint range.
 
+With ``members`` > 1 the network is an ensemble: that many independent copies of the two convolutions and the
+dense layers (their convolutions stacked as the output channels of one), and the action is the mean of their
+actions (``ensemble_of`` builds one from separately trained policies). Averaging policies trained from different
+seeds on the same data lowers the part of the imitation error that depends on the seed, where a closed loop
+compounds it.
+
 With ``footprint_reach`` > 0 the missing cells under the main tracks are first given the height of the tracks'
 contact plane, known from the robot's pitch and roll (``footprint_heights``), and count as measured: the lidar
 cannot see under the robot, but the robot stands on that ground.
@@ -14,7 +20,7 @@ cannot see under the robot, but the robot stands on that ground.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -25,8 +31,8 @@ from sim.dem import DemSpec
 from sim.robot import RobotSpec
 from sim.simulator import Observation
 
-__all__ = ["NAN_FILLS", "TRACK_REACH", "PolicyConfig", "NanAwarePolicy", "PolicyController", "fill_columns",
-           "footprint_heights"]
+__all__ = ["NAN_FILLS", "TRACK_REACH", "PolicyConfig", "NanAwarePolicy", "PolicyController", "ensemble_of",
+           "fill_columns", "footprint_heights"]
 
 NAN_FILLS = ("zero", "column")
 
@@ -108,6 +114,7 @@ class PolicyConfig:
     footprint_depth: float = RobotSpec.wheel_radius  # metres from base_link down to the tracks' contact plane
     dem_resolution: float = DemSpec.resolution  # the DEM's cell size and front edge (``DemSpec``): where cells lie
     dem_front: float = DemSpec.front
+    members: int = 1  # independent networks whose actions are averaged (an ensemble, ``ensemble_of``); 1: seed 000
 
     def __post_init__(self) -> None:
         # JSON gives lists: accept them, keep the dataclass hashable
@@ -116,6 +123,8 @@ class PolicyConfig:
         problems = []
         if len(self.dem_shape) != 2 or not all(_is_int(n) and n >= 1 for n in self.dem_shape):
             problems.append(f"dem_shape must be two positive integers (rows, cols), got {self.dem_shape}")
+        if not (_is_int(self.members) and self.members >= 1):
+            problems.append(f"members must be an integer >= 1, got {self.members!r}")
         if not (_is_int(self.conv_channels) and self.conv_channels >= 1):
             problems.append(f"conv_channels must be an integer >= 1, got {self.conv_channels!r}")
         if not (_is_int(self.conv_kernel) and self.conv_kernel >= 1 and self.conv_kernel % 2 == 1):
@@ -155,7 +164,8 @@ class PolicyConfig:
         rows, cols = self.dem_shape
         convs = 2 * (self.conv_channels * self.conv_kernel ** 2 + self.conv_channels)
         widths = [self.conv_channels * rows * cols + self.n_proprio, *self.hidden, self.n_out]
-        return convs + sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+        member = convs + sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+        return self.members * member
 
     def to_dict(self) -> dict:
         """Plain JSON-ready mapping (tuples become lists)."""
@@ -188,17 +198,14 @@ class NanAwarePolicy(nn.Module):
         super().__init__()
         self.config = c = config or PolicyConfig()
         pad = c.conv_kernel // 2
-        self.conv_values = nn.Conv2d(1, c.conv_channels, c.conv_kernel, padding=pad)
-        self.conv_mask = nn.Conv2d(1, c.conv_channels, c.conv_kernel, padding=pad)
+        # one input channel: the members' convolutions are independent blocks of output channels of one convolution
+        self.conv_values = nn.Conv2d(1, c.members * c.conv_channels, c.conv_kernel, padding=pad)
+        self.conv_mask = nn.Conv2d(1, c.members * c.conv_channels, c.conv_kernel, padding=pad)
         self.act = nn.LeakyReLU(c.negative_slope)
         rows, cols = c.dem_shape
-        layers: list[nn.Module] = []
-        width = c.conv_channels * rows * cols + c.n_proprio
-        for h in c.hidden:
-            layers += [nn.Linear(width, h), nn.LeakyReLU(c.negative_slope)]
-            width = h
-        layers.append(nn.Linear(width, c.n_out))
-        self.head = nn.Sequential(*layers)
+        self.head = self._dense()
+        # the other members' dense layers; absent with one member, so that its weights keep seed 000's names
+        self.member_heads = nn.ModuleList(self._dense() for _ in range(c.members - 1))
         # cell centres in the DEM's yaw frame and the cells under the footprint (buffers: they follow .to(device);
         # not persistent: the config rebuilds them, and checkpoints keep only weights)
         x = c.dem_front - (torch.arange(rows, dtype=torch.float32) + 0.5) * c.dem_resolution
@@ -214,6 +221,17 @@ class NanAwarePolicy(nn.Module):
         self._proprio_t = torch.zeros((1, c.n_proprio), dtype=torch.float32)
         self._dem_np = self._dem_t.numpy()
         self._proprio_np = self._proprio_t.numpy()
+
+    def _dense(self) -> nn.Sequential:
+        """One member's fully connected layers: its DEM features and the 1D inputs -> n_out values before tanh."""
+        c = self.config
+        layers: list[nn.Module] = []
+        width = c.conv_channels * c.dem_shape[0] * c.dem_shape[1] + c.n_proprio
+        for h in c.hidden:
+            layers += [nn.Linear(width, h), nn.LeakyReLU(c.negative_slope)]
+            width = h
+        layers.append(nn.Linear(width, c.n_out))
+        return nn.Sequential(*layers)
 
     def split_dem(self, dem: torch.Tensor, proprio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, mask), each (B, 1, rows, cols): values normalised with missing cells completed
@@ -245,7 +263,8 @@ class NanAwarePolicy(nn.Module):
         return values, mask
 
     def encode(self, dem: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        """The NaN-free DEM features (B, conv_channels * rows * cols) that enter the dense layers."""
+        """The NaN-free DEM features (B, members * conv_channels * rows * cols) that enter the dense layers (member
+        by member)."""
         values, mask = self.split_dem(dem, proprio)
         return self.act(self.conv_values(values) * self.conv_mask(mask)).flatten(1)
 
@@ -270,9 +289,14 @@ class NanAwarePolicy(nn.Module):
         The mask may carry a gradient (the CycleGAN's policy-aware loss hides and reveals cells through it)."""
         c = self.config
         features = self.act(self.conv_values(values) * self.conv_mask(mask)).flatten(1)
-        z = self.head(torch.cat((features, proprio), dim=1))
-        # tanh maps onto the open joint range; the clamp only removes float rounding at saturation
-        return (self._mid + self._half * torch.tanh(z)).clamp(c.flipper_lower, c.flipper_upper)
+        if c.members == 1:
+            z = self.head(torch.cat((features, proprio), dim=1))
+            # tanh maps onto the open joint range; the clamp only removes float rounding at saturation
+            return (self._mid + self._half * torch.tanh(z)).clamp(c.flipper_lower, c.flipper_upper)
+        parts = features.view(features.shape[0], c.members, -1)  # channel blocks, member by member
+        actions = [self._mid + self._half * torch.tanh(head(torch.cat((parts[:, j], proprio), dim=1)))
+                   for j, head in enumerate((self.head, *self.member_heads))]
+        return torch.stack(actions).mean(0).clamp(c.flipper_lower, c.flipper_upper)
 
     def act_numpy(self, dem: np.ndarray, proprio: np.ndarray) -> np.ndarray:
         """One decision from a (rows, cols) DEM and the (n_proprio,) vector -> (n_out,) float64 radians.
@@ -292,6 +316,29 @@ class NanAwarePolicy(nn.Module):
         with torch.inference_mode():
             out = self.forward(self._dem_t, self._proprio_t)
         return out[0].numpy().astype(np.float64)
+
+
+def ensemble_of(policies: list[NanAwarePolicy]) -> NanAwarePolicy:
+    """One ``NanAwarePolicy`` with ``members = len(policies)`` whose action is the mean of the given single policies'
+    actions (their weights copied; they must share one config with ``members`` 1)."""
+    if not policies:
+        raise ValueError("ensemble_of: no policies given")
+    first = policies[0].config
+    for k, p in enumerate(policies):
+        if p.config.members != 1:
+            raise ValueError(f"ensemble_of: policy {k} is itself an ensemble of {p.config.members}")
+        if p.config != first:
+            diff = [f.name for f in fields(PolicyConfig) if getattr(p.config, f.name) != getattr(first, f.name)]
+            raise ValueError(f"ensemble_of: policy {k} differs from policy 0 in {', '.join(diff)}")
+    ensemble = NanAwarePolicy(replace(first, members=len(policies)))
+    with torch.no_grad():
+        for name in ("conv_values", "conv_mask"):
+            conv = getattr(ensemble, name)
+            conv.weight.copy_(torch.cat([getattr(p, name).weight for p in policies]))
+            conv.bias.copy_(torch.cat([getattr(p, name).bias for p in policies]))
+        for head, p in zip((ensemble.head, *ensemble.member_heads), policies, strict=True):
+            head.load_state_dict(p.head.state_dict())
+    return ensemble.eval()  # safe: nn.Module.eval()
 
 
 class PolicyController:

@@ -327,7 +327,7 @@ def _front_rows_hidden(n: int, seed: int) -> tuple[GanData, GanData]:
 
 
 @pytest.mark.parametrize("fill", [{"nan_fill": "zero"}, {"nan_fill": "column"},
-                                  {"nan_fill": "column", "footprint_reach": TRACK_REACH}])
+                                  {"nan_fill": "column", "footprint_reach": TRACK_REACH}, {"members": 2}])
 def test_the_policy_as_task_model_acts_as_on_dems_with_nan_and_passes_gradients_through_heights_and_mask(fill):
     """The task model's (heights, measured) path equals the policy's own NaN path (with each completion of the
     missing cells), and G's heights and (straight through) mask both get a gradient from the policy's action -- a

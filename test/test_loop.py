@@ -219,6 +219,27 @@ def test_each_iteration_policy_loads_and_records_its_training_data(base_run):
 
 
 # ------------------------------------------------------------------------------------------ resume
+def test_ensemble_keeps_the_mean_of_the_iterations_candidates(tmp_path):
+    """``ensemble: true``: the iteration's policy is one checkpoint averaging its two candidates, scored in the
+    selection as one candidate that records its members."""
+    out = tmp_path / "ensemble"
+    report = run_loop(tiny_config(iterations=1, candidates=2, ensemble=True), out)
+    selection = json.loads((out / "iter_1" / "selection.json").read_text())
+    seeds = [100, 101]  # loop seed * 1000 + iteration * 100 + candidate
+    assert [c["members"] for c in selection["candidates"]] == [seeds] and selection["kept"] == seeds[0]
+    assert report["iterations"][0]["training"]["candidates"] == 1
+    kept, _ = load_policy(out / "iter_1" / "policy")
+    members = [load_policy(out / "iter_1" / "candidates" / f"seed_{s}")[0] for s in seeds]
+    assert kept.config.members == 2 and all(m.config.members == 1 for m in members)
+    rng = np.random.default_rng(0)
+    dem = torch.from_numpy(rng.normal(0, 0.2, (8, 20, 5)).astype(np.float32))
+    proprio = torch.from_numpy(rng.normal(0, 0.3, (8, 6)).astype(np.float32))
+    with torch.no_grad():
+        mean = torch.stack([m(dem, proprio) for m in members]).mean(0)
+        assert torch.allclose(kept(dem, proprio), mean, atol=1e-6)
+        assert not torch.allclose(members[0](dem, proprio), members[1](dem, proprio), atol=1e-4)
+
+
 def test_resume_reruns_a_deleted_evaluation_and_nothing_else(base_run, tmp_path):
     base, report, _ = base_run
     out = copy_run(base, tmp_path / "run")

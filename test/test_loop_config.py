@@ -63,7 +63,7 @@ def test_invalid_values_are_refused_with_a_reason(changes, message):
 
 
 @pytest.mark.parametrize("changes", [{"imitation": "small"}, {"coarse": 5}, {"seed": "a"}, {"eval_seed": -1},
-                                     {"carry_best": "no"}])
+                                     {"carry_best": "no"}, {"ensemble": 1}])
 def test_mistyped_values_are_refused_when_the_config_is_built(changes):
     with pytest.raises(ValueError, match=next(iter(changes))):
         LoopConfig.from_dict(changes)

@@ -15,6 +15,7 @@ from flipper_control.policy import (
     NanAwarePolicy,
     PolicyConfig,
     PolicyController,
+    ensemble_of,
     fill_columns,
     footprint_heights,
 )
@@ -236,6 +237,32 @@ def test_footprint_completes_only_missing_cells_under_the_tracks():
     assert torch.equal(on(full, proprio), off(full, proprio))  # nothing missing: nothing to complete
 
 
+def test_an_ensemble_acts_as_the_mean_of_its_members_and_round_trips_as_a_checkpoint(tmp_path):
+    """``ensemble_of`` gives the mean of the members' actions (on DEMs with NaN, through the footprint too), in the
+    batched forward and in act_numpy; saved and loaded it keeps them; one member keeps seed 000's weight names."""
+    config = PolicyConfig(conv_channels=4, hidden=(16,), footprint_reach=TRACK_REACH)
+    members = [_policy(seed, config) for seed in (1, 2, 3)]
+    ensemble = ensemble_of(members)
+    assert ensemble.config.members == 3 and ensemble.config.parameter_count() == 3 * config.parameter_count()
+    assert sum(p.numel() for p in ensemble.parameters()) == ensemble.config.parameter_count()
+    dem, proprio = _inputs(16, seed=7, nan_fraction=0.3)
+    mean = torch.stack([m(dem, proprio) for m in members]).mean(0)
+    assert torch.allclose(ensemble(dem, proprio), mean, atol=1e-6)
+    assert not torch.allclose(mean, members[0](dem, proprio), atol=1e-3)  # the members do differ
+    single = ensemble.act_numpy(dem[3].numpy(), proprio[3].numpy())
+    assert np.allclose(single, mean[3].detach().numpy(), atol=1e-6)
+    save_policy(tmp_path / "ens", ensemble, {"seed": 0})
+    loaded, _ = load_policy(tmp_path / "ens")
+    assert loaded.config == ensemble.config and torch.equal(loaded(dem, proprio), ensemble(dem, proprio))
+    assert not any(k.startswith("member_heads") for k in members[0].state_dict())
+    with pytest.raises(ValueError, match="policy 1 differs from policy 0 in hidden"):
+        ensemble_of([members[0], _policy(1, PolicyConfig(conv_channels=4, hidden=(8,), footprint_reach=TRACK_REACH))])
+    with pytest.raises(ValueError, match="policy 0 is itself an ensemble of 3"):
+        ensemble_of([ensemble])
+    with pytest.raises(ValueError, match="no policies"):
+        ensemble_of([])
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -251,6 +278,7 @@ def test_footprint_completes_only_missing_cells_under_the_tracks():
         {"footprint_depth": float("nan")},
         {"dem_resolution": 0.0},
         {"dem_front": float("inf")},
+        {"members": 0},
     ],
 )
 def test_config_rejects_bad_values(bad):
@@ -264,7 +292,7 @@ def test_config_dict_round_trip_and_unknown_keys():
     with pytest.raises(ValueError, match="conv_chanels"):
         PolicyConfig.from_dict({"conv_chanels": 4})
     older = cfg.to_dict()
-    for name in ("nan_fill", "footprint_reach", "footprint_depth", "dem_resolution", "dem_front"):
+    for name in ("nan_fill", "footprint_reach", "footprint_depth", "dem_resolution", "dem_front", "members"):
         del older[name]  # a checkpoint from before the fields: seed 000's zero fill, no footprint
     assert PolicyConfig.from_dict(older) == PolicyConfig(hidden=(32, 16), conv_channels=4)
 

@@ -145,6 +145,12 @@ def test_cup_source_mean_is_the_imitation_policys_action(fill):
     assert not any(p.requires_grad for p in src.parameters())
 
 
+def test_cup_refuses_an_ensemble_policy():
+    policy = NanAwarePolicy(PolicyConfig(members=2)).eval()  # safe: nn.Module.eval()
+    with pytest.raises(ValueError, match="ensemble of 2"):
+        PolicySource(PolicyActorConfig(policy.config.to_dict(), frame_stack=1, init_std=0.1), policy)
+
+
 def test_checkpoint_round_trip_and_wrong_algorithm_refused(tmp_path):
     torch.manual_seed(2)
     net = FlipperQNetwork(FlipperQConfig(n_actions=7, frame_stack=3))

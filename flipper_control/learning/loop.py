@@ -195,13 +195,13 @@ class _Loop:
         # made it win once (the best of several noisy draws) and no new candidate could fairly beat it.
         sel_seed = selection_seed(c, k)
         cands, selection_cpu = [], 0.0
-        for s, t in zip(seeds, trained, strict=True):
+        for s, t in ([self._ensemble(d, seeds, trained)] if c.ensemble else zip(seeds, trained, strict=True)):
             ev = self.evaluate(self._policy_spec(t["path"], k), worlds, c.selection_runs, sel_seed,
-                               f"iter {k}: selecting, candidate {s}")
+                               f"iter {k}: selecting, " + (f"ensemble of {len(seeds)}" if c.ensemble else f"candidate {s}"))
             selection_cpu += ev["cpu_s"]
             cands.append({"seed": s, "path": t["path"], "score": ev["total"], "test_mse": t["report"]["test_mse"],
                           "baseline_test_mse": t["report"]["baseline_test_mse"], "train_s": t["report"]["seconds"],
-                          "samples_train": t["report"]["samples_train"]})
+                          "samples_train": t["report"]["samples_train"], **({"members": seeds} if c.ensemble else {})})
         if c.carry_best and k > 1:
             prev = json.loads((self.out / f"iter_{k - 1}" / "selection.json").read_text())
             kept = prev["candidates"][0]
@@ -224,6 +224,23 @@ class _Loop:
                      "wall_s": round(time.perf_counter() - t0, 2)}
         write_json_atomic(d / "selection.json", selection)
         return selection
+
+    @staticmethod
+    def _ensemble(d: Path, seeds: list[int], trained: list[dict]) -> tuple[int, dict]:
+        """(seed, training result) of the mean of the trained candidates, written to ``d/candidates/ensemble`` as one
+        checkpoint (``LoopConfig.ensemble``): its seed is the first member's, its test MSE the members' mean (the
+        ensemble's own is not measured), its training time theirs summed."""
+        from flipper_control.checkpoint import load_policy, save_policy
+        from flipper_control.policy import ensemble_of
+
+        members = [load_policy(t["path"])[0] for t in trained]
+        path = d / "candidates" / "ensemble"
+        save_policy(path, ensemble_of(members), {"members": [t["path"] for t in trained], "seeds": seeds})
+        reports = [t["report"] for t in trained]
+        report = {"test_mse": statistics.fmean(r["test_mse"] for r in reports),
+                  "baseline_test_mse": reports[0]["baseline_test_mse"], "seconds": sum(r["seconds"] for r in reports),
+                  "samples_train": reports[0]["samples_train"]}
+        return seeds[0], {"path": str(path), "report": report}
 
     def evaluate_policy(self, k: int) -> dict:
         d = self.out / f"iter_{k}"

@@ -47,6 +47,9 @@ class LoopConfig:
     imitation: ImitationConfig = field(default_factory=ImitationConfig)
     candidates: int = 4  # policies trained per iteration (seed 000: 10)
     carry_best: bool = True  # the previous iteration's policy competes in the selection (it stays unless beaten)
+    # the iteration's new policy is the mean of all its candidates (``policy.ensemble_of``), scored as one candidate;
+    # false: the best candidate by score (seed 000)
+    ensemble: bool = False
     selection_worlds: tuple[str, ...] = ("test",)  # scored to pick the best candidate (seed 000: the test worlds)
     selection_runs: int = 1
     selection_seed: int = 1000  # noise seeds differ from the evaluation's; each iteration draws fresh ones
@@ -76,8 +79,9 @@ class LoopConfig:
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
                 problems.append(f"{name} must be an integer >= 0, got {v!r}")
-        if not isinstance(self.carry_best, bool):
-            problems.append(f"carry_best must be true or false, got {self.carry_best!r}")
+        for name in ("carry_best", "ensemble"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.training_set not in GENERATED_SETS:
             problems.append(f"training_set must be one of {', '.join(GENERATED_SETS)}, got {self.training_set!r}")
         if self.executor not in EXECUTOR_KINDS:

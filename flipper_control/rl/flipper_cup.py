@@ -99,6 +99,10 @@ class PolicyActor(GaussianActor):
         nn.Module.__init__(self)  # GaussianActor's MLP is not built: the policy network takes its place
         self.config = config
         self.policy = policy if policy is not None else NanAwarePolicy(PolicyConfig.from_dict(dict(config.policy)))
+        if self.policy.config.members != 1:
+            # the actor's mean is one network's pre-tanh output; an ensemble's action is a mean after the tanh
+            raise ValueError(f"flipper-CUP fine-tunes a single policy network; this one is an ensemble of "
+                             f"{self.policy.config.members} (PolicyConfig.members): give one of its members' checkpoints")
         self.log_std = nn.Parameter(torch.full((self.policy.config.n_out,), math.log(config.init_std)))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
