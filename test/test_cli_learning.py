@@ -215,6 +215,16 @@ def test_train_policy_writes_a_loadable_checkpoint_and_json(planned, imitation_y
     assert [c["kept"] for c in rep["candidates"]] == [True, False]
 
 
+def test_train_policy_ensemble_writes_the_kept_policies_as_one_checkpoint(planned, imitation_yaml, tmp_path, capsys):
+    out = tmp_path / "ens"
+    assert main(["train-policy", "--data", str(planned), "--out", str(out), "--config", str(imitation_yaml),
+                 "--seeds", "3", "--keep", "2", "--epochs", "1", "--ensemble"]) == 0
+    assert capsys.readouterr().out.count("| yes |") == 2
+    policy, meta = load_policy(out)
+    assert policy.config.members == 2 and len(meta["seeds"]) == 2 and set(meta["seeds"]) <= {0, 1, 2}
+    assert not checkpoint_paths(tmp_path / "ens_2")[0].exists()
+
+
 def test_train_policy_without_samples_exits_2(tmp_path, capsys):
     failed = tmp_path / "failed.safetensors"
     TrajectoryDataset([Trajectory.failed("budget", (20, 5), {"world": "flat"})]).save(failed)

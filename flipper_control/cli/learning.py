@@ -117,6 +117,8 @@ def cmd_train_policy(args) -> int:
     for c in cands:
         score = "-" if c.score is None else f"{c.score:.2f}"
         print(f"| {c.seed} | {c.report.test_mse:.5f} | {c.report.baseline_test_mse:.5f} | {score} | {'yes' if c.kept else ''} |")
+        if c.kept and args.ensemble:
+            continue  # written below, all kept as one checkpoint
         if c.kept:
             path = out if not kept_paths else out.with_name(f"{out.name}_{len(kept_paths) + 1}")
             rep = c.report.to_dict()
@@ -126,7 +128,17 @@ def cmd_train_policy(args) -> int:
             failed, path = save_output(path, lambda p, c=c, meta=meta: save_policy(p, c.policy, meta), "checkpoint")
             status = max(status, failed)
             kept_paths.append(str(path))
-    err(f"kept {len(kept_paths)} of {len(cands)}: " + ", ".join(p + ".safetensors" for p in kept_paths))
+    if args.ensemble:
+        from flipper_control.policy import ensemble_of
+
+        kept = [c for c in cands if c.kept]
+        meta = {"seeds": [c.seed for c in kept], "data_sha256": data_hash, "datasets": [str(p) for p in args.data],
+                "scores": [c.score for c in kept], "test_mse": [c.report.test_mse for c in kept]}
+        failed, path = save_output(out, lambda p: save_policy(p, ensemble_of([c.policy for c in kept]), meta), "checkpoint")
+        status = max(status, failed)
+        kept_paths.append(str(path))
+    err(f"kept {sum(c.kept for c in cands)} of {len(cands)}"
+        + (" as one ensemble" if args.ensemble else "") + ": " + ", ".join(p + ".safetensors" for p in kept_paths))
     return max(status, save_json(args.json, {"data_sha256": data_hash, "samples": data.n_samples,
                                              "candidates": [c.to_dict() for c in cands], "kept": kept_paths}))
 
@@ -227,6 +239,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=count)
     t.add_argument("--seeds", type=count, default=3, help="policies trained (seed 000: 10)")
     t.add_argument("--keep", type=count, default=1, help="policies kept (seed 000: 2)")
+    t.add_argument("--ensemble", action="store_true",
+                   help="write the kept policies as one checkpoint whose action is their mean (PolicyConfig.members)")
     t.add_argument("--seed", type=seed, default=0, help="first training seed")
     t.add_argument("--select-worlds", nargs="*", help="rank by simulated score on these worlds (default: by test MSE)")
     t.add_argument("--select-runs", type=count, default=1)
