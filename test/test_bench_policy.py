@@ -27,6 +27,8 @@ def test_bench_policy_small_run():
     for key in ("act_numpy", "act_numpy_nan", "act_numpy_nan_footprint", "baseline_forward", "baseline_forward_nan"):
         assert _positive(out[key]["ms_per_decision"]) and len(out[key]["ms_repeats"]) == 2
         assert all(_positive(v) for v in out[key]["ms_repeats"])
+    assert sorted(out["act_numpy_nan_ensemble"]) == ["10", "2"]
+    assert all(_positive(v["ms_per_decision"]) for v in out["act_numpy_nan_ensemble"].values())
     assert _positive(out["batched"]["decisions_per_s"]) and out["batched"]["batch"] == 256
     assert _positive(out["speedup_vs_baseline"]) and _positive(out["peak_rss_mib"])
     assert out["threads"] == 1 and out["torch"] == torch.__version__ and out["cpu_model"]

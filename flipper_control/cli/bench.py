@@ -78,6 +78,8 @@ def _bench_policy(args) -> dict:
     print(f"  act_numpy, NaN DEMs:    {r['act_numpy_nan']['ms_per_decision']:.4f} ms/decision")
     print(f"  ... footprint completed: {r['act_numpy_nan_footprint']['ms_per_decision']:.4f} ms/decision   "
           f"(footprint_reach {r['act_numpy_nan_footprint']['footprint_reach']:.3f} m)")
+    for k, v in r["act_numpy_nan_ensemble"].items():
+        print(f"  ... ensemble of {k:>2}:     {v['ms_per_decision']:.4f} ms/decision")
     print(f"  baseline plain forward: {r['baseline_forward']['ms_per_decision']:.4f} ms/decision   "
           f"({r['speedup_vs_baseline']:.2f}x slower than act_numpy)")
     print(f"  batched ({r['batched']['batch']}):          {r['batched']['decisions_per_s']:.0f} decisions/s")
