@@ -308,6 +308,7 @@ def test_config_round_trip_and_validation():
         ({"flipper_noise": -0.1}, "flipper_noise must be a std in radians"),
         ({"flipper_noise": 5.0}, "flipper_noise must be a std in radians"),
         ({"mirror": False, "flipper_noise": 0.2, "policy": {"n_proprio": 2}}, "flipper_noise needs policy.n_proprio == 6"),
+        ({"policy": {"members": 2}}, "policy.members must be 1, got 2: an ensemble averages policies trained one by one"),
     ]:
         with pytest.raises(ValueError, match=message):
             ImitationConfig.from_dict(bad)

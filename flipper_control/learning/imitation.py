@@ -145,6 +145,9 @@ class ImitationConfig:
                 problems.append("mirror needs policy.n_proprio == 6 (pitch, roll, 4 flippers) and policy.n_out == 4")
             if _is_num(self.flipper_noise) and self.flipper_noise > 0 and not four_flippers:
                 problems.append("flipper_noise needs policy.n_proprio == 6 (pitch, roll, 4 flippers)")
+            if self.policy.members != 1:  # trained together, the members would be one wider network, not an ensemble
+                problems.append(f"policy.members must be 1, got {self.policy.members}: an ensemble averages policies "
+                                "trained one by one (the loop's ensemble: true, flipper train-policy --ensemble)")
         if problems:
             raise ValueError("ImitationConfig: " + "; ".join(problems))
 
