@@ -143,10 +143,12 @@ class PolicyConfig:
                 problems.append(f"{name} must be a positive number of metres, got {value!r}")
         for name, low in (("footprint_reach", 0.0), ("footprint_depth", 0.0), ("dem_resolution", None)):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and (value > 0 if low is None else value >= low)):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not (number and (value > 0 if low is None else value >= low)):
                 problems.append(f"{name} must be a {'positive' if low is None else 'non-negative'} number of metres, "
                                 f"got {value!r}")
-        if not (isinstance(self.dem_front, (int, float)) and math.isfinite(self.dem_front)):
+        if not (isinstance(self.dem_front, (int, float)) and not isinstance(self.dem_front, bool)
+                and math.isfinite(self.dem_front)):
             problems.append(f"dem_front must be a finite number of metres, got {self.dem_front!r}")
         if self.nan_fill not in NAN_FILLS:
             problems.append(f"nan_fill must be one of {', '.join(NAN_FILLS)}, got {self.nan_fill!r}")

@@ -275,6 +275,7 @@ def test_an_ensemble_acts_as_the_mean_of_its_members_and_round_trips_as_a_checkp
         {"n_out": True},
         {"nan_fill": "mean"},
         {"footprint_reach": -0.1},
+        {"footprint_reach": True},
         {"footprint_depth": float("nan")},
         {"dem_resolution": 0.0},
         {"dem_front": float("inf")},
