@@ -84,6 +84,11 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _is_length(x: object) -> bool:
+    """A finite number (true/false are not lengths)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 # A bound on the network a config (or a checkpoint's sidecar) may ask for: building it allocates the weights, and a
 # typo or a hostile file (hidden: [100000000]) would otherwise exhaust memory before any message could say why.
 MAX_PARAMETERS = 20_000_000
@@ -137,18 +142,15 @@ class PolicyConfig:
         lo, hi = self.flipper_lower, self.flipper_upper
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             problems.append(f"flipper_lower < flipper_upper must be finite radians, got [{lo}, {hi}]")
-        for name in ("dem_scale", "dem_clip"):
+        for name in ("dem_scale", "dem_clip", "dem_resolution"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
+            if not (_is_length(value) and value > 0):
                 problems.append(f"{name} must be a positive number of metres, got {value!r}")
-        for name, low in (("footprint_reach", 0.0), ("footprint_depth", 0.0), ("dem_resolution", None)):
+        for name in ("footprint_reach", "footprint_depth"):
             value = getattr(self, name)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not (number and (value > 0 if low is None else value >= low)):
-                problems.append(f"{name} must be a {'positive' if low is None else 'non-negative'} number of metres, "
-                                f"got {value!r}")
-        if not (isinstance(self.dem_front, (int, float)) and not isinstance(self.dem_front, bool)
-                and math.isfinite(self.dem_front)):
+            if not (_is_length(value) and value >= 0):
+                problems.append(f"{name} must be a non-negative number of metres, got {value!r}")
+        if not _is_length(self.dem_front):
             problems.append(f"dem_front must be a finite number of metres, got {self.dem_front!r}")
         if self.nan_fill not in NAN_FILLS:
             problems.append(f"nan_fill must be one of {', '.join(NAN_FILLS)}, got {self.nan_fill!r}")
@@ -210,9 +212,8 @@ class NanAwarePolicy(nn.Module):
         self.member_heads = nn.ModuleList(self._dense() for _ in range(c.members - 1))
         # cell centres in the DEM's yaw frame and the cells under the footprint (buffers: they follow .to(device);
         # not persistent: the config rebuilds them, and checkpoints keep only weights)
-        x = c.dem_front - (torch.arange(rows, dtype=torch.float32) + 0.5) * c.dem_resolution
-        y = cols * c.dem_resolution / 2 - (torch.arange(cols, dtype=torch.float32) + 0.5) * c.dem_resolution
-        grid_x, grid_y = torch.meshgrid(x, y, indexing="ij")
+        centres = DemSpec(rows=rows, cols=cols, resolution=c.dem_resolution, front=c.dem_front).cell_centers()
+        grid_x, grid_y = (torch.from_numpy(a.astype(np.float32)) for a in centres)
         self.register_buffer("_cell_x", grid_x, persistent=False)
         self.register_buffer("_cell_y", grid_y, persistent=False)
         self.register_buffer("_footprint", grid_x.abs() <= c.footprint_reach, persistent=False)
@@ -291,14 +292,18 @@ class NanAwarePolicy(nn.Module):
         The mask may carry a gradient (the CycleGAN's policy-aware loss hides and reveals cells through it)."""
         c = self.config
         features = self.act(self.conv_values(values) * self.conv_mask(mask)).flatten(1)
-        if c.members == 1:
-            z = self.head(torch.cat((features, proprio), dim=1))
-            # tanh maps onto the open joint range; the clamp only removes float rounding at saturation
-            return (self._mid + self._half * torch.tanh(z)).clamp(c.flipper_lower, c.flipper_upper)
-        parts = features.view(features.shape[0], c.members, -1)  # channel blocks, member by member
-        actions = [self._mid + self._half * torch.tanh(head(torch.cat((parts[:, j], proprio), dim=1)))
-                   for j, head in enumerate((self.head, *self.member_heads))]
-        return torch.stack(actions).mean(0).clamp(c.flipper_lower, c.flipper_upper)
+        if c.members == 1:  # the hot path of a single policy: no stacking
+            action = self._joints(self.head(torch.cat((features, proprio), dim=1)))
+        else:
+            parts = features.view(features.shape[0], c.members, -1)  # channel blocks, member by member
+            action = torch.stack([self._joints(head(torch.cat((parts[:, j], proprio), dim=1)))
+                                  for j, head in enumerate((self.head, *self.member_heads))]).mean(0)
+        # the clamp only removes float rounding at saturation
+        return action.clamp(c.flipper_lower, c.flipper_upper)
+
+    def _joints(self, z: torch.Tensor) -> torch.Tensor:
+        """Dense outputs -> flipper angles: tanh maps them onto the open joint range."""
+        return self._mid + self._half * torch.tanh(z)
 
     def act_numpy(self, dem: np.ndarray, proprio: np.ndarray) -> np.ndarray:
         """One decision from a (rows, cols) DEM and the (n_proprio,) vector -> (n_out,) float64 radians.

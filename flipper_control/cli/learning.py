@@ -117,9 +117,7 @@ def cmd_train_policy(args) -> int:
     for c in cands:
         score = "-" if c.score is None else f"{c.score:.2f}"
         print(f"| {c.seed} | {c.report.test_mse:.5f} | {c.report.baseline_test_mse:.5f} | {score} | {'yes' if c.kept else ''} |")
-        if c.kept and args.ensemble:
-            continue  # written below, all kept as one checkpoint
-        if c.kept:
+        if c.kept and not args.ensemble:  # an ensemble: all kept as one checkpoint, below
             path = out if not kept_paths else out.with_name(f"{out.name}_{len(kept_paths) + 1}")
             rep = c.report.to_dict()
             rep.pop("loss_history", None)
