@@ -16,10 +16,10 @@ controller (``std_msgs/Float64MultiArray`` in the order of its ``joints`` parame
 - **Watchdog.** On every tick, an input not received for longer than its timeout (counted from the start while
   none has arrived yet) sends the flippers to ``safe_posture`` (rate limited) with a warning, until it is back.
   An all-NaN DEM and an exception in the policy (or G) give the safe posture too; neither ever propagates.
-- **Checkpoint hot swap.** ``swap_checkpoint(path)`` loads, checks shapes, runs a forward pass on a test
-  observation (finite, inside the joint range) and only then replaces the running policy (one reference
-  assignment under a lock); on any failure the old policy stays and the reason is kept. ``checkpoint_changed()``
-  tells when the watched files changed (mtime or size of the weights or the sidecar): the trainer rewrote them.
+- **Checkpoint hot swap.** ``swap_checkpoint(path)`` loads and validates the candidate outside the lock
+  (``flipper_control.checkpoint_swap``) and only then replaces the running policy (one reference assignment under
+  the lock); on any failure the old policy stays and the reason is kept. ``checkpoint_changed()`` tells when the
+  watched files changed (mtime or size of the weights or the sidecar): the trainer rewrote them.
 
 Malformed input (a GridMap whose data does not match its info, a JointState without the flipper joints, a NaN
 orientation, a DEM of another shape) is dropped with a throttled warning naming the problem, counted in
@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from flipper_control.checkpoint_swap import SwapResult, load_candidate, load_transform, validate_policy
 from flipper_control.policy_node_config import PolicyNodeConfig, flipper_angles, pitch_roll
 from perception.gridmap import GridMapError, gridmap_to_dem
 from perception.messages import ELEVATION_MAP, IMU, JOINT_STATES, to_nanoseconds
@@ -57,15 +58,6 @@ class Command:
     source: str
     reason: str = ""
     arrived: float | None = None  # arrival time of the GridMap it decides (None: a timer command)
-
-
-@dataclass(frozen=True)
-class SwapResult:
-    """The outcome of ``swap_checkpoint``: accepted, or refused with the reason (the old policy kept)."""
-
-    accepted: bool
-    path: str
-    reason: str = ""
 
 
 class _History:
@@ -124,7 +116,7 @@ class PolicyRuntime:
         self.swaps: list[SwapResult] = []
         self.transform = transform
         if transform is None and c.gan_checkpoint:
-            self.transform = self._load_transform(c)
+            self.transform = load_transform(c.gan_checkpoint, c.gan_seed)
         self.policy, self.checkpoint, self._signature = None, "", None
         if policy is not None:
             reason = self._validate(policy, self.transform)
@@ -303,61 +295,24 @@ class PolicyRuntime:
 
     # ------------------------------------------------------------------ checkpoints
     def _validate(self, policy, transform) -> str:
-        """Why ``policy`` (behind ``transform``, if any) cannot run here ('' when it can): shapes, then one decision
-        on a test observation."""
-        pc = policy.config
-        current = self.policy
-        if (pc.n_proprio, pc.n_out) != (6, 4):
-            return f"the policy takes {pc.n_proprio} scalars and gives {pc.n_out} outputs; this node needs 6 and 4"
-        if current is not None and tuple(pc.dem_shape) != tuple(current.config.dem_shape):
-            return f"its DEM is {tuple(pc.dem_shape)} cells, the running policy's {tuple(current.config.dem_shape)}"
-        if transform is not None and tuple(pc.dem_shape) != tuple(transform.config.dem_shape):
-            return f"its DEM is {tuple(pc.dem_shape)} cells, G's {tuple(transform.config.dem_shape)}"
-        rows, cols = pc.dem_shape
-        dem = np.zeros((rows, cols), dtype=np.float32)
-        dem[rows // 2:, :] = 0.2  # a step ahead, and a band nobody saw
-        dem[: max(1, rows // 4), :] = np.nan
-        proprio = np.array([0.1, -0.05, *self.config.safe_posture], dtype=np.float32)
-        try:
-            x = transform(dem, proprio) if transform is not None else dem
-            out = np.asarray(policy.act_numpy(x, proprio), dtype=float)
-        except Exception as exc:  # noqa: BLE001 - a checkpoint that cannot decide is refused, whatever it raises
-            return f"a test decision failed ({type(exc).__name__}: {exc})"
-        if out.shape != (4,) or not np.all(np.isfinite(out)):
-            return f"a test decision gave {out.tolist()}, not 4 finite angles"
-        return ""
-
-    @staticmethod
-    def signature(path: str) -> tuple | None:
-        """(mtime_ns, size) of the weights and the sidecar of checkpoint ``path``; None while either is missing."""
-        from sim.checkpoint_io import checkpoint_paths
-
-        try:
-            return tuple((s.st_mtime_ns, s.st_size) for s in (p.stat() for p in checkpoint_paths(path)))
-        except OSError:
-            return None
+        """Why ``policy`` (behind ``transform``, if any) cannot replace the running policy here ('' when it can)."""
+        return validate_policy(policy, transform, self.config.safe_posture, running=self.policy)
 
     def checkpoint_changed(self) -> bool:
         """Whether the watched checkpoint's files differ from those last loaded or last refused."""
         path = self.checkpoint or self.config.checkpoint
         if not path:
             return False
-        sig = self.signature(path)
+        from sim.checkpoint_io import checkpoint_signature  # deferred: it imports torch
+
+        sig = checkpoint_signature(path)
         return sig is not None and sig != self._signature
 
     def swap_checkpoint(self, path: str) -> SwapResult:
         """Load and validate checkpoint ``path``; swap it in atomically if it passes, else keep the running policy.
         Thread-safe (the node may run it beside the executor); the slow part runs outside the lock."""
-        from flipper_control.checkpoint import load_policy
-
-        sig = self.signature(path)
-        try:
-            if sig is None:
-                raise FileNotFoundError(f"{path}: the weights (.safetensors) or the sidecar (.json) do not exist")
-            candidate, _ = load_policy(path)
-            reason = self._validate(candidate, self.transform)
-        except Exception as exc:  # noqa: BLE001 - CheckpointError, OSError, anything a damaged file raises
-            reason = f"{type(exc).__name__}: {exc}"
+        # validated against the policy and G current once the load is done, not those at the call: nothing is locked
+        candidate, sig, reason = load_candidate(path, lambda policy: self._validate(policy, self.transform))
         with self._lock:
             if path == (self.checkpoint or self.config.checkpoint):
                 self._signature = sig  # refused or not, these files are not tried again until they change
@@ -379,15 +334,6 @@ class PolicyRuntime:
         self._lower, self._upper = c.joint_lower, c.joint_upper
         self._safe = np.asarray(c.safe_posture, dtype=float)
 
-    @staticmethod
-    def _load_transform(c: PolicyNodeConfig):
-        from perception.sim_to_real import SimToReal
-
-        try:
-            return SimToReal.from_checkpoint(c.gan_checkpoint, c.gan_seed)
-        except Exception as exc:  # noqa: BLE001 - any load failure is a refusal, with its reason
-            raise ValueError(f"gan_checkpoint {c.gan_checkpoint!r}: {type(exc).__name__}: {exc}") from None
-
     def reconfigure(self, new: PolicyNodeConfig) -> None:
         """Apply a changed config (a ROS parameter change); raises ValueError, changing nothing, when it is refused:
         a checkpoint or G that fails validation, or an empty checkpoint while a policy runs. A new ``checkpoint``
@@ -395,7 +341,7 @@ class PolicyRuntime:
         old = self.config
         transform = self.transform
         if (new.gan_checkpoint, new.gan_seed) != (old.gan_checkpoint, old.gan_seed):
-            transform = self._load_transform(new) if new.gan_checkpoint else None
+            transform = load_transform(new.gan_checkpoint, new.gan_seed) if new.gan_checkpoint else None
             if self.policy is not None and (reason := self._validate(self.policy, transform)):
                 raise ValueError(f"gan_checkpoint {new.gan_checkpoint!r} does not fit the running policy: {reason}")
         if new.checkpoint != old.checkpoint:

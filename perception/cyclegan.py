@@ -52,7 +52,7 @@ from torch import nn
 
 from perception.domain_randomization import geometric_occlusion
 from sim.checkpoint_io import load_module, save_module
-from sim.config_io import config_from_mapping
+from sim.config_io import config_from_mapping, is_int
 
 __all__ = ["LEGACY_FIELDS", "CycleGan", "Discriminator", "GanConfig", "Generator", "GeneratorOutput", "decode",
            "encode", "hint_plane", "load_gan", "save_gan"]
@@ -84,16 +84,16 @@ class GanConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "dem_shape", tuple(self.dem_shape))
         problems = []
-        if len(self.dem_shape) != 2 or not all(_is_int(n) and n >= 1 for n in self.dem_shape):
+        if len(self.dem_shape) != 2 or not all(is_int(n) and n >= 1 for n in self.dem_shape):
             problems.append(f"dem_shape must be two positive integers, got {self.dem_shape}")
         for name in ("n_scalars", "channels", "conv_layers", "disc_hidden"):
-            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
+            if not (is_int(getattr(self, name)) and getattr(self, name) >= 1):
                 problems.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not (_is_int(self.noise_channels) and 0 <= self.noise_channels <= 8):
+        if not (is_int(self.noise_channels) and 0 <= self.noise_channels <= 8):
             problems.append(f"noise_channels must be an integer in [0, 8], got {self.noise_channels!r}")
         if not isinstance(self.occlusion_hint, bool):
             problems.append(f"occlusion_hint must be true or false, got {self.occlusion_hint!r}")
-        if not (_is_int(self.kernel) and self.kernel >= 1 and self.kernel % 2 == 1):
+        if not (is_int(self.kernel) and self.kernel >= 1 and self.kernel % 2 == 1):
             problems.append(f"kernel must be an odd integer >= 1, got {self.kernel!r}")
         if not (math.isfinite(self.negative_slope) and 0 <= self.negative_slope < 1):
             problems.append(f"negative_slope must lie in [0, 1), got {self.negative_slope!r}")
@@ -153,10 +153,6 @@ class _SavedGanConfig:
         if isinstance(data, dict):
             data = {**LEGACY_FIELDS, **data}
         return GanConfig.from_dict(data)
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 # ------------------------------------------------------------------------------------------ representation

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from perception.dem_builder import DemBuilder, DemBuilderConfig, PointMap, RobotPose
+from perception.dem_builder import DemBuilder, DemBuilderConfig, RobotPose
 from perception.gridmap import dem_center, dem_to_gridmap
 from perception.messages import msg, to_nanoseconds, typestore
+from perception.point_map import PointMap
 from perception.pointcloud import CloudError, cloud_to_xyz
 from sim.robot import FLIPPER_NAMES, RobotSpec
 from sim.rotations import quat_multiply, quat_to_matrix

@@ -23,7 +23,7 @@ import torch
 
 from sim.io_utils import write_bytes_atomic, write_text_atomic
 
-__all__ = ["CheckpointError", "FORMAT_VERSION", "checkpoint_paths", "load_module", "save_module"]
+__all__ = ["CheckpointError", "FORMAT_VERSION", "checkpoint_paths", "checkpoint_signature", "load_module", "save_module"]
 
 FORMAT_VERSION = 1
 _SUFFIXES = (".safetensors", ".json")
@@ -41,6 +41,15 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     if path.suffix in _SUFFIXES:
         path = path.with_suffix("")
     return Path(f"{path}.safetensors"), Path(f"{path}.json")
+
+
+def checkpoint_signature(path: str | Path) -> tuple | None:
+    """(mtime_ns, size) of the weights and the sidecar of checkpoint ``path``; None while either is missing. A
+    watcher compares signatures to tell when a writer (the trainer) replaced the files."""
+    try:
+        return tuple((s.st_mtime_ns, s.st_size) for s in (p.stat() for p in checkpoint_paths(path)))
+    except OSError:
+        return None
 
 
 def _architecture_name(module: torch.nn.Module, architectures: Architectures) -> str:

@@ -18,12 +18,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
-__all__ = ["SectionError", "config_from_mapping", "in_section"]
+__all__ = ["SectionError", "config_from_mapping", "in_section", "is_int", "is_number"]
 
 # what a config's own checks put before their problems: its class name or "<kind> config"
 _CHECKER_LABEL = re.compile(r"^(?:[A-Z][A-Za-z]*|[a-z_ ]+ config): ")
+
+
+def is_int(x: object) -> bool:
+    """An integer, numpy's included; true/false are not (``bool`` is a subclass of ``int``, and YAML's ``yes``
+    must not pass for 1)."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def is_number(x: object) -> bool:
+    """A real number, numpy's included, not true/false; finiteness is the caller's check."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 class SectionError(ValueError):

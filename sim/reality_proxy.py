@@ -12,9 +12,10 @@ never from the simulator's exact heights. Pitch and roll come from the true orie
 ``RealityProxy`` implements ``Simulator``, so rollouts and ``evaluate`` take it in place of
 ``MujocoSimulator``; ``last_step`` holds the raw data of the last step for a rosbag recorder.
 
-Layering: this is the one module of ``sim`` that imports a layer above it (``perception.dem_builder``), on
-purpose: the proxy reproduces the robot's perception path, so it must build its DEMs with the very code that
-runs on the robot, not with a copy. ``test/test_layering.py`` names this import as its only exception.
+Layering: this module imports a layer above it (``perception.dem_builder`` and ``perception.point_map``), on
+purpose: the proxy reproduces the robot's perception path, so it must fuse its scans and build its DEMs with the
+very code that runs on the robot, not with a copy. ``test/test_layering.py`` names these two imports as
+exceptions; the only other is ``sim.reality_config``, which holds the builder's settings.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from perception.dem_builder import DemBuilder, PointMap
+from perception.dem_builder import DemBuilder
+from perception.point_map import PointMap
 from sim.lidar import RotatingLidar, Scan
 from sim.mujoco_sim import MujocoSimulator
 from sim.odometry import OdometryDrift

@@ -168,7 +168,7 @@ def test_plan_writes_a_dataset_and_a_summary(tmp_path, capsys):
 
 @pytest.mark.parametrize("arg, expected", [(None, "default"), ("2.5", 2.5), ("none", None)])
 def test_plan_max_delay_reaches_the_planner(tmp_path, arg, expected):
-    from planning.rrt import PlannerConfig
+    from planning.planner_config import PlannerConfig
 
     expected = PlannerConfig().max_delay_s if expected == "default" else expected
     json_path = tmp_path / "plan.json"

@@ -23,7 +23,7 @@ from flipper_control.learning.report import render_markdown, score_columns
 from flipper_control.learning.transfer import collection_entry
 from perception.cyclegan import LEGACY_FIELDS
 from perception.gan_training import GanTrainConfig
-from planning.rrt import PlannerConfig
+from planning.planner_config import PlannerConfig
 from sim.io_utils import write_json_atomic, write_text_atomic
 from sim.world_sets import resolve_worlds
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from flipper_control.bench.dem import baseline_dem, bench_dem
-from perception.dem_builder import DemBuilder, DemBuilderConfig, PointMap, RobotPose, body_box, cell_max
+from perception.dem_builder import DemBuilder, DemBuilderConfig, RobotPose, body_box, cell_max
+from perception.point_map import PointMap
 from sim.dem import DemExtractor, DemSpec
 from sim.robot import RobotSpec
 from sim.rotations import quat_from_euler

@@ -12,13 +12,13 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from flipper_control.checkpoint import load_policy, save_policy
 from flipper_control.learning.imitation import (
     MIRROR_FLIPPERS,
-    ImitationConfig,
     evaluate_mse,
     mirror_arrays,
     split_by_trajectory,
     train_candidates,
     train_policy,
 )
+from flipper_control.learning.imitation_config import ImitationConfig
 from flipper_control.policy import PolicyConfig
 from planning.dataset import DatasetError, Trajectory, TrajectoryDataset
 

@@ -20,10 +20,10 @@ from tiny_loop import TINY, tiny_loop
 
 import flipper_control.learning.loop as loop_module
 from flipper_control.checkpoint import load_policy
-from flipper_control.learning.imitation import ImitationConfig
+from flipper_control.learning.imitation_config import ImitationConfig
 from flipper_control.learning.loop import LoopConfig, run_loop
 from planning.dataset import TrajectoryDataset
-from planning.rrt import PlannerConfig
+from planning.planner_config import PlannerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from tiny_loop import tiny_loop
 
-from flipper_control.learning.imitation import ImitationConfig
+from flipper_control.learning.imitation_config import ImitationConfig
 from flipper_control.learning.loop import DEMO_CONFIG, LoopConfig, demo_config, load_loop_config
-from planning.rrt import PlannerConfig
+from planning.planner_config import PlannerConfig
 from sim.world import WorldError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The OMPL peer (planning.ompl_peer): SST and KPIECE1 over simulator snapshots, checked by replay."""
+"""The OMPL peer (planning.ompl_peer, planning.ompl_problem): SST and KPIECE1 over simulator snapshots, checked by replay."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sim.mujoco_sim import MujocoSimulator
 from sim.simulator import SUCCESS
 from sim.world_sets import resolve_world
 
-pytest.importorskip("ompl")  # planning.ompl_peer imports it only when planning
+pytest.importorskip("ompl")  # planning.ompl_problem imports it only when planning
 
 SEED = 3
 
@@ -83,11 +83,11 @@ def test_snapshot_cap_stops_the_search(flat):
 
 def _propagate_once(world, config: OmplConfig, action: int = 0, duration: float = 1.0):
     """One propagation of the peer's snapshot table from the start, with plain lists as the OMPL states."""
-    from planning.ompl_peer import _SnapshotTable
+    from planning.ompl_problem import SnapshotTable
 
     sim = MujocoSimulator()
     obs = sim.reset(world, seed=0)
-    table = _SnapshotTable(sim, world, config)
+    table = SnapshotTable(sim, world, config)
     start = [[0.0] * 2, [0.0] * 2, [0.0] * 4, [0.0], [0.0]]
     table.write(start, obs, float(table.add(sim.get_state(), obs)))
     result = [[0.0] * 2, [0.0] * 2, [0.0] * 4, [0.0], [0.0]]
@@ -99,7 +99,7 @@ def test_a_step_behind_schedule_is_invalid_as_in_our_planner(flat):
     """The peer searches our planner's problem: a step that leaves the robot further behind the nominal
     schedule than max_delay_s allows is not a valid state (the robot starts at rest, so after one second it
     is a little behind); with the default bound the same step is valid."""
-    from planning.rrt import allowed_delay
+    from planning.planner_config import allowed_delay
 
     table, result = _propagate_once(flat, OmplConfig(max_delay_s=0.01))
     assert not table.is_valid(result) and table.goal_distance(result) > 0

@@ -16,7 +16,8 @@ import pytest
 
 from flipper_control.controllers import FixedController, HeuristicController
 from planning.actions import COARSE, FINE
-from planning.rrt import PlannerConfig, _Planner, plan, replay
+from planning.planner_config import PlannerConfig
+from planning.rrt import _Planner, plan, replay
 from planning.smart_start import SmartStartConfig
 from sim.mujoco_sim import MujocoSimulator
 from sim.safety import SafetyLimits

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from planning.actions import COARSE, FINE, FINE_REAR, ActionSet, action_set
-from planning.rrt import PlannerConfig
+from planning.planner_config import PlannerConfig
 from planning.smart_start import SmartStartConfig, SmartStartGrid
 
 # ---------------------------------------------------------------------------------------------- Smart Start grid

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from test_planner import _replay  # replays a plan in a fresh simulator, checking its recorded observations
 
-from planning.rrt import PlannerConfig, plan
+from planning.planner_config import PlannerConfig
+from planning.rrt import plan
 from sim.mujoco_sim import MujocoSimulator
 from sim.simulator import SUCCESS
 from sim.world_sets import resolve_world

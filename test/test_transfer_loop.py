@@ -14,7 +14,8 @@ from tiny_loop import tiny_loop
 
 from flipper_control.learning.loop import LoopConfig, run_loop
 from flipper_control.learning.tasks import transformed_training_data
-from flipper_control.learning.transfer import TransferConfig, TransferSteps
+from flipper_control.learning.transfer import TransferSteps
+from flipper_control.learning.transfer_config import TransferConfig
 from flipper_control.learning.transfer_tasks import gan_task
 from perception.bag_reader import BagReader
 from perception.domain_randomization import DomainRandomization, geometric_occlusion

@@ -33,7 +33,7 @@ from flipper_control.learning.executors import make_executor
 from flipper_control.learning.tasks import plan_task
 from flipper_control.learning.worker_process import peak_rss_mib
 from flipper_control.progress import Step
-from planning.rrt import DEFAULT_MAX_DELAY_S, PlannerConfig
+from planning.planner_config import DEFAULT_MAX_DELAY_S, PlannerConfig
 from sim.world_sets import load_set
 
 __all__ = ["bench_plan", "print_bench_plan", "default_policy", "BENCH_WORLD_SEED"]

@@ -32,7 +32,7 @@ DEMO_NOTE = "the embedded default loop (configs/demo.yaml); configs/full.yaml is
 def cmd_plan(args) -> int:
     from flipper_control.learning.tasks import plan_task
     from planning.dataset import TrajectoryDataset
-    from planning.rrt import PlannerConfig
+    from planning.planner_config import PlannerConfig
     from sim.world_sets import resolve_worlds
 
     worlds = resolve_worlds(args.world, count=args.count, seed=args.world_seed)
@@ -69,7 +69,8 @@ def cmd_train_policy(args) -> int:
     import yaml
 
     from flipper_control.checkpoint import save_policy
-    from flipper_control.learning.imitation import ImitationConfig, train_candidates
+    from flipper_control.learning.imitation import train_candidates
+    from flipper_control.learning.imitation_config import ImitationConfig
     from flipper_control.learning.training_data import check_training_data
     from planning.dataset import DatasetError, TrajectoryDataset
 
@@ -224,7 +225,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cpu-s", type=seconds, default=60.0)
     p.add_argument("--max-delay", type=max_delay,
                    help="seconds a plan may fall behind the nominal schedule, or none for the world's own slack "
-                        "(default: the planner's, planning.rrt.PlannerConfig.max_delay_s)")
+                        "(default: the planner's, planning.planner_config.PlannerConfig.max_delay_s)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", help="write the trajectories here (safetensors dataset)")
     p.add_argument("--json", help="write a summary here")

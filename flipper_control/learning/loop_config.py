@@ -13,9 +13,9 @@ import yaml
 
 from flipper_control.controllers import make_controller
 from flipper_control.learning.executors import EXECUTOR_KINDS
-from flipper_control.learning.imitation import ImitationConfig
-from flipper_control.learning.transfer import TransferConfig
-from planning.rrt import PlannerConfig
+from flipper_control.learning.imitation_config import ImitationConfig
+from flipper_control.learning.transfer_config import TransferConfig
+from planning.planner_config import PlannerConfig
 from sim.config_io import config_from_mapping, in_section
 from sim.world_sets import GENERATED_SETS, resolve_worlds
 

@@ -40,15 +40,6 @@ class PlannerNodeConfig:
     poll_s: float = node_param(5.0, "seconds between looks at the loop's state and the checkpoint", 0.05, 3600.0)
 
 
-def _signature(path: str) -> tuple | None:
-    from sim.checkpoint_io import checkpoint_paths
-
-    try:
-        return tuple((s.st_mtime_ns, s.st_size) for s in (p.stat() for p in checkpoint_paths(path)))
-    except OSError:
-        return None
-
-
 class PlannerNode:
     """Plan what is asked (see the module docstring), one planning step at a time."""
 
@@ -93,7 +84,10 @@ class PlannerNode:
             raise self._config_error(f"{name}: set loop_config + out (plan the loop's iterations) or worlds + dataset")
 
     def _request(self, c: PlannerNodeConfig) -> tuple:
-        return (c.worlds, c.dataset, c.checkpoint, c.action_set, c.seed, _signature(c.checkpoint) if c.checkpoint else None)
+        from sim.checkpoint_io import checkpoint_signature  # deferred: it imports torch
+
+        signature = checkpoint_signature(c.checkpoint) if c.checkpoint else None
+        return (c.worlds, c.dataset, c.checkpoint, c.action_set, c.seed, signature)
 
     def tick(self) -> None:
         """Collect a finished planning step, then start the next one."""

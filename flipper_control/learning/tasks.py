@@ -126,7 +126,8 @@ def plan_task(task: dict) -> dict:
     Returns ``{"trajectory": Trajectory, "cpu_s": float, "resumed": bool}``.
     """
     from planning.dataset import TrajectoryDataset
-    from planning.rrt import PlannerConfig, plan
+    from planning.planner_config import PlannerConfig
+    from planning.rrt import plan
 
     out = Path(task["out"]) if task.get("out") else None
     if out is not None and (earlier := _planned_earlier(out, task)) is not None:
@@ -275,7 +276,8 @@ def train_task(task: dict) -> dict:
     import json
 
     from flipper_control.checkpoint import checkpoint_paths, save_policy
-    from flipper_control.learning.imitation import ImitationConfig, train_policy
+    from flipper_control.learning.imitation import train_policy
+    from flipper_control.learning.imitation_config import ImitationConfig
     from planning.dataset import TrajectoryDataset
 
     out = Path(task["out"])

@@ -338,7 +338,7 @@ def plan_worlds(worlds: str, out: str | Path, checkpoint: str, action_set: str, 
     ``checkpoint`` if given, written as one dataset to ``out`` and a summary to ``out``.json."""
     from flipper_control.learning.tasks import plan_task
     from planning.dataset import TrajectoryDataset
-    from planning.rrt import PlannerConfig
+    from planning.planner_config import PlannerConfig
     from sim.world_sets import resolve_worlds
 
     refs = [w.strip() for w in worlds.split(",") if w.strip()]
