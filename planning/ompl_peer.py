@@ -5,7 +5,7 @@ same problem with the same moves: a node is a saved MuJoCo state, an expansion r
 action of the discrete action set (``planning.actions``) for the set's ``dt`` and keeps the result unless
 the safety monitor failed it; the goal is the simulator reporting SUCCESS. Only the search differs.
 How the simulator is put under OMPL (states, metric, controls, propagator, validity, goal) is
-``planning.ompl_problem``; this module holds the peer's settings and runs one search.
+``planning.ompl_problem``; this module runs one search (its settings, ``OmplConfig``, are the problem's).
 
 Search
 ------
@@ -35,79 +35,18 @@ snapshot bookkeeping. On failure (budget, snapshot cap, approximate only) it ret
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from planning.actions import ActionSet
-from planning.actions import action_set as resolve_action_set
 from planning.dataset import Trajectory
-from planning.ompl_problem import SnapshotTable, build_problem, ompl_bindings
+from planning.ompl_problem import PLANNERS, OmplConfig, SnapshotTable, build_problem, ompl_bindings
 from planning.ompl_sst import OmplUnavailable, ompl_version
-from planning.planner_config import DEFAULT_MAX_DELAY_S
 from sim.simulator import RUNNING, SUCCESS, Simulator
 from sim.world import World
 
 __all__ = ["OmplConfig", "OmplUnavailable", "PLANNERS", "plan_ompl"]
-
-PLANNERS = ("SST", "KPIECE1")
-
-
-@dataclass(frozen=True)
-class OmplConfig:
-    """Settings of one OMPL peer run.
-
-    ``planner``: ``SST`` or ``KPIECE1`` (case-insensitive). ``action_set``: ``coarse``, ``fine``,
-    ``coarse@0.5`` ... or an ``ActionSet`` (see ``planning.actions.action_set``). ``time_budget_s``: CPU
-    seconds for problem setup plus search. ``seed``: OMPL's RNG seed; None uses the ``seed`` given to
-    ``plan_ompl``. ``max_snapshots``: cap of the snapshot table (about 4.5 kB each). ``weights``: how
-    many metres of course one unit of each feature group counts as in the distance: course (per m),
-    attitude (per rad), flipper angles (per rad) and time (per second at the world's speed: 1.0 counts
-    one second as speed * 1 s); the sum is then expressed in nominal control steps (``planning.ompl_problem``).
-    ``kpiece_cells``: KPIECE1 grid cell sizes of progress (m) and pitch (rad). ``record_dt``: seconds per
-    recorded row when the found path is replayed.
-    """
-
-    planner: str = "SST"
-    action_set: str | ActionSet = "coarse"
-    time_budget_s: float = 20.0
-    seed: int | None = None
-    max_snapshots: int = 50_000
-    weights: tuple[float, float, float, float] = (1.0, 0.3, 0.1, 1.0)
-    kpiece_cells: tuple[float, float] = (0.1, 0.1)
-    record_dt: float = 0.1
-    # the acceptance rules of planning.planner_config.PlannerConfig, with the same defaults and meaning
-    reject_warnings: bool = True
-    reject_slow: bool = True
-    max_delay_s: float | None = DEFAULT_MAX_DELAY_S
-
-    def __post_init__(self) -> None:
-        names = {p.lower(): p for p in PLANNERS}
-        if str(self.planner).lower() not in names:
-            raise ValueError(f"unknown OMPL planner {self.planner!r}; choose one of: {', '.join(PLANNERS)}")
-        object.__setattr__(self, "planner", names[str(self.planner).lower()])
-        object.__setattr__(self, "action_set", resolve_action_set(self.action_set))
-        if not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
-            raise ValueError(f"time_budget_s must be a positive number of CPU seconds, got {self.time_budget_s}")
-        if int(self.max_snapshots) < 2:
-            raise ValueError(f"max_snapshots must be at least 2, got {self.max_snapshots}")
-        if len(self.weights) != 4 or min(self.weights) < 0 or self.weights[0] <= 0:
-            raise ValueError(f"weights: four non-negative numbers (course > 0), got {self.weights}")
-        if len(self.kpiece_cells) != 2 or min(self.kpiece_cells) <= 0:
-            raise ValueError(f"kpiece_cells: two positive sizes (progress m, pitch rad), got {self.kpiece_cells}")
-        if not self.record_dt > 0:
-            raise ValueError(f"record_dt must be > 0, got {self.record_dt}")
-        if self.max_delay_s is not None and not self.max_delay_s > 0:
-            raise ValueError(f"max_delay_s must be > 0 seconds or None, got {self.max_delay_s}")
-
-    @property
-    def actions(self) -> ActionSet:
-        """The resolved action set (``action_set`` is resolved on construction)."""
-        return self.action_set  # type: ignore[return-value]
-
 
 # ------------------------------------------------------------------------------------------ replay
 def _chunks(dt: float, record_dt: float) -> list[float]:
