@@ -1,5 +1,7 @@
-"""The policy-guided RRT (planning/rrt.py) and Smart Start (planning/smart_start.py) searching in the simulator. The
-parts that need no search (the Smart Start grid, the action sets, PlannerConfig) are in test_planner_parts.py.
+"""The policy-guided RRT (planning/rrt.py) and Smart Start (planning/smart_start.py) searching in the simulator:
+unguided plans, determinism, node selection, budgets and warnings. The guide and the draw of actions are in
+test_planner_guided.py, behind-schedule rejection in test_planner_schedule.py, the parts that need no search (the Smart
+Start grid, the action sets, PlannerConfig) in test_planner_parts.py; the shared fixtures are in planner_setup.py.
 
 Plans are checked by replaying their actions in a fresh simulator: reaching the goal with the recorded observations
 proves that snapshots are restored exactly and that the path is extracted in the right order. Budgets are small, so the
@@ -13,22 +15,27 @@ import re
 
 import numpy as np
 import pytest
+from planner_setup import (
+    RECORD_DT,
+    SEED,
+    _replay,
+    _strict,
+    coarse_plans_fixture,  # noqa: F401 - a fixture
+    sim_fixture,  # noqa: F401 - a fixture
+    worlds_fixture,  # noqa: F401 - a fixture
+)
 
-from flipper_control.controllers import FixedController, HeuristicController
-from planning.actions import COARSE, FINE
+from planning.actions import COARSE
 from planning.planner_config import PlannerConfig
-from planning.rrt import _Planner, plan, replay
+from planning.rrt import plan, replay
 from planning.smart_start import SmartStartConfig
 from sim.mujoco_sim import MujocoSimulator
 from sim.safety import SafetyLimits
-from sim.simulator import RUNNING, SUCCESS
+from sim.simulator import SUCCESS
 from sim.world import world_from_dict
 from sim.world_sets import resolve_world
 
-SEED = 3
 WARN_SEED = 0  # a seed whose step_up climb warns at 30 degrees of pitch unless the planner avoids it
-RECORD_DT = PlannerConfig().record_dt
-NEUTRAL = COARSE.array[COARSE.names.index("neutral")]
 # a 0.25 m step: climbable with a clean plan even when pitch warns at 30 degrees
 STEP_025 = {"name": "step_025", "length": 3.0,
             "terrain": [{"type": "step", "position": [1.2, 0.0], "height": 0.25, "length": 3.0}]}
@@ -37,40 +44,6 @@ EASY_STAIRS = {"name": "easy_stairs", "length": 3.4, "terrain": [
     {"type": "stairs", "position": [1.2, 0.0], "direction": "up", "steps": 4, "rise": 0.12, "run": 0.3, "landing": 2.0}]}
 # a 0.8 m wall across the course: no posture gets over it
 WALL = {"name": "wall", "length": 3.0, "terrain": [{"type": "step", "position": [1.0, 0.0], "height": 0.8, "length": 3.0}]}
-
-
-@pytest.fixture(scope="module")
-def sim():
-    """One simulator (with its default seeded noise) shared by the module; ``plan`` resets it."""
-    return MujocoSimulator()
-
-
-@pytest.fixture(scope="module")
-def worlds():
-    return {name: resolve_world(name) for name in ("flat", "step_up", "stairs_up")}
-
-
-@pytest.fixture(scope="module")
-def coarse_plans(sim, worlds):
-    """Unguided coarse-set plans on flat and step_up (about 0.15 CPU s each)."""
-    return {name: plan(sim, worlds[name], SEED, PlannerConfig(action_set="coarse")) for name in ("flat", "step_up")}
-
-
-def _replay(world, seed: int, traj, limits: SafetyLimits | None = None) -> MujocoSimulator:
-    """Step every recorded action for one record_dt from reset in a fresh simulator, checking the recorded
-    observations on the way; returns the simulator at the end."""
-    fresh = MujocoSimulator(limits=limits)
-    obs = fresh.reset(world, seed=seed)
-    for k, a in enumerate(traj.action):
-        assert fresh.status == RUNNING, f"replay ended ({fresh.status}) at sample {k} of {len(traj)}"
-        np.testing.assert_allclose(traj.proprio[k], obs.proprio(), atol=1e-5, err_msg=f"proprio of sample {k}")
-        np.testing.assert_allclose(traj.dem[k], obs.dem, atol=1e-5, err_msg=f"DEM of sample {k}")
-        obs = fresh.step(a, RECORD_DT)
-    return fresh
-
-
-def _strict(**limits) -> MujocoSimulator:
-    return MujocoSimulator(limits=SafetyLimits(**limits))
 
 
 # ---------------------------------------------------------------------------------------------- unguided plans
@@ -301,157 +274,3 @@ def test_pitch_margin_keeps_every_recorded_pitch_below_the_warning_less_the_marg
     # a margin as large as a stricter simulator's whole warning level is refused before any search
     with pytest.raises(ValueError, match="pitch_margin_deg 30 leaves no pitch below this simulator's warning at 30 deg"):
         plan(_strict(pitch_warn=math.radians(30.0), pitch_fail=1.0), world, WARN_SEED, PlannerConfig(pitch_margin_deg=30.0))
-
-
-# ---------------------------------------------------------------------------------------------- guided planning
-
-
-def test_guide_output_is_tried_first_even_off_the_set(sim, worlds):
-    posture = np.array([0.5, 0.5, 0.1, 0.1])  # not one of the coarse actions
-    assert not any(np.allclose(posture, a) for a in COARSE.array)
-    traj = plan(sim, worlds["flat"], SEED, PlannerConfig(guide_prob=1.0), guide=FixedController(tuple(posture)).act)
-    assert traj.success and traj.meta["guided"] is True
-    np.testing.assert_array_equal(traj.action[0], posture.astype(np.float32))
-    np.testing.assert_array_equal(traj.action, np.tile(posture.astype(np.float32), (len(traj), 1)))
-    assert _replay(worlds["flat"], SEED, traj).status == SUCCESS
-
-
-def test_neutral_guide_keeps_the_path_neutral(sim, worlds):
-    guide = FixedController(tuple(NEUTRAL)).act
-    strict = plan(sim, worlds["flat"], SEED, PlannerConfig(guide_prob=1.0), guide=guide)
-    assert strict.success and np.all(strict.action == NEUTRAL.astype(np.float32))
-    # with the default guide_prob some expansions explore, but the path stays mostly the policy's
-    loose = plan(sim, worlds["flat"], SEED, PlannerConfig(), guide=guide)
-    assert loose.success
-    assert np.mean(np.all(loose.action == NEUTRAL.astype(np.float32), axis=1)) >= 0.6
-
-
-def test_the_first_dive_follows_the_guide_even_with_random_dives(sim, worlds):
-    guide = FixedController((0.0, 0.0, 0.0, 0.0)).act  # flat: fine on flat ground
-    traj = plan(sim, worlds["flat"], SEED, PlannerConfig(guide_prob=1.0, random_dive=1.0), guide=guide)
-    assert traj.success and np.all(traj.action == 0.0), "where the guide is good, the plan is the guide's"
-
-
-@pytest.mark.parametrize("random_dive, low, high", [(0.0, 0.7, 1.0), (1.0, 0.0, 0.5)])
-def test_later_dives_ignore_the_guide_with_probability_random_dive(sim, worlds, random_dive, low, high):
-    """A flat-flipper guide gets stuck at the step; after that dive fails, dives either keep returning to the
-    guide's posture (random_dive 0) or draw their postures at random (random_dive 1)."""
-    guide = FixedController((0.0, 0.0, 0.0, 0.0)).act
-    traj = plan(sim, worlds["step_up"], SEED, PlannerConfig(guide_prob=1.0, random_dive=random_dive), guide=guide)
-    assert traj.success, traj.reason
-    flat = np.all(traj.action == 0.0, axis=1)
-    assert flat[0], "the first dive starts with the guide's posture"
-    after = flat[int(np.argmin(flat)):]  # from the first deviation from the guide on
-    assert low <= after.mean() <= high
-
-
-@pytest.mark.parametrize("value", [-0.1, 1.5])
-def test_random_dive_must_be_a_probability(value):
-    with pytest.raises(ValueError, match="random_dive"):
-        PlannerConfig(random_dive=value)
-
-
-def _switches(traj) -> int:
-    """How often a plan changes posture between consecutive expansions."""
-    per_expansion = traj.action[:: int(round(FINE.dt / RECORD_DT))]
-    return int(np.sum(np.any(per_expansion[1:] != per_expansion[:-1], axis=1)))
-
-
-def test_repeat_prob_holds_the_nodes_posture_through_random_draws(sim, worlds):
-    """Unguided fine planning on flat ground goes deep from each new node: uniform draws switch posture at most
-    expansions, repeat_prob 1 keeps the first one to the goal (nothing on flat ground rejects it)."""
-    uniform = plan(sim, worlds["flat"], SEED, PlannerConfig(action_set="fine"))
-    held = plan(sim, worlds["flat"], SEED, PlannerConfig(action_set="fine", repeat_prob=1.0))
-    assert uniform.success and held.success
-    assert _switches(held) == 0 and np.all(held.action == held.action[0])
-    assert _switches(uniform) >= len(uniform) // int(round(FINE.dt / RECORD_DT)) // 2
-    assert _replay(worlds["flat"], SEED, held).status == SUCCESS
-
-
-def test_repeat_prob_repeats_only_an_untried_action(sim, worlds):
-    """At a node whose own action was already tried, the draw falls back to a uniform one."""
-    planner = _Planner(sim, worlds["flat"], SEED, PlannerConfig(action_set="fine", repeat_prob=1.0), None)
-    obs = sim.reset(worlds["flat"], seed=SEED)
-    planner._add(-1, None, np.zeros((0, *obs.dem.shape), np.float32), np.zeros((0, 6), np.float32), obs)
-    own = FINE.array[FINE.names.index("press")]
-    planner._add(0, own, np.zeros((0, *obs.dem.shape), np.float32), np.zeros((0, 6), np.float32), obs)
-    node = planner.nodes[1]
-    np.testing.assert_array_equal(planner._choose_action(node), own)
-    drawn = [planner._choose_action(node) for _ in range(len(FINE) - 1)]
-    assert not any(np.array_equal(a, own) for a in drawn) and not node.candidates
-
-
-@pytest.mark.parametrize("value", [-0.1, 1.5])
-def test_repeat_prob_must_be_a_probability(value):
-    with pytest.raises(ValueError, match="repeat_prob"):
-        PlannerConfig(repeat_prob=value)
-
-
-def test_plans_record_their_largest_delay_behind_the_schedule(coarse_plans, worlds):
-    """meta delay_s: the most the path falls behind nominal time (progress / speed) at any node; at the goal node
-    the delay is the plan's duration past the nominal one, so delay_s is at least that."""
-    for name, traj in coarse_plans.items():
-        world = worlds[name]
-        at_goal = traj.meta["sim_time"] - world.length / world.speed
-        assert traj.meta["delay_s"] >= at_goal - 1e-3 and traj.meta["delay_s"] >= 0.0
-
-
-def test_keep_delay_s_discards_a_slower_plan_without_searching_more(sim, worlds, coarse_plans):
-    """A bound below the found plan's delay turns it into a failed trajectory after the same search (same
-    expansions, the reason names the delay); a bound above it keeps the very same plan."""
-    kept = coarse_plans["step_up"]
-    delay = kept.meta["delay_s"]
-    assert delay > 0.1  # the climb costs time, so a bound below it exists
-    tight = plan(sim, worlds["step_up"], SEED, PlannerConfig(action_set="coarse", keep_delay_s=delay - 0.05))
-    assert not tight.success and len(tight) == 0
-    assert tight.meta["expansions"] == kept.meta["expansions"] and tight.meta["delay_s"] == delay
-    assert re.search(r"behind schedule: .* more than keep_delay_s", tight.reason), tight.reason
-    loose = plan(sim, worlds["step_up"], SEED, PlannerConfig(action_set="coarse", keep_delay_s=delay + 0.05))
-    assert loose.success and np.array_equal(loose.action, kept.action) and np.array_equal(loose.dem, kept.dem)
-
-
-def test_guided_candidates_are_ordered_by_distance_to_the_guide(sim, worlds):
-    target = np.array([0.7, 0.7, -0.1, -0.1])
-    planner = _Planner(sim, worlds["flat"], SEED, PlannerConfig(), FixedController(tuple(target)).act)
-    cands = planner._candidates(sim.reset(worlds["flat"], seed=SEED))
-    np.testing.assert_array_equal(cands[0], target)
-    dist = [float(np.sum((c - target) ** 2)) for c in cands[1:]]
-    assert dist == sorted(dist) and len(cands) == len(COARSE) + 1
-
-
-def test_guide_range_actions_clips_the_guide_to_the_action_sets_postures(sim, worlds):
-    wild = np.array([1.5, -1.0, 1.5, -1.0])  # inside the joint range, outside every coarse posture
-    robot = _Planner(sim, worlds["flat"], SEED, PlannerConfig(), FixedController(tuple(wild)).act)
-    np.testing.assert_array_equal(robot._candidates(sim.reset(worlds["flat"], seed=SEED))[0], wild)
-    clipped = _Planner(sim, worlds["flat"], SEED, PlannerConfig(guide_range="actions"), FixedController(tuple(wild)).act)
-    cands = clipped._candidates(sim.reset(worlds["flat"], seed=SEED))
-    lo, hi = COARSE.array.min(axis=0), COARSE.array.max(axis=0)
-    np.testing.assert_array_equal(cands[0], [hi[0], lo[1], hi[2], lo[3]])
-    assert all(np.all(c >= lo) and np.all(c <= hi) for c in cands)
-    inside = np.array([0.5, 0.5, -0.1, -0.1])  # a guide inside the range is offered as it is
-    within = _Planner(sim, worlds["flat"], SEED, PlannerConfig(guide_range="actions"), FixedController(tuple(inside)).act)
-    np.testing.assert_array_equal(within._candidates(sim.reset(worlds["flat"], seed=SEED))[0], inside)
-    with pytest.raises(ValueError, match="guide_range must be one of robot, actions"):
-        PlannerConfig(guide_range="joints")
-
-
-def test_guide_equal_to_a_set_action_is_not_tried_twice():
-    """Every expansion from the root fails: the root should be exhausted after one try per distinct action."""
-    sim = _strict(stuck_time=0.5, stuck_distance=1.0)
-    traj = plan(sim, resolve_world("flat"), SEED, PlannerConfig(guide_prob=1.0), guide=FixedController(tuple(NEUTRAL)).act)
-    assert not traj.success and traj.meta["expansions"] == len(COARSE)
-
-
-def test_heuristic_guide_solves_step_up(sim, worlds):
-    world = worlds["step_up"]
-    heuristic = HeuristicController()
-    traj = plan(sim, world, SEED, PlannerConfig(action_set="fine"), guide=heuristic.act)
-    assert traj.success, traj.reason
-    assert traj.meta["guided"] is True and traj.meta["action_set"] == FINE.name
-    assert abs(len(traj) - traj.meta["sim_time"] / RECORD_DT) <= 1.0
-    assert _replay(world, SEED, traj).status == SUCCESS
-    # guide_prob 1: the first expansion applies the heuristic's own output at the start
-    first = plan(sim, world, SEED, PlannerConfig(action_set="fine", guide_prob=1.0), guide=heuristic.act)
-    assert first.success
-    start = MujocoSimulator().reset(world, seed=SEED)
-    np.testing.assert_allclose(first.action[0], heuristic.act(start), atol=1e-6)
