@@ -1,4 +1,4 @@
-"""Shared fixtures: a noise-free simulator, the built-in worlds, a YAML world writer, one torch thread."""
+"""Shared fixtures: a noise-free simulator, the built-in worlds, a YAML world writer, one torch thread, one tiny loop run."""
 
 from __future__ import annotations
 
@@ -45,3 +45,17 @@ def write_world(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def base_run(tmp_path_factory):
+    """(out folder, returned report, entries passed to on_iteration) of one tiny 2-iteration serial loop, shared by
+    the loop's report and resume tests (test_loop.py, test_loop_resume.py), which only read it or work on copies."""
+    from loop_run import tiny_config
+
+    from flipper_control.learning.loop import run_loop
+
+    out = tmp_path_factory.mktemp("loop") / "base"
+    entries: list[dict] = []
+    report = run_loop(tiny_config(), out, on_iteration=entries.append)
+    return out, report, entries

@@ -1,9 +1,7 @@
 """The one tiny 2-iteration loop run that the loop tests share, and the checks they compare runs with; not a test
-module. The fixture is registered as ``base_run``; a test module imports it by the function's name
-(``from loop_run import base_run_fixture  # noqa: F401``, test/ is on sys.path), so that a test's parameter
-``base_run`` does not shadow an import (F811).
+module (test/ is on sys.path). The run itself is the ``base_run`` fixture of conftest.py.
 
-``base_run`` runs once per test module and most tests only read it. Tests that resume, interrupt or re-run work on
+``base_run`` runs once per test session and most tests only read it. Tests that resume, interrupt or re-run work on
 copies of it (``copytree`` keeps mtimes) or in their own folders, so the order of the tests does not matter.
 """
 
@@ -12,12 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from tiny_loop import tiny_loop
 
 from flipper_control.checkpoint import load_policy
-from flipper_control.learning.loop import LoopConfig, run_loop
+from flipper_control.learning.loop import LoopConfig
 from planning.dataset import TrajectoryDataset
 
 
@@ -42,12 +39,3 @@ def assert_same_weights(path_a: Path, path_b: Path) -> None:
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
-
-
-@pytest.fixture(scope="module", name="base_run")
-def base_run_fixture(tmp_path_factory):
-    """(out folder, returned report, entries passed to on_iteration) of one tiny 2-iteration serial loop."""
-    out = tmp_path_factory.mktemp("loop") / "base"
-    entries: list[dict] = []
-    report = run_loop(tiny_config(), out, on_iteration=entries.append)
-    return out, report, entries

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from loop_run import assert_same_trajectories, assert_same_weights, base_run_fixture, tiny_config  # noqa: F401 - a fixture
+from loop_run import assert_same_trajectories, assert_same_weights, tiny_config
 from tiny_loop import TINY
 
 import flipper_control.learning.loop as loop_module
