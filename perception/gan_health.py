@@ -43,15 +43,16 @@ def generator_failure(nan_share: float, real_nan_share: float, closed_share: dic
 
 
 def judged_report(real_dems: np.ndarray, candidates: dict[str, np.ndarray], seed: int = 0,
-                  name: str = "G") -> tuple[dict, str | None]:
+                  name: str = "G", real_traj: np.ndarray | None = None) -> tuple[dict, str | None]:
     """The held-out ``transfer_report`` of ``candidates`` (DEMs with NaN; ``identity`` the baseline) against
     ``real_dems``, and ``generator_failure``'s verdict on the candidate ``name``. A candidate that hides every cell
-    has no metric: it is left out of the report and judged by its NaN share alone (collapsed)."""
+    has no metric: it is left out of the report and judged by its NaN share alone (collapsed). ``real_traj`` (the
+    trajectory of each real DEM) adds the classifier's content floor to the report."""
     from perception.transfer_metrics import transfer_report
 
     g = candidates[name]
     measured = {k: (v, None) for k, v in candidates.items() if k != name or np.isfinite(v).any()}
-    report = transfer_report((real_dems, None), measured, seed=seed)
+    report = transfer_report((real_dems, None), measured, seed=seed, real_traj=real_traj)
     failure = generator_failure(float(np.isnan(g).mean()), float(np.isnan(real_dems).mean()),
                                 report["candidates"].get(name, {}).get("closed_share"), name)
     return report, failure

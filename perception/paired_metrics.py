@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from perception.transfer_metrics import dem_pair
+from perception.dem_sets import dem_pair
 
 __all__ = ["height_change", "paired_nan_agreement"]
 

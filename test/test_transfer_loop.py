@@ -57,6 +57,14 @@ def test_iteration_2_learns_and_is_scored_through_the_gan_of_iteration_1(gan_run
     gan_1 = json.loads((out / "iter_1" / "gan_update.json").read_text())
     assert gan_1["path"] == str(out / "iter_1" / "gan") and not gan_1["diverged"]
     assert set(gan_1["metrics"]["candidates"]) == {"identity", "G", "randomized"}
+    # what the held-out metrics stand on, and the content floor wherever the held-out real set has two trajectories
+    held = gan_1["held_out"]
+    assert held["sim_trajectories"] >= 1 and held["real_states"] == gan_1["metrics"]["real"]["n"]
+    floor = gan_1["metrics"]["content_floor"]
+    assert (floor is None) == (held["real_trajectories"] < 2)
+    assert floor is None or (floor["trajectories"] == held["real_trajectories"] and 0.0 <= floor["accuracy"] <= 1.0)
+    assert report["iterations"][0]["transfer"]["gan"]["held_out"] == held
+    assert report["iterations"][0]["transfer"]["gan"]["content_floor"] == floor
     sidecar = json.loads(next((out / "iter_2" / "candidates").glob("*.json")).read_text())
     assert sidecar["metadata"]["dem_transform"] == {"kind": "gan", "path": gan_1["path"]}
     assert json.loads((out / "iter_2" / "selection.json").read_text())["through_gan"] == gan_1["path"]
@@ -74,6 +82,7 @@ def test_the_report_has_table_ii_the_generator_table_and_fig_6(gan_run):
     md = (out / "report.md").read_text()
     assert "proxy/F on the reality proxy" in md and "| heuristic (reference) |" in md
     assert "The generator per iteration" in md and "| 2 | G of iteration 1 | trained |" in md
+    assert "| real halves (floor) |" in md
     assert (out / report["transfer"]["figure"]).read_bytes()[:8] == PNG_SIGNATURE
     assert "Real (reality-proxy) driving used" in md
 

@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 from scipy.special import gammaln
 
+from perception.dem_sets import dem_features
 from perception.transfer_metrics import (
     METRICS,
-    ClassifierConfig,
-    classifier_two_sample_test,
     closed_share,
-    dem_features,
     height_distance,
     measured_heights,
     nan_fraction_distance,
@@ -27,6 +25,7 @@ from perception.transfer_metrics import (
     sliced_wasserstein_distance,
     transfer_report,
 )
+from perception.two_sample import ClassifierConfig, classifier_two_sample_test
 
 
 def _sim_set(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

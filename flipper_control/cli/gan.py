@@ -72,7 +72,8 @@ def cmd_train_gan(args) -> int:
     transformed = transform.transform(sim_test.dems, sim_test.scalars)
     # DEMs only: the transform changes the DEM, the robot measures pitch, roll and flippers itself (and the
     # proxy's perturbed dynamics would let a classifier tell the domains apart by those alone)
-    metrics, failure = judged_report(real_test.dems, {"identity": sim_test.dems, "G": transformed}, seed=args.seed)
+    metrics, failure = judged_report(real_test.dems, {"identity": sim_test.dems, "G": transformed}, seed=args.seed,
+                                     real_traj=real_test.traj_id)
     if failure is not None:  # written anyway (the user asked for it, and may want to look at it); the loop would not use it
         warnings.append(f"this G should not be used: {failure}")
     consistency = None
@@ -108,6 +109,10 @@ def _print_metrics(metrics: dict) -> None:
         least = f"{min(closed):.2f}" if closed else "-"
         print(f"| {name} | {c['nan_share']:.3f} | " + " | ".join(f"{c['distances'][m]:.4f}" for m in names)
               + f" | {c['classifier']['accuracy']:.3f} | {least} |")
+    floor = metrics.get("content_floor")
+    if floor is not None:
+        print(f"\nclassifier accuracy between two halves of the held-out real set, split by trajectory (content floor of "
+              f"this unpaired test; {floor['trajectories']} trajectories): {floor['accuracy']:.3f}")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

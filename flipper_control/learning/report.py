@@ -88,12 +88,15 @@ def proxy_title(ref: str) -> str:
 
 def table_transfer(report: dict) -> str | None:
     """Markdown: per iteration, the generator its policy learnt through and the held-out transfer metrics of the
-    CycleGAN trained after it (classifier accuracy and the least closed share; 50 % accuracy = indistinguishable)."""
+    CycleGAN trained after it: the classifier's accuracy (50 % = indistinguishable), its content floor (the same test
+    between two trajectory halves of the held-out real set: what content alone tells apart, the best an unpaired
+    test of these sets can show), and the least closed share."""
     t = report.get("transfer")
     if not t:
         return None
-    rows = ["| iteration | policy learnt through | GAN update | classifier: identity / G / randomised | G closed (least) |",
-            "|---|---|---|---:|---:|"]
+    rows = ["| iteration | policy learnt through | GAN update | classifier: identity / G / randomised | "
+            "real halves (floor) | G closed (least) |",
+            "|---|---|---|---:|---:|---:|"]
     for it in report["iterations"]:
         tr = it.get("transfer", {})
         gan = tr.get("gan")
@@ -103,17 +106,19 @@ def table_transfer(report: dict) -> str | None:
         elif t["mode"] == "randomize":
             through = "randomised DEMs"
         if gan is None:
-            rows.append(f"| {it['iteration']} | {through} | - | - | - |")
+            rows.append(f"| {it['iteration']} | {through} | - | - | - | - |")
             continue
+        floor = gan.get("content_floor")  # .get: reports of runs before the floor was measured
+        floor = "-" if floor is None else f"{floor['accuracy']:.2f}"
         if gan["diverged"]:
             why = f" ({gan['error']})" if gan.get("error") else ""
-            rows.append(f"| {it['iteration']} | {through} | diverged, not used{why} | - | - |")
+            rows.append(f"| {it['iteration']} | {through} | diverged, not used{why} | - | {floor} | - |")
             continue
         m = gan["metrics"]
         acc = " / ".join(f"{m[c]['accuracy']:.2f}" if c in m else "-" for c in ("identity", "G", "randomized"))
         closed = [v for v in m["G"]["closed_share"].values() if v is not None]
-        rows.append(f"| {it['iteration']} | {through} | trained | {acc} | {min(closed):.2f} |" if closed
-                    else f"| {it['iteration']} | {through} | trained | {acc} | - |")
+        least = f"{min(closed):.2f}" if closed else "-"
+        rows.append(f"| {it['iteration']} | {through} | trained | {acc} | {floor} | {least} |")
     return "\n".join(rows)
 
 

@@ -225,7 +225,9 @@ class TransferSteps:
         g.cpu["transfer"] += result["cpu_s"]
         g.entry["gan"] = {"diverged": result["diverged"], "error": result["error"], "path": result["path"],
                           "metrics": _metrics_summary(result["metrics"]) if result["metrics"] else None,
-                          "task_consistency": result.get("task_consistency")}  # .get: a gan_update.json of an older run
+                          "task_consistency": result.get("task_consistency"),  # .get: a gan_update.json of an older run
+                          "content_floor": (result["metrics"] or {}).get("content_floor"),
+                          "held_out": result.get("held_out")}
         if result["path"]:
             from flipper_control.learning.transfer_figure import transfer_figure
 

@@ -108,7 +108,9 @@ def gan_task(task: dict) -> dict:
     with a policy, ``task_consistency`` gives the policy's mean action change each of them causes on x_s.
     A GAN whose loss turns non-finite, or whose held-out metrics show it collapsed or drifted away from the real DEMs
     (``perception.gan_health``), is not saved: the result says ``diverged`` and why, and the caller keeps the last
-    good generator. Returns ``{"path", "diverged", "error", "metrics", "task_consistency", "history", "cpu_s"}``.
+    good generator. Returns ``{"path", "diverged", "error", "metrics", "task_consistency", "history", "cpu_s",
+    "held_out"}`` (``held_out``: trajectories and states of each held-out set; ``metrics["content_floor"]``: the
+    classifier between two trajectory halves of the held-out real set).
     """
     import numpy as np
     import torch
@@ -141,7 +143,11 @@ def gan_task(task: dict) -> dict:
     elif config.lambda_task > 0:
         raise ValueError(f"gan.lambda_task = {config.lambda_task} needs the current policy (the task's 'policy'), none given")
     out: dict[str, Any] = {"path": None, "diverged": False, "error": None, "samples_sim": len(sim_train),
-                           "samples_real": len(real_train), "task_consistency": None}
+                           "samples_real": len(real_train), "task_consistency": None,
+                           # what the held-out metrics stand on: a test on two trajectories says less than on twenty
+                           "held_out": {"sim_trajectories": len(np.unique(sim_test.traj_id)), "sim_states": len(sim_test),
+                                        "real_trajectories": len(np.unique(real_test.traj_id)),
+                                        "real_states": len(real_test)}}
     try:
         gan, report = train_gan(sim_train, real_train, config, seed=seed, gan=start, task_model=task_model)
     except GanDivergedError as exc:
@@ -152,7 +158,7 @@ def gan_task(task: dict) -> dict:
         dr = DomainRandomization.from_dict(task["randomization"])
         candidates["randomized"] = randomize(sim_test.dems, np.random.default_rng(seed), dr, pitch=sim_test.scalars[:, 0])
     with torch.random.fork_rng(devices=[]):
-        metrics, failure = judged_report(real_test.dems, candidates, seed=seed)
+        metrics, failure = judged_report(real_test.dems, candidates, seed=seed, real_traj=real_test.traj_id)
     consistency = None
     if task_model is not None:
         consistency = {"lambda_task": config.lambda_task, "policy": policy_info,
