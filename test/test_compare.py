@@ -307,10 +307,11 @@ def test_score_columns_give_the_staircase_sections_as_table_ii_does():
 def test_fields_that_change_no_result_are_dropped_at_any_depth_and_the_config_is_left_alone():
     from flipper_control.learning.config_fields import NO_RESULT_FIELDS, without_fields
 
-    config = {"executor": "ray", "workers": 4, "seed": 1, "transfer": {"proxy_eval_every": 2, "mode": "gan"},
+    config = {"executor": "ray", "workers": 4, "seed": 1,
+              "transfer": {"proxy_eval_every": 2, "mode": "gan", "paired_worlds": 4},
               "imitation": {"proxy_eval_every": 3}}  # only transfer's field of that name is listed
     kept = without_fields(config, NO_RESULT_FIELDS)
     assert kept == {"seed": 1, "transfer": {"mode": "gan"}, "imitation": {"proxy_eval_every": 3}}
-    assert config["transfer"] == {"proxy_eval_every": 2, "mode": "gan"} and config["executor"] == "ray"
+    assert config["transfer"] == {"proxy_eval_every": 2, "mode": "gan", "paired_worlds": 4} and config["executor"] == "ray"
     assert without_fields({"transfer": None, "ray_address": "h:1"}, NO_RESULT_FIELDS) == {"transfer": None}
     assert set(NO_RESULT_FIELDS) < set(NOT_COMPARED)  # compare ignores the same fields, and the seed too

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from flipper_control.bench.gan_paired import collect_pairs, paired_transfer
+from flipper_control.bench.gan_paired import paired_transfer
 from flipper_control.cli import main
+from flipper_control.learning.paired_eval import collect_pairs
 from perception.cyclegan import CycleGan, save_gan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

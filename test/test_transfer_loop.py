@@ -25,7 +25,7 @@ from sim.config_io import config_from_mapping
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TRANSFER = {"real_runs": 2, "sim_runs": 2, "real_every": 1, "gan": {"epochs": 2, "steps_per_epoch": 5},
-            "proxy_eval_worlds": ["proxy/F"], "proxy_eval_runs": 1}
+            "proxy_eval_worlds": ["proxy/F"], "proxy_eval_runs": 1, "paired_worlds": 2}
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,18 @@ def test_iteration_2_learns_and_is_scored_through_the_gan_of_iteration_1(gan_run
     assert floor is None or (floor["trajectories"] == held["real_trajectories"] and 0.0 <= floor["accuracy"] <= 1.0)
     assert report["iterations"][0]["transfer"]["gan"]["held_out"] == held
     assert report["iterations"][0]["transfer"]["gan"]["content_floor"] == floor
+    # G_1 judged on same-pose pairs, driven once for the run (pairs/) from worlds of their own
+    paired = gan_1["paired"]
+    assert paired["worlds"] == 2 and paired["pairs"] > 50 and (out / "pairs" / "pairs.safetensors").is_file()
+    assert set(paired["metrics"]["candidates"]) == {"identity", "G", "randomized"}
+    assert paired["metrics"]["real"]["n"] == paired["pairs"]
+    assert paired["metrics"]["candidates"]["identity"]["nan_share"] == 0.0  # exact DEMs: every cell measured
+    assert set(paired["nan"]) == {"G", "randomized"} and paired["height_change"]["real"]["cells"] > 0
+    gan_2 = json.loads((out / "iter_2" / "gan_update.json").read_text())
+    assert gan_2["paired"]["pairs"] == paired["pairs"]  # the same pairs judge every update
+    summary = report["iterations"][0]["transfer"]["gan"]["paired"]
+    assert summary["candidates"]["G"]["accuracy"] == paired["metrics"]["candidates"]["G"]["classifier"]["accuracy"]
+    assert summary["candidates"]["G"]["nan_f1"] == paired["nan"]["G"]["f1"]
     sidecar = json.loads(next((out / "iter_2" / "candidates").glob("*.json")).read_text())
     assert sidecar["metadata"]["dem_transform"] == {"kind": "gan", "path": gan_1["path"]}
     assert json.loads((out / "iter_2" / "selection.json").read_text())["through_gan"] == gan_1["path"]
@@ -82,7 +94,7 @@ def test_the_report_has_table_ii_the_generator_table_and_fig_6(gan_run):
     md = (out / "report.md").read_text()
     assert "proxy/F on the reality proxy" in md and "| heuristic (reference) |" in md
     assert "The generator per iteration" in md and "| 2 | G of iteration 1 | trained |" in md
-    assert "| real halves (floor) |" in md
+    assert "| real halves (floor) |" in md and "The generator on same-pose pairs" in md
     assert (out / report["transfer"]["figure"]).read_bytes()[:8] == PNG_SIGNATURE
     assert "Real (reality-proxy) driving used" in md
 
@@ -251,7 +263,7 @@ def test_the_gan_update_reads_only_collections_driven_before_the_iteration(tmp_p
     for c in range(3):  # a resumed run may already hold later collections (line 9 runs after line 7)
         (tmp_path / f"real_{c}").mkdir()
         (tmp_path / f"real_{c}" / "collection.json").write_text(json.dumps({"dataset": f"real_{c}.safetensors"}))
-    steps = TransferSteps(TransferConfig(real_every=2), 0, tmp_path, ex=None, evaluate=None, step=None)
+    steps = TransferSteps(TransferConfig(real_every=2, paired_worlds=0), 0, tmp_path, ex=None, evaluate=None, step=None)
     seen = {k: steps.gan_task(k, "sim.safetensors")["real"] for k in (2, 3, 5)}
     assert seen == {2: ["real_0.safetensors"], 3: ["real_0.safetensors", "real_1.safetensors"],
                     5: ["real_0.safetensors", "real_1.safetensors", "real_2.safetensors"]}
@@ -300,7 +312,7 @@ def test_a_gan_update_in_flight_is_collected_before_anything_reads_its_generator
     for d in ("real_0", "iter_1", "iter_2"):
         (tmp_path / d).mkdir()
     (tmp_path / "real_0" / "collection.json").write_text(json.dumps({"dataset": "real_0.safetensors"}))
-    steps = TransferSteps(TransferConfig(), 0, tmp_path, ex=Executor(), evaluate=None,
+    steps = TransferSteps(TransferConfig(paired_worlds=0), 0, tmp_path, ex=Executor(), evaluate=None,
                           step=lambda *a, **kw: _Step(lines))
     entry, cpu = {}, {"transfer": 0.0}
     steps.start_gan_update(1, "sim_1.safetensors", "policy_1", entry, cpu, {})
@@ -329,7 +341,7 @@ def test_a_diverging_gan_is_not_saved_and_the_last_good_generator_stays(gan_run,
     for k, path in ((1, "good/gan"), (2, None)):
         (tmp_path / f"iter_{k}").mkdir()
         (tmp_path / f"iter_{k}" / "gan_update.json").write_text(json.dumps({"path": path, "diverged": path is None}))
-    steps = TransferSteps(TransferConfig(), 0, tmp_path, ex=None, evaluate=None, step=None)
+    steps = TransferSteps(TransferConfig(paired_worlds=0), 0, tmp_path, ex=None, evaluate=None, step=None)
     assert steps.gan_before(3) == "good/gan" and steps.gan_before(2) == "good/gan" and steps.gan_before(1) is None
 
 

@@ -23,7 +23,10 @@ TINY: dict = {
 
 
 def tiny_loop(**changes) -> dict:
-    """A fresh copy of ``TINY`` with ``changes`` applied (top-level keys)."""
+    """A fresh copy of ``TINY`` with ``changes`` applied (top-level keys). A ``transfer`` section drives no same-pose
+    pairs unless it asks for them (``paired_worlds``): their heuristic runs cost seconds, and one test is enough."""
     data = copy.deepcopy(TINY)
     data.update(changes)
+    if isinstance(data.get("transfer"), dict):
+        data["transfer"] = {"paired_worlds": 0} | data["transfer"]
     return data

@@ -33,31 +33,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["collect_pairs", "paired_transfer"]
+from flipper_control.learning.paired_eval import collect_pairs
+
+__all__ = ["paired_transfer"]
 
 WORLD_SET = "training"  # the generated family the loop's real and simulated trajectories drive on
-
-
-def collect_pairs(worlds: int, world_seed: int = 0, seed: int = 0, reality_config=None,
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """Heuristic runs on ``worlds`` generated worlds on the reality proxy: ``exact``, ``proxy`` (N, R, C) DEMs,
-    ``scalars`` (N, 6) and ``traj`` (N,) the run of each step. ``progress(done, total)`` after each run."""
-    from flipper_control.controllers import HeuristicController
-    from flipper_control.learning.proxy_figure import collect_dems
-    from sim.reality_proxy import RealityProxy
-    from sim.world_sets import generated_worlds
-
-    if not (isinstance(worlds, int) and worlds >= 2):
-        raise ValueError(f"paired evaluation needs at least 2 worlds (the real halves compare two), got {worlds!r}")
-    parts: dict[str, list] = {"exact": [], "proxy": [], "scalars": [], "traj": []}
-    for i, world in enumerate(generated_worlds(WORLD_SET, worlds, seed=world_seed)):
-        run = collect_dems(world, HeuristicController(), seed=seed * 1000 + i, proxy=RealityProxy(config=reality_config))
-        for key in ("exact", "proxy", "scalars"):
-            parts[key].append(run[key])
-        parts["traj"].append(np.full(len(run["exact"]), i))
-        if progress is not None:
-            progress(i + 1, worlds)
-    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def _sensor_oracle(exact: np.ndarray, proxy: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -80,7 +60,7 @@ def paired_transfer(checkpoint: str, worlds: int = 6, world_seed: int = 424_242,
     from perception.transfer_metrics import transfer_report
 
     transform = SimToReal.from_checkpoint(checkpoint)  # refuse a bad checkpoint before any driving
-    pairs = collect_pairs(worlds, world_seed, seed, reality_config, progress)
+    pairs = collect_pairs(worlds, world_seed, seed, reality_config, progress, world_set=WORLD_SET)
     exact, proxy, scalars, traj = pairs["exact"], pairs["proxy"], pairs["scalars"], pairs["traj"]
     rng = np.random.default_rng(seed)
     g = transform.transform(exact, scalars)

@@ -9,8 +9,10 @@ __all__ = ["NO_RESULT_FIELDS", "without_fields"]
 
 # Dotted keys. Where tasks run does not change a result (tasks carry their own seeds); nor does how often the policy
 # is also scored on the reality proxy (those scores feed nothing back, so a run resumed with a smaller value adds the
-# proxy scores of its finished iterations).
-NO_RESULT_FIELDS: tuple[str, ...] = ("executor", "workers", "ray_address", "transfer.proxy_eval_every")
+# proxy scores of its finished iterations), nor whether each generator is also judged on same-pose pairs (evaluation
+# only: a run resumed with pairs off, or on, judges its later updates so).
+NO_RESULT_FIELDS: tuple[str, ...] = ("executor", "workers", "ray_address", "transfer.proxy_eval_every",
+                                     "transfer.paired_worlds")
 
 
 def without_fields(config: dict, fields: tuple[str, ...]) -> dict:

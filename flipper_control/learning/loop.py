@@ -11,7 +11,7 @@ Every step writes its output atomically under ``out/iter_K/`` and is skipped whe
 a killed loop run again with the same ``--out`` continues from the last finished step; within the planning and
 training steps, every finished trajectory and candidate is kept too (``iter_K/plans/``, ``candidates/``). ``out/config.json``
 records the configuration; resuming with a different one is refused (the outputs would not match), except for
-where tasks run and ``transfer.proxy_eval_every``, which change no result (``config_fields``).
+where tasks run, ``transfer.proxy_eval_every`` and ``transfer.paired_worlds``, which change no result (``config_fields``).
 """
 
 from __future__ import annotations

@@ -54,6 +54,18 @@ def _metrics_summary(metrics: dict) -> dict:
                    "nan_share": c["nan_share"]} for name, c in metrics["candidates"].items()}
 
 
+def _paired_summary(paired: dict | None) -> dict | None:
+    """What the report keeps of a GAN update's same-pose evaluation: per candidate its classifier accuracy, closed
+    shares and NaN F1."""
+    if not paired:
+        return None
+    m = paired["metrics"]
+    return {"pairs": paired["pairs"], "worlds": paired["worlds"],
+            "candidates": {name: {"accuracy": c["classifier"]["accuracy"], "closed_share": c["closed_share"],
+                                  "nan_f1": paired["nan"].get(name, {}).get("f1")}
+                           for name, c in m["candidates"].items()}}
+
+
 def _read_json(path: Path) -> Any | None:
     try:
         return json.loads(path.read_text())
@@ -182,10 +194,29 @@ class TransferSteps:
     def gan_task(self, k: int, sim_states: str, policy: str | None = None) -> dict:
         """The line-7 task of iteration ``k``: G_k from G_{k-1} on iteration ``k``'s simulated states and the real
         ones driven before it (``iter_K/gan``). ``policy`` (pi_k's checkpoint) is the task model of
-        ``gan.lambda_task`` and what the action gap measures."""
+        ``gan.lambda_task`` and what the action gap measures; ``pairs`` the same-pose pairs G_k is judged on."""
         return {"sim": [sim_states], "real": self.real_datasets_before(k), "out": str(self.out / f"iter_{k}" / "gan"),
                 "start": self.gan_before(k), "train": self.c.gan.to_dict(), "seed": self.seed * 1000 + k,
-                "randomization": self.c.randomization.to_dict(), "policy": policy}
+                "randomization": self.c.randomization.to_dict(), "policy": policy, "pairs": self.pairs()}
+
+    def pairs(self) -> str | None:
+        """The run's same-pose pairs (``pairs/pairs.safetensors``): heuristic runs on ``paired_worlds`` generated
+        worlds on the reality proxy, driven once, the first time a GAN update needs them; None when off."""
+        from flipper_control.learning.paired_eval import pair_task, pair_tasks, save_pairs, stack_pairs
+
+        if self.c.mode != "gan" or self.c.paired_worlds == 0:
+            return None
+        path = self.out / "pairs" / "pairs.safetensors"
+        if path.is_file():
+            return str(path)
+        world_seed = self.seed * 1000 + 900  # apart from the training (k), real (500 + c) and rollout (700 + k) worlds
+        tasks = pair_tasks(self.c.worlds, self.c.paired_worlds, world_seed, self.seed, self._reality)
+        with self._step("same-pose pairs for judging G (heuristic on the reality proxy)", len(tasks), "run") as step:
+            pairs = stack_pairs(self.ex.map(pair_task, tasks, progress=step))
+            step.finish(f"{len(pairs['exact'])} pairs")
+        save_pairs(path, pairs, {"worlds": [t["world"].name for t in tasks], "world_seed": world_seed, "seed": self.seed,
+                                 "reality_config": self._reality, "controller": "heuristic"})
+        return str(path)
 
     def start_gan_update(self, k: int, sim_states: str, policy: str, entry: dict, cpu: dict,
                          transfer_report: dict) -> None:
@@ -227,7 +258,7 @@ class TransferSteps:
                           "metrics": _metrics_summary(result["metrics"]) if result["metrics"] else None,
                           "task_consistency": result.get("task_consistency"),  # .get: a gan_update.json of an older run
                           "content_floor": (result["metrics"] or {}).get("content_floor"),
-                          "held_out": result.get("held_out")}
+                          "held_out": result.get("held_out"), "paired": _paired_summary(result.get("paired"))}
         if result["path"]:
             from flipper_control.learning.transfer_figure import transfer_figure
 

@@ -59,6 +59,11 @@ class TransferConfig:
     # added to G's own NaN: G places its NaN almost at random, the lidar's shadows lie behind edges
     # (docs/sim2real_experiments.md, "G's DEMs with the terrain's shadows"); False: G's NaN only
     gan_shadows: bool = False
+    # mode gan: every GAN update is also judged on same-pose pairs of exact and reality-proxy DEMs from heuristic runs
+    # on this many generated worlds (collected once per run, pairs/; flipper_control.learning.paired_eval), where the
+    # sets differ in sensing only: the loop's unpaired held-out sets differ in content too, so much that two halves of
+    # the real set are told apart as well as G(x_s) is (docs/sim2real_experiments.md); 0: off. Evaluation only.
+    paired_worlds: int = 4
 
     def __post_init__(self) -> None:
         sections = {"gan": GanTrainConfig.from_dict, "randomization": DomainRandomization.from_dict,
@@ -103,6 +108,10 @@ class TransferConfig:
                             "its jittered mount); set it to false there")
         if self.real_masks is not None and self.mode != "gan":
             problems.append(f"real_masks needs mode gan (the only mode that drives real trajectories), got mode {self.mode!r}")
+        pw = self.paired_worlds
+        if not (isinstance(pw, int) and not isinstance(pw, bool) and (pw == 0 or pw >= 2)):
+            problems.append(f"paired_worlds must be 0 (off) or an integer >= 2 (the content floor compares two halves), "
+                            f"got {pw!r}")
         if not (isinstance(self.proxy_eval_every, int) and self.proxy_eval_every >= 0):
             problems.append(f"proxy_eval_every must be an integer >= 0, got {self.proxy_eval_every!r}")
         controllers = [("initial_controller", self.initial_controller)] + [("proxy_baselines", b) for b in self.proxy_baselines]

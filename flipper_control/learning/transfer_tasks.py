@@ -110,7 +110,8 @@ def gan_task(task: dict) -> dict:
     (``perception.gan_health``), is not saved: the result says ``diverged`` and why, and the caller keeps the last
     good generator. Returns ``{"path", "diverged", "error", "metrics", "task_consistency", "history", "cpu_s",
     "held_out"}`` (``held_out``: trajectories and states of each held-out set; ``metrics["content_floor"]``: the
-    classifier between two trajectory halves of the held-out real set).
+    classifier between two trajectory halves of the held-out real set) and, with ``pairs`` (a ``paired_eval``
+    pairs file), ``paired``: identity, G and the randomisation judged on same-pose pairs (``paired_summary``).
     """
     import numpy as np
     import torch
@@ -163,6 +164,12 @@ def gan_task(task: dict) -> dict:
     if task_model is not None:
         consistency = {"lambda_task": config.lambda_task, "policy": policy_info,
                        "action_gap": action_gap(task_model, sim_test.dems, candidates, sim_test.scalars)}
+    if task.get("pairs") and failure is None:  # same-pose pairs: content equal, sensing judged alone
+        from flipper_control.learning.paired_eval import load_pairs, paired_summary
+
+        with torch.random.fork_rng(devices=[]):
+            out["paired"] = paired_summary(SimToReal(gan.g).transform, load_pairs(task["pairs"]), seed=seed,
+                                           randomization=task.get("randomization"))
     if failure is not None:  # finite losses, but a G worse than none: not saved, like a non-finite one
         return out | {"diverged": True, "error": failure, "metrics": metrics, "task_consistency": consistency,
                       "history": report.history, "cpu_s": time.process_time() - cpu0}
