@@ -20,6 +20,7 @@ GAN update of a loop with ``transfer.paired_worlds`` > 0 evaluate on them.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,18 +48,20 @@ def pair_tasks(world_set: str, worlds: int, world_seed: int, seed: int, reality_
 
 def pair_task(task: dict) -> dict[str, np.ndarray]:
     """The heuristic's run on ``task["world"]`` on the reality proxy: at every step the exact DEM, the proxy's DEM
-    and the true scalars (pitch, roll, four flippers), all tagged with the run's ``traj`` number."""
+    and the true scalars (pitch, roll, four flippers), all tagged with the run's ``traj`` number; and its ``cpu_s``."""
     from flipper_control.controllers import HeuristicController
     from flipper_control.learning.proxy_figure import collect_dems
     from sim.reality_config import RealityProxyConfig
     from sim.reality_proxy import RealityProxy
 
+    cpu0 = time.process_time()
     config = task.get("reality_config")
     if isinstance(config, dict):
         config = RealityProxyConfig.from_dict(config)
     run = collect_dems(task["world"], HeuristicController(), seed=int(task["seed"]), proxy=RealityProxy(config=config))
     return {"exact": run["exact"].astype(np.float32), "proxy": run["proxy"].astype(np.float32),
-            "scalars": run["scalars"].astype(np.float32), "traj": np.full(len(run["exact"]), int(task["traj"]))}
+            "scalars": run["scalars"].astype(np.float32), "traj": np.full(len(run["exact"]), int(task["traj"])),
+            "cpu_s": time.process_time() - cpu0}
 
 
 def stack_pairs(runs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -90,8 +90,8 @@ def proxy_title(ref: str) -> str:
 def table_transfer(report: dict) -> str | None:
     """Markdown: per iteration, the generator its policy learnt through and the held-out transfer metrics of the
     CycleGAN trained after it: the classifier's accuracy (50 % = indistinguishable), its content floor (the same test
-    between two trajectory halves of the held-out real set: what content alone tells apart, the best an unpaired
-    test of these sets can show), and the least closed share."""
+    between two trajectory halves of the held-out real set: what content alone tells apart, about what an unpaired
+    test of sets this small can show), and the least closed share."""
     t = report.get("transfer")
     if not t:
         return None
@@ -126,7 +126,7 @@ def table_transfer(report: dict) -> str | None:
 def table_paired(report: dict) -> str | None:
     """Markdown: each GAN update judged on same-pose pairs of exact and reality-proxy DEMs (``transfer.paired_worlds``),
     where content does not differ: the classifier's accuracy (50 % = indistinguishable, the issue's target 65 %; a
-    sensor oracle built from the pairs reaches about 60 %), where G and the randomisation put their NaN (F1 against
+    sensor oracle built from the pairs reaches 0.60-0.73), where G and the randomisation put their NaN (F1 against
     the proxy's NaN cells) and the least share of the identity's distance G closed. None when no update was judged
     on pairs."""
     rows = []

@@ -199,9 +199,10 @@ class TransferSteps:
                 "start": self.gan_before(k), "train": self.c.gan.to_dict(), "seed": self.seed * 1000 + k,
                 "randomization": self.c.randomization.to_dict(), "policy": policy, "pairs": self.pairs()}
 
-    def pairs(self) -> str | None:
+    def pairs(self, cpu: dict | None = None) -> str | None:
         """The run's same-pose pairs (``pairs/pairs.safetensors``): heuristic runs on ``paired_worlds`` generated
-        worlds on the reality proxy, driven once, the first time a GAN update needs them; None when off."""
+        worlds on the reality proxy, driven once, the first time a GAN update needs them (their CPU seconds go to
+        ``cpu["transfer"]``); None when off."""
         from flipper_control.learning.paired_eval import pair_task, pair_tasks, save_pairs, stack_pairs
 
         if self.c.mode != "gan" or self.c.paired_worlds == 0:
@@ -212,8 +213,11 @@ class TransferSteps:
         world_seed = self.seed * 1000 + 900  # apart from the training (k), real (500 + c) and rollout (700 + k) worlds
         tasks = pair_tasks(self.c.worlds, self.c.paired_worlds, world_seed, self.seed, self._reality)
         with self._step("same-pose pairs for judging G (heuristic on the reality proxy)", len(tasks), "run") as step:
-            pairs = stack_pairs(self.ex.map(pair_task, tasks, progress=step))
+            runs = self.ex.map(pair_task, tasks, progress=step)
+            pairs = stack_pairs(runs)
             step.finish(f"{len(pairs['exact'])} pairs")
+        if cpu is not None:
+            cpu["transfer"] += sum(r["cpu_s"] for r in runs)
         save_pairs(path, pairs, {"worlds": [t["world"].name for t in tasks], "world_seed": world_seed, "seed": self.seed,
                                  "reality_config": self._reality, "controller": "heuristic"})
         return str(path)
@@ -228,6 +232,7 @@ class TransferSteps:
         done = _read_json(self.out / f"iter_{k}" / "gan_update.json")
         pending = step = None
         if done is None:
+            self.pairs(cpu)  # driven here at most once per run, with its CPU time counted
             task = self.gan_task(k, sim_states, policy)
             step = self._step(f"iter {k}: CycleGAN update (line 7)", 1, "task", bar=False)
             step.write(f"{step.prefix}iter {k}: CycleGAN update (line 7) started on one worker, beside the next steps")
