@@ -41,7 +41,8 @@ def pair_tasks(world_set: str, worlds: int, world_seed: int, seed: int, reality_
     from sim.world_sets import generated_worlds
 
     if not (isinstance(worlds, int) and not isinstance(worlds, bool) and worlds >= 2):
-        raise ValueError(f"paired evaluation needs at least 2 worlds (the real halves compare two), got {worlds!r}")
+        raise ValueError(f"paired evaluation needs at least 2 worlds (one world shows one kind of terrain, and the "
+                         f"bench's real halves compare two), got {worlds!r}")
     return [{"world": world, "seed": seed * 1000 + i, "traj": i, "reality_config": reality_config}
             for i, world in enumerate(generated_worlds(world_set, worlds, seed=world_seed))]
 

@@ -110,7 +110,7 @@ class TransferConfig:
             problems.append(f"real_masks needs mode gan (the only mode that drives real trajectories), got mode {self.mode!r}")
         pw = self.paired_worlds
         if not (isinstance(pw, int) and not isinstance(pw, bool) and (pw == 0 or pw >= 2)):
-            problems.append(f"paired_worlds must be 0 (off) or an integer >= 2 (the content floor compares two halves), "
+            problems.append(f"paired_worlds must be 0 (off) or an integer >= 2 (one world shows one kind of terrain), "
                             f"got {pw!r}")
         if not (isinstance(self.proxy_eval_every, int) and self.proxy_eval_every >= 0):
             problems.append(f"proxy_eval_every must be an integer >= 0, got {self.proxy_eval_every!r}")
