@@ -154,7 +154,8 @@ def gan_task(task: dict) -> dict:
     except GanDivergedError as exc:
         return out | {"diverged": True, "error": str(exc), "metrics": None, "history": None,
                       "cpu_s": time.process_time() - cpu0}
-    candidates = {"identity": sim_test.dems, "G": SimToReal(gan.g).transform(sim_test.dems, sim_test.scalars)}
+    transform = SimToReal(gan.g)  # one transform for the held-out states and the same-pose pairs
+    candidates = {"identity": sim_test.dems, "G": transform.transform(sim_test.dems, sim_test.scalars)}
     if task.get("randomization") is not None:
         dr = DomainRandomization.from_dict(task["randomization"])
         candidates["randomized"] = randomize(sim_test.dems, np.random.default_rng(seed), dr, pitch=sim_test.scalars[:, 0])
@@ -168,7 +169,7 @@ def gan_task(task: dict) -> dict:
         from flipper_control.learning.paired_eval import load_pairs, paired_summary
 
         with torch.random.fork_rng(devices=[]):
-            out["paired"] = paired_summary(SimToReal(gan.g).transform, load_pairs(task["pairs"]), seed=seed,
+            out["paired"] = paired_summary(transform.transform, load_pairs(task["pairs"]), seed=seed,
                                            randomization=task.get("randomization"))
     if failure is not None:  # finite losses, but a G worse than none: not saved, like a non-finite one
         return out | {"diverged": True, "error": failure, "metrics": metrics, "task_consistency": consistency,
