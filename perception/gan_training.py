@@ -16,7 +16,9 @@ Losses, per batch of simulated states x_s and real states x_r (each a DEM with i
   cm) and lifts the cells beyond a drop's edge by 20-36 cm, which the unpaired height distance rewards (real DEMs
   seldom show a drop's bottom); on today's networks lambda_p = 1 cuts that to about 2 cm and 3 to a few
   millimetres, but the demo loop's policies scored lower with either (docs/sim2real_experiments.md, "G moves the
-  terrain");
+  terrain"). With ``height_offset`` (metres the real sensor reads above the simulator on the same ground; the caller
+  knows it, e.g. ``flipper_control.learning.sensor_offset`` estimates it from the two unpaired sets) the target is
+  input + offset for G and input - offset for G_s: held to it, G keeps the terrain at the sensor's level;
   + lambda_c x the cycle loss: L1 between G_s(G(x_s)) and x_s and between G(G_s(x_r)) and x_r over both channels and
   the scalars, as CycleGAN [10] defines it (the seed's printed formula puts the discriminators' losses on the cycled
   samples there, which does not tie a sample to its own cycle; we keep the reference definition). With
@@ -81,6 +83,7 @@ class GanTrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     lambda_p: float = 0.1  # distance to the input (low: see the module docstring)
+    height_offset: float = 0.0  # metres the real sensor reads above the simulator on the same ground (module docstring)
     lambda_c: float = 10.0  # cycle consistency (CycleGAN's default)
     lambda_nan: float = 1.0  # NaN cells that G_s produces
     lambda_task: float = 0.0  # |task model's action on G(x_s) - on x_s| (policy-aware GAN; needs a task model)
@@ -100,6 +103,9 @@ class GanTrainConfig:
                 problems.append(f"{name} must be an integer >= 1, got {v!r}")
         if self.steps_per_epoch is not None and not (isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 1):
             problems.append(f"steps_per_epoch must be an integer >= 1 or null, got {self.steps_per_epoch!r}")
+        if not (isinstance(self.height_offset, (int, float)) and not isinstance(self.height_offset, bool)
+                and math.isfinite(self.height_offset) and abs(self.height_offset) <= 0.5):
+            problems.append(f"height_offset must be a number of metres within +-0.5, got {self.height_offset!r}")
         for name in ("lr", "grad_clip"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 problems.append(f"{name} must be a positive number, got {getattr(self, name)!r}")
@@ -199,10 +205,12 @@ def split_by_trajectory(data: GanData, test_fraction: float, rng: np.random.Gene
 
 
 # ------------------------------------------------------------------------------------------ losses
-def _distance_to_input(inp: torch.Tensor, inp_scalars: torch.Tensor, out: GeneratorOutput) -> torch.Tensor:
-    """Mean |height change| over cells measured in both input and output, plus mean |scalar change|."""
+def _distance_to_input(inp: torch.Tensor, inp_scalars: torch.Tensor, out: GeneratorOutput,
+                       offset: float = 0.0) -> torch.Tensor:
+    """Mean |height change - offset| over cells measured in both input and output (``offset`` in the channels'
+    units: the change the sensor itself makes), plus mean |scalar change|."""
     both = ((inp[:, 1] > 0) & (out.channels[:, 1].detach() > 0)).to(inp.dtype)
-    heights = (torch.abs(out.channels[:, 0] - inp[:, 0]) * both).sum() / both.sum().clamp(min=1.0)
+    heights = (torch.abs(out.channels[:, 0] - inp[:, 0] - offset) * both).sum() / both.sum().clamp(min=1.0)
     return heights + torch.abs(out.scalars - inp_scalars).mean()
 
 
@@ -333,7 +341,8 @@ def _step(gan: CycleGan, c: GanTrainConfig, opt_g, opt_d, xs, ss, xr, sr, gen: t
     fake_r, fake_s = gan.g(xs, ss, _noise(gan, len(xs), gen)), gan.g_s(xr, sr)
     adv = _gan_loss(gan.d(fake_r.channels, fake_r.scalars), True)
     adv_s = _gan_loss(gan.d_s(fake_s.channels, fake_s.scalars), True)
-    distance = _distance_to_input(xs, ss, fake_r) + _distance_to_input(xr, sr, fake_s)
+    offset = c.height_offset / gan.config.height_scale  # G moves kept heights up by it, G_s down
+    distance = _distance_to_input(xs, ss, fake_r, offset) + _distance_to_input(xr, sr, fake_s, -offset)
     kept = (fake_r.channels[:, 1].detach() > 0).to(xs.dtype) if c.cycle_skips_hidden else None
     cycle = (_cycle(xs, ss, gan.g_s(fake_r.channels, fake_r.scalars), kept)
              + _cycle(xr, sr, gan.g(fake_s.channels, fake_s.scalars, _noise(gan, len(xr), gen))))

@@ -95,6 +95,29 @@ def test_eval_refuses_checkpoints_for_another_dem_grid_before_any_run(tmp_path, 
     assert "small_policy: a policy for DEMs of 10 x 5 cells" in capsys.readouterr().err
 
 
+def test_train_gan_estimates_the_sensors_height_offset_or_takes_it_given(states, tmp_path, capsys):
+    """--height-offset auto: the lidar-built DEMs read the ground under the tracks about a centimetre or two above the
+    exact ones; the estimate is printed, trained with and recorded. A number is taken as given; a word is refused."""
+    report = tmp_path / "auto_report.json"
+    assert main(["train-gan", "--sim", str(states[0]), "--real", str(states[1]), "--out", str(tmp_path / "auto"),
+                 "--epochs", "1", "--height-offset", "auto", "--json", str(report)]) == 0
+    assert "sensor height offset: +" in capsys.readouterr().err
+    data = json.loads(report.read_text())
+    offset = data["height_offset"]
+    assert 0.003 < offset["offset_m"] < 0.03 and offset["real_dems"] > 100
+    assert data["train_report"]["config"]["height_offset"] == offset["offset_m"]
+    assert main(["train-gan", "--sim", str(states[0]), "--real", str(states[1]), "--out", str(tmp_path / "given_gan"),
+                 "--epochs", "1", "--height-offset", "0.02", "--json", str(tmp_path / "given.json")]) == 0
+    given = json.loads((tmp_path / "given.json").read_text())
+    assert given["height_offset"] is None and given["train_report"]["config"]["height_offset"] == 0.02
+    assert main(["train-gan", "--sim", str(states[0]), "--real", str(states[1]), "--out", str(tmp_path / "g"),
+                 "--height-offset", "high"]) == 2
+    assert "expected 'auto' or metres" in capsys.readouterr().err
+    assert main(["train-gan", "--sim", str(states[0]), "--real", str(states[1]), "--out", str(tmp_path / "g"),
+                 "--height-offset", "2"]) == 2
+    assert "height_offset must be a number of metres within +-0.5" in capsys.readouterr().err
+
+
 def test_train_gan_bad_input_names_what_and_where(states, tmp_path, capsys):
     assert main(["train-gan", "--sim", str(states[0]), "--real", str(tmp_path / "none.safetensors"),
                  "--out", str(tmp_path / "g")]) == 2

@@ -21,6 +21,7 @@ from perception.gan_training import (
     GanDivergedError,
     GanTrainConfig,
     _cycle,
+    _distance_to_input,
     domain_warnings,
     gan_data,
     split_by_trajectory,
@@ -205,6 +206,43 @@ def test_the_simulated_cycle_can_leave_out_the_heights_of_cells_g_hid():
     assert _cycle(inp, s, back, kept).item() == pytest.approx(2.0 / n)  # the hidden cell's height left out
     assert _cycle(inp, s, back, torch.ones(2, 20, 5)).item() == pytest.approx(_cycle(inp, s, back).item())
     assert GanTrainConfig().cycle_skips_hidden is False  # off by default: the reference CycleGAN cycle
+
+
+def test_the_pull_to_the_input_is_towards_input_plus_the_sensor_offset():
+    """height_offset: G may move the heights it keeps by the sensor's offset for free, and pays for any other change;
+    the scalars and the cells hidden in either DEM count as before."""
+    dems, scalars = _dems(3, np.random.default_rng(5))
+    inp, s = encode(torch.from_numpy(dems), torch.from_numpy(scalars), 0.125)
+    lifted = inp.clone()
+    lifted[:, 0] += 0.02 / 0.125  # every height 2 cm up, in the channels' units
+    out = GeneratorOutput(lifted, s.clone(), lifted[:, 1])
+    assert _distance_to_input(inp, s, out).item() == pytest.approx(0.16, rel=1e-5)
+    assert _distance_to_input(inp, s, out, 0.16).item() == pytest.approx(0.0, abs=1e-6)
+    assert _distance_to_input(inp, s, out, -0.16).item() == pytest.approx(0.32, rel=1e-5)  # G_s's direction
+    with pytest.raises(ValueError, match="height_offset must be a number of metres within"):
+        GanTrainConfig(height_offset=0.8)
+    with pytest.raises(ValueError, match="height_offset must be a number"):
+        GanTrainConfig(height_offset=True)
+    assert GanTrainConfig().height_offset == 0.0
+
+
+def test_a_held_generator_moves_kept_heights_by_the_sensor_offset():
+    """Real DEMs read 4 cm above simulated ones of the same kind: held to its input (lambda_p 3), G keeps the
+    simulator's level without the offset and lifts its DEMs by about 4 cm with it; G_s lowers them."""
+    rng = np.random.default_rng(6)
+    sim_dems, sim_scalars = _dems(400, rng)
+    real_dems, real_scalars = _dems(400, rng)
+    real_dems += 0.04
+    sim, real = GanData(sim_dems, sim_scalars, np.zeros(400, np.int64)), GanData(real_dems, real_scalars, np.zeros(400, np.int64))
+    lift = {}
+    for offset in (0.0, 0.04):
+        config = GanTrainConfig(epochs=4, steps_per_epoch=40, batch_size=32, lambda_p=3.0, height_offset=offset, gan=SMALL)
+        gan, _ = train_gan(sim, real, config, seed=0)
+        lift[offset] = float(np.nanmean(SimToReal(gan.g).transform(sim_dems[:200], sim_scalars[:200]) - sim_dems[:200]))
+        if offset:
+            back = SimToReal(gan.g_s).transform(real_dems[:200], real_scalars[:200])
+            assert np.nanmean(back - real_dems[:200]) == pytest.approx(-0.04, abs=0.012)
+    assert abs(lift[0.0]) < 0.012 and lift[0.04] == pytest.approx(0.04, abs=0.012)
 
 
 def test_training_is_deterministic_for_a_seed():

@@ -26,13 +26,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TRANSFER = {"real_runs": 2, "sim_runs": 2, "real_every": 1, "gan": {"epochs": 2, "steps_per_epoch": 5},
             "proxy_eval_worlds": ["proxy/F"], "proxy_eval_runs": 1, "paired_worlds": 2}
+GAN_RUN = TRANSFER | {"estimate_height_offset": True}  # the shared run: G also pulled to the sensor's estimated offset
 
 
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory) -> tuple[Path, dict]:
     """A pool of two workers, so that line 7 really runs beside the next steps (the resume test reruns it serially)."""
     out = tmp_path_factory.mktemp("transfer") / "run"
-    report = run_loop(LoopConfig.from_dict(tiny_loop(transfer=TRANSFER, executor="process", workers=2)), out)
+    report = run_loop(LoopConfig.from_dict(tiny_loop(transfer=GAN_RUN, executor="process", workers=2)), out)
     return out, report
 
 
@@ -74,6 +75,10 @@ def test_iteration_2_learns_and_is_scored_through_the_gan_of_iteration_1(gan_run
     assert set(paired["nan"]) == {"G", "randomized"} and paired["height_change"]["real"]["cells"] > 0
     gan_2 = json.loads((out / "iter_2" / "gan_update.json").read_text())
     assert gan_2["paired"]["pairs"] == paired["pairs"]  # the same pairs judge every update
+    # each update pulls G to the sensor's offset, estimated from its own training sets (the lidar reads high)
+    for update in (gan_1, gan_2):
+        assert 0.0 < update["height_offset"]["offset_m"] < 0.05 and update["height_offset"]["real_dems"] > 0
+    assert report["iterations"][0]["transfer"]["gan"]["height_offset"] == gan_1["height_offset"]
     summary = report["iterations"][0]["transfer"]["gan"]["paired"]
     assert summary["candidates"]["G"]["accuracy"] == paired["metrics"]["candidates"]["G"]["classifier"]["accuracy"]
     assert summary["candidates"]["G"]["nan_f1"] == paired["nan"]["G"]["f1"]
@@ -93,7 +98,7 @@ def test_the_report_has_table_ii_the_generator_table_and_fig_6(gan_run):
     assert set(report["transfer"]["proxy_baselines"]["heuristic"]) == {"proxy/F"}
     md = (out / "report.md").read_text()
     assert "proxy/F on the reality proxy" in md and "| heuristic (reference) |" in md
-    assert "The generator per iteration" in md and "| 2 | G of iteration 1 | trained |" in md
+    assert "The generator per iteration" in md and "| 2 | G of iteration 1 | trained (sensor offset +" in md
     assert "| real halves (floor) |" in md and "The generator on same-pose pairs" in md
     assert (out / report["transfer"]["figure"]).read_bytes()[:8] == PNG_SIGNATURE
     assert "Real (reality-proxy) driving used" in md
@@ -103,7 +108,7 @@ def test_a_finished_run_resumes_without_redoing_anything(gan_run, tmp_path):
     out, report = gan_run
     before = {str(p): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in
               ("report.json", "report.md", "learning_curve.png", "config.json")}
-    again = run_loop(LoopConfig.from_dict(tiny_loop(transfer=TRANSFER)), out)
+    again = run_loop(LoopConfig.from_dict(tiny_loop(transfer=GAN_RUN)), out)
     after = {str(p): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and str(p) in before}
     assert after == before
     def results(its):  # wall seconds are measured anew; everything else comes from the steps' files
@@ -374,6 +379,12 @@ def test_transfer_config_errors_name_the_field():
         LoopConfig.from_dict(tiny_loop(transfer={"initial_controller": "magic"}))
     with pytest.raises(ValueError, match="transfer.gan: epochs must be an integer"):
         LoopConfig.from_dict(tiny_loop(transfer={"gan": {"epochs": "many"}}))
+    with pytest.raises(ValueError, match="estimate_height_offset needs mode gan"):
+        LoopConfig.from_dict(tiny_loop(transfer={"mode": "identity", "estimate_height_offset": True}))
+    with pytest.raises(ValueError, match=r"estimate_height_offset replaces gan.height_offset \(0.01\): set one"):
+        LoopConfig.from_dict(tiny_loop(transfer={"estimate_height_offset": True, "gan": {"height_offset": 0.01}}))
+    with pytest.raises(ValueError, match="estimate_height_offset must be true or false"):
+        LoopConfig.from_dict(tiny_loop(transfer={"estimate_height_offset": "yes"}))
     with pytest.raises(ValueError, match="real_masks needs mode gan"):
         LoopConfig.from_dict(tiny_loop(transfer={"mode": "randomize", "real_masks": {}}))
     with pytest.raises(ValueError, match="^transfer.real_masks: .*bins"):
@@ -388,10 +399,10 @@ def test_a_run_resumed_with_proxy_eval_every_adds_the_earlier_proxy_scores_and_n
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in
               ("report.json", "report.md", "learning_curve.png", "config.json")}
     assert not (out / "iter_1" / "proxy_eval.json").exists()
-    report = run_loop(LoopConfig.from_dict(tiny_loop(transfer={**TRANSFER, "proxy_eval_every": 1})), out)
+    report = run_loop(LoopConfig.from_dict(tiny_loop(transfer={**GAN_RUN, "proxy_eval_every": 1})), out)
     assert {p: p.stat().st_mtime_ns for p in before} == before  # no step ran again
     assert (out / "iter_1" / "proxy_eval.json").is_file()
     assert set(report["iterations"][0]["transfer"]["proxy"]) == {"proxy/F"}
     assert json.loads((out / "config.json").read_text())["transfer"]["proxy_eval_every"] == 1
     with pytest.raises(ValueError, match="real_runs: recorded 2, asked 3"):  # a setting that changes results still refuses
-        run_loop(LoopConfig.from_dict(tiny_loop(transfer={**TRANSFER, "real_runs": 3})), out)
+        run_loop(LoopConfig.from_dict(tiny_loop(transfer={**GAN_RUN, "real_runs": 3})), out)

@@ -2,7 +2,8 @@
 planned or rolled-out states, and ``flipper ingest``'s real trajectories), write the checkpoint with the losses per
 epoch in its sidecar, and report the transfer metrics on the held-out trajectories. With ``--policy CKPT`` it also
 reports how far G moves that policy's action on held-out simulated states, and ``--lambda-task X`` trains G to keep
-it (the policy-aware GAN, ``GanTrainConfig.lambda_task``)."""
+it (the policy-aware GAN, ``GanTrainConfig.lambda_task``). ``--height-offset auto`` pulls G's kept heights towards the
+real sensor's offset, estimated from the two sets (``flipper_control.learning.sensor_offset``)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,17 @@ def cmd_train_gan(args) -> int:
     rng = np.random.default_rng(args.seed)
     sim_train, sim_test = split_by_trajectory(sim, config.test_fraction, rng)
     real_train, real_test = split_by_trajectory(real, config.test_fraction, rng)
+    offset = None
+    if args.height_offset == "auto":  # the sensor's offset from the training sets, against the ground under the tracks
+        from flipper_control.learning.sensor_offset import with_estimated_offset
+
+        config, estimate = with_estimated_offset(config, sim_train, real_train)
+        offset = estimate.to_dict()
+        err(f"sensor height offset: {100 * estimate.offset_m:+.2f} cm (real ground under the tracks "
+            f"{100 * estimate.real_m:+.2f} cm over {estimate.real_dems} DEMs, simulated {100 * estimate.sim_m:+.2f} cm "
+            f"over {estimate.sim_dems})")
+    elif args.height_offset is not None:
+        config = in_section("--height-offset", GanTrainConfig.from_dict, config.to_dict() | {"height_offset": args.height_offset})
     with Step(f"training the CycleGAN ({len(sim_train)} sim, {len(real_train)} real states)", config.epochs, "epoch") as step:
         gan, report = train_gan(sim_train, real_train, config, seed=args.seed, gan=start, task_model=task_model,
                                 on_epoch=lambda e, m: step.update(e, info=f"D {m['d']:.3f} G {m['g_adv']:.3f} "
@@ -84,7 +96,7 @@ def cmd_train_gan(args) -> int:
                        "action_gap": action_gap(task_model, sim_test.dems, {"G": transformed}, sim_test.scalars)}
     meta = {"seed": args.seed, "sim": args.sim, "real": args.real, "resumed_from": args.resume,
             "train_report": report.to_dict(), "transfer_metrics": metrics, "task_consistency": consistency,
-            "warnings": warnings}
+            "height_offset": offset, "warnings": warnings}
     status, where = save_output(args.out, lambda p: save_gan(p, gan, meta), "checkpoint")
     err(f"wrote {where}.safetensors")
     _print_metrics(metrics)
@@ -115,6 +127,16 @@ def _print_metrics(metrics: dict) -> None:
               f"this unpaired test; {floor['trajectories']} trajectories): {floor['accuracy']:.3f}")
 
 
+def _offset(text: str) -> str | float:
+    """``--height-offset``: 'auto' or a number of metres."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or metres (e.g. 0.013), got {text!r}") from None
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``train-gan`` to the ``flipper`` parser."""
     g = sub.add_parser("train-gan", help="train the sim<->real CycleGAN on unpaired simulated and real datasets")
@@ -129,6 +151,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lambda-task", type=non_negative, metavar="X",
                    help="weight of |pi(G(x_s)) - pi(x_s)| in G's loss for the --policy pi (policy-aware GAN; default: "
                         "the config's lambda_task, 0)")
+    g.add_argument("--height-offset", type=_offset, metavar="auto|METRES",
+                   help="how far above the simulator the real sensor reads the ground: lambda_p pulls G's kept heights "
+                        "towards input + offset; 'auto' estimates it from the two training sets against the ground "
+                        "under the tracks (default: the config's height_offset, 0)")
     g.add_argument("--seed", type=seed, default=0)
     g.add_argument("--json", help="write the training report and the transfer metrics here")
     g.set_defaults(func=cmd_train_gan)

@@ -40,7 +40,8 @@ EPS = 1e-6  # scores are rounded to 4 decimals: 6.5 - 6.2 must count as 0.3
 ADDED_FIELDS = {"transfer.gan.gan.noise_channels": 0, "transfer.gan.gan.occlusion_hint": False,
                 "coarse.guide_range": "robot", "guided.guide_range": "robot", "imitation.flipper_noise": 0.0,
                 "transfer.gan.cycle_skips_hidden": False, "coarse.repeat_prob": 0.0, "guided.repeat_prob": 0.0,
-                "coarse.keep_delay_s": None, "guided.keep_delay_s": None}
+                "coarse.keep_delay_s": None, "guided.keep_delay_s": None, "transfer.gan.height_offset": 0.0,
+                "transfer.estimate_height_offset": False}
 
 
 # ------------------------------------------------------------------------------------------ reading one run

@@ -91,7 +91,8 @@ def table_transfer(report: dict) -> str | None:
     """Markdown: per iteration, the generator its policy learnt through and the held-out transfer metrics of the
     CycleGAN trained after it: the classifier's accuracy (50 % = indistinguishable), its content floor (the same test
     between two trajectory halves of the held-out real set: what content alone tells apart, about what an unpaired
-    test of sets this small can show), and the least closed share."""
+    test of sets this small can show), and the least closed share; with ``transfer.estimate_height_offset`` the
+    sensor offset each update estimated."""
     t = report.get("transfer")
     if not t:
         return None
@@ -119,7 +120,9 @@ def table_transfer(report: dict) -> str | None:
         acc = " / ".join(f"{m[c]['accuracy']:.2f}" if c in m else "-" for c in ("identity", "G", "randomized"))
         closed = [v for v in m["G"]["closed_share"].values() if v is not None]
         least = f"{min(closed):.2f}" if closed else "-"
-        rows.append(f"| {it['iteration']} | {through} | trained | {acc} | {floor} | {least} |")
+        offset = gan.get("height_offset")  # transfer.estimate_height_offset: the sensor offset G was pulled to
+        trained = "trained" if not offset else f"trained (sensor offset {100 * offset['offset_m']:+.2f} cm)"
+        rows.append(f"| {it['iteration']} | {through} | {trained} | {acc} | {floor} | {least} |")
     return "\n".join(rows)
 
 

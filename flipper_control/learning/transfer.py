@@ -197,7 +197,8 @@ class TransferSteps:
         ``gan.lambda_task`` and what the action gap measures; ``pairs`` the same-pose pairs G_k is judged on."""
         return {"sim": [sim_states], "real": self.real_datasets_before(k), "out": str(self.out / f"iter_{k}" / "gan"),
                 "start": self.gan_before(k), "train": self.c.gan.to_dict(), "seed": self.seed * 1000 + k,
-                "randomization": self.c.randomization.to_dict(), "policy": policy, "pairs": self.pairs()}
+                "randomization": self.c.randomization.to_dict(), "policy": policy, "pairs": self.pairs(),
+                "estimate_height_offset": self.c.estimate_height_offset}
 
     def pairs(self, cpu: dict | None = None) -> str | None:
         """The run's same-pose pairs (``pairs/pairs.safetensors``): heuristic runs on ``paired_worlds`` generated
@@ -255,15 +256,18 @@ class TransferSteps:
                 g.step.finish(f"diverged ({result['error']}); keeping the previous generator")
             else:
                 m = result["metrics"]["candidates"]["G"]
+                offset = result.get("height_offset")
                 g.step.finish(f"classifier accuracy {m['classifier']['accuracy']:.2f}, closed "
-                              + ", ".join(f"{n} {v:.2f}" for n, v in m["closed_share"].items() if v is not None))
+                              + ", ".join(f"{n} {v:.2f}" for n, v in m["closed_share"].items() if v is not None)
+                              + (f"; sensor height offset {100 * offset['offset_m']:+.2f} cm" if offset else ""))
             write_json_atomic(self.out / f"iter_{g.k}" / "gan_update.json", result)
         g.cpu["transfer"] += result["cpu_s"]
         g.entry["gan"] = {"diverged": result["diverged"], "error": result["error"], "path": result["path"],
                           "metrics": _metrics_summary(result["metrics"]) if result["metrics"] else None,
                           "task_consistency": result.get("task_consistency"),  # .get: a gan_update.json of an older run
                           "content_floor": (result["metrics"] or {}).get("content_floor"),
-                          "held_out": result.get("held_out"), "paired": _paired_summary(result.get("paired"))}
+                          "held_out": result.get("held_out"), "paired": _paired_summary(result.get("paired")),
+                          "height_offset": result.get("height_offset")}
         if result["path"]:
             from flipper_control.learning.transfer_figure import transfer_figure
 

@@ -64,6 +64,10 @@ class TransferConfig:
     # sets differ in sensing only: the loop's unpaired held-out sets differ in content too, so much that two halves of
     # the real set are told apart as well as G(x_s) is (docs/sim2real_experiments.md); 0: off. Evaluation only.
     paired_worlds: int = 4
+    # mode gan: every GAN update sets ``gan.height_offset`` (how far above the simulator the real sensor reads the
+    # ground) to its estimate from the update's own unpaired sets, against the ground under the tracks
+    # (flipper_control.learning.sensor_offset); False: ``gan.height_offset`` as given (default 0)
+    estimate_height_offset: bool = False
 
     def __post_init__(self) -> None:
         sections = {"gan": GanTrainConfig.from_dict, "randomization": DomainRandomization.from_dict,
@@ -108,6 +112,12 @@ class TransferConfig:
                             "its jittered mount); set it to false there")
         if self.real_masks is not None and self.mode != "gan":
             problems.append(f"real_masks needs mode gan (the only mode that drives real trajectories), got mode {self.mode!r}")
+        if not isinstance(self.estimate_height_offset, bool):
+            problems.append(f"estimate_height_offset must be true or false, got {self.estimate_height_offset!r}")
+        elif self.estimate_height_offset and self.mode != "gan":
+            problems.append(f"estimate_height_offset needs mode gan (the only mode that trains a GAN), got mode {self.mode!r}")
+        elif self.estimate_height_offset and self.gan.height_offset != 0:
+            problems.append(f"estimate_height_offset replaces gan.height_offset ({self.gan.height_offset}): set one of them")
         pw = self.paired_worlds
         if not (isinstance(pw, int) and not isinstance(pw, bool) and (pw == 0 or pw >= 2)):
             problems.append(f"paired_worlds must be 0 (off) or an integer >= 2 (one world shows one kind of terrain), "
