@@ -18,6 +18,7 @@ from flipper_control.learning.transfer import TransferSteps
 from flipper_control.learning.transfer_config import TransferConfig
 from flipper_control.learning.transfer_tasks import gan_task
 from perception.bag_reader import BagReader
+from perception.cyclegan import load_gan
 from perception.domain_randomization import DomainRandomization, geometric_occlusion
 from planning.dataset import Trajectory, TrajectoryDataset
 from sim.config_io import config_from_mapping
@@ -348,6 +349,33 @@ def test_a_diverging_gan_is_not_saved_and_the_last_good_generator_stays(gan_run,
         (tmp_path / f"iter_{k}" / "gan_update.json").write_text(json.dumps({"path": path, "diverged": path is None}))
     steps = TransferSteps(TransferConfig(paired_worlds=0), 0, tmp_path, ex=None, evaluate=None, step=None)
     assert steps.gan_before(3) == "good/gan" and steps.gan_before(2) == "good/gan" and steps.gan_before(1) is None
+
+
+def test_an_update_without_level_ground_in_a_set_trains_without_the_offset_and_says_why(gan_run, tmp_path):
+    """A real set whose DEMs never show the ground under the tracks gives no estimate: the update trains with the
+    config's offset (0), records why, and the report's generator table says so."""
+    from flipper_control.learning.report import table_transfer
+    from flipper_control.policy import TRACK_REACH
+    from sim.dem import DemSpec
+
+    out, _ = gan_run
+    real = TrajectoryDataset.load(out / "real_0" / "real_trajectories.safetensors")
+    blind = np.abs(DemSpec().cell_centers()[0][:, 0]) <= TRACK_REACH  # the rows under the tracks
+    for t in real.trajectories:
+        t.dem[:, blind] = np.nan
+    real.save(tmp_path / "blind.safetensors")
+    task = {"sim": [str(out / "iter_1" / "sim_states.safetensors")], "real": [str(tmp_path / "blind.safetensors")],
+            "out": str(tmp_path / "gan"), "start": None, "seed": 0, "randomization": None,
+            "train": {"epochs": 1, "steps_per_epoch": 2}, "estimate_height_offset": True}
+    result = gan_task(task)
+    assert result["height_offset"]["offset_m"] is None and "real set shows level ground" in result["height_offset"]["error"]
+    assert result["path"] == str(tmp_path / "gan") and not result["diverged"]
+    _, meta = load_gan(tmp_path / "gan")
+    assert meta["train_report"]["config"]["height_offset"] == 0.0
+    report = {"transfer": {"mode": "gan"}, "iterations": [{"iteration": 1, "transfer": {"gan": {
+        "diverged": False, "error": None, "height_offset": result["height_offset"],
+        "metrics": {"G": {"accuracy": 0.9, "closed_share": {"nan_map": 0.1}}}}}}]}
+    assert "trained (no sensor offset: no level ground under the tracks in a set)" in table_transfer(report)
 
 
 def test_a_collapsed_gan_with_finite_losses_is_not_saved_either(gan_run, tmp_path):

@@ -121,7 +121,10 @@ def table_transfer(report: dict) -> str | None:
         closed = [v for v in m["G"]["closed_share"].values() if v is not None]
         least = f"{min(closed):.2f}" if closed else "-"
         offset = gan.get("height_offset")  # transfer.estimate_height_offset: the sensor offset G was pulled to
-        trained = "trained" if not offset else f"trained (sensor offset {100 * offset['offset_m']:+.2f} cm)"
+        trained = "trained"
+        if offset:
+            trained += (f" (sensor offset {100 * offset['offset_m']:+.2f} cm)" if offset["offset_m"] is not None
+                        else " (no sensor offset: no level ground under the tracks in a set)")
         rows.append(f"| {it['iteration']} | {through} | {trained} | {acc} | {floor} | {least} |")
     return "\n".join(rows)
 

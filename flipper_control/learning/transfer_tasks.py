@@ -103,7 +103,8 @@ def gan_task(task: dict) -> dict:
     None, train: GanTrainConfig dict, seed, randomization: dict or None}`` and optionally ``policy: CKPT`` (the
     current policy pi_k: the task model of ``lambda_task``, which needs it; without it no action gap is measured)
     and ``estimate_height_offset: true`` (``train``'s ``height_offset`` replaced by the sensor's offset estimated from
-    the training sets, ``flipper_control.learning.sensor_offset``; the result's ``height_offset`` records it).
+    the training sets, ``flipper_control.learning.sensor_offset``; the result's ``height_offset`` records it, or, with
+    ``offset_m`` None, why none could be estimated: that update keeps ``train``'s value).
 
     Trajectories are split into training and held-out parts; the held-out transfer metrics compare the exact
     simulated DEMs (identity), G(x_s) and, with ``randomization``, the domain-randomised x_s, against the real ones;
@@ -140,11 +141,15 @@ def gan_task(task: dict) -> dict:
     rng = np.random.default_rng(seed)
     sim_train, sim_test = split_by_trajectory(load(task["sim"], "simulated states"), config.test_fraction, rng)
     real_train, real_test = split_by_trajectory(load(task["real"], "real states"), config.test_fraction, rng)
-    estimate = None
+    offset = None
     if task.get("estimate_height_offset"):  # the sensor's offset from the sets G trains on (sensor_offset)
         from flipper_control.learning.sensor_offset import with_estimated_offset
 
-        config, estimate = with_estimated_offset(config, sim_train, real_train)
+        try:
+            config, estimate = with_estimated_offset(config, sim_train, real_train)
+            offset = estimate.to_dict()
+        except ValueError as exc:  # no level ground in a set: this update trains without, and says why
+            offset = {"offset_m": None, "error": str(exc)}
     task_model, policy_info = None, None
     if task.get("policy"):
         task_model, policy_info = load_task_policy(task["policy"], gan_config, "policy")
@@ -156,7 +161,7 @@ def gan_task(task: dict) -> dict:
                            "held_out": {"sim_trajectories": len(np.unique(sim_test.traj_id)), "sim_states": len(sim_test),
                                         "real_trajectories": len(np.unique(real_test.traj_id)),
                                         "real_states": len(real_test)},
-                           "height_offset": None if estimate is None else estimate.to_dict()}
+                           "height_offset": offset}
     try:
         gan, report = train_gan(sim_train, real_train, config, seed=seed, gan=start, task_model=task_model)
     except GanDivergedError as exc:
