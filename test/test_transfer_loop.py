@@ -265,6 +265,34 @@ def test_gan_shadows_hide_the_terrains_shadow_on_gs_share_only(tmp_path):
                                              "randomization": DomainRandomization().to_dict()}  # exact DEMs, shadowed
 
 
+def test_with_gan_shadows_the_pairs_judge_g_as_imitation_sees_it(gan_run, tmp_path):
+    """gan_shadows: the same-pose evaluation judges G's DEMs with the terrain's shadows (what imitation trains on), and
+    the report's pairs table says so."""
+    from flipper_control.learning.paired_eval import load_pairs
+    from flipper_control.learning.report import table_paired
+    from flipper_control.learning.transfer import _paired_summary
+
+    out, _ = gan_run
+    pairs = out / "pairs" / "pairs.safetensors"
+    exact = load_pairs(pairs)
+    shadow_share = float(geometric_occlusion(exact["exact"], exact["scalars"][:, 0]).mean())
+    assert shadow_share > 0.01  # the pairs' worlds cast shadows
+    judged = {}
+    for shadows in (False, True):
+        task = {"sim": [str(out / "iter_1" / "sim_states.safetensors")],
+                "real": [str(out / "real_0" / "real_trajectories.safetensors")], "out": str(tmp_path / f"gan_{shadows}"),
+                "start": str(out / "iter_1" / "gan"), "seed": 0, "randomization": DomainRandomization().to_dict(),
+                "train": {"epochs": 1, "steps_per_epoch": 1, "lr": 1e-9}, "pairs": str(pairs), "shadows": shadows}
+        judged[shadows] = gan_task(task)["paired"]
+    assert judged[True]["shadows"] is True and judged[False]["shadows"] is False
+    with_shadows, without = (judged[k]["nan"]["G"]["predicted_nan_share"] for k in (True, False))
+    assert with_shadows >= shadow_share and with_shadows > without
+    report = {"iterations": [{"iteration": 1, "transfer": {"gan": {"paired": _paired_summary(judged[True])}}}]}
+    assert "G is judged as imitation sees it" in table_paired(report)
+    report = {"iterations": [{"iteration": 1, "transfer": {"gan": {"paired": _paired_summary(judged[False])}}}]}
+    assert "G is judged as imitation sees it" not in table_paired(report)
+
+
 def test_the_gan_update_reads_only_collections_driven_before_the_iteration(tmp_path):
     for c in range(3):  # a resumed run may already hold later collections (line 9 runs after line 7)
         (tmp_path / f"real_{c}").mkdir()

@@ -149,8 +149,12 @@ def table_paired(report: dict) -> str | None:
                     + (f"{min(closed):.2f} |" if closed else "- |"))
     if not rows:
         return None
-    return "\n".join(["| iteration | pairs | classifier: identity / G / randomised | NaN F1: G / randomised | "
-                      "G closed (least) |", "|---|---:|---:|---:|---:|"] + rows)
+    table = "\n".join(["| iteration | pairs | classifier: identity / G / randomised | NaN F1: G / randomised | "
+                       "G closed (least) |", "|---|---:|---:|---:|---:|"] + rows)
+    if any(((it.get("transfer", {}).get("gan") or {}).get("paired") or {}).get("shadows") for it in report["iterations"]):
+        table += ("\n\nG is judged as imitation sees it: its DEMs also lose the cells the terrain hides from the lidar "
+                  "(`gan_shadows`).")
+    return table
 
 
 def _plot(report: dict) -> bytes:

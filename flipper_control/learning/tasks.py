@@ -13,7 +13,7 @@ from typing import Any
 
 from sim.world import World
 
-__all__ = ["plan_task", "eval_task", "train_task", "controller_from_spec", "transformed_training_data"]
+__all__ = ["plan_task", "eval_task", "train_task", "controller_from_spec", "transformed_training_data", "with_shadows"]
 
 _SIMS: dict[str, Any] = {}
 _POLICIES: dict[tuple[str, float], Any] = {}
@@ -193,7 +193,7 @@ def transformed_training_data(data, dem_transform: dict | None):
         if dem_transform.get("real_masks"):
             arrays["dem"] = _with_real_masks(arrays["dem"], exact, arrays, dem_transform["real_masks"])
         if dem_transform.get("shadows"):
-            arrays["dem"] = _shadowed(arrays["dem"], exact, arrays["proprio"][:, 0], dem_transform.get("randomization"))
+            arrays["dem"] = with_shadows(arrays["dem"], exact, arrays["proprio"][:, 0], dem_transform.get("randomization"))
         exact_share, randomize_share = dem_transform.get("exact_share", 0.0), dem_transform.get("randomize_share", 0.0)
         if exact_share or randomize_share:
             import numpy as np
@@ -225,7 +225,7 @@ def _randomized(dems, pitch, config: dict | None, rng):
     return randomize(dems, rng, DomainRandomization.from_dict(config or {}), pitch=pitch)
 
 
-def _shadowed(dems, exact, pitch, config: dict | None):
+def with_shadows(dems, exact, pitch, config: dict | None):
     """``dems`` with NaN also where the terrain of ``exact`` hides a cell from the lidar's nominal mount turned by each
     DEM's ``pitch`` (``perception.domain_randomization.geometric_occlusion`` under a DomainRandomization dict)."""
     import numpy as np

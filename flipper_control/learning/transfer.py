@@ -56,11 +56,11 @@ def _metrics_summary(metrics: dict) -> dict:
 
 def _paired_summary(paired: dict | None) -> dict | None:
     """What the report keeps of a GAN update's same-pose evaluation: per candidate its classifier accuracy, closed
-    shares and NaN F1."""
+    shares and NaN F1, and whether G was judged with the terrain's shadows (``gan_shadows``)."""
     if not paired:
         return None
     m = paired["metrics"]
-    return {"pairs": paired["pairs"], "worlds": paired["worlds"],
+    return {"pairs": paired["pairs"], "worlds": paired["worlds"], "shadows": paired.get("shadows", False),
             "candidates": {name: {"accuracy": c["classifier"]["accuracy"], "closed_share": c["closed_share"],
                                   "nan_f1": paired["nan"].get(name, {}).get("f1")}
                            for name, c in m["candidates"].items()}}
@@ -198,7 +198,7 @@ class TransferSteps:
         return {"sim": [sim_states], "real": self.real_datasets_before(k), "out": str(self.out / f"iter_{k}" / "gan"),
                 "start": self.gan_before(k), "train": self.c.gan.to_dict(), "seed": self.seed * 1000 + k,
                 "randomization": self.c.randomization.to_dict(), "policy": policy, "pairs": self.pairs(),
-                "estimate_height_offset": self.c.estimate_height_offset}
+                "estimate_height_offset": self.c.estimate_height_offset, "shadows": self.c.gan_shadows}
 
     def pairs(self, cpu: dict | None = None) -> str | None:
         """The run's same-pose pairs (``pairs/pairs.safetensors``): heuristic runs on ``paired_worlds`` generated

@@ -114,7 +114,8 @@ def gan_task(task: dict) -> dict:
     good generator. Returns ``{"path", "diverged", "error", "metrics", "task_consistency", "history", "cpu_s",
     "held_out"}`` (``held_out``: trajectories and states of each held-out set; ``metrics["content_floor"]``: the
     classifier between two trajectory halves of the held-out real set) and, with ``pairs`` (a ``paired_eval``
-    pairs file), ``paired``: identity, G and the randomisation judged on same-pose pairs (``paired_summary``).
+    pairs file), ``paired``: identity, G and the randomisation judged on same-pose pairs (``paired_summary``; with
+    ``shadows: true``, the ``gan_shadows`` of the loop, G's DEMs as imitation sees them, with the terrain's shadows).
     """
     import numpy as np
     import torch
@@ -181,9 +182,17 @@ def gan_task(task: dict) -> dict:
     if task.get("pairs") and failure is None:  # same-pose pairs: content equal, sensing judged alone
         from flipper_control.learning.paired_eval import load_pairs, paired_summary
 
+        judged = transform.transform
+        if task.get("shadows"):  # gan_shadows: imitation sees G's DEMs with the terrain's shadows; judge those
+            from flipper_control.learning.tasks import with_shadows
+
+            def judged(dems, scalars):
+                return with_shadows(transform.transform(dems, scalars), dems, scalars[:, 0], task.get("randomization"))
+
         with torch.random.fork_rng(devices=[]):
-            out["paired"] = paired_summary(transform.transform, load_pairs(task["pairs"]), seed=seed,
+            out["paired"] = paired_summary(judged, load_pairs(task["pairs"]), seed=seed,
                                            randomization=task.get("randomization"))
+        out["paired"]["shadows"] = bool(task.get("shadows"))
     if failure is not None:  # finite losses, but a G worse than none: not saved, like a non-finite one
         return out | {"diverged": True, "error": failure, "metrics": metrics, "task_consistency": consistency,
                       "history": report.history, "cpu_s": time.process_time() - cpu0}
