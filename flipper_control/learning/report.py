@@ -124,7 +124,7 @@ def table_transfer(report: dict) -> str | None:
         trained = "trained"
         if offset:
             trained += (f" (sensor offset {100 * offset['offset_m']:+.2f} cm)" if offset["offset_m"] is not None
-                        else " (no sensor offset: no level ground under the tracks in a set)")
+                        else " (no sensor offset estimated: gan_update.json says why)")
         rows.append(f"| {it['iteration']} | {through} | {trained} | {acc} | {floor} | {least} |")
     return "\n".join(rows)
 
