@@ -21,7 +21,7 @@ set holds is a matter of content (the terrain driven, the policy's habits):
   rocks, where the tracks rest on nosings and the cells between them lie lower.
 
 Without them, the simulated rollouts of one demo seed read -4.1 cm (a policy pressing its flippers, stairs) and the
-estimate came out at +5.5 cm; with them every simulated set of the demo's seeds 1-2 reads +0.02 cm. On the same-pose
+estimate came out at +5.5 cm; with them every simulated set of the demo's seeds 0-3 reads +0.01 to +0.02 cm. On the same-pose
 pairs of the demo's seed 0, used as two unpaired sets, the estimate is +1.35 cm, where the proxy's measured cells read
 +1.35 cm above the exact ones on average.
 """

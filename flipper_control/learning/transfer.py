@@ -256,13 +256,12 @@ class TransferSteps:
                 g.step.finish(f"diverged ({result['error']}); keeping the previous generator")
             else:
                 m = result["metrics"]["candidates"]["G"]
-                offset = result.get("height_offset")
+                offset, said = result.get("height_offset"), ""
+                if offset:
+                    said = (f"; sensor height offset {100 * offset['offset_m']:+.2f} cm" if offset["offset_m"] is not None
+                            else f"; no sensor height offset ({offset['error']})")
                 g.step.finish(f"classifier accuracy {m['classifier']['accuracy']:.2f}, closed "
-                              + ", ".join(f"{n} {v:.2f}" for n, v in m["closed_share"].items() if v is not None)
-                              + (f"; sensor height offset {100 * offset['offset_m']:+.2f} cm"
-                                 if offset and offset["offset_m"] is not None else "")
-                              + (f"; no sensor height offset ({offset['error']})"
-                                 if offset and offset["offset_m"] is None else ""))
+                              + ", ".join(f"{n} {v:.2f}" for n, v in m["closed_share"].items() if v is not None) + said)
             write_json_atomic(self.out / f"iter_{g.k}" / "gan_update.json", result)
         g.cpu["transfer"] += result["cpu_s"]
         g.entry["gan"] = {"diverged": result["diverged"], "error": result["error"], "path": result["path"],
