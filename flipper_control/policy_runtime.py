@@ -40,6 +40,7 @@ import numpy as np
 from flipper_control.checkpoint_swap import SwapResult, load_candidate, load_transform, validate_policy
 from flipper_control.policy_node_config import PolicyNodeConfig, flipper_angles, pitch_roll
 from perception.gridmap import GridMapError, gridmap_to_dem
+from perception.map_clock import MapClock, takes_map_age
 from perception.messages import ELEVATION_MAP, IMU, JOINT_STATES, to_nanoseconds
 
 __all__ = ["Command", "PolicyRuntime", "SwapResult"]
@@ -115,6 +116,7 @@ class PolicyRuntime:
         self.last_error = ""
         self.swaps: list[SwapResult] = []
         self.transform = transform
+        self._map_clock = MapClock()  # the map's age for a G that takes it: seconds since the first GridMap stamp
         if transform is None and c.gan_checkpoint:
             self.transform = load_transform(c.gan_checkpoint, c.gan_seed)
         self.policy, self.checkpoint, self._signature = None, "", None
@@ -223,7 +225,10 @@ class PolicyRuntime:
         proprio = np.concatenate((pr, angles)).astype(np.float32)  # exactly replay's policy input
         try:
             if transform is not None:
-                dem = transform(dem, proprio)
+                if takes_map_age(transform):  # a G with the map-age input: the time since the first map
+                    dem = transform(dem, proprio, map_age=self._map_clock.age(t_ns))
+                else:
+                    dem = transform(dem, proprio)
             target = np.asarray(policy.act_numpy(dem, proprio), dtype=float)
             if target.shape != (4,) or not np.all(np.isfinite(target)):
                 raise ValueError(f"the policy returned {target.tolist()}, not 4 finite angles")

@@ -35,6 +35,17 @@ the hint. G_s takes no hint. Off by default: it improved G's NaN placement on sa
 not the proxy scores of the policies learnt through G, and it costs 0.2 ms per DEM
 (docs/sim2real_experiments.md, "The occlusion hint").
 
+The map's age. A run's point map begins when the run does, so for its first seconds the lidar has not yet seen the
+ground behind the robot (on the proxy's runs rows 14-19 miss 94 % of their cells in the first two seconds, 4 % from
+the fifth on), and one DEM does not show how long its map has been growing. With ``map_age_s`` > 0 every network
+takes one more scalar after the robot's: the map's youth, ``MAP_YOUTH_SCALE`` x (1 - min(age, map_age_s) /
+map_age_s), where the age is the time since the run's first DEM. It is 0 on a map older than ``map_age_s``, so a G
+with the input behaves there as one without, and it is large at the start because Adam moves each weight by about
+its learning rate per step: at 1, G's 300 steps of one loop update could not move the mask of the rows behind the
+robot from +1 (seen) to NaN. The datasets count the age in control periods from each trajectory's first state;
+``map_youth`` gives the scalar, ``with_map_youth`` appends it. Off by default (docs/sim2real_experiments.md, "The
+map's age as G's input").
+
 Discriminators D (real or G(sim)?) and D_s (sim or G_s(real)?): the same convolutions, a hidden fully connected
 layer and one logit; pure GAN loss.
 """
@@ -54,11 +65,15 @@ from perception.domain_randomization import geometric_occlusion
 from sim.checkpoint_io import load_module, save_module
 from sim.config_io import config_from_mapping, is_int
 
-__all__ = ["LEGACY_FIELDS", "CycleGan", "Discriminator", "GanConfig", "Generator", "GeneratorOutput", "decode",
-           "encode", "hint_plane", "load_gan", "save_gan"]
+__all__ = ["LEGACY_FIELDS", "MAP_YOUTH_SCALE", "CycleGan", "Discriminator", "GanConfig", "Generator", "GeneratorOutput",
+           "decode", "encode", "hint_plane", "load_gan", "map_youth", "save_gan", "with_map_youth"]
 
 # A bound on what a config (or a checkpoint's sidecar) may ask for: building the networks allocates the weights.
 MAX_PARAMETERS = 20_000_000
+# the map's youth at the first DEM of a run (module docstring: large enough for one loop update to learn from)
+MAP_YOUTH_SCALE = 32.0
+# the longest map age that may matter (s): a fresh map fills in within seconds
+MAX_MAP_AGE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class GanConfig:
     noise_channels: int = 1  # planes of per-cell N(0, 1) noise into G (0: a deterministic G, as before this field)
     occlusion_hint: bool = False  # G also sees which cells the terrain hides from the lidar (module docstring: off,
     # measured not to help the policy)
+    map_age_s: float = 0.0  # > 0: every network also sees the map's youth over this many seconds (module docstring)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dem_shape", tuple(self.dem_shape))
@@ -93,6 +109,10 @@ class GanConfig:
             problems.append(f"noise_channels must be an integer in [0, 8], got {self.noise_channels!r}")
         if not isinstance(self.occlusion_hint, bool):
             problems.append(f"occlusion_hint must be true or false, got {self.occlusion_hint!r}")
+        if not (isinstance(self.map_age_s, (int, float)) and not isinstance(self.map_age_s, bool)
+                and math.isfinite(self.map_age_s) and 0 <= self.map_age_s <= MAX_MAP_AGE_S):
+            problems.append(f"map_age_s must be a number of seconds in [0, {MAX_MAP_AGE_S:g}] (0: no map-age input), got "
+                            f"{self.map_age_s!r}")
         if not (is_int(self.kernel) and self.kernel >= 1 and self.kernel % 2 == 1):
             problems.append(f"kernel must be an odd integer >= 1, got {self.kernel!r}")
         if not (math.isfinite(self.negative_slope) and 0 <= self.negative_slope < 1):
@@ -110,9 +130,14 @@ class GanConfig:
         return self.dem_shape[0] * self.dem_shape[1]
 
     @property
+    def scalar_width(self) -> int:
+        """Scalars the networks take: the robot's ``n_scalars``, then the map's youth when ``map_age_s`` > 0."""
+        return self.n_scalars + int(self.map_age_s > 0)
+
+    @property
     def width(self) -> int:
-        """Length of a flat state: two channels of cells, then the scalars."""
-        return 2 * self.cells + self.n_scalars
+        """Length of a flat state: two channels of cells, then the networks' scalars."""
+        return 2 * self.cells + self.scalar_width
 
     def parameter_count(self) -> int:
         """Weights and biases of the four networks, computed without building them."""
@@ -121,7 +146,7 @@ class GanConfig:
         def convs(in_ch: int) -> int:
             return (in_ch * c * k * k + c) + (self.conv_layers - 1) * (c * c * k * k + c)
 
-        features = c * self.cells + self.n_scalars
+        features = c * self.cells + self.scalar_width
 
         def generator(extra: int) -> int:  # extra input planes: noise and hint
             return convs(2 + extra) + (features + self.width + extra * self.cells) * self.width + self.width
@@ -140,7 +165,7 @@ class GanConfig:
 
 
 # fields a checkpoint's sidecar may lack, with the value that gives the architecture it was written with
-LEGACY_FIELDS = {"noise_channels": 0, "occlusion_hint": False}
+LEGACY_FIELDS = {"noise_channels": 0, "occlusion_hint": False, "map_age_s": 0.0}
 
 
 class _SavedGanConfig:
@@ -184,6 +209,29 @@ def hint_plane(dems: np.ndarray, scalars: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(hidden.astype(np.float32)[:, None])
 
 
+def map_youth(age_s: np.ndarray | None, n: int, horizon_s: float) -> np.ndarray:
+    """The map's youth of ``n`` DEMs whose maps are ``age_s`` (n,) seconds old: (n, 1) float32, ``MAP_YOUTH_SCALE``
+    at age 0 falling linearly to 0 at ``horizon_s`` and beyond. ``age_s`` None means maps older than the horizon
+    (the steady state: 0). A negative or non-finite age is a ValueError."""
+    if age_s is None:
+        return np.zeros((n, 1), np.float32)
+    age = np.asarray(age_s, dtype=np.float64).reshape(-1)
+    if age.shape != (n,):
+        raise ValueError(f"map age: {n} DEMs need {n} ages, got shape {np.shape(age_s)}")
+    if not (np.isfinite(age).all() and (age >= 0).all()):
+        raise ValueError(f"map age: ages must be finite seconds >= 0, got {age[~(np.isfinite(age) & (age >= 0))][:3]}")
+    return (MAP_YOUTH_SCALE * (1.0 - np.minimum(age, horizon_s) / horizon_s)).astype(np.float32)[:, None]
+
+
+def with_map_youth(scalars: np.ndarray, config: GanConfig, age_s: np.ndarray | None) -> np.ndarray:
+    """(N, n_scalars) robot scalars -> the (N, scalar_width) scalars the networks of ``config`` take: the same array
+    without a map-age input, else with the map's youth (``map_youth``) appended."""
+    scalars = np.asarray(scalars, dtype=np.float32)
+    if config.map_age_s <= 0:
+        return scalars
+    return np.concatenate([scalars, map_youth(age_s, len(scalars), config.map_age_s)], axis=1)
+
+
 def _conv_stack(config: GanConfig, in_ch: int = 2) -> nn.Sequential:
     layers: list[nn.Module] = []
     for _ in range(config.conv_layers):
@@ -213,7 +261,7 @@ class Generator(nn.Module):
         self.occlusion_hint = config.occlusion_hint if occlusion_hint is None else bool(occlusion_hint)
         extra = self.noise_channels + int(self.occlusion_hint)
         self.convs = _conv_stack(config, 2 + extra)
-        features = config.channels * config.cells + config.n_scalars
+        features = config.channels * config.cells + config.scalar_width
         self.fc = nn.Linear(features + extra * config.cells + config.width, config.width)
         with torch.no_grad():  # identity: the skip part passes the input through, the rest starts at zero
             self.fc.weight.zero_()
@@ -270,7 +318,7 @@ class Discriminator(nn.Module):
         super().__init__()
         self.config = config
         self.convs = _conv_stack(config)
-        features = config.channels * config.cells + config.n_scalars
+        features = config.channels * config.cells + config.scalar_width
         self.head = nn.Sequential(nn.Linear(features, config.disc_hidden), nn.LeakyReLU(config.negative_slope),
                                   nn.Linear(config.disc_hidden, 1))
 

@@ -58,11 +58,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from perception.cyclegan import CycleGan, GanConfig, GeneratorOutput, encode
+from perception.cyclegan import CycleGan, GanConfig, GeneratorOutput, encode, with_map_youth
 from sim.config_io import config_from_mapping, in_section
 
-__all__ = ["GanData", "GanDivergedError", "GanTrainConfig", "GanTrainReport", "TaskModel", "gan_data", "split_by_trajectory",
-           "task_inputs", "train_gan"]
+__all__ = ["STATE_PERIOD_S", "GanData", "GanDivergedError", "GanTrainConfig", "GanTrainReport", "TaskModel", "gan_data",
+           "split_by_trajectory", "task_inputs", "train_gan", "trajectory_ages"]
 
 # (heights m with 0 at missing cells, measured 1/0, scalars) -> actions; frozen, differentiable in its inputs
 TaskModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -135,19 +135,44 @@ class GanTrainConfig:
 
 
 # ------------------------------------------------------------------------------------------ data
+# s between the recorded states of every dataset: the policy's control period (the planner's record_dt, the
+# rollouts' and the proxy's control_dt, the bags' DEM rate)
+STATE_PERIOD_S = 0.1
+
+
+def trajectory_ages(traj_id: np.ndarray, period_s: float = STATE_PERIOD_S) -> np.ndarray:
+    """Seconds since each trajectory's first state, for states in recorded order tagged with their trajectory:
+    (N,) float64, ``period_s`` x the state's index within its trajectory. What G's map-age input is fed
+    (``perception.cyclegan``): the planner, the rollouts and the bags all begin at a run's start, where its map begins."""
+    traj_id = np.asarray(traj_id).reshape(-1)
+    order = np.argsort(traj_id, kind="stable")  # each trajectory's states together, in recorded order
+    sorted_ids = traj_id[order]
+    first = np.r_[True, sorted_ids[1:] != sorted_ids[:-1]] if len(traj_id) else np.zeros(0, bool)
+    starts = np.maximum.accumulate(np.where(first, np.arange(len(traj_id)), 0)) if len(traj_id) else np.zeros(0, int)
+    ages = np.empty(len(traj_id), np.float64)
+    ages[order] = (np.arange(len(traj_id)) - starts) * period_s
+    return ages
+
+
 @dataclass
 class GanData:
-    """States of one domain: DEMs (N, R, C) with NaN, scalars (N, S), and the trajectory of each sample."""
+    """States of one domain: DEMs (N, R, C) with NaN, scalars (N, S), the trajectory of each sample and its map's
+    age (s since its trajectory's first state; default ``trajectory_ages`` of ``traj_id``)."""
 
     dems: np.ndarray
     scalars: np.ndarray
     traj_id: np.ndarray
+    age: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.age is None:
+            self.age = trajectory_ages(self.traj_id)
 
     def __len__(self) -> int:
         return len(self.dems)
 
     def subset(self, idx: np.ndarray) -> GanData:
-        return GanData(self.dems[idx], self.scalars[idx], self.traj_id[idx])
+        return GanData(self.dems[idx], self.scalars[idx], self.traj_id[idx], self.age[idx])
 
 
 def gan_data(arrays: Mapping[str, np.ndarray], config: GanConfig, name: str) -> GanData:
@@ -286,8 +311,9 @@ def train_gan(sim: GanData, real: GanData, config: GanTrainConfig | None = None,
         raise ValueError(f"the GAN works on {gc.dem_shape} DEMs; sim has {sim.dems.shape[1:]}, real {real.dems.shape[1:]}")
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
-    xs, ss = encode(torch.from_numpy(sim.dems), torch.from_numpy(sim.scalars), gc.height_scale)
-    xr, sr = encode(torch.from_numpy(real.dems), torch.from_numpy(real.scalars), gc.height_scale)
+    xs, ss = encode(torch.from_numpy(sim.dems), torch.from_numpy(with_map_youth(sim.scalars, gc, sim.age)), gc.height_scale)
+    xr, sr = encode(torch.from_numpy(real.dems), torch.from_numpy(with_map_youth(real.scalars, gc, real.age)),
+                    gc.height_scale)
     opt_g = torch.optim.Adam([*gan.g.parameters(), *gan.g_s.parameters()], lr=config.lr, betas=(config.beta1, config.beta2))
     opt_d = torch.optim.Adam([*gan.d.parameters(), *gan.d_s.parameters()], lr=config.lr, betas=(config.beta1, config.beta2))
     steps = config.steps_per_epoch or max(1, math.ceil(max(len(sim), len(real)) / config.batch_size))
@@ -296,7 +322,7 @@ def train_gan(sim: GanData, real: GanData, config: GanTrainConfig | None = None,
     targets = None
     if task_model is not None:  # pi(x_s): fixed targets, once for the whole set (the model is frozen)
         with torch.no_grad():
-            targets = torch.cat([_task_actions(task_model, xs[i:i + 1024], ss[i:i + 1024], gc.height_scale)
+            targets = torch.cat([_task_actions(task_model, xs[i:i + 1024], ss[i:i + 1024, :gc.n_scalars], gc.height_scale)
                                  for i in range(0, len(xs), 1024)])
     gan.train()
     for epoch in range(1, config.epochs + 1):
@@ -351,12 +377,13 @@ def _step(gan: CycleGan, c: GanTrainConfig, opt_g, opt_d, xs, ss, xr, sr, gen: t
     task_gap = None
     if task is not None:
         model, target = task
+        robot = ss[:, :gan.config.n_scalars]  # the policy takes the robot's scalars, not the map's youth
         if c.lambda_task > 0:
-            task_gap = torch.abs(_task_actions(model, fake_r.channels, ss, gan.config.height_scale) - target).mean()
+            task_gap = torch.abs(_task_actions(model, fake_r.channels, robot, gan.config.height_scale) - target).mean()
             loss_g = loss_g + c.lambda_task * task_gap
         else:  # measured only: no graph, so the update is the one without a task model, bit for bit
             with torch.no_grad():
-                task_gap = torch.abs(_task_actions(model, fake_r.channels, ss, gan.config.height_scale) - target).mean()
+                task_gap = torch.abs(_task_actions(model, fake_r.channels, robot, gan.config.height_scale) - target).mean()
     _check_finite(loss_g, "generator loss")
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()

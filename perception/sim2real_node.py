@@ -3,10 +3,12 @@
 For simulation runs (Gazebo, or any simulator whose DEM is too clean): the DEM layer of each GridMap goes through G
 with its scalars -- pitch and roll of the latest /imu/data orientation and the four flipper angles of the latest
 /joint_states -- and comes out real-looking (NaN where a real lidar would not see); header, info and any other
-layers are kept. Without ``gan_checkpoint`` the node is the identity (the map is only checked and passed on), the
-placeholder until a generator exists. ``Sim2RealCore`` is the pure part (no ROS import); ``Sim2RealNode`` wires it
-to topics through ``perception.ros_adapter``. Default topics: ``/elevation_map_sim`` in, ``/elevation_map`` out
-(what ``policy_node`` reads), so a simulated DEM node only needs its output remapped.
+layers are kept. A G with the map-age input (``GanConfig.map_age_s``) also gets the time since the first GridMap
+stamp the node saw (a stamp before it, e.g. after a simulator reset, starts the count again). Without
+``gan_checkpoint`` the node is the identity (the map is only checked and passed on), the placeholder until a
+generator exists. ``Sim2RealCore`` is the pure part (no ROS import); ``Sim2RealNode`` wires it to topics through
+``perception.ros_adapter``. Default topics: ``/elevation_map_sim`` in, ``/elevation_map`` out (what ``policy_node``
+reads), so a simulated DEM node only needs its output remapped.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from perception.gridmap import GridMapError, gridmap_to_dem, layers_to_gridmap
-from perception.messages import ELEVATION_MAP, IMU, JOINT_STATES, imu_pitch_roll, joint_positions
+from perception.map_clock import MapClock, takes_map_age
+from perception.messages import ELEVATION_MAP, IMU, JOINT_STATES, imu_pitch_roll, joint_positions, to_nanoseconds
 from sim.robot import FLIPPER_NAMES
 
 __all__ = ["Sim2RealConfig", "Sim2RealCore", "Sim2RealNode", "main"]
@@ -72,6 +75,7 @@ class Sim2RealCore:
             except Exception as exc:  # noqa: BLE001 - any load failure is a refusal at start, with its reason
                 raise ValueError(f"gan_checkpoint {c.gan_checkpoint!r}: {type(exc).__name__}: {exc}") from None
         self.transform = transform
+        self.map_clock = MapClock()  # the map's age, for a G that takes it (the time since the first GridMap)
         if warn is None:
             import logging
 
@@ -121,7 +125,10 @@ class Sim2RealCore:
             return None
         scalars = np.concatenate((self.pitch_roll, self.flippers)).astype(np.float32)  # as the policy's proprio
         try:
-            out = self.transform(dem, scalars)
+            if takes_map_age(self.transform):
+                out = self.transform(dem, scalars, map_age=self.map_clock.age(to_nanoseconds(gridmap.header.stamp)))
+            else:
+                out = self.transform(dem, scalars)
         except Exception as exc:  # noqa: BLE001 - a DEM G cannot take (another shape) is dropped, the node goes on
             self.drop("gridmap", f"G failed on a {dem.shape[0]} x {dem.shape[1]} DEM: {type(exc).__name__}: {exc}")
             return None

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perception.cyclegan import Generator, decode, encode, hint_plane, load_gan
+from perception.cyclegan import Generator, decode, encode, hint_plane, load_gan, with_map_youth
 
 __all__ = ["SimToReal", "dem_noise"]
 
@@ -68,6 +68,9 @@ class SimToReal:
     ``transform`` works on batches; calling the object on one DEM takes a fast path (no autograd, one thread's
     worth of small tensors) for control loops. Both feed G the noise ``dem_noise`` derives from each DEM, its
     scalars and ``seed`` (the constructor's unless a call names one): one DEM gives the same output either way.
+
+    ``map_age``: seconds since the DEM's map began (its run's first DEM), for a G with the map-age input
+    (``map_age_s`` > 0, ``perception.cyclegan``); None means a map older than ``map_age_s``. Other Gs ignore it.
     """
 
     def __init__(self, generator: Generator, seed: int = 0):
@@ -75,11 +78,12 @@ class SimToReal:
         self.config = generator.config
         self.noise_channels = generator.noise_channels
         self.occlusion_hint = generator.occlusion_hint
+        self.map_age_s = float(self.config.map_age_s)  # > 0: G takes the map's age (callers that know it pass it)
         self.seed = _check_seed(seed)
         rows, cols = self.config.dem_shape
         # one-DEM buffers shared by numpy and torch (no allocation per call; not thread-safe: one transform per thread)
         self._planes = torch.zeros(1, 2 + self.noise_channels + int(self.occlusion_hint), rows, cols)
-        self._scalars = torch.zeros(1, self.config.n_scalars)
+        self._scalars = torch.zeros(1, self.config.scalar_width)
         self._planes_np, self._scalars_np = self._planes.numpy(), self._scalars.numpy()
         self._dem_np = np.zeros((1, rows, cols), dtype=np.float32)
         self._height_scale = np.float32(self.config.height_scale)
@@ -101,37 +105,47 @@ class SimToReal:
                              f"(DEM {rows} x {cols}, {self.config.n_scalars} scalars)")
 
     @torch.inference_mode()
-    def transform(self, dems: np.ndarray, scalars: np.ndarray, seed: int | None = None) -> np.ndarray:
-        """(N, R, C) DEMs and (N, S) scalars -> (N, R, C) float32 DEMs with NaN."""
+    def transform(self, dems: np.ndarray, scalars: np.ndarray, seed: int | None = None,
+                  map_age: np.ndarray | None = None) -> np.ndarray:
+        """(N, R, C) DEMs, (N, S) scalars and optionally (N,) map ages (s) -> (N, R, C) float32 DEMs with NaN."""
         dems = np.ascontiguousarray(dems, dtype=np.float32)
         scalars = np.ascontiguousarray(scalars, dtype=np.float32)
         self._check(dems, scalars)
         noise = self._noise(dems, scalars, seed)
         hint = hint_plane(dems, scalars) if self.occlusion_hint else None
-        channels, s = encode(torch.from_numpy(dems), torch.from_numpy(scalars), self.config.height_scale)
+        inputs = with_map_youth(scalars, self.config, map_age) if self.map_age_s else scalars
+        channels, s = encode(torch.from_numpy(dems), torch.from_numpy(inputs), self.config.height_scale)
         return decode(self.generator(channels, s, noise, hint).channels, self.config.height_scale).numpy()
 
-    def __call__(self, dem: np.ndarray, scalars: np.ndarray, seed: int | None = None) -> np.ndarray:
-        """One DEM (R, C) and its scalars (S,) -> the transformed DEM (R, C) float32, a new array.
+    def __call__(self, dem: np.ndarray, scalars: np.ndarray, seed: int | None = None,
+                 map_age: float | None = None) -> np.ndarray:
+        """One DEM (R, C), its scalars (S,) and optionally its map's age (s) -> the transformed DEM (R, C) float32,
+        a new array.
 
         Encoding and decoding run in numpy on preallocated buffers and G's straight-through mask is skipped (its
         forward value is the sign of the raw mask): on 100 cells torch's per-operation overhead, not arithmetic,
         is most of the cost, and this path runs once per DEM on the robot."""
         dem, scalars = np.asarray(dem), np.asarray(scalars)
-        if dem.shape != self._dem_np.shape[1:] or scalars.shape != self._scalars_np.shape[1:]:
+        n = self.config.n_scalars
+        if dem.shape != self._dem_np.shape[1:] or scalars.shape != (n,):
             self._check(dem[None], scalars[None])  # raises with the message
         dem_np, planes = self._dem_np, self._planes_np[0]
         np.copyto(dem_np[0], dem, casting="unsafe")
-        np.copyto(self._scalars_np[0], scalars, casting="unsafe")
+        np.copyto(self._scalars_np[0, :n], scalars, casting="unsafe")
+        if self.map_age_s:
+            self._scalars_np[0, n:] = with_map_youth(self._scalars_np[:, :n], self.config,
+                                                     None if map_age is None else np.array([map_age]))[0, n:]
         measured = ~np.isnan(dem_np[0])
         np.divide(np.where(measured, dem_np[0], np.float32(0.0)), self._height_scale, out=planes[0])
         np.subtract(measured.astype(np.float32) * np.float32(2.0), np.float32(1.0), out=planes[1])
+        robot = self._scalars_np[:, :n]  # the noise and the hint depend on the robot's scalars only, as in ``transform``
         if self.noise_channels:
-            planes[2:2 + self.noise_channels] = self._noise(dem_np, self._scalars_np, seed).numpy()[0]
+            planes[2:2 + self.noise_channels] = self._noise(dem_np, robot, seed).numpy()[0]
         if self.occlusion_hint:
-            planes[-1] = hint_plane(dem_np, self._scalars_np).numpy()[0, 0]
+            planes[-1] = hint_plane(dem_np, robot).numpy()[0, 0]
         with torch.inference_mode():
             out = self.generator.raw(self._planes, self._scalars)[0].numpy()
         cells, shape = self.config.cells, self.config.dem_shape
         heights = out[:cells].reshape(shape) * self._height_scale
         return np.where(out[cells:2 * cells].reshape(shape) >= 0, heights, np.float32(np.nan))
+

@@ -41,7 +41,7 @@ def test_pairs_round_trip_and_bad_files_name_themselves(tmp_path):
 def test_a_transform_that_does_what_the_sensor_does_is_judged_close_on_pairs():
     pairs = _pairs()
 
-    def like_the_proxy(dems, scalars):  # the sensor's own change: what a perfect G would learn
+    def like_the_proxy(dems, scalars, map_age):  # the sensor's own change: what a perfect G would learn
         out = dems + np.float32(0.01)
         out[:, :2] = np.nan
         return out

@@ -81,7 +81,7 @@ def cmd_train_gan(args) -> int:
                                                                           + (f" task {m['task']:.4f}" if "task" in m else "")))
         step.finish(f"{report.steps} steps")
     transform = SimToReal(gan.g)
-    transformed = transform.transform(sim_test.dems, sim_test.scalars)
+    transformed = transform.transform(sim_test.dems, sim_test.scalars, map_age=sim_test.age)
     # DEMs only: the transform changes the DEM, the robot measures pitch, roll and flippers itself (and the
     # proxy's perturbed dynamics would let a classifier tell the domains apart by those alone)
     metrics, failure = judged_report(real_test.dems, {"identity": sim_test.dems, "G": transformed}, seed=args.seed,

@@ -115,9 +115,10 @@ def load_pairs(path: str | Path) -> dict[str, np.ndarray]:
     return pairs
 
 
-def paired_summary(transform: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, pairs: dict[str, np.ndarray],
-                   seed: int = 0, randomization: dict | None = None) -> dict[str, Any]:
-    """Identity, ``transform`` (G: exact DEMs and their scalars in, DEMs with NaN out; None: left out) and, with
+def paired_summary(transform: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None,
+                   pairs: dict[str, np.ndarray], seed: int = 0, randomization: dict | None = None) -> dict[str, Any]:
+    """Identity, ``transform`` (G: exact DEMs, their scalars and their maps' ages in seconds since the run's first
+    step in, DEMs with NaN out; None: left out) and, with
     ``randomization`` (a ``DomainRandomization`` dict), the randomised exact DEMs, against the proxy's DEMs of the
     same poses. Returns ``{"pairs", "worlds", "metrics": transfer_report, "nan":
     {candidate: precision, recall, F1, NaN shares}, "height_change": {"real" and candidate: mean |change| ...}}``."""
@@ -128,7 +129,9 @@ def paired_summary(transform: Callable[[np.ndarray, np.ndarray], np.ndarray] | N
     exact, proxy, scalars, traj = (pairs[k] for k in PAIR_ARRAYS)
     candidates = {"identity": exact}
     if transform is not None:
-        candidates["G"] = transform(exact, scalars)
+        from perception.gan_training import trajectory_ages
+
+        candidates["G"] = transform(exact, scalars, trajectory_ages(traj))  # each run's steps in order from its start
     if randomization is not None:
         dr = DomainRandomization.from_dict(randomization)
         candidates["randomized"] = randomize(exact, np.random.default_rng(seed), dr, pitch=scalars[:, 0])

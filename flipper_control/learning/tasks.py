@@ -69,7 +69,8 @@ def _transform(path: str):
 
 class ThroughTransform:
     """A controller that sees every DEM through a sim -> real transform (Algorithm 1 lines 6 and the Table I
-    evaluation: the policy in simulation as it will see DEMs on the robot); pitch, roll and flippers unchanged."""
+    evaluation: the policy in simulation as it will see DEMs on the robot); pitch, roll and flippers unchanged.
+    The transform also gets the run's time (its map's age, for a G that takes it)."""
 
     def __init__(self, controller, transform):
         self.controller, self.transform = controller, transform
@@ -80,7 +81,7 @@ class ThroughTransform:
     def act(self, obs):
         from dataclasses import replace
 
-        return self.controller.act(replace(obs, dem=self.transform(obs.dem, obs.proprio())))
+        return self.controller.act(replace(obs, dem=self.transform(obs.dem, obs.proprio(), map_age=obs.time)))
 
 
 def controller_from_spec(spec: dict):
@@ -189,7 +190,11 @@ def transformed_training_data(data, dem_transform: dict | None):
     if dem_transform["kind"] == "gan":
         exact = arrays["dem"]
         if dem_transform.get("path"):
-            arrays["dem"] = _transform(dem_transform["path"]).transform(exact, arrays["proprio"])
+            from perception.gan_training import trajectory_ages
+
+            # every planned trajectory begins at its world's start, where a run's map begins
+            arrays["dem"] = _transform(dem_transform["path"]).transform(exact, arrays["proprio"],
+                                                                        map_age=trajectory_ages(arrays["traj_id"]))
         if dem_transform.get("real_masks"):
             arrays["dem"] = _with_real_masks(arrays["dem"], exact, arrays, dem_transform["real_masks"])
         if dem_transform.get("shadows"):

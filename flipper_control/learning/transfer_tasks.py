@@ -169,7 +169,7 @@ def gan_task(task: dict) -> dict:
         return out | {"diverged": True, "error": str(exc), "metrics": None, "history": None,
                       "cpu_s": time.process_time() - cpu0}
     transform = SimToReal(gan.g)  # one transform for the held-out states and the same-pose pairs
-    candidates = {"identity": sim_test.dems, "G": transform.transform(sim_test.dems, sim_test.scalars)}
+    candidates = {"identity": sim_test.dems, "G": transform.transform(sim_test.dems, sim_test.scalars, map_age=sim_test.age)}
     if task.get("randomization") is not None:
         dr = DomainRandomization.from_dict(task["randomization"])
         candidates["randomized"] = randomize(sim_test.dems, np.random.default_rng(seed), dr, pitch=sim_test.scalars[:, 0])
@@ -182,12 +182,15 @@ def gan_task(task: dict) -> dict:
     if task.get("pairs") and failure is None:  # same-pose pairs: content equal, sensing judged alone
         from flipper_control.learning.paired_eval import load_pairs, paired_summary
 
-        judged = transform.transform
+        def judged(dems, scalars, map_age):
+            return transform.transform(dems, scalars, map_age=map_age)
+
         if task.get("shadows"):  # gan_shadows: imitation sees G's DEMs with the terrain's shadows; judge those
             from flipper_control.learning.tasks import with_shadows
 
-            def judged(dems, scalars):
-                return with_shadows(transform.transform(dems, scalars), dems, scalars[:, 0], task.get("randomization"))
+            def judged(dems, scalars, map_age):
+                return with_shadows(transform.transform(dems, scalars, map_age=map_age), dems, scalars[:, 0],
+                                    task.get("randomization"))
 
         with torch.random.fork_rng(devices=[]):
             out["paired"] = paired_summary(judged, load_pairs(task["pairs"]), seed=seed,
