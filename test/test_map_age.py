@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from flipper_control.learning.tasks import ThroughTransform
 from perception.cyclegan import MAP_YOUTH_SCALE, CycleGan, GanConfig, load_gan, map_youth, save_gan, with_map_youth
@@ -92,6 +91,9 @@ def test_g_learns_the_fresh_maps_missing_rows_from_unpaired_sets_and_both_paths_
     assert one.map_age_s == 2.0 and takes_map_age(one) and not takes_map_age(SimToReal(CycleGan(GanConfig()).g))
     np.testing.assert_allclose(one(sim.dems[0], sim.scalars[0], map_age=0.0), at_start[0], atol=1e-5)
     np.testing.assert_allclose(one(sim.dems[0], sim.scalars[0]), later[0], atol=1e-5)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="finite seconds >= 0"):
+            one(sim.dems[0], sim.scalars[0], map_age=bad)
 
 
 class _Recorder:
