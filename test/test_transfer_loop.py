@@ -27,7 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TRANSFER = {"real_runs": 2, "sim_runs": 2, "real_every": 1, "gan": {"epochs": 2, "steps_per_epoch": 5},
             "proxy_eval_worlds": ["proxy/F"], "proxy_eval_runs": 1, "paired_worlds": 2}
-GAN_RUN = TRANSFER | {"estimate_height_offset": True}  # the shared run: G also pulled to the sensor's estimated offset
+# the shared run: G also pulled to the sensor's estimated offset, and taking the map's age (every path that feeds it)
+GAN_RUN = TRANSFER | {"estimate_height_offset": True, "gan": {**TRANSFER["gan"], "gan": {"map_age_s": 5.0}}}
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,7 @@ def test_iteration_2_learns_and_is_scored_through_the_gan_of_iteration_1(gan_run
     for update in (gan_1, gan_2):
         assert 0.0 < update["height_offset"]["offset_m"] < 0.05 and update["height_offset"]["real_dems"] > 0
     assert report["iterations"][0]["transfer"]["gan"]["height_offset"] == gan_1["height_offset"]
+    assert load_gan(out / "iter_2" / "gan")[0].config.map_age_s == 5.0  # G takes the map's age through the updates
     summary = report["iterations"][0]["transfer"]["gan"]["paired"]
     assert summary["candidates"]["G"]["accuracy"] == paired["metrics"]["candidates"]["G"]["classifier"]["accuracy"]
     assert summary["candidates"]["G"]["nan_f1"] == paired["nan"]["G"]["f1"]

@@ -30,7 +30,8 @@ def transfer_figure(gan_path: str | Path, sim_states: str | Path, real_states: s
     import matplotlib.pyplot as plt
     import torch
 
-    from perception.cyclegan import decode, encode, load_gan
+    from perception.cyclegan import decode, encode, load_gan, with_map_youth
+    from perception.gan_training import trajectory_ages
     from planning.dataset import TrajectoryDataset
 
     gan, _ = load_gan(gan_path)
@@ -44,9 +45,12 @@ def transfer_figure(gan_path: str | Path, sim_states: str | Path, real_states: s
         out = net(*encode(torch.from_numpy(dem), torch.from_numpy(scalars), scale))
         return out.channels, out.scalars
 
+    def inputs(arrays, i):  # the state's DEM and the networks' scalars (with its map's youth, for a G that takes it)
+        age = trajectory_ages(arrays["traj_id"])[i:i + 1]
+        return arrays["dem"][i:i + 1].astype(np.float32), with_map_youth(arrays["proprio"][i:i + 1], gan.config, age)
+
     with torch.inference_mode():
-        xr, sr = real["dem"][i_r:i_r + 1].astype(np.float32), real["proprio"][i_r:i_r + 1].astype(np.float32)
-        xs, ss = sim["dem"][i_s:i_s + 1].astype(np.float32), sim["proprio"][i_s:i_s + 1].astype(np.float32)
+        (xr, sr), (xs, ss) = inputs(real, i_r), inputs(sim, i_s)
         gs_r = through(gan.g_s, xr, sr)
         g_gs_r = gan.g(*gs_r)
         g_s = through(gan.g, xs, ss)
