@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from flipper_control.learning.tasks import ThroughTransform
+from flipper_control.policy import NanAwarePolicy, PolicyConfig
+from flipper_control.policy_node_config import PolicyNodeConfig
+from flipper_control.policy_runtime import PolicyRuntime
 from perception.cyclegan import MAP_YOUTH_SCALE, CycleGan, GanConfig, load_gan, map_youth, save_gan, with_map_youth
 from perception.gan_training import GanData, GanTrainConfig, split_by_trajectory, train_gan, trajectory_ages
 from perception.gridmap import dem_to_gridmap, gridmap_to_dem
@@ -100,6 +104,7 @@ class _Recorder:
     """A SimToReal-like transform with the map-age input that records the ages it is given."""
 
     map_age_s = 5.0
+    config = GanConfig(map_age_s=5.0)  # what policy_node checks against the policy's DEM shape
 
     def __init__(self):
         self.ages: list[float | None] = []
@@ -149,3 +154,25 @@ def test_the_sim2real_node_gives_g_the_time_since_its_first_map():
         out = core.on_gridmap(dem_to_gridmap(dem, spec.resolution, (0.0, 0.0), "map", stamp))
         np.testing.assert_array_equal(gridmap_to_dem(out)[0], dem)
     assert g.ages == pytest.approx([0.0, 1.5, 4.0])
+
+
+def test_the_policy_node_gives_g_the_time_since_its_first_map():
+    """policy_node with a G in front of the policy (a policy trained through G, run in a simulator): the same clock."""
+    spec = DemSpec()
+    g = _Recorder()
+    torch.manual_seed(0)
+    slow = dict(gridmap_timeout=60.0, imu_timeout=60.0, joint_states_timeout=60.0)
+    rt = PolicyRuntime(PolicyNodeConfig(max_rate=0.0, **slow), policy=NanAwarePolicy(PolicyConfig()).eval(), transform=g)
+    g.ages.clear()  # whatever the start-up check fed it
+    quat = msg("geometry_msgs/msg/Quaternion")(w=1.0, x=0.0, y=0.0, z=0.0)
+    v = msg("geometry_msgs/msg/Vector3")(x=0.0, y=0.0, z=0.0)
+    for stamp in (10.0, 10.5, 12.0):
+        rt.on_imu(msg("sensor_msgs/msg/Imu")(header=header("imu", stamp), orientation=quat, orientation_covariance=np.zeros(9),
+                                             angular_velocity=v, angular_velocity_covariance=np.zeros(9),
+                                             linear_acceleration=v, linear_acceleration_covariance=np.zeros(9)), stamp)
+        rt.on_joint_states(msg("sensor_msgs/msg/JointState")(header=header("", stamp), name=list(JOINT_NAMES),
+                                                             position=np.zeros(4), velocity=np.zeros(0),
+                                                             effort=np.zeros(0)), stamp)
+        cmd = rt.on_gridmap(dem_to_gridmap(np.zeros(spec.shape, np.float32), spec.resolution, (0.0, 0.0), "map", stamp), stamp)
+        assert cmd.source == "policy"
+    assert g.ages == pytest.approx([0.0, 0.5, 2.0])
