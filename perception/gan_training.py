@@ -59,10 +59,11 @@ import torch
 import torch.nn.functional as F
 
 from perception.cyclegan import CycleGan, GanConfig, GeneratorOutput, encode, with_map_youth
+from perception.map_clock import trajectory_ages
 from sim.config_io import config_from_mapping, in_section
 
-__all__ = ["STATE_PERIOD_S", "GanData", "GanDivergedError", "GanTrainConfig", "GanTrainReport", "TaskModel", "gan_data",
-           "split_by_trajectory", "task_inputs", "train_gan", "trajectory_ages"]
+__all__ = ["GanData", "GanDivergedError", "GanTrainConfig", "GanTrainReport", "TaskModel", "gan_data", "split_by_trajectory",
+           "task_inputs", "train_gan"]
 
 # (heights m with 0 at missing cells, measured 1/0, scalars) -> actions; frozen, differentiable in its inputs
 TaskModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -135,25 +136,6 @@ class GanTrainConfig:
 
 
 # ------------------------------------------------------------------------------------------ data
-# s between the recorded states of every dataset: the policy's control period (the planner's record_dt, the
-# rollouts' and the proxy's control_dt, the bags' DEM rate)
-STATE_PERIOD_S = 0.1
-
-
-def trajectory_ages(traj_id: np.ndarray, period_s: float = STATE_PERIOD_S) -> np.ndarray:
-    """Seconds since each trajectory's first state, for states in recorded order tagged with their trajectory:
-    (N,) float64, ``period_s`` x the state's index within its trajectory. What G's map-age input is fed
-    (``perception.cyclegan``): the planner, the rollouts and the bags all begin at a run's start, where its map begins."""
-    traj_id = np.asarray(traj_id).reshape(-1)
-    order = np.argsort(traj_id, kind="stable")  # each trajectory's states together, in recorded order
-    sorted_ids = traj_id[order]
-    first = np.r_[True, sorted_ids[1:] != sorted_ids[:-1]] if len(traj_id) else np.zeros(0, bool)
-    starts = np.maximum.accumulate(np.where(first, np.arange(len(traj_id)), 0)) if len(traj_id) else np.zeros(0, int)
-    ages = np.empty(len(traj_id), np.float64)
-    ages[order] = (np.arange(len(traj_id)) - starts) * period_s
-    return ages
-
-
 @dataclass
 class GanData:
     """States of one domain: DEMs (N, R, C) with NaN, scalars (N, S), the trajectory of each sample and its map's

@@ -13,9 +13,9 @@ from flipper_control.policy import NanAwarePolicy, PolicyConfig
 from flipper_control.policy_node_config import PolicyNodeConfig
 from flipper_control.policy_runtime import PolicyRuntime
 from perception.cyclegan import MAP_YOUTH_SCALE, CycleGan, GanConfig, load_gan, map_youth, save_gan, with_map_youth
-from perception.gan_training import GanData, GanTrainConfig, split_by_trajectory, train_gan, trajectory_ages
+from perception.gan_training import GanData, GanTrainConfig, split_by_trajectory, train_gan
 from perception.gridmap import dem_to_gridmap, gridmap_to_dem
-from perception.map_clock import MapClock, takes_map_age
+from perception.map_clock import MapClock, takes_map_age, trajectory_ages
 from perception.messages import header, msg
 from perception.sim2real_node import JOINT_NAMES, Sim2RealConfig, Sim2RealCore
 from perception.sim_to_real import SimToReal

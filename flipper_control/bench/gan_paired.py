@@ -63,7 +63,7 @@ def paired_transfer(checkpoint: str, worlds: int = 6, world_seed: int = 424_242,
     pairs = collect_pairs(worlds, world_seed, seed, reality_config, progress, world_set=WORLD_SET)
     exact, proxy, scalars, traj = pairs["exact"], pairs["proxy"], pairs["scalars"], pairs["traj"]
     rng = np.random.default_rng(seed)
-    from perception.gan_training import trajectory_ages
+    from perception.map_clock import trajectory_ages
 
     g = transform.transform(exact, scalars, map_age=trajectory_ages(traj))  # each run's steps in order from its start
     g_shadows = np.where(geometric_occlusion(exact, scalars[:, 0]), np.float32(np.nan), g)

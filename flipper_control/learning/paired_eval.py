@@ -129,7 +129,7 @@ def paired_summary(transform: Callable[[np.ndarray, np.ndarray, np.ndarray], np.
     exact, proxy, scalars, traj = (pairs[k] for k in PAIR_ARRAYS)
     candidates = {"identity": exact}
     if transform is not None:
-        from perception.gan_training import trajectory_ages
+        from perception.map_clock import trajectory_ages
 
         candidates["G"] = transform(exact, scalars, trajectory_ages(traj))  # each run's steps in order from its start
     if randomization is not None:

@@ -190,7 +190,7 @@ def transformed_training_data(data, dem_transform: dict | None):
     if dem_transform["kind"] == "gan":
         exact = arrays["dem"]
         if dem_transform.get("path"):
-            from perception.gan_training import trajectory_ages
+            from perception.map_clock import trajectory_ages
 
             # every planned trajectory begins at its world's start, where a run's map begins
             arrays["dem"] = _transform(dem_transform["path"]).transform(exact, arrays["proprio"],

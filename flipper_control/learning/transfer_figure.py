@@ -31,7 +31,7 @@ def transfer_figure(gan_path: str | Path, sim_states: str | Path, real_states: s
     import torch
 
     from perception.cyclegan import decode, encode, load_gan, with_map_youth
-    from perception.gan_training import trajectory_ages
+    from perception.map_clock import trajectory_ages
     from planning.dataset import TrajectoryDataset
 
     gan, _ = load_gan(gan_path)
