@@ -40,7 +40,7 @@ import numpy as np
 from flipper_control.checkpoint_swap import SwapResult, load_candidate, load_transform, validate_policy
 from flipper_control.policy_node_config import PolicyNodeConfig, flipper_angles, pitch_roll
 from perception.gridmap import GridMapError, gridmap_to_dem
-from perception.map_clock import MapClock, takes_map_age
+from perception.map_clock import MapClock
 from perception.messages import ELEVATION_MAP, IMU, JOINT_STATES, to_nanoseconds
 
 __all__ = ["Command", "PolicyRuntime", "SwapResult"]
@@ -225,10 +225,7 @@ class PolicyRuntime:
         proprio = np.concatenate((pr, angles)).astype(np.float32)  # exactly replay's policy input
         try:
             if transform is not None:
-                if takes_map_age(transform):  # a G with the map-age input: the time since the first map
-                    dem = transform(dem, proprio, map_age=self._map_clock.age(t_ns))
-                else:
-                    dem = transform(dem, proprio)
+                dem = self._map_clock.apply(transform, dem, proprio, t_ns)
             target = np.asarray(policy.act_numpy(dem, proprio), dtype=float)
             if target.shape != (4,) or not np.all(np.isfinite(target)):
                 raise ValueError(f"the policy returned {target.tolist()}, not 4 finite angles")

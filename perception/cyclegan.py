@@ -66,7 +66,7 @@ from sim.checkpoint_io import load_module, save_module
 from sim.config_io import config_from_mapping, is_int
 
 __all__ = ["LEGACY_FIELDS", "MAP_YOUTH_SCALE", "CycleGan", "Discriminator", "GanConfig", "Generator", "GeneratorOutput",
-           "decode", "encode", "hint_plane", "load_gan", "map_youth", "save_gan", "with_map_youth"]
+           "decode", "encode", "hint_plane", "load_gan", "map_youth", "save_gan", "with_map_youth", "youth_of"]
 
 # A bound on what a config (or a checkpoint's sidecar) may ask for: building the networks allocates the weights.
 MAX_PARAMETERS = 20_000_000
@@ -220,7 +220,12 @@ def map_youth(age_s: np.ndarray | None, n: int, horizon_s: float) -> np.ndarray:
         raise ValueError(f"map age: {n} DEMs need {n} ages, got shape {np.shape(age_s)}")
     if not (np.isfinite(age).all() and (age >= 0).all()):
         raise ValueError(f"map age: ages must be finite seconds >= 0, got {age[~(np.isfinite(age) & (age >= 0))][:3]}")
-    return (MAP_YOUTH_SCALE * (1.0 - np.minimum(age, horizon_s) / horizon_s)).astype(np.float32)[:, None]
+    return youth_of(age, horizon_s).astype(np.float32)[:, None]
+
+
+def youth_of(age_s, horizon_s: float):
+    """The youth formula alone, for checked ages: a number or an array of seconds, the same kind out."""
+    return MAP_YOUTH_SCALE * (1.0 - np.minimum(age_s, horizon_s) / horizon_s)
 
 
 def with_map_youth(scalars: np.ndarray, config: GanConfig, age_s: np.ndarray | None) -> np.ndarray:

@@ -45,3 +45,9 @@ class MapClock:
         if self.start_ns is None or stamp_ns < self.start_ns:
             self.start_ns = int(stamp_ns)
         return (int(stamp_ns) - self.start_ns) / 1e9
+
+    def apply(self, transform, dem, scalars, stamp_ns: int):
+        """``transform(dem, scalars)`` of a DEM stamped ``stamp_ns``, with ``map_age`` for a G that takes it."""
+        if takes_map_age(transform):
+            return transform(dem, scalars, map_age=self.age(stamp_ns))
+        return transform(dem, scalars)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from perception.gridmap import GridMapError, gridmap_to_dem, layers_to_gridmap
-from perception.map_clock import MapClock, takes_map_age
+from perception.map_clock import MapClock
 from perception.messages import ELEVATION_MAP, IMU, JOINT_STATES, imu_pitch_roll, joint_positions, to_nanoseconds
 from sim.robot import FLIPPER_NAMES
 
@@ -125,10 +125,7 @@ class Sim2RealCore:
             return None
         scalars = np.concatenate((self.pitch_roll, self.flippers)).astype(np.float32)  # as the policy's proprio
         try:
-            if takes_map_age(self.transform):
-                out = self.transform(dem, scalars, map_age=self.map_clock.age(to_nanoseconds(gridmap.header.stamp)))
-            else:
-                out = self.transform(dem, scalars)
+            out = self.map_clock.apply(self.transform, dem, scalars, to_nanoseconds(gridmap.header.stamp))
         except Exception as exc:  # noqa: BLE001 - a DEM G cannot take (another shape) is dropped, the node goes on
             self.drop("gridmap", f"G failed on a {dem.shape[0]} x {dem.shape[1]} DEM: {type(exc).__name__}: {exc}")
             return None

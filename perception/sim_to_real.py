@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perception.cyclegan import MAP_YOUTH_SCALE, Generator, decode, encode, hint_plane, load_gan, with_map_youth
+from perception.cyclegan import Generator, decode, encode, hint_plane, load_gan, with_map_youth, youth_of
 
 __all__ = ["SimToReal", "dem_noise"]
 
@@ -132,13 +132,13 @@ class SimToReal:
         dem_np, planes = self._dem_np, self._planes_np[0]
         np.copyto(dem_np[0], dem, casting="unsafe")
         np.copyto(self._scalars_np[0, :n], scalars, casting="unsafe")
-        if self.map_age_s:  # the youth as ``map_youth`` gives it, without its arrays (this path runs per DEM)
+        if self.map_age_s:  # ``map_youth``'s check and formula on one number, without its arrays (a per-DEM path)
             if map_age is None:
                 self._scalars_np[0, n] = 0.0
             elif not (math.isfinite(map_age) and map_age >= 0):
                 raise ValueError(f"map age: ages must be finite seconds >= 0, got {map_age!r}")
             else:
-                self._scalars_np[0, n] = MAP_YOUTH_SCALE * (1.0 - min(map_age, self.map_age_s) / self.map_age_s)
+                self._scalars_np[0, n] = youth_of(map_age, self.map_age_s)
         measured = ~np.isnan(dem_np[0])
         np.divide(np.where(measured, dem_np[0], np.float32(0.0)), self._height_scale, out=planes[0])
         np.subtract(measured.astype(np.float32) * np.float32(2.0), np.float32(1.0), out=planes[1])
