@@ -1,6 +1,7 @@
 """policy_node and sim2real_node: their pure parts, then under real rclpy in a loopback-only network namespace
 (``test/ros_graph.py``): a recorded proxy bag played into dem_node + policy_node gives the commands ``flipper replay
---policy`` gives offline; malformed GridMaps are dropped with a warning and the nodes go on."""
+--policy`` gives offline; malformed GridMaps are dropped with a warning and the nodes go on; a G that takes the
+map's age gets, in both nodes, the time since the first GridMap they saw."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from flipper_control.learning.bags import record_proxy_run, replay
 from flipper_control.policy import NanAwarePolicy
 from flipper_control.policy_node import command_message
 from perception.bag_reader import BagReader
-from perception.cyclegan import CycleGan, GanConfig
+from perception.cyclegan import CycleGan, GanConfig, save_gan
 from perception.gridmap import dem_to_gridmap, gridmap_to_dem
 from perception.messages import FLIPPER_COMMANDS, deserialize_lenient, header, msg, typestore
 from perception.sim2real_node import Sim2RealConfig, Sim2RealCore
@@ -32,6 +33,7 @@ SHORT = world_from_dict({"name": "short_step", "length": 0.8, "time_limit": 3.0,
 JOINTS = ["front_left_joint", "front_right_joint", "rear_left_joint", "rear_right_joint"]
 # pitch, roll of the test quaternion (w, x, y, z) = (0.99, 0, 0.1, 0) as replay computes them, then the joints
 PROPRIO = np.array([euler_from_quat(np.array([0.99, 0.0, 0.1, 0.0]))[1], 0.0, 0.2, 0.3, -0.1, 0.0], dtype=np.float32)
+GRIDMAP = "grid_map_msgs/msg/GridMap"
 NO_WATCHDOG = {"gridmap_timeout": 60.0, "imu_timeout": 60.0, "joint_states_timeout": 60.0, "max_rate": 0.0,
                "checkpoint_poll": 0.0}
 
@@ -192,3 +194,71 @@ def test_command_message_is_a_float64_multiarray_in_controller_order():
                                "std_msgs/msg/Float64MultiArray")
     assert back.data.tolist() == [0.1, 0.2, 0.3, 0.4] and back.layout.dim[0].size == 4
     assert json.dumps(back.data.tolist())
+
+
+_AGE_PROBE = r"""
+import time, json
+import numpy as np, rclpy
+from perception.ros_adapter import NodeAdapter
+from perception.messages import header, msg
+from perception.gridmap import dem_to_gridmap
+from sim.dem import DemSpec
+
+rclpy.init()
+a = NodeAdapter("probe", diagnostics_period=60.0)
+spec = DemSpec()
+imu_pub = a.publisher("/imu/data", "sensor_msgs/msg/Imu")
+js_pub = a.publisher("/joint_states", "sensor_msgs/msg/JointState")
+sim_pub = a.publisher("/elevation_map_sim", "grid_map_msgs/msg/GridMap")
+end = time.monotonic() + 20
+while min(p.subscription_count for p in (imu_pub, js_pub)) < 2 or sim_pub.subscription_count < 2:
+    if time.monotonic() > end:
+        break
+    time.sleep(0.02)
+time.sleep(1.0)  # let the nodes' own publishers match the collectors
+v = msg("geometry_msgs/msg/Vector3")(x=0.0, y=0.0, z=0.0)
+q = msg("geometry_msgs/msg/Quaternion")(w=0.99, x=0.0, y=0.1, z=0.0)
+dem = np.random.default_rng(1).normal(0.0, 0.2, spec.shape).astype(np.float32); dem[:4] = np.nan
+for stamp in %(stamps)r:  # one map, stamped 0, 1 and 7 s after the first: only its age differs
+    imu = msg("sensor_msgs/msg/Imu")(header=header("imu", stamp), orientation=q, orientation_covariance=np.zeros(9),
+        angular_velocity=v, angular_velocity_covariance=np.zeros(9), linear_acceleration=v,
+        linear_acceleration_covariance=np.zeros(9))
+    js = msg("sensor_msgs/msg/JointState")(header=header("", stamp), name=%(joints)r,
+        position=np.array([0.2, 0.3, -0.1, 0.0]), velocity=np.zeros(0), effort=np.zeros(0))
+    for _ in range(3):  # the IMU is best effort
+        imu_pub.publish(imu); js_pub.publish(js); time.sleep(0.05)
+    sim_pub.publish(dem_to_gridmap(dem, spec.resolution, (0.0, 0.0), "map", stamp)); time.sleep(0.4)
+print(json.dumps("sent"))
+a.close(); rclpy.try_shutdown()
+"""
+
+
+@pytest.mark.ros
+def test_a_map_age_g_gets_the_time_since_the_first_map_in_both_nodes(ros_graph, tmp_path):  # noqa: F811
+    """sim2real_node (G on /elevation_map_sim -> /elevation_map) and policy_node (its own G on /elevation_map_sim)
+    with a G that takes the map's age: the same DEM stamped 0, 1 and 7 s after the first comes out of each as the
+    transform gives it offline at those ages, and differently at each age."""
+    torch.manual_seed(0)
+    gan = CycleGan(GanConfig(dem_shape=SPEC.shape, map_age_s=5.0))
+    with torch.no_grad():  # away from the identity start, the youth's weights included
+        for p in gan.g.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_gan(tmp_path / "gan", gan)
+    policy = NanAwarePolicy().eval()
+    save_policy(tmp_path / "policy", policy)
+    ros_graph.start_node("perception.sim2real_node", "sim2real_node",
+                         params={"gan_checkpoint": str(tmp_path / "gan"), "seed": 3})
+    ros_graph.start_node("flipper_control.policy_node", "policy_node",
+                         params={"checkpoint": str(tmp_path / "policy"), "gan_checkpoint": str(tmp_path / "gan"),
+                                 "gan_seed": 3, "gridmap_topic": "/elevation_map_sim", **NO_WATCHDOG})
+    maps = ros_graph.collect("/elevation_map", GRIDMAP, count=3, timeout=40)
+    commands = ros_graph.collect(FLIPPER_COMMANDS, "std_msgs/msg/Float64MultiArray", count=3, timeout=40)
+    stamps = [5.0, 6.0, 12.0]
+    assert ros_graph.run_probe(_AGE_PROBE % {"joints": JOINTS, "stamps": stamps}, timeout=40) == "sent"
+    live = [gridmap_to_dem(deserialize_lenient(raw, GRIDMAP))[0] for raw in maps.result()]
+    g = SimToReal.from_checkpoint(tmp_path / "gan", 3)
+    expected = [g(_dem(1), PROPRIO, map_age=age) for age in (0.0, 1.0, 7.0)]
+    for got, want in zip(live, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=2e-4, equal_nan=True)
+    assert not np.allclose(np.nan_to_num(expected[0]), np.nan_to_num(expected[2]), atol=1e-3)  # the age mattered
+    np.testing.assert_allclose(_commands(commands.result()), [policy.act_numpy(x, PROPRIO) for x in expected], atol=1e-5)
