@@ -258,6 +258,7 @@ def test_a_map_age_g_gets_the_time_since_the_first_map_in_both_nodes(ros_graph, 
     live = [gridmap_to_dem(deserialize_lenient(raw, GRIDMAP))[0] for raw in maps.result()]
     g = SimToReal.from_checkpoint(tmp_path / "gan", 3)
     expected = [g(_dem(1), PROPRIO, map_age=age) for age in (0.0, 1.0, 7.0)]
+    assert len(live) == 3, f"{len(live)} of 3 maps came out of sim2real_node"
     for got, want in zip(live, expected, strict=True):
         np.testing.assert_allclose(got, want, atol=2e-4, equal_nan=True)
     assert not np.allclose(np.nan_to_num(expected[0]), np.nan_to_num(expected[2]), atol=1e-3)  # the age mattered
