@@ -57,6 +57,17 @@ def _dem(seed: int) -> np.ndarray:
     return dem
 
 
+def _gan_away_from_identity(config: GanConfig) -> CycleGan:
+    """A seeded CycleGAN of ``config`` whose G is moved from its identity start (every weight, the map youth's
+    included), so that a test sees G applied."""
+    torch.manual_seed(0)
+    gan = CycleGan(config)
+    with torch.no_grad():
+        for p in gan.g.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return gan
+
+
 # ------------------------------------------------------------------------------------------ sim2real core (pure)
 def test_sim2real_without_generator_is_the_identity_and_drops_malformed_maps():
     core = Sim2RealCore(Sim2RealConfig())
@@ -68,11 +79,7 @@ def test_sim2real_without_generator_is_the_identity_and_drops_malformed_maps():
 
 
 def test_sim2real_applies_g_with_the_latest_scalars_and_keeps_header_and_info():
-    torch.manual_seed(0)
-    gan = CycleGan(GanConfig(dem_shape=SPEC.shape))
-    with torch.no_grad():  # move G away from its identity start so the test sees it applied
-        for p in gan.g.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    gan = _gan_away_from_identity(GanConfig(dem_shape=SPEC.shape))
     g = SimToReal(gan.g, seed=3)
     core = Sim2RealCore(Sim2RealConfig(), transform=g)
     gm = dem_to_gridmap(_dem(1), SPEC.resolution, (1.0, 2.0), "map", 5.0, yaw=0.4, z=0.3)
@@ -90,37 +97,44 @@ def test_sim2real_applies_g_with_the_latest_scalars_and_keeps_header_and_info():
 
 
 # ------------------------------------------------------------------------------------------ live
-_PROBE = r"""
-import sys, time, json
+# what every probe starts with: the state publishers, the test's Imu and JointState (PROPRIO), its DEMs, a wait
+_PROBE_HEAD = r"""
+import time, json
 import numpy as np, rclpy
 from perception.ros_adapter import NodeAdapter
-from perception.messages import header, msg, typestore
+from perception.messages import header, msg
 from perception.gridmap import dem_to_gridmap
 from sim.dem import DemSpec
-from sim.safety import euler_from_quat
 
 rclpy.init()
 a = NodeAdapter("probe", diagnostics_period=60.0)
 spec = DemSpec()
 imu_pub = a.publisher("/imu/data", "sensor_msgs/msg/Imu")
 js_pub = a.publisher("/joint_states", "sensor_msgs/msg/JointState")
-direct = a.publisher("/elevation_map", "grid_map_msgs/msg/GridMap")
-via_g = a.publisher("/elevation_map_sim", "grid_map_msgs/msg/GridMap")
-end = time.monotonic() + 20
-while min(p.subscription_count for p in (imu_pub, js_pub, direct, via_g)) == 0 and time.monotonic() < end:
-    time.sleep(0.02)
-v = msg("geometry_msgs/msg/Vector3")(x=0.0, y=0.0, z=0.0)
-q = msg("geometry_msgs/msg/Quaternion")(w=0.99, x=0.0, y=0.1, z=0.0)
-imu = msg("sensor_msgs/msg/Imu")(header=header("imu", 5.0), orientation=q, orientation_covariance=np.zeros(9),
-    angular_velocity=v, angular_velocity_covariance=np.zeros(9), linear_acceleration=v,
-    linear_acceleration_covariance=np.zeros(9))
-js = msg("sensor_msgs/msg/JointState")(header=header("", 5.0), name=%(joints)r,
-    position=np.array([0.2, 0.3, -0.1, 0.0]), velocity=np.zeros(0), effort=np.zeros(0))
-time.sleep(1.0)  # let the nodes' own subscriptions match each other (sim2real -> policy)
-for _ in range(5):  # the IMU is best effort
-    imu_pub.publish(imu); js_pub.publish(js); time.sleep(0.05)
+def publish_state(stamp, times):
+    v = msg("geometry_msgs/msg/Vector3")(x=0.0, y=0.0, z=0.0)
+    q = msg("geometry_msgs/msg/Quaternion")(w=0.99, x=0.0, y=0.1, z=0.0)
+    imu = msg("sensor_msgs/msg/Imu")(header=header("imu", stamp), orientation=q, orientation_covariance=np.zeros(9),
+        angular_velocity=v, angular_velocity_covariance=np.zeros(9), linear_acceleration=v,
+        linear_acceleration_covariance=np.zeros(9))
+    js = msg("sensor_msgs/msg/JointState")(header=header("", stamp), name=%(joints)r,
+        position=np.array([0.2, 0.3, -0.1, 0.0]), velocity=np.zeros(0), effort=np.zeros(0))
+    for _ in range(times):  # the IMU is best effort
+        imu_pub.publish(imu); js_pub.publish(js); time.sleep(0.05)
 def dem(seed):
     d = np.random.default_rng(seed).normal(0.0, 0.2, spec.shape).astype(np.float32); d[:4] = np.nan; return d
+def wait_for_subscribers(pubs, count):
+    end = time.monotonic() + 20
+    while min(p.subscription_count for p in pubs) < count and time.monotonic() < end:
+        time.sleep(0.02)
+"""
+
+_PROBE = _PROBE_HEAD + r"""
+direct = a.publisher("/elevation_map", "grid_map_msgs/msg/GridMap")
+via_g = a.publisher("/elevation_map_sim", "grid_map_msgs/msg/GridMap")
+wait_for_subscribers((imu_pub, js_pub, direct, via_g), 1)
+time.sleep(1.0)  # let the nodes' own subscriptions match each other (sim2real -> policy)
+publish_state(5.0, 5)
 bad = dem_to_gridmap(dem(9), spec.resolution, (0.0, 0.0), "map", 5.0)
 bad.layers = ["elevation"]; bad.data[0].data = bad.data[0].data[:-7]          # data size != info
 direct.publish(bad); time.sleep(0.1)
@@ -196,38 +210,17 @@ def test_command_message_is_a_float64_multiarray_in_controller_order():
     assert json.dumps(back.data.tolist())
 
 
-_AGE_PROBE = r"""
-import time, json
-import numpy as np, rclpy
-from perception.ros_adapter import NodeAdapter
-from perception.messages import header, msg
-from perception.gridmap import dem_to_gridmap
-from sim.dem import DemSpec
-
-rclpy.init()
-a = NodeAdapter("probe", diagnostics_period=60.0)
-spec = DemSpec()
-imu_pub = a.publisher("/imu/data", "sensor_msgs/msg/Imu")
-js_pub = a.publisher("/joint_states", "sensor_msgs/msg/JointState")
+_AGE_PROBE = _PROBE_HEAD + r"""
 sim_pub = a.publisher("/elevation_map_sim", "grid_map_msgs/msg/GridMap")
-end = time.monotonic() + 20
-while min(p.subscription_count for p in (imu_pub, js_pub)) < 2 or sim_pub.subscription_count < 2:
-    if time.monotonic() > end:
-        break
+wait_for_subscribers((imu_pub, js_pub, sim_pub), 2)  # both nodes
+end = time.monotonic() + 20  # the nodes' outputs and the collectors in the graph, so discovery has found them
+while time.monotonic() < end and not all(a.node.count_publishers(t) and a.node.count_subscribers(t)
+                                         for t in ("/elevation_map", %(commands)r)):
     time.sleep(0.02)
 time.sleep(1.0)  # let the nodes' own publishers match the collectors
-v = msg("geometry_msgs/msg/Vector3")(x=0.0, y=0.0, z=0.0)
-q = msg("geometry_msgs/msg/Quaternion")(w=0.99, x=0.0, y=0.1, z=0.0)
-dem = np.random.default_rng(1).normal(0.0, 0.2, spec.shape).astype(np.float32); dem[:4] = np.nan
 for stamp in %(stamps)r:  # one map, stamped 0, 1 and 7 s after the first: only its age differs
-    imu = msg("sensor_msgs/msg/Imu")(header=header("imu", stamp), orientation=q, orientation_covariance=np.zeros(9),
-        angular_velocity=v, angular_velocity_covariance=np.zeros(9), linear_acceleration=v,
-        linear_acceleration_covariance=np.zeros(9))
-    js = msg("sensor_msgs/msg/JointState")(header=header("", stamp), name=%(joints)r,
-        position=np.array([0.2, 0.3, -0.1, 0.0]), velocity=np.zeros(0), effort=np.zeros(0))
-    for _ in range(3):  # the IMU is best effort
-        imu_pub.publish(imu); js_pub.publish(js); time.sleep(0.05)
-    sim_pub.publish(dem_to_gridmap(dem, spec.resolution, (0.0, 0.0), "map", stamp)); time.sleep(0.4)
+    publish_state(stamp, 3)
+    sim_pub.publish(dem_to_gridmap(dem(1), spec.resolution, (0.0, 0.0), "map", stamp)); time.sleep(0.4)
 print(json.dumps("sent"))
 a.close(); rclpy.try_shutdown()
 """
@@ -238,12 +231,8 @@ def test_a_map_age_g_gets_the_time_since_the_first_map_in_both_nodes(ros_graph, 
     """sim2real_node (G on /elevation_map_sim -> /elevation_map) and policy_node (its own G on /elevation_map_sim)
     with a G that takes the map's age: the same DEM stamped 0, 1 and 7 s after the first comes out of each as the
     transform gives it offline at those ages, and differently at each age."""
+    save_gan(tmp_path / "gan", _gan_away_from_identity(GanConfig(dem_shape=SPEC.shape, map_age_s=5.0)))
     torch.manual_seed(0)
-    gan = CycleGan(GanConfig(dem_shape=SPEC.shape, map_age_s=5.0))
-    with torch.no_grad():  # away from the identity start, the youth's weights included
-        for p in gan.g.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    save_gan(tmp_path / "gan", gan)
     policy = NanAwarePolicy().eval()
     save_policy(tmp_path / "policy", policy)
     ros_graph.start_node("perception.sim2real_node", "sim2real_node",
@@ -254,7 +243,8 @@ def test_a_map_age_g_gets_the_time_since_the_first_map_in_both_nodes(ros_graph, 
     maps = ros_graph.collect("/elevation_map", GRIDMAP, count=3, timeout=40)
     commands = ros_graph.collect(FLIPPER_COMMANDS, "std_msgs/msg/Float64MultiArray", count=3, timeout=40)
     stamps = [5.0, 6.0, 12.0]
-    assert ros_graph.run_probe(_AGE_PROBE % {"joints": JOINTS, "stamps": stamps}, timeout=40) == "sent"
+    probe = _AGE_PROBE % {"joints": JOINTS, "stamps": stamps, "commands": FLIPPER_COMMANDS}
+    assert ros_graph.run_probe(probe, timeout=40) == "sent"
     live = [gridmap_to_dem(deserialize_lenient(raw, GRIDMAP))[0] for raw in maps.result()]
     g = SimToReal.from_checkpoint(tmp_path / "gan", 3)
     expected = [g(_dem(1), PROPRIO, map_age=age) for age in (0.0, 1.0, 7.0)]
