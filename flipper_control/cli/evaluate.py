@@ -21,6 +21,7 @@ from flipper_control.cli.common import (
     seed,
     simulator,
 )
+from sim.dem_ablation import PROXY_DEMS
 
 
 # ------------------------------------------------------------------------------------------ sim
@@ -111,11 +112,17 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
     proxy_config = proxy_config.to_dict() if proxy_config is not None else None
     tasks = [{"controller": spec, "world": w, "seeds": [args.seed + r for r in range(args.runs)], "reality": re,
               "reality_config": proxy_config if re == "proxy" else None, "states": bool(args.states)}
+             | ({"proxy_dem": args.proxy_dem} if re == "proxy" and args.proxy_dem != "lidar" else {})
              for pass_ in passes for w, re in zip(worlds, pass_, strict=True)]
     on_proxy = [t["world"].name for t in tasks if t["reality"] == "proxy"]
     if args.reality_config and not on_proxy:
         raise ValueError(f"--reality-config {args.reality_config} sets up the reality proxy, but no world runs on it "
                          f"(--reality {args.reality}): add --reality proxy or both, or a proxy world")
+    if args.proxy_dem != "lidar":
+        if not on_proxy:
+            raise ValueError(f"--proxy-dem {args.proxy_dem} takes the reality proxy's DEM apart, but no world runs on "
+                             f"it (--reality {args.reality}): add --reality proxy or both, or a proxy world")
+        label = f"{label} [proxy DEM: {args.proxy_dem}]"
     if on_proxy and args.reality != "both":
         err(f"reality proxy (perturbed robot, lidar-built DEMs) for: {', '.join(on_proxy)}")
     t0 = time.perf_counter()
@@ -134,7 +141,7 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
     if len(passes) > 1:
         print(f"\nsim-to-real gap (sim - proxy): {totals[0] - totals[1]:+.2f} of {len(worlds)}")
     out = {"controller": label, "seed": args.seed, "runs": args.runs, "max": len(worlds),
-           "wall_s": round(time.perf_counter() - t0, 2), "reality_config": proxy_config}
+           "wall_s": round(time.perf_counter() - t0, 2), "reality_config": proxy_config, "proxy_dem": args.proxy_dem}
     if len(passes) > 1:
         out["by_reality"] = {p[0]: {"total": round(t, 4), "worlds": [ev.to_dict() for ev in evs]}
                              for p, t, evs in zip(passes, totals, evs_of, strict=True)}
@@ -184,6 +191,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "with NaN and drift); auto (default): proxy for the proxy course, sim for the rest; "
                         "both: every world on each, side by side, with the sim-to-real gap")
     add_reality_config_arg(e)
+    e.add_argument("--proxy-dem", choices=PROXY_DEMS, default="lidar",
+                   help="on the reality proxy, the DEM the controller sees: lidar (default, the proxy's own), exact (the "
+                        "simulator's exact DEM of the true pose), mask (exact heights, NaN where the lidar missed a cell), "
+                        "heights (the lidar's heights, missing cells filled from the exact DEM); which part of the "
+                        "lidar-built DEM costs a policy")
     e.add_argument("--transform", metavar="GAN", help="the policy sees every DEM through this CycleGAN's G (sim -> real): "
                    "Table I as the policy will see DEMs on the robot")
     e.add_argument("--states", metavar="DATASET", help="also write every visited state (DEM as the simulator or the proxy "

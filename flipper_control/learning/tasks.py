@@ -20,11 +20,18 @@ _POLICIES: dict[tuple[str, float], Any] = {}
 REALITIES = ("sim", "proxy")  # the exact simulator, or the reality proxy (perturbed robot, lidar DEMs)
 
 
-def _simulator(reality: str = "sim", reality_config: dict | None = None):
+def _simulator(reality: str = "sim", reality_config: dict | None = None, proxy_dem: str = "lidar"):
     """This worker's simulator of the given kind, built once; the proxy once per ``reality_config`` (a
-    ``RealityProxyConfig.to_dict()`` mapping, None for today's defaults)."""
+    ``RealityProxyConfig.to_dict()`` mapping, None for today's defaults). ``proxy_dem`` other than ``lidar`` wraps
+    the proxy so that controllers see another DEM (``sim.dem_ablation``)."""
     import json
 
+    if proxy_dem != "lidar":
+        if reality != "proxy":
+            raise ValueError(f"proxy_dem {proxy_dem!r} takes the reality proxy's DEM apart; reality is {reality!r}")
+        from sim.dem_ablation import DemAblation
+
+        return DemAblation(_simulator(reality, reality_config), proxy_dem)
     key = reality if reality_config is None else f"{reality} {json.dumps(reality_config, sort_keys=True)}"
     if key not in _SIMS:
         if reality == "proxy":
@@ -147,7 +154,8 @@ def plan_task(task: dict) -> dict:
 def eval_task(task: dict) -> dict:
     """Run one controller on one world for the given noise seeds: ``{controller: spec, world: World, seeds: [..]}``,
     optionally ``reality: "proxy"`` to run on the reality proxy instead of the exact simulator (``reality_config``: a
-    ``RealityProxyConfig`` mapping, default today's), and ``states: True`` to return the visited states too.
+    ``RealityProxyConfig`` mapping, default today's; ``proxy_dem``: which DEM the controller sees there, one of
+    ``sim.dem_ablation.PROXY_DEMS``, default ``lidar``), and ``states: True`` to return the visited states too.
 
     Returns ``{"runs": [RunResult, ...], "cpu_s": float}`` and, with ``states``, ``"trajectories"``: one
     ``planning.dataset.Trajectory`` per run, of the DEMs the simulator (exact) or the proxy (lidar-built) produced --
@@ -158,8 +166,11 @@ def eval_task(task: dict) -> dict:
 
     world: World = task["world"]
     cpu0 = time.process_time()
-    sim = _simulator(task.get("reality", "sim"), task.get("reality_config"))
+    sim = _simulator(task.get("reality", "sim"), task.get("reality_config"), task.get("proxy_dem", "lidar"))
     runs, trajectories = [], []
+    meta = {"reality": task.get("reality", "sim"), "source": "rollout"}
+    if task.get("proxy_dem", "lidar") != "lidar":  # states seen through an ablated proxy DEM say so
+        meta["proxy_dem"] = task["proxy_dem"]
     for s in task["seeds"]:
         trace = Trace() if task.get("states") else None
         run = run_episode(sim, world, controller_from_spec(task["controller"]), seed=int(s), trace=trace)
@@ -168,8 +179,7 @@ def eval_task(task: dict) -> dict:
             obs = trace.observations
             trajectories.append(Trajectory(  # every run has a first control step: the status is RUNNING at reset
                 [o.dem for o in obs], [o.proprio() for o in obs], trace.targets, success=True,
-                meta={"world": world.name, "seed": int(s), "level": run.level, "reality": task.get("reality", "sim"),
-                      "source": "rollout"}))
+                meta={"world": world.name, "seed": int(s), "level": run.level} | meta))
     out = {"runs": runs, "cpu_s": time.process_time() - cpu0}
     return out | {"trajectories": trajectories} if task.get("states") else out
 
