@@ -159,7 +159,8 @@ def eval_task(task: dict) -> dict:
 
     Returns ``{"runs": [RunResult, ...], "cpu_s": float}`` and, with ``states``, ``"trajectories"``: one
     ``planning.dataset.Trajectory`` per run, of the DEMs the simulator (exact) or the proxy (lidar-built) produced --
-    not what a transform made of them --, the proprio and the targets, with the run's level in its metadata.
+    not what a transform made of them; with ``proxy_dem``, the DEM the controller saw --, the proprio and the targets,
+    with the run's level in its metadata.
     """
     from planning.dataset import Trajectory
     from sim.rollout import Trace, run_episode
