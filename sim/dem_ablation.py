@@ -33,9 +33,9 @@ def ablated_dem(lidar: np.ndarray, exact: np.ndarray, source: str) -> np.ndarray
     no point fell) and the ``exact`` DEM of the same step (float32, the DEM's shape)."""
     if source == "lidar":
         return lidar
-    missing = np.isnan(lidar)
     if source == "exact":
         return exact
+    missing = np.isnan(lidar)
     if source == "mask":
         return np.where(missing, np.float32(np.nan), exact).astype(np.float32)
     if source == "heights":
