@@ -5,10 +5,14 @@ but with minor problems (a warn-level safety event, or so slow that an operator 
 slow down); fail: not traversed, or a fail-level safety event. A world's score is the mean over its
 runs. Worlds with sections (the proxy staircase) also get one level per section, judged from the
 events inside that section's x interval.
+
+``loss_summary`` and ``loss_text`` say where a world's points went (slow by how much, which limit, stuck where),
+from the runs' reasons: the first thing to look at when a score is below 1.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from sim.safety import FAIL, WARN, SafetyEvent, SafetyLimits
@@ -94,3 +98,68 @@ def section_scores(runs: list[RunResult]) -> dict[str, float]:
     """Mean value per section over runs."""
     names = [n for r in runs[:1] for n in r.sections]
     return {n: sum(r.sections[n]["value"] for r in runs) / len(runs) for n in names}
+
+
+# the messages of sim.safety, sim.mujoco_sim and judge_run above, reduced to what kind of loss they are; a run's
+# reasons are all that its JSON keeps, so the kinds are read back from them (older results included)
+_LIMIT = re.compile(r"^(pitch|roll) -?\d+ deg beyond (\d+)")
+_ACCEL = re.compile(r"^acceleration \d+ m/s\^2 beyond (\d+)")
+_PREFIXES = ("slow", "stuck", "did not finish", "left the course", "time limit", "physics blow-up")
+
+
+def reason_kind(message: str) -> str:
+    """The kind of loss a run's reason names: ``pitch past 40 deg``, ``acceleration past 20 m/s^2``, ``slow``,
+    ``stuck``, ``did not finish``, ``left the course``, ``BODY touched the terrain``, ...; an unknown message
+    gives its text up to the first colon."""
+    if m := _LIMIT.match(message):
+        return f"{m.group(1)} past {m.group(2)} deg"
+    if m := _ACCEL.match(message):
+        return f"acceleration past {m.group(1)} m/s^2"
+    for prefix in _PREFIXES:
+        if message.startswith(prefix):
+            return prefix
+    return message.split(":", 1)[0].strip()
+
+
+def loss_summary(runs: list[dict]) -> dict[str, dict]:
+    """Kind of loss -> ``{"runs": n, "failed": f, "time": [lo, hi], "distance": [lo, hi]}`` over the runs
+    (``RunResult.to_dict`` form) that did not score 1: how many runs name it (once per run), how many of those failed,
+    and the span of those runs' end times and distances. Kinds in the order they first appear."""
+    out: dict[str, dict] = {}
+    for run in runs:
+        if run["value"] >= 1.0:
+            continue
+        for kind in dict.fromkeys(reason_kind(r) for r in run["reasons"]):
+            entry = out.setdefault(kind, {"runs": 0, "failed": 0, "time": [run["time"], run["time"]],
+                                          "distance": [run["distance"], run["distance"]]})
+            entry["runs"] += 1
+            entry["failed"] += run["value"] == 0.0
+            for key in ("time", "distance"):
+                entry[key] = [min(entry[key][0], run[key]), max(entry[key][1], run[key])]
+    return out
+
+
+def _span(lo: float, hi: float, unit: str, digits: int) -> str:
+    a, b = f"{lo:.{digits}f}", f"{hi:.{digits}f}"
+    return f"{a} {unit}" if a == b else f"{a}-{b} {unit}"
+
+
+def loss_text(world: str, score: float, summary: dict[str, dict]) -> str:
+    """One line: ``stairs_up 0.50: slow 4 (16.3-17.0 s), stuck 1 (at 1.40 m)``; slow runs give their end times, a
+    kind whose every run failed gives where those runs ended."""
+    parts = []
+    for kind, e in summary.items():
+        if kind == "slow":
+            where = f" ({_span(*e['time'], 's', 1)})"
+        elif e["failed"] == e["runs"]:
+            where = f" (at {_span(*e['distance'], 'm', 2)})"
+        else:
+            where = ""
+        parts.append(f"{kind} {e['runs']}{where}")
+    return f"{world} {score:.2f}: " + (", ".join(parts) if parts else "no reason recorded")
+
+
+def eval_losses(ev: dict) -> dict[str, dict[str, dict]]:
+    """World -> ``loss_summary`` for every world of an evaluation (``{"scores": {world: score}, "runs": {world: [run
+    dicts]}}``, the learning loop's form) that scored below 1."""
+    return {w: loss_summary(ev["runs"][w]) for w, score in ev["scores"].items() if score < 1.0 and w in ev.get("runs", {})}

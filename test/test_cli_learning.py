@@ -68,6 +68,23 @@ def test_eval_controller_prints_a_table_with_a_sum_and_writes_json(tmp_path, cap
     assert f"{data['total']:.2f}/1" in out
 
 
+def test_eval_says_where_the_points_went(tmp_path, capsys):
+    """A posture that cannot climb a step gets stuck in front of it: the output and the JSON say so, and where."""
+    path = tmp_path / "eval.json"
+    assert main(["eval", "--controller", "fixed:flat", "--worlds", "flat", "step_up", "--runs", "1", "--executor",
+                 "serial", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    flat, step_up = json.loads(path.read_text())["worlds"]
+    assert flat["score"] == 1.0 and "losses" not in flat
+    assert step_up["score"] == 0.0 and list(step_up["losses"]) == ["stuck"]
+    ended = step_up["runs"][0]["distance"]
+    assert step_up["losses"]["stuck"] == {"runs": 1, "failed": 1, "time": [step_up["runs"][0]["time"]] * 2,
+                                          "distance": [ended, ended]}
+    assert "Where the points went" in out
+    assert f"- fixed:flat: step_up 0.00: stuck 1 (at {ended:.2f} m)" in out.splitlines()
+    assert "flat 1.00" not in out
+
+
 @pytest.mark.parametrize("ref, reality, expected", [
     ("proxy", "auto", "proxy"), ("proxy/F", "auto", "proxy"), ("F", "auto", "proxy"), ("staircase", "auto", "proxy"),
     ("test", "auto", "sim"), ("flat", "auto", "sim"), ("test/stairs_up", "auto", "sim"),

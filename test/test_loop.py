@@ -16,7 +16,9 @@ import flipper_control.learning.loop as loop_module
 from flipper_control.checkpoint import load_policy
 from flipper_control.learning.imitation_config import ImitationConfig
 from flipper_control.learning.loop import run_loop
+from flipper_control.learning.report import render_markdown
 from planning.dataset import TrajectoryDataset
+from sim.scoring import eval_losses, loss_summary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVAL_WORLDS = ["flat", "step_up"]
@@ -118,6 +120,29 @@ def test_report_md_has_both_tables_with_a_row_per_iteration(base_run):
         assert f"| iteration {k} |" in md  # Table I
     assert "| 1 | unguided coarse |" in md and "| 2 | guided fine |" in md  # Table III
     assert "learning_curve.png" in md
+
+
+def test_report_records_where_each_evaluation_lost_points(base_run):
+    """Each iteration's and baseline's ``losses`` are its eval file's runs summed up (worlds below 1 only), and
+    report.md lists the reference rows' and the last iteration's under Table I."""
+    out, report, _ = base_run
+    for it in report["iterations"]:
+        ev = json.loads((out / f"iter_{it['iteration']}" / "eval.json").read_text())
+        assert it["losses"] == json.loads(json.dumps(eval_losses(ev)))
+        assert set(it["losses"]) == {w for w, score in it["scores"].items() if score < 1.0}
+    baselines = json.loads((out / "baselines.json").read_text())
+    assert report["baselines"]["heuristic"]["losses"] == json.loads(json.dumps(eval_losses(baselines["heuristic"])))
+    # the markdown, on this report with the last iteration made to lose step_up (slow, then stuck)
+    last = dict(report["iterations"][-1])
+    runs = [{"value": 0.5, "level": "unclear", "time": 16.5, "distance": 1.2, "reasons": ["slow: 16.5 s for 1.2 m"]},
+            {"value": 0.0, "level": "fail", "time": 9.0, "distance": 0.71, "reasons": ["stuck: no progress"]}]
+    last["scores"] = {**last["scores"], "step_up": 0.25}
+    last["losses"] = {"step_up": loss_summary(runs)}
+    md = render_markdown({**report, "iterations": report["iterations"][:-1] + [last]})
+    assert f"- iteration {last['iteration']}: step_up 0.25: slow 1 (16.5 s), stuck 1 (at 0.71 m)" in md.splitlines()
+    earlier = report["iterations"][0]
+    if len(report["iterations"]) > 1 and earlier["losses"]:
+        assert f"- iteration {earlier['iteration']}:" not in md  # only the last iteration's
 
 
 def test_an_action_set_spelled_out_in_the_config_runs_and_is_named_by_its_name(tmp_path):

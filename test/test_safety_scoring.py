@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 
 from sim.safety import FAIL, WARN, SafetyEvent, SafetyLimits, SafetyMonitor, euler_from_quat, level_of
-from sim.scoring import RunResult, judge_run, section_levels, section_scores, world_score
+from sim.scoring import (
+    RunResult,
+    eval_losses,
+    judge_run,
+    loss_summary,
+    loss_text,
+    reason_kind,
+    section_levels,
+    section_scores,
+    world_score,
+)
 from sim.simulator import FAILED, SUCCESS
 from sim.world import world_from_dict
 
@@ -316,3 +326,55 @@ def test_section_scores_are_means_per_section(builtin_worlds):
     failed = judge_run(world, FAILED, [_event(2.0, FAIL)], 30.0, 2.0, LIM)
     scores = section_scores([clean, failed])
     assert scores["SU1"] == 1.0 and scores["SU2"] == 0.5 and scores["SD3"] == 0.5
+
+
+# ----------------------------------------------------------------------------------------- where the points went
+def _messages_of(**check) -> list[str]:
+    """The messages a fresh monitor emits for one state held for 0.2 s (real messages, not hand-written ones)."""
+    mon = _monitor()
+    for i in range(1, 21):
+        _check(mon, 0.01 * i, **check)
+    return [e.message for e in mon.events]
+
+
+def test_reason_kind_reads_the_monitors_and_the_judges_messages():
+    halfway = (LIM.pitch_warn + LIM.pitch_fail) / 2
+    assert [reason_kind(m) for m in _messages_of(pitch=-halfway)] == ["pitch past 40 deg"]
+    assert [reason_kind(m) for m in _messages_of(roll=LIM.roll_fail + 0.05)] == ["roll past 30 deg"]
+    assert [reason_kind(m) for m in _messages_of(contact="mast")] == ["mast touched the terrain"]
+    assert [reason_kind(m) for m in _messages_of(y=2 * LIM.lateral_fail)] == ["left the course"]
+    mon = _monitor()
+    _check(mon, LIM.stuck_time + 0.1, x=0.0)
+    assert [reason_kind(e.message) for e in mon.events] == ["stuck"]
+    violent = SafetyMonitor(LIM)
+    violent.reset(0.0, 0.0, STILL)
+    _check(violent, LIM.accel_window, vel=np.array([0.0, 0.0, -1.5 * LIM.accel_fail * LIM.accel_window]))
+    assert [reason_kind(e.message) for e in violent.events] == [f"acceleration past {LIM.accel_fail:g} m/s^2"]
+    slow = judge_run(FLAT, SUCCESS, [], 1.1 * LIM.slow_factor * NOMINAL, 3.0, LIM)
+    assert [reason_kind(m) for m in slow.reasons] == ["slow"]
+    assert [reason_kind(m) for m in judge_run(FLAT, FAILED, [], 30.0, 1.25, LIM).reasons] == ["did not finish"]
+    assert reason_kind("something new: 3 m") == "something new"
+
+
+def test_loss_summary_counts_each_kind_once_per_run_and_spans_the_runs():
+    pitch = _messages_of(pitch=-(LIM.pitch_warn + LIM.pitch_fail) / 2)[0]
+    warned = SafetyEvent(1.0, 1.0, WARN, "pitch", pitch)
+    stuck = SafetyEvent(9.0, 1.4, FAIL, "stuck", "stuck: less than 0.1 m progress in 4 s")
+    runs = [judge_run(FLAT, SUCCESS, [warned, warned], t, 3.0, LIM).to_dict() for t in (14.0, 13.5)]  # slow and warned
+    runs += [judge_run(FLAT, FAILED, [stuck], 9.0, d, LIM).to_dict() for d in (1.4, 1.72)]
+    runs += [judge_run(FLAT, SUCCESS, [], NOMINAL, 3.0, LIM).to_dict()]  # a good run adds nothing
+    summary = loss_summary(runs)
+    assert list(summary) == ["pitch past 40 deg", "slow", "stuck"]
+    assert summary["pitch past 40 deg"] == {"runs": 2, "failed": 0, "time": [13.5, 14.0], "distance": [3.0, 3.0]}
+    assert summary["slow"]["runs"] == 2 and summary["slow"]["time"] == [13.5, 14.0]
+    assert summary["stuck"] == {"runs": 2, "failed": 2, "time": [9.0, 9.0], "distance": [1.4, 1.72]}
+    text = loss_text("flat", world_score([RunResult("flat", 0, r["level"], 0, 0) for r in runs]), summary)
+    assert text == "flat 0.40: pitch past 40 deg 2, slow 2 (13.5-14.0 s), stuck 2 (at 1.40-1.72 m)"
+    assert loss_summary(runs[-1:]) == {} and loss_text("flat", 1.0, {}) == "flat 1.00: no reason recorded"
+
+
+def test_eval_losses_covers_the_worlds_below_one():
+    good = judge_run(FLAT, SUCCESS, [], NOMINAL, 3.0, LIM).to_dict()
+    slow = judge_run(FLAT, SUCCESS, [], 14.0, 3.0, LIM).to_dict()
+    ev = {"scores": {"a": 1.0, "b": 0.75}, "runs": {"a": [good, good], "b": [good, slow]}}
+    assert eval_losses(ev) == {"b": loss_summary([slow])}

@@ -22,6 +22,7 @@ from perception.cyclegan import load_gan
 from perception.domain_randomization import DomainRandomization, geometric_occlusion
 from planning.dataset import Trajectory, TrajectoryDataset
 from sim.config_io import config_from_mapping
+from sim.scoring import eval_losses
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -105,6 +106,11 @@ def test_the_report_has_table_ii_the_generator_table_and_fig_6(gan_run):
     assert "| real halves (floor) |" in md and "The generator on same-pose pairs" in md
     assert (out / report["transfer"]["figure"]).read_bytes()[:8] == PNG_SIGNATURE
     assert "Real (reality-proxy) driving used" in md
+    # where the proxy runs lost points: the proxy file's runs summed up, for the heuristic and the last iteration
+    proxy_eval = json.loads((out / "iter_2" / "proxy_eval.json").read_text())
+    assert last["proxy"]["proxy/F"]["losses"] == json.loads(json.dumps(eval_losses(proxy_eval["proxy/F"])))
+    baseline = json.loads((out / "proxy_baselines.json").read_text())["heuristic"]["proxy/F"]
+    assert report["transfer"]["proxy_baselines"]["heuristic"]["proxy/F"]["losses"] == eval_losses(baseline)
 
 
 def test_a_finished_run_resumes_without_redoing_anything(gan_run, tmp_path):

@@ -79,7 +79,7 @@ def _check_dem_shape(shape, option: str, what: str) -> None:
 
 
 def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluation
-    from flipper_control.learning.evaluation import WorldEvaluation, score_table, section_table
+    from flipper_control.learning.evaluation import WorldEvaluation, loss_lines, score_table, section_table
     from flipper_control.learning.executors import make_executor
     from flipper_control.learning.tasks import eval_task
     from flipper_control.progress import Step
@@ -137,6 +137,10 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
     if any(w.sections for w in worlds):
         print("\nSections (Table II layout):\n")
         print(section_table(columns))
+    lost = loss_lines(columns)
+    if lost:
+        print("\nWhere the points went (runs per reason; slow: end times; failed runs: where they ended):\n")
+        print("\n".join(lost))
     totals = [sum(ev.score for ev in evs) for evs in evs_of]
     if len(passes) > 1:
         print(f"\nsim-to-real gap (sim - proxy): {totals[0] - totals[1]:+.2f} of {len(worlds)}")

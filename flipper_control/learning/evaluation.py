@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sim.mujoco_sim import MujocoSimulator
 from sim.rollout import run_episode
-from sim.scoring import RunResult, section_scores, world_score
+from sim.scoring import RunResult, loss_summary, loss_text, section_scores, world_score
 from sim.world import World
 
 
@@ -20,11 +20,18 @@ class WorldEvaluation:
     def score(self) -> float:
         return world_score(self.runs)
 
+    def losses(self) -> dict[str, dict]:
+        """Where this world's points went (``sim.scoring.loss_summary``); empty when every run scored 1."""
+        return loss_summary([r.to_dict() for r in self.runs])
+
     def to_dict(self) -> dict:
         out = {"world": self.world, "score": round(self.score, 4), "runs": [r.to_dict() for r in self.runs]}
         sections = section_scores(self.runs)
         if sections:
             out["sections"] = {k: round(v, 4) for k, v in sections.items()}
+        losses = self.losses()
+        if losses:
+            out["losses"] = losses
         return out
 
 
@@ -54,6 +61,17 @@ def score_table(columns: dict[str, list[WorldEvaluation]]) -> str:
         total = sum(ev.score for ev in evs)
         rows.append(f"| {label} | " + " | ".join(f"{ev.score:.2f}" for ev in evs) + f" | {total:.2f}/{len(evs)} |")
     return "\n".join(rows)
+
+
+def loss_lines(columns: dict[str, list[WorldEvaluation]]) -> list[str]:
+    """Markdown bullets, per controller, of every world it scored below 1 and why (``sim.scoring.loss_text``);
+    empty when every run of every controller scored 1."""
+    lines = []
+    for label, evs in columns.items():
+        lost = [loss_text(ev.world, ev.score, ev.losses()) for ev in evs if ev.score < 1.0]
+        if lost:
+            lines.append(f"- {label}: " + "; ".join(lost))
+    return lines
 
 
 def section_table(columns: dict[str, list[WorldEvaluation]]) -> str:

@@ -42,7 +42,7 @@ from flipper_control.learning.worker_process import merge_memory_reports
 from flipper_control.progress import Step
 from planning.dataset import TrajectoryDataset
 from sim.io_utils import write_bytes_atomic, write_json_atomic
-from sim.scoring import section_scores, world_score
+from sim.scoring import eval_losses, section_scores, world_score
 from sim.world_sets import generated_worlds, resolve_worlds
 
 # the config side lives in loop_config; these names stay importable from here
@@ -309,7 +309,8 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
         _log(f"{config.iterations} iterations, {config.training_worlds} training worlds each, executor {config.executor}"
              f" ({loop.ex.workers} workers), out {out}")
         baselines = loop.baselines()
-        report["baselines"] = {b: {"scores": v["scores"], "total": v["total"], "max": v["max"]} for b, v in baselines.items()}
+        report["baselines"] = {b: {"scores": v["scores"], "total": v["total"], "max": v["max"], "losses": eval_losses(v)}
+                               for b, v in baselines.items()}
         cpu["evaluation"] += sum(v["cpu_s"] for v in baselines.values())
         if loop.transfer is not None:
             cpu["transfer"] = 0.0
@@ -317,7 +318,8 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
             proxy_baselines = loop.transfer.proxy_baselines()
             cpu["evaluation"] += sum(v["cpu_s"] for by_ref in proxy_baselines.values() for v in by_ref.values())
             report["transfer"]["proxy_baselines"] = {b: {ref: {key: v[key] for key in ("scores", "total", "max", "sections")}
-                                                         for ref, v in by_ref.items()} for b, by_ref in proxy_baselines.items()}
+                                                         | {"losses": eval_losses(v)} for ref, v in by_ref.items()}
+                                                     for b, by_ref in proxy_baselines.items()}
             if loop.transfer.c.mode == "gan":  # Algorithm 1 line 2: real trajectories of pi_0
                 initial = _controller_spec(config.transfer.initial_controller)
                 col = loop.transfer.collect_real(0, initial, config.transfer.initial_controller)
@@ -340,7 +342,7 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
             cpu["evaluation"] += selection["selection_cpu_s"] + ev["cpu_s"]
             wall += plans["wall_s"] + selection["wall_s"] + ev["wall_s"] + waited
             entry = {
-                "iteration": k, "scores": ev["scores"], "total": ev["total"], "max": ev["max"],
+                "iteration": k, "scores": ev["scores"], "total": ev["total"], "max": ev["max"], "losses": eval_losses(ev),
                 "planning": {key: plans[key] for key in ("guided", "trajectories", "successes", "success_rate", "cpu_s_total",
                                                          "cpu_s_median", "cpu_s_median_success", "expansions_median")}
                 | {"action_set": plans["planner"]["action_set"]},

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from planning.actions import action_set_label
 from sim.io_utils import write_bytes_atomic, write_json_atomic, write_text_atomic
+from sim.scoring import loss_text
 
 __all__ = ["write_report", "planner_kind", "table_i", "table_iii", "table_paired", "table_proxy", "table_transfer",
-           "proxy_title"]
+           "proxy_title", "loss_notes"]
 
 
 def table_i(report: dict) -> str:
@@ -31,6 +32,24 @@ def table_i(report: dict) -> str:
         rows.append(f"| iteration {it['iteration']} | " + " | ".join(f"{it['scores'][w]:.2f}" for w in worlds)
                     + f" | **{it['total']:.2f}/{it['max']}** |")
     return "\n".join(rows)
+
+
+def loss_notes(rows: list[tuple[str, dict]]) -> list[str]:
+    """Markdown bullets of where each (label, evaluation) row lost points (``sim.scoring.loss_text`` per world below 1),
+    for rows whose evaluation carries ``losses`` (reports written before it was recorded have none)."""
+    out = []
+    for label, ev in rows:
+        lost = [loss_text(w, ev["scores"][w], summary) for w, summary in (ev.get("losses") or {}).items()]
+        if lost:
+            out.append(f"- {label}: " + "; ".join(lost))
+    return out
+
+
+def _where_lost(rows: list[tuple[str, dict]]) -> list[str]:
+    """The reference rows and the last iteration's, as a paragraph under a table (nothing when none lost points)."""
+    notes = loss_notes(rows)
+    return ["Where the points went (runs per reason; slow: end times; failed runs: where they ended):", "", *notes, ""] \
+        if notes else []
 
 
 def planner_kind(guided: bool, action_set) -> str:
@@ -198,6 +217,8 @@ def render_markdown(report: dict) -> str:
         "",
         f"## Simulated test worlds (Table I analogue), {report['config']['eval_runs']} runs per world", "",
         table_i(report), "",
+        *_where_lost([(f"{b} (reference)", v) for b, v in report.get("baselines", {}).items()]
+                     + [(f"iteration {it['iteration']}", it) for it in report["iterations"][-1:]]),
         "## Planning cost per trajectory (Table III analogue)", "", table_iii(report), "",
         "![learning curve](learning_curve.png)", "",
         *_transfer_markdown(report),
@@ -228,7 +249,10 @@ def _transfer_markdown(report: dict) -> list[str]:
     for ref in report["config"]["transfer"]["proxy_eval_worlds"]:
         table = table_proxy(report, ref)
         if table:
-            lines += [f"### {proxy_title(ref)}, {runs} runs per world", "", table, ""]
+            scored = [(f"iteration {it['iteration']}", it["transfer"]["proxy"][ref]) for it in report["iterations"]
+                      if ref in it.get("transfer", {}).get("proxy", {})]
+            refs = [(f"{b} (reference)", by_ref[ref]) for b, by_ref in t.get("proxy_baselines", {}).items() if ref in by_ref]
+            lines += [f"### {proxy_title(ref)}, {runs} runs per world", "", table, "", *_where_lost(refs + scored[-1:])]
     table = table_transfer(report)
     if table:
         lines += ["### The generator per iteration (held-out transfer metrics)", "", table, ""]

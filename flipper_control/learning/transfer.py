@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sim.io_utils import write_json_atomic
+from sim.scoring import eval_losses
 
 if TYPE_CHECKING:
     from flipper_control.learning.executors import Pending
@@ -336,7 +337,8 @@ class TransferSteps:
         if self.proxy_due(k, iterations):
             proxy = self.proxy_eval(k, policy)
             cpu["evaluation"] += sum(v["cpu_s"] for v in proxy.values())
-            entry["proxy"] = {ref: {key: v[key] for key in ("scores", "total", "max", "sections")} for ref, v in proxy.items()}
+            entry["proxy"] = {ref: {key: v[key] for key in ("scores", "total", "max", "sections")} | {"losses": eval_losses(v)}
+                              for ref, v in proxy.items()}
         if wait or k == iterations:
             self.finish_gan_update()
         transfer_report["driving_s"] = round(sum(c["driving_s"] for c in transfer_report["collections"]), 2)
