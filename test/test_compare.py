@@ -224,6 +224,34 @@ def test_runs_of_one_mode_must_differ_only_in_seed(runs, tmp_path, capsys):
     assert "gan vs identity" not in cmp["differences_between_modes"]
 
 
+def test_variants_make_each_configuration_of_a_mode_a_group_paired_by_seed(runs, tmp_path, capsys):
+    shadows = [write_run(tmp_path / f"shadows_{s}", "gan", s, sim=7.0, test=t, course=7.0, driving_s=(300,),
+                         transfer={"gan_shadows": True}) for s, t in ((0, 6.6), (1, 7.0))]
+    given = [runs["gan_0"], runs["gan_1"], *shadows, runs["id_0"], runs["id_1"]]
+    with pytest.raises(ValueError, match="--variants"):
+        compare_runs(given)
+    cmp = compare_runs(given, variants=True)
+    label = "gan [transfer.gan_shadows=true]"
+    assert list(cmp["modes"]) == ["gan", label, "identity"]
+    assert cmp["modes"][label]["seeds"] == [0, 1] and cmp["modes"][label]["proxy"]["test"]["total"]["mean"] == 6.8
+    pair = cmp["paired"][f"gan - {label}"]["test"]
+    assert (pair["mean"], pair["ahead"], pair["behind"]) == (0.5, 2, 0)  # 7.0 - 6.6 and 7.6 - 7.0
+    assert [r["group"] for r in cmp["runs"]] == ["gan", "gan", label, label, "identity", "identity"]
+    assert cmp["differences_between_modes"][f"gan vs {label}"] == ["transfer.gan_shadows: false vs true"]
+    assert cmp["allowed_differences"] == []
+    assert any(line.startswith(f"| {shadows[0]} | {label} | 0 |") for line in compare_markdown(cmp).splitlines())
+    # the first run given names the base configuration
+    flipped = compare_runs([shadows[0], runs["gan_0"]], variants=True)
+    assert list(flipped["modes"]) == ["gan", "gan [transfer.gan_shadows=false]"]
+    # pooling and separating at once is refused, by the function and by the command's parser
+    with pytest.raises(ValueError, match="choose one"):
+        compare_runs(given, allow_different=True, variants=True)
+    assert main(["compare", "--variants", "--allow-different", *map(str, given)]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["compare", "--variants", *map(str, given)]) == 0
+    assert f"| gan - {label} | +0.50" in capsys.readouterr().out
+
+
 def test_bad_input_names_the_folder_or_file(runs, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"empty: not a loop run \(no config.json"):

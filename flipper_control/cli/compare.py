@@ -5,8 +5,9 @@ mean (min-max) over the seeds, the reference controllers of the same runs, the f
 each other mode, and the issue's verdicts, computed.
 
 The Markdown goes to stdout (and ``--out FILE``), the comparison as JSON to ``--json``, both written atomically.
-Runs of one mode must differ only in their seed (``--allow-different`` compares them anyway and lists the
-differences). Unfinished runs are listed, marked, and not counted in the means.
+Runs of one mode must differ only in their seed: ``--variants`` makes each configuration of a mode a group of its own
+(named by what it changes, paired seed by seed with the first group like a mode), ``--allow-different`` pools them
+and lists the differences. Unfinished runs are listed, marked, and not counted in the means.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def _run_rows(cmp: dict, refs: list[str]) -> list[str]:
                  if ref in r["proxy"] else "-" for ref in refs]
         driving = "-" if r["driving_min"] is None else f"{r['driving_min']:.1f}"
         cpu = "-" if r["cpu_hours"] is None else f"{r['cpu_hours']:.3f}"
-        rows.append(f"| {r['path']} | {r['mode']} | {r['seed']} | {status} | {table_i} | " + " | ".join(cells)
+        rows.append(f"| {r['path']} | {r.get('group', r['mode'])} | {r['seed']} | {status} | {table_i} | " + " | ".join(cells)
                     + f" | {driving} | {cpu} |")
     return rows
 
@@ -150,7 +151,7 @@ def cmd_compare(args) -> int:
         check_writable(args.out, "--out")
         if args.json and Path(args.json).resolve() == Path(args.out).resolve():
             raise OutputError(f"--json {args.json} and --out {args.out} are one file; choose two paths")
-    cmp = compare_runs(args.runs, allow_different=args.allow_different, margin=args.margin)
+    cmp = compare_runs(args.runs, allow_different=args.allow_different, margin=args.margin, variants=args.variants)
     text = compare_markdown(cmp)
     print(text)
     for r in cmp["runs"]:
@@ -172,8 +173,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("runs", nargs="+", metavar="RUN", help="loop run folders (flipper loop --out); unfinished ones are marked")
     c.add_argument("--json", help="write the comparison (per run, per mode, reference controllers, verdicts) here")
     c.add_argument("--out", metavar="REPORT.md", help="also write the Markdown report here")
-    c.add_argument("--allow-different", action="store_true",
-                   help="compare runs of one mode that differ in more than the seed (the differences are listed)")
+    pooling = c.add_mutually_exclusive_group()
+    pooling.add_argument("--allow-different", action="store_true",
+                         help="pool runs of one mode that differ in more than the seed (the differences are listed)")
+    pooling.add_argument("--variants", action="store_true",
+                         help="runs of one mode configured differently form groups of their own, named by what they "
+                              "change from the mode's first run given (e.g. gan [transfer.gan_shadows=true]), paired "
+                              "seed by seed with the first group")
     c.add_argument("--margin", type=non_negative, default=MARGIN,
                    help=f"the lead of learned G over identity and randomize the verdict asks for (default {MARGIN})")
     c.set_defaults(func=cmd_compare)

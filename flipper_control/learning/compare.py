@@ -21,7 +21,8 @@ from typing import Any
 from flipper_control.learning.config_fields import NO_RESULT_FIELDS
 from flipper_control.learning.report import score_columns
 
-__all__ = ["MARGIN", "SIM_ONLY", "read_run", "compare_runs", "config_differences", "paired_by_seed", "stat", "verdicts"]
+__all__ = ["MARGIN", "SIM_ONLY", "read_run", "compare_runs", "config_differences", "paired_by_seed", "split_variants",
+           "stat", "verdicts"]
 
 MARGIN = 0.3  # issue 15: learned G ahead of identity G and of domain randomisation by at least 0.3/8, averaged over seeds
 SIM_ONLY = "sim-only"
@@ -140,20 +141,52 @@ def _summary(run: Path, config: dict, report: dict, has_report: bool) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ configurations
-def config_differences(a: dict, b: dict, ignore: tuple[str, ...] = NOT_COMPARED, prefix: str = "") -> list[str]:
-    """``dotted.key: A vs B`` for every leaf where two recorded configs differ (``absent``: the field is not in that
-    config, e.g. recorded by an older version; for a field in ``ADDED_FIELDS`` absent means its value there),
-    skipping the top-level keys in ``ignore``."""
+def _leaf_differences(a: dict, b: dict, ignore: tuple[str, ...], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, value in a, value in b) for every leaf where two recorded configs differ, ``"absent"`` for a field
+    a config lacks (for a field in ``ADDED_FIELDS``, absent means its value there); keys in ``ignore`` skipped."""
     rows = []
     for key in sorted(set(a) | set(b)):
         if prefix + key in ignore:
             continue
         x, y = (c.get(key, ADDED_FIELDS.get(prefix + key, "absent")) for c in (a, b))
         if isinstance(x, dict) and isinstance(y, dict):
-            rows += config_differences(x, y, ignore, f"{prefix}{key}.")
+            rows += _leaf_differences(x, y, ignore, f"{prefix}{key}.")
         elif x != y:
-            rows.append(f"{prefix}{key}: " + " vs ".join(v if v == "absent" else json.dumps(v)[:60] for v in (x, y)))
+            rows.append((prefix + key, x, y))
     return rows
+
+
+def _text(value: Any) -> str:
+    return value if value == "absent" else json.dumps(value)[:60]
+
+
+def config_differences(a: dict, b: dict, ignore: tuple[str, ...] = NOT_COMPARED) -> list[str]:
+    """``dotted.key: A vs B`` for every leaf where two recorded configs differ (``absent``: the field is not in that
+    config, e.g. recorded by an older version; for a field in ``ADDED_FIELDS`` absent means its value there),
+    skipping the keys in ``ignore``."""
+    return [f"{key}: {_text(x)} vs {_text(y)}" for key, x, y in _leaf_differences(a, b, ignore)]
+
+
+def _ignored(mode: str) -> tuple[str, ...]:
+    """What runs of ``mode`` may differ in without differing in results: ``transfer.gan`` too in a mode that trains no
+    GAN (identity, randomize)."""
+    return NOT_COMPARED + (() if mode == "gan" else ("transfer.gan",))
+
+
+def split_variants(groups: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Each mode's runs split by configuration: the runs configured as the mode's first run keep the mode's name, each
+    other configuration becomes a group of its own named by what it changes, ``gan [transfer.gan_shadows=true]``
+    (``--variants``: two variants of one mode, each over seeds, paired seed by seed). Runs carry their group's
+    name as ``group``."""
+    out: dict[str, list[dict]] = {}
+    for mode, runs in groups.items():
+        base = runs[0]["config"]
+        for r in runs:
+            diff = _leaf_differences(base, r["config"], _ignored(mode))
+            label = mode + (" [" + "; ".join(f"{key}={_text(y)}" for key, _, y in diff) + "]" if diff else "")
+            r["group"] = label
+            out.setdefault(label, []).append(r)
+    return out
 
 
 def _check_groups(groups: dict[str, list[dict]], allow_different: bool) -> list[str]:
@@ -163,9 +196,8 @@ def _check_groups(groups: dict[str, list[dict]], allow_different: bool) -> list[
     problems = []
     for mode, runs in groups.items():
         first = runs[0]
-        ignore = NOT_COMPARED + (() if mode == "gan" else ("transfer.gan",))
         for r in runs[1:]:
-            diff = config_differences(first["config"], r["config"], ignore)
+            diff = config_differences(first["config"], r["config"], _ignored(first["mode"]))
             if diff:
                 problems.append(f"runs of mode {mode} differ in more than the seed: {first['path']} vs {r['path']}: "
                                 + "; ".join(diff))
@@ -174,19 +206,20 @@ def _check_groups(groups: dict[str, list[dict]], allow_different: bool) -> list[
             problems.append(f"runs of mode {mode} share seed {s}: " + ", ".join(r["path"] for r in runs if r["seed"] == s)
                             + " (a spread over seeds needs each seed once)")
     if problems and not allow_different:
-        raise ValueError("; ".join(problems) + " (compare runs that differ only in the seed, or pass --allow-different)")
+        raise ValueError("; ".join(problems) + " (compare runs that differ only in the seed, pass --variants to compare "
+                         "the configurations as groups of their own, or --allow-different to pool them)")
     return problems
 
 
-def _between_modes(firsts: list[dict]) -> dict[str, list[str]]:
-    """Configuration differences of each mode's first run from the first mode's, besides the mode and the seed: the
+def _between_modes(firsts: dict[str, dict]) -> dict[str, list[str]]:
+    """Configuration differences of each group's first run from the first group's, besides the mode and the seed: the
     modes should get the same budget. ``transfer.gan`` counts only between two modes that train a GAN."""
     out = {}
-    for r in firsts[1:]:
-        a, b = firsts[0], r
+    (first, a), *others = firsts.items()
+    for label, b in others:
         ignore = NOT_COMPARED + ("transfer.mode",) + (() if a["mode"] == b["mode"] == "gan" else ("transfer.gan",))
         if d := config_differences(a["config"], b["config"], ignore):
-            out[f"{a['mode']} vs {b['mode']}"] = d
+            out[f"{first} vs {label}"] = d
     return out
 
 
@@ -275,16 +308,27 @@ def _baselines(runs: list[dict]) -> dict:
     return out
 
 
-def _mode_key(mode: str) -> tuple:
-    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), mode)
+def _group_key(groups: dict[str, list[dict]]):
+    """Sort key of the groups: by mode (gan first, as MODE_ORDER), a mode's base configuration before its variants,
+    variants in the order their first run was given."""
+    order = list(groups)
+
+    def key(label: str) -> tuple:
+        mode = groups[label][0]["mode"]
+        return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), mode, label != mode, order.index(label))
+    return key
 
 
-def compare_runs(paths: list[str | Path], allow_different: bool = False, margin: float = MARGIN) -> dict:
+def compare_runs(paths: list[str | Path], allow_different: bool = False, margin: float = MARGIN,
+                 variants: bool = False) -> dict:
     """Read the runs in ``paths``, group them by transfer mode and compare the modes; returns the comparison (the
     JSON of ``flipper compare``; ``compare_markdown`` renders it). Raises ValueError for a folder that is not a loop
-    run, a run given twice, or runs of one mode that differ in more than the seed (unless ``allow_different``)."""
+    run, a run given twice, or runs of one mode that differ in more than the seed (unless ``allow_different`` pools
+    them, or ``variants`` makes each configuration a group of its own: ``split_variants``)."""
     if not paths:
         raise ValueError("no runs given: name one or more loop run folders")
+    if allow_different and variants:
+        raise ValueError("allow_different pools a mode's configurations and variants separates them: choose one")
     seen: dict[Path, str] = {}
     for p in paths:
         key = Path(p).resolve()
@@ -295,9 +339,14 @@ def compare_runs(paths: list[str | Path], allow_different: bool = False, margin:
     groups: dict[str, list[dict]] = {}
     for r in runs:
         groups.setdefault(r["mode"], []).append(r)
-    groups = {m: sorted(groups[m], key=lambda r: r["seed"]) for m in sorted(groups, key=_mode_key)}
+    if variants:  # the runs in the order given, so that the first run of a mode names its base configuration
+        groups = split_variants(groups)
+    groups = {m: sorted(groups[m], key=lambda r: r["seed"]) for m in sorted(groups, key=_group_key(groups))}
+    for label, g in groups.items():
+        for r in g:
+            r["group"] = label
     problems = _check_groups(groups, allow_different)
-    between = _between_modes([g[0] for g in groups.values()])
+    between = _between_modes({label: g[0] for label, g in groups.items()})
     modes = {m: _aggregate(g) for m, g in groups.items()}
     baselines = _baselines(runs)
     return {"runs": [{k: v for k, v in r.items() if k != "config"} for r in runs], "modes": modes, "baselines": baselines,
