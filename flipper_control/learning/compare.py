@@ -1,6 +1,7 @@
 """Transfer modes side by side over seeds (issue 15 item 5): read finished (and, marked, unfinished) ``flipper loop``
-runs, group them by ``transfer.mode`` (a run without ``transfer:`` is the group ``sim-only``), check that the runs of a
-group differ only in their seed, and put per mode the final Table I total (simulated, through G), the proxy scores
+runs, group them by ``transfer.mode`` (a run without ``transfer:`` is the group ``sim-only``; with ``variants``, each
+configuration of a mode a group of its own: ``split_variants``), check that the runs of a group differ only in their
+seed, and put per mode the final Table I total (simulated, through G), the proxy scores
 (test worlds and Table II's course, also per world), the real driving minutes and the CPU hours side by side, each as
 mean, min-max and the number of seeds; the reference controllers of the same runs; the first mode paired seed by seed
 with each other mode (``paired_by_seed``); and the issue's verdicts, computed.
