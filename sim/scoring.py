@@ -54,7 +54,8 @@ def judge_run(world: World, status: str, events: list[SafetyEvent], time: float,
     nominal = world.length / world.speed
     if status == SUCCESS and not reasons:
         if time > limits.slow_factor * nominal:
-            warns.append(f"slow: {time:.1f} s for {world.length:g} m, nominal {nominal:.1f} s")
+            warns.append(f"slow: {time:.1f} s for {world.length:g} m, limit {limits.slow_factor * nominal:.2f} s "
+                         f"(nominal {nominal:.1f} s)")
         level = "unclear" if warns else "good"
         reasons = warns
     else:
@@ -105,6 +106,7 @@ def section_scores(runs: list[RunResult]) -> dict[str, float]:
 _LIMIT = re.compile(r"^(pitch|roll) -?\d+ deg beyond (\d+)")
 _ACCEL = re.compile(r"^acceleration \d+ m/s\^2 beyond (\d+)")
 _PREFIXES = ("slow", "stuck", "did not finish", "left the course", "time limit", "physics blow-up")
+_SLOW_LIMIT = re.compile(r"^slow: .* limit (\d+(?:\.\d+)?) s")
 
 
 def reason_kind(message: str) -> str:
@@ -124,7 +126,8 @@ def reason_kind(message: str) -> str:
 def loss_summary(runs: list[dict]) -> dict[str, dict]:
     """Kind of loss -> ``{"runs": n, "failed": f, "time": [lo, hi], "distance": [lo, hi]}`` over the runs
     (``RunResult.to_dict`` form) that did not score 1: how many runs name it (once per run), how many of those failed,
-    and the span of those runs' end times and distances. Kinds in the order they first appear."""
+    and the span of those runs' end times and distances; ``slow`` also gets the time ``limit`` (s) its message names
+    (results written before the message named it have none). Kinds in the order they first appear."""
     out: dict[str, dict] = {}
     for run in runs:
         if run["value"] >= 1.0:
@@ -136,6 +139,8 @@ def loss_summary(runs: list[dict]) -> dict[str, dict]:
             entry["failed"] += run["value"] == 0.0
             for key in ("time", "distance"):
                 entry[key] = [min(entry[key][0], run[key]), max(entry[key][1], run[key])]
+        for m in filter(None, map(_SLOW_LIMIT.match, run["reasons"])):
+            out["slow"]["limit"] = float(m.group(1))
     return out
 
 
@@ -145,12 +150,12 @@ def _span(lo: float, hi: float, unit: str, digits: int) -> str:
 
 
 def loss_text(world: str, score: float, summary: dict[str, dict]) -> str:
-    """One line: ``stairs_up 0.50: slow 4 (16.3-17.0 s), stuck 1 (at 1.40 m)``; slow runs give their end times, a
-    kind whose every run failed gives where those runs ended."""
+    """One line: ``stairs_up 0.50: slow 4 (16.3-17.0 s, limit 16.03 s), stuck 1 (at 1.40 m)``; slow runs give their end
+    times (and the limit, where recorded), a kind whose every run failed gives where those runs ended."""
     parts = []
     for kind, e in summary.items():
         if kind == "slow":
-            where = f" ({_span(*e['time'], 's', 1)})"
+            where = f" ({_span(*e['time'], 's', 1)}" + (f", limit {e['limit']:.2f} s)" if "limit" in e else ")")
         elif e["failed"] == e["runs"]:
             where = f" (at {_span(*e['distance'], 'm', 2)})"
         else:

@@ -139,7 +139,7 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
         print(section_table(columns))
     lost = loss_lines(columns)
     if lost:
-        print("\nWhere the points went (runs per reason; slow: end times; failed runs: where they ended):\n")
+        print("\nWhere the points went (runs per reason; slow: end times and limit; failed runs: where they ended):\n")
         print("\n".join(lost))
     totals = [sum(ev.score for ev in evs) for evs in evs_of]
     if len(passes) > 1:

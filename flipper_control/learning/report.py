@@ -48,7 +48,7 @@ def loss_notes(rows: list[tuple[str, dict]]) -> list[str]:
 def _where_lost(rows: list[tuple[str, dict]]) -> list[str]:
     """The reference rows and the last iteration's, as a paragraph under a table (nothing when none lost points)."""
     notes = loss_notes(rows)
-    return ["Where the points went (runs per reason; slow: end times; failed runs: where they ended):", "", *notes, ""] \
+    return ["Where the points went (runs per reason; slow: end times and limit; failed runs: where they ended):", "", *notes, ""] \
         if notes else []
 
 
