@@ -177,15 +177,13 @@ def _ignored(mode: str) -> tuple[str, ...]:
 def split_variants(groups: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """Each mode's runs split by configuration: the runs configured as the mode's first run keep the mode's name, each
     other configuration becomes a group of its own named by what it changes, ``gan [transfer.gan_shadows=true]``
-    (``--variants``: two variants of one mode, each over seeds, paired seed by seed). Runs carry their group's
-    name as ``group``."""
+    (``--variants``: two variants of one mode, each over seeds, paired seed by seed)."""
     out: dict[str, list[dict]] = {}
     for mode, runs in groups.items():
         base = runs[0]["config"]
         for r in runs:
             diff = _leaf_differences(base, r["config"], _ignored(mode))
             label = mode + (" [" + "; ".join(f"{key}={_text(y)}" for key, _, y in diff) + "]" if diff else "")
-            r["group"] = label
             out.setdefault(label, []).append(r)
     return out
 
@@ -345,7 +343,7 @@ def compare_runs(paths: list[str | Path], allow_different: bool = False, margin:
     groups = {m: sorted(groups[m], key=lambda r: r["seed"]) for m in sorted(groups, key=_group_key(groups))}
     for label, g in groups.items():
         for r in g:
-            r["group"] = label
+            r["group"] = label  # the run's row in the report names its group (its mode, or its variant of it)
     problems = _check_groups(groups, allow_different)
     between = _between_modes({label: g[0] for label, g in groups.items()})
     modes = {m: _aggregate(g) for m, g in groups.items()}

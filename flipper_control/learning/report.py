@@ -48,8 +48,10 @@ def loss_notes(rows: list[tuple[str, dict]]) -> list[str]:
 def _where_lost(rows: list[tuple[str, dict]]) -> list[str]:
     """The reference rows and the last iteration's, as a paragraph under a table (nothing when none lost points)."""
     notes = loss_notes(rows)
-    return ["Where the points went (runs per reason; slow: end times and limit; failed runs: where they ended):", "", *notes, ""] \
-        if notes else []
+    if not notes:
+        return []
+    return ["Where the points went (runs per reason; slow: end times and limit; failed runs: where they ended):", "",
+            *notes, ""]
 
 
 def planner_kind(guided: bool, action_set) -> str:
