@@ -150,12 +150,13 @@ def _span(lo: float, hi: float, unit: str, digits: int) -> str:
 
 
 def loss_text(world: str, score: float, summary: dict[str, dict]) -> str:
-    """One line: ``stairs_up 0.50: slow 4 (16.3-17.0 s, limit 16.03 s), stuck 1 (at 1.40 m)``; slow runs give their end
+    """One line: ``stairs_up 0.50: slow 4 (16.30-17.02 s, limit 16.03 s), stuck 1 (at 1.40 m)``; slow runs give their end
     times (and the limit, where recorded), a kind whose every run failed gives where those runs ended."""
     parts = []
     for kind, e in summary.items():
         if kind == "slow":
-            where = f" ({_span(*e['time'], 's', 1)}" + (f", limit {e['limit']:.2f} s)" if "limit" in e else ")")
+            # to the hundredth: 16.04 s past a 16.03 s limit must not read as 16.0
+            where = f" ({_span(*e['time'], 's', 2)}" + (f", limit {e['limit']:.2f} s)" if "limit" in e else ")")
         elif e["failed"] == e["runs"]:
             where = f" (at {_span(*e['distance'], 'm', 2)})"
         else:

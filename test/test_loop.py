@@ -139,7 +139,7 @@ def test_report_records_where_each_evaluation_lost_points(base_run):
     last["scores"] = {**last["scores"], "step_up": 0.25}
     last["losses"] = {"step_up": loss_summary(runs)}
     md = render_markdown({**report, "iterations": report["iterations"][:-1] + [last]})
-    assert f"- iteration {last['iteration']}: step_up 0.25: slow 1 (16.5 s), stuck 1 (at 0.71 m)" in md.splitlines()
+    assert f"- iteration {last['iteration']}: step_up 0.25: slow 1 (16.50 s), stuck 1 (at 0.71 m)" in md.splitlines()
     earlier = report["iterations"][0]
     if len(report["iterations"]) > 1 and earlier["losses"]:
         assert f"- iteration {earlier['iteration']}:" not in md  # only the last iteration's

@@ -370,7 +370,7 @@ def test_loss_summary_counts_each_kind_once_per_run_and_spans_the_runs():
     assert summary["slow"]["limit"] == pytest.approx(LIM.slow_factor * NOMINAL)  # read back from the message
     assert summary["stuck"] == {"runs": 2, "failed": 2, "time": [9.0, 9.0], "distance": [1.4, 1.72]}
     text = loss_text("flat", world_score([RunResult("flat", 0, r["level"], 0, 0) for r in runs]), summary)
-    assert text == "flat 0.40: pitch past 40 deg 2, slow 2 (13.5-14.0 s, limit 13.00 s), stuck 2 (at 1.40-1.72 m)"
+    assert text == "flat 0.40: pitch past 40 deg 2, slow 2 (13.50-14.00 s, limit 13.00 s), stuck 2 (at 1.40-1.72 m)"
     older = {**runs[0], "reasons": ["slow: 14.0 s for 3 m, nominal 10.0 s"]}  # written before the message had the limit
     assert "limit" not in loss_summary([older])["slow"]
     assert loss_summary(runs[-1:]) == {} and loss_text("flat", 1.0, {}) == "flat 1.00: no reason recorded"
