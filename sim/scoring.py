@@ -168,4 +168,4 @@ def loss_text(world: str, score: float, summary: dict[str, dict]) -> str:
 def eval_losses(ev: dict) -> dict[str, dict[str, dict]]:
     """World -> ``loss_summary`` for every world of an evaluation (``{"scores": {world: score}, "runs": {world: [run
     dicts]}}``, the learning loop's form) that scored below 1."""
-    return {w: loss_summary(ev["runs"][w]) for w, score in ev["scores"].items() if score < 1.0 and w in ev.get("runs", {})}
+    return {w: loss_summary(ev["runs"][w]) for w, score in ev["scores"].items() if score < 1.0}

@@ -25,11 +25,12 @@ class WorldEvaluation:
         return loss_summary([r.to_dict() for r in self.runs])
 
     def to_dict(self) -> dict:
-        out = {"world": self.world, "score": round(self.score, 4), "runs": [r.to_dict() for r in self.runs]}
+        runs = [r.to_dict() for r in self.runs]
+        out = {"world": self.world, "score": round(self.score, 4), "runs": runs}
         sections = section_scores(self.runs)
         if sections:
             out["sections"] = {k: round(v, 4) for k, v in sections.items()}
-        losses = self.losses()
+        losses = loss_summary(runs)
         if losses:
             out["losses"] = losses
         return out

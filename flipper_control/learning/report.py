@@ -86,12 +86,10 @@ def score_columns(ev: dict) -> dict[str, float]:
 def table_proxy(report: dict, ref: str) -> str | None:
     """Markdown: the ``ref`` worlds on the reality proxy (``proxy``: F, P and the staircase's sections, the Table II
     analogue; ``test``: the eight test worlds), for the reference controllers and the iterations scored there."""
-    t = report.get("transfer")
-    if not t:
+    if not report.get("transfer"):
         return None
-    rows_in = [(f"{b} (reference)", by_ref[ref]) for b, by_ref in t.get("proxy_baselines", {}).items() if ref in by_ref]
-    rows_in += [(f"iteration {it['iteration']}", it["transfer"]["proxy"][ref]) for it in report["iterations"]
-                if ref in it.get("transfer", {}).get("proxy", {})]
+    refs, scored = _proxy_rows(report, ref)
+    rows_in = refs + scored
     if not rows_in:
         return None
     header = list(score_columns(rows_in[0][1]))
@@ -100,6 +98,16 @@ def table_proxy(report: dict, ref: str) -> str | None:
         cells = list(score_columns(ev).values())
         rows.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in cells) + f" | **{sum(cells):.2f}/{len(cells)}** |")
     return "\n".join(rows)
+
+
+def _proxy_rows(report: dict, ref: str) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
+    """(label, evaluation) of the ``ref`` worlds on the reality proxy: the reference controllers', then the iterations'
+    scored there."""
+    t = report["transfer"]
+    refs = [(f"{b} (reference)", by_ref[ref]) for b, by_ref in t.get("proxy_baselines", {}).items() if ref in by_ref]
+    scored = [(f"iteration {it['iteration']}", it["transfer"]["proxy"][ref]) for it in report["iterations"]
+              if ref in it.get("transfer", {}).get("proxy", {})]
+    return refs, scored
 
 
 def proxy_title(ref: str) -> str:
@@ -251,9 +259,7 @@ def _transfer_markdown(report: dict) -> list[str]:
     for ref in report["config"]["transfer"]["proxy_eval_worlds"]:
         table = table_proxy(report, ref)
         if table:
-            scored = [(f"iteration {it['iteration']}", it["transfer"]["proxy"][ref]) for it in report["iterations"]
-                      if ref in it.get("transfer", {}).get("proxy", {})]
-            refs = [(f"{b} (reference)", by_ref[ref]) for b, by_ref in t.get("proxy_baselines", {}).items() if ref in by_ref]
+            refs, scored = _proxy_rows(report, ref)
             lines += [f"### {proxy_title(ref)}, {runs} runs per world", "", table, "", *_where_lost(refs + scored[-1:])]
     table = table_transfer(report)
     if table:
