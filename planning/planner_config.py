@@ -22,7 +22,7 @@ from sim.world import World
 __all__ = ["DEFAULT_MAX_DELAY_S", "GUIDE_RANGES", "PlannerConfig", "allowed_delay", "behind_schedule", "schedule_delay",
            "warn_count"]
 
-GUIDE_RANGES = ("robot", "actions")  # PlannerConfig.guide_range
+GUIDE_RANGES = ("robot", "actions", "snap")  # PlannerConfig.guide_range
 DEFAULT_MAX_DELAY_S = 3.5  # PlannerConfig.max_delay_s; the OMPL peer and the bench use the same default
 
 
@@ -61,7 +61,10 @@ class PlannerConfig:
     random_dive: float = 0.5
     # guided: where the guide's own output may lie. "robot": anywhere in the joint range (the policy's); "actions":
     # clipped per joint to the range of the action set's postures, so that a guide extrapolating on a state unlike
-    # its training data (rear flippers straight up, say) cannot turn that posture into a label of the next policy.
+    # its training data (rear flippers straight up, say) cannot turn that posture into a label of the next policy;
+    # "snap": the guide's output is never tried itself, only the action set's postures nearest to it first (seed 000's
+    # discrete guided planner), so every label is a posture of the set and a habit of the policy between two postures
+    # (the rear half pressed on a flight) is not copied into the next policy's labels.
     guide_range: str = "robot"
     # probability that an action drawn at random (unguided planning, a random dive, the 1 - guide_prob draw)
     # repeats the action that led to the node, while it is untried there. Uniform draws switch posture every

@@ -110,9 +110,11 @@ class _Planner:
         target = np.asarray(self.guide(obs), dtype=float)
         if self.config.guide_range == "actions":
             target = np.clip(target, *self._guide_bounds)
-        acts = [a for a in acts if not np.array_equal(a, target)]  # the guide's own output is offered once
+        own = [] if self.config.guide_range == "snap" else [target]  # snap: the nearest posture comes first instead
+        if own:
+            acts = [a for a in acts if not np.array_equal(a, target)]  # the guide's own output is offered once
         order = np.argsort([float(np.sum((a - target) ** 2)) for a in acts], kind="stable")
-        return [target] + [acts[i] for i in order]
+        return own + [acts[i] for i in order]
 
     def _add(self, parent: int, action, dem, proprio, obs: Observation) -> int:
         i = len(self.nodes)

@@ -18,6 +18,7 @@ from tiny_loop import tiny_loop
 from flipper_control.cli import main
 from flipper_control.cli.compare import compare_markdown
 from flipper_control.learning.compare import ADDED_FIELDS, NOT_COMPARED, compare_runs, config_differences
+from flipper_control.learning.imitation_config import ImitationConfig
 from flipper_control.learning.loop import LoopConfig, run_loop
 from flipper_control.learning.report import render_markdown, score_columns
 from flipper_control.learning.transfer import collection_entry
@@ -307,6 +308,11 @@ def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviou
     assert ADDED_FIELDS["guided.guide_range"] == PlannerConfig().guide_range
     assert ADDED_FIELDS["coarse.repeat_prob"] == ADDED_FIELDS["guided.repeat_prob"] == PlannerConfig().repeat_prob
     assert ADDED_FIELDS["transfer.gan.cycle_skips_hidden"] == GanTrainConfig().cycle_skips_hidden  # the reference cycle
+    # imitation's loss: absent in older runs means the squared error, the only loss there was
+    assert ADDED_FIELDS["imitation.loss"] == ImitationConfig().loss == "mse"
+    assert ADDED_FIELDS["imitation.huber_delta"] == ImitationConfig().huber_delta
+    assert config_differences({"imitation": {"epochs": 50}}, {"imitation": {"epochs": 50, "loss": "mse"}}) == []
+    assert config_differences({"imitation": {}}, {"imitation": {"loss": "l1"}}) == ['imitation.loss: "mse" vs "l1"']
 
 
 @pytest.mark.slow

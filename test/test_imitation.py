@@ -183,6 +183,28 @@ def test_flipper_noise_breaks_the_copycat_shortcut():
     assert errors[0.5] < 0.5 * errors[0.0], errors
 
 
+def test_l1_loss_keeps_the_posture_most_labels_hold_where_mse_averages():
+    """Two postures labelled on the same states, 70 % and 30 % of the samples (as where a planner's dives pressed the
+    rear flippers in most plans and left them level in the rest): the squared error learns their mean, the absolute
+    error their median, the majority posture; Huber with a small delta sits near the median too."""
+    rng = np.random.default_rng(0)
+    data = _synthetic(n_traj=20, length=50)
+    majority = rng.random(len(data["action"])) < 0.7
+    pressed, level = -0.2, 0.0  # rear targets, rad
+    data["action"][:, 2:] = np.where(majority, pressed, level)[:, None]
+    rear = {}
+    for loss in ("mse", "l1", "huber"):
+        config = ImitationConfig(epochs=40, batch_size=128, lr=3e-3, loss=loss, policy=MEDIUM)
+        policy, report = train_policy(data, config, seed=0)
+        assert report.config["loss"] == loss
+        with torch.no_grad():
+            out = policy(torch.from_numpy(data["dem"]), torch.from_numpy(data["proprio"])).numpy()
+        rear[loss] = float(np.median(out[:, 2:]))
+    assert rear["mse"] == pytest.approx(0.7 * pressed + 0.3 * level, abs=0.02), rear
+    assert rear["l1"] == pytest.approx(pressed, abs=0.02), rear
+    assert rear["huber"] < 0.7 * pressed + 0.3 * level - 0.015, rear  # past the mean, towards the median
+
+
 def test_gradient_clipping_bounds_every_step():
     """A spy on every optimiser step measures the global gradient norm the optimiser actually uses."""
     data = _synthetic(n_traj=4, length=40)
@@ -306,6 +328,8 @@ def test_config_round_trip_and_validation():
         ({"policy": {"n_out": 3}}, "mirror needs"),
         ({"samples_per_epoch": 0}, "samples_per_epoch must be an integer >= 1 or null"),
         ({"flipper_noise": -0.1}, "flipper_noise must be a std in radians"),
+        ({"loss": "l2"}, "loss must be one of mse, l1, huber, got 'l2'"),
+        ({"loss": "huber", "huber_delta": 0}, "huber_delta must be a positive number of radians"),
         ({"flipper_noise": 5.0}, "flipper_noise must be a std in radians"),
         ({"mirror": False, "flipper_noise": 0.2, "policy": {"n_proprio": 2}}, "flipper_noise needs policy.n_proprio == 6"),
         ({"policy": {"members": 2}}, "policy.members must be 1, got 2: an ensemble averages policies trained one by one"),

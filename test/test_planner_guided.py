@@ -126,8 +126,30 @@ def test_guide_range_actions_clips_the_guide_to_the_action_sets_postures(sim, wo
     inside = np.array([0.5, 0.5, -0.1, -0.1])  # a guide inside the range is offered as it is
     within = _Planner(sim, worlds["flat"], SEED, PlannerConfig(guide_range="actions"), FixedController(tuple(inside)).act)
     np.testing.assert_array_equal(within._candidates(sim.reset(worlds["flat"], seed=SEED))[0], inside)
-    with pytest.raises(ValueError, match="guide_range must be one of robot, actions"):
+    with pytest.raises(ValueError, match="guide_range must be one of robot, actions, snap"):
         PlannerConfig(guide_range="joints")
+
+
+def test_guide_range_snap_offers_only_the_sets_postures_nearest_first(sim, worlds):
+    """With snap a guide between two postures (the rear half pressed) is never tried itself: the nearest posture
+    comes first, so every label of a guided plan is one of the set's postures."""
+    between = np.array([0.7, 0.7, -0.08, -0.08])  # nearest coarse posture: climb (0.8, 0.8, -0.2, -0.2)
+    snapped = _Planner(sim, worlds["flat"], SEED, PlannerConfig(guide_range="snap"), FixedController(tuple(between)).act)
+    cands = snapped._candidates(sim.reset(worlds["flat"], seed=SEED))
+    assert len(cands) == len(COARSE)
+    np.testing.assert_array_equal(cands[0], COARSE.array[COARSE.names.index("climb")])
+    dist = [float(np.sum((c - between) ** 2)) for c in cands]
+    assert dist == sorted(dist)
+    on_a_posture = COARSE.array[COARSE.names.index("neutral")]  # a guide exactly on a posture: it is offered once
+    exact = _Planner(sim, worlds["flat"], SEED, PlannerConfig(guide_range="snap"), FixedController(tuple(on_a_posture)).act)
+    cands = exact._candidates(sim.reset(worlds["flat"], seed=SEED))
+    assert len(cands) == len(COARSE)
+    np.testing.assert_array_equal(cands[0], on_a_posture)
+    traj = plan(sim, worlds["step_up"], SEED, PlannerConfig(action_set="fine", guide_range="snap"),
+                guide=HeuristicController().act)
+    assert traj.success, traj.reason
+    postures = {tuple(a) for a in FINE.array.astype(np.float32)}
+    assert {tuple(a) for a in traj.action} <= postures
 
 
 def test_guide_equal_to_a_set_action_is_not_tried_twice():

@@ -2,10 +2,10 @@
 
 The planner's trajectories give (state, action) samples: a 20x5 DEM that may hold NaN, the six
 proprioceptive values (pitch, roll, four flipper angles) and the four flipper targets applied from
-that state. ``train_policy`` regresses the targets with the mean squared error over the four angles,
-Adam and global gradient-norm clipping, on a split that keeps whole trajectories on one side (samples
-of one trajectory are strongly correlated, so a per-sample split would leak the test set into
-training). ``train_candidates`` trains one policy per seed and ranks them -- seed 000 trains ten per
+that state. ``train_policy`` regresses the targets with the mean squared error over the four angles
+(or another loss, below), Adam and global gradient-norm clipping, on a split that keeps whole
+trajectories on one side (samples of one trajectory are strongly correlated, so a per-sample split
+would leak the test set into training). ``train_candidates`` trains one policy per seed and ranks them -- seed 000 trains ten per
 iteration and keeps the two that score best on the simulated test worlds; that score comes from the
 caller as ``score_fn``.
 
@@ -24,6 +24,17 @@ makes the copy wrong by the noise and teaches the network to read the posture fr
 perturbs the demonstrator for the same reason; here only the input is perturbed, no new labels are needed).
 Measured at demo scale it removes the copy (front-flipper slope on its own input 0.18 -> 0.06 at 0.5 rad) but
 does not raise the reality-proxy scores, so it is off by default (docs/sim2real_experiments.md, "Breaking the copy").
+
+The loss (``loss``): the labels are the planner's discrete postures, and where plans disagree on similar states
+(one dive pressed the rear flippers on a flight, another left them level) the squared error learns the mean of
+the two, a posture no plan chose: on the test flight the policies held the rear at -3 to -5 deg where the labels
+said -11.5 or 0, and climbing with the rear half pressed is what makes them slow (docs/sim2real_experiments.md,
+"Why the learned policies climb stairs_up slowly"). The absolute error (``l1``) learns the median instead, per
+flipper, which is the posture most labels hold; ``huber`` is squared within ``huber_delta`` of the label and
+absolute beyond. torch's own losses compute all three. Measured on the last candidates of eight demo loops, ``l1``
+does not help (-0.12 +- 0.18 on the reality proxy's test worlds): on the flight most labels hold the rear level, so
+its median is level too, and the policies copy their own rear angle besides (docs/sim2real_experiments.md, "The
+labels on the flight"). ``mse`` stays the default.
 
 Determinism: every random choice (weight initialisation, split, batch order, which samples are
 mirrored, the flipper-angle noise) comes from generators seeded by the caller's seed (the split from ``split_seed``, see
@@ -185,6 +196,15 @@ def evaluate_mse(policy: NanAwarePolicy, dem: np.ndarray | torch.Tensor, proprio
     return (total / max(1, len(action))).numpy()
 
 
+def _regression_loss(output: torch.Tensor, label: torch.Tensor, config: ImitationConfig) -> torch.Tensor:
+    """The training loss of ``config.loss`` over a batch (module docstring, "The loss")."""
+    if config.loss == "l1":
+        return torch.nn.functional.l1_loss(output, label)
+    if config.loss == "huber":
+        return torch.nn.functional.huber_loss(output, label, delta=config.huber_delta)
+    return torch.nn.functional.mse_loss(output, label)
+
+
 @dataclass
 class _Prepared:
     """Checked arrays as tensors plus the split; shared by all candidates of ``train_candidates``."""
@@ -265,7 +285,7 @@ def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int, progress: 
             if config.flipper_noise > 0:
                 noise = torch.randn(len(idx), pb.shape[1] - N_BODY, generator=gen, dtype=pb.dtype) * config.flipper_noise
                 pb = torch.cat([pb[:, :N_BODY], pb[:, N_BODY:] + noise], dim=1)
-            loss = torch.nn.functional.mse_loss(policy(xb, pb), yb)
+            loss = _regression_loss(policy(xb, pb), yb, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))

@@ -17,8 +17,9 @@ from flipper_control.policy import PolicyConfig
 from sim.config_io import config_from_mapping, in_section, is_int, is_number
 from sim.robot import FLIPPER_NAMES
 
-__all__ = ["ImitationConfig", "N_BODY"]
+__all__ = ["ImitationConfig", "LOSSES", "N_BODY"]
 
+LOSSES = ("mse", "l1", "huber")
 N_BODY = 2  # proprio = [pitch, roll, flipper angles...] (sim.simulator.Observation.proprio): two body angles first
 
 
@@ -47,6 +48,12 @@ class ImitationConfig:
     # At most this many training samples per epoch, a fresh random subset each time (null: all of them). The
     # loop aggregates data over iterations; a cap keeps the cost of an epoch flat as the dataset grows.
     samples_per_epoch: int | None = None
+    # The regression loss on the four targets: "mse" (the mean: seed 000's), "l1" (the median) or "huber" (squared
+    # within huber_delta rad of the label, linear beyond). The plans' labels are discrete postures, so where two of
+    # them share a state the mean lands between them; the median stays on the one most labels hold
+    # (flipper_control.learning.imitation, "The loss").
+    loss: str = "mse"
+    huber_delta: float = 0.05
     log_every: int = 10  # epochs between progress lines
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
@@ -74,6 +81,10 @@ class ImitationConfig:
             problems.append(f"flipper_noise must be a std in radians between 0 and 1, got {self.flipper_noise!r}")
         if not (self.samples_per_epoch is None or (is_int(self.samples_per_epoch) and self.samples_per_epoch >= 1)):
             problems.append(f"samples_per_epoch must be an integer >= 1 or null, got {self.samples_per_epoch!r}")
+        if self.loss not in LOSSES:
+            problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not (is_number(self.huber_delta) and math.isfinite(self.huber_delta) and self.huber_delta > 0):
+            problems.append(f"huber_delta must be a positive number of radians, got {self.huber_delta!r}")
         if not isinstance(self.policy, PolicyConfig):
             problems.append(f"policy must be a PolicyConfig or a mapping of its fields, got {type(self.policy).__name__}")
         else:
