@@ -241,6 +241,12 @@ def test_variants_make_each_configuration_of_a_mode_a_group_paired_by_seed(runs,
     assert cmp["differences_between_modes"][f"gan vs {label}"] == ["transfer.gan_shadows: false vs true"]
     assert cmp["allowed_differences"] == []
     assert any(line.startswith(f"| {shadows[0]} | {label} | 0 |") for line in compare_markdown(cmp).splitlines())
+    # a spelled-out action set is named by its name, not by its JSON cut off mid-way
+    rear = {"name": "coarse_rear", "dt": 1.0, "actions": {"neutral": [0.2, 0.2, -0.2, -0.2],
+                                                          "climb": [0.8, 0.8, -0.2, -0.2], "descend": [-0.4, -0.4, 0.0, 0.0]}}
+    spelled = write_run(tmp_path / "rear_0", "gan", 0, test=6.9, coarse={**tiny_loop(seed=0)["coarse"], "action_set": rear})
+    named = compare_runs([runs["gan_0"], spelled], variants=True)
+    assert list(named["modes"]) == ["gan", "gan [coarse.action_set=coarse_rear]"]
     # the first run given names the base configuration
     flipped = compare_runs([shadows[0], runs["gan_0"]], variants=True)
     assert list(flipped["modes"]) == ["gan", "gan [transfer.gan_shadows=false]"]

@@ -175,6 +175,14 @@ def _ignored(mode: str) -> tuple[str, ...]:
     return NOT_COMPARED + (() if mode == "gan" else ("transfer.gan",))
 
 
+def _label_text(value: Any) -> str:
+    """A changed value as a group's name shows it: a mapping with a ``name`` (an action set spelled out in full) by that
+    name, anything else as JSON text (cut to 60 characters)."""
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        return value["name"]
+    return _text(value)
+
+
 def split_variants(groups: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """Each mode's runs split by configuration: the runs configured as the mode's first run keep the mode's name, each
     other configuration becomes a group of its own named by what it changes, ``gan [transfer.gan_shadows=true]``
@@ -184,7 +192,7 @@ def split_variants(groups: dict[str, list[dict]]) -> dict[str, list[dict]]:
         base = runs[0]["config"]
         for r in runs:
             diff = _leaf_differences(base, r["config"], _ignored(mode))
-            label = mode + (" [" + "; ".join(f"{key}={_text(y)}" for key, _, y in diff) + "]" if diff else "")
+            label = mode + (" [" + "; ".join(f"{key}={_label_text(y)}" for key, _, y in diff) + "]" if diff else "")
             out.setdefault(label, []).append(r)
     return out
 
