@@ -153,10 +153,17 @@ class Collector:
         self.process, self.out = process, out
 
     def result(self, timeout: float = 120.0) -> list[bytes]:
-        """Wait for the probe and return the CDR bytes it received, in arrival order."""
-        self.process.wait(timeout)
+        """Wait for the probe's result file and return the CDR bytes it received, in arrival order. The file is
+        written (atomically) before rclpy shuts down, so a probe that then hangs in its shutdown is stopped instead
+        of failing the test."""
+        end = time.monotonic() + timeout
+        while not self.out.exists() and self.process.alive and time.monotonic() < end:
+            time.sleep(0.05)
         if not self.out.exists():
-            raise AssertionError(f"collector wrote no result; log:\n{self.process.log()[-3000:]}")
+            state = "still running" if self.process.alive else f"exited with {self.process.returncode}"
+            raise AssertionError(f"collector wrote no result within {timeout} s ({state}); log:\n"
+                                 f"{self.process.log()[-3000:]}")
+        self.process.stop(timeout=3.0)
         return [base64.b64decode(line) for line in json.loads(self.out.read_text())]
 
 
@@ -177,6 +184,7 @@ while len(got) < count and time.monotonic() < end:
 with open(out + ".tmp", "w") as f:
     json.dump([base64.b64encode(g).decode() for g in got], f)
 __import__("os").replace(out + ".tmp", out)
+print("collector got %d of %d" % (len(got), count), flush=True)
 a.close(); rclpy.try_shutdown()
 """
 
