@@ -110,11 +110,12 @@ class _Planner:
         target = np.asarray(self.guide(obs), dtype=float)
         if self.config.guide_range == "actions":
             target = np.clip(target, *self._guide_bounds)
-        own = [] if self.config.guide_range == "snap" else [target]  # snap: the nearest posture comes first instead
-        if own:
-            acts = [a for a in acts if not np.array_equal(a, target)]  # the guide's own output is offered once
         order = np.argsort([float(np.sum((a - target) ** 2)) for a in acts], kind="stable")
-        return own + [acts[i] for i in order]
+        nearest_first = [acts[i] for i in order]
+        if self.config.guide_range == "snap":  # the set's postures only: the nearest comes first instead of the guide
+            return nearest_first
+        # the guide's own output first, and once (a posture equal to it is not offered again)
+        return [target] + [a for a in nearest_first if not np.array_equal(a, target)]
 
     def _add(self, parent: int, action, dem, proprio, obs: Observation) -> int:
         i = len(self.nodes)

@@ -5,9 +5,9 @@ proprioceptive values (pitch, roll, four flipper angles) and the four flipper ta
 that state. ``train_policy`` regresses the targets with the mean squared error over the four angles
 (or another loss, below), Adam and global gradient-norm clipping, on a split that keeps whole
 trajectories on one side (samples of one trajectory are strongly correlated, so a per-sample split
-would leak the test set into training). ``train_candidates`` trains one policy per seed and ranks them -- seed 000 trains ten per
-iteration and keeps the two that score best on the simulated test worlds; that score comes from the
-caller as ``score_fn``.
+would leak the test set into training). ``train_candidates`` trains one policy per seed and ranks
+them -- seed 000 trains ten per iteration and keeps the two that score best on the simulated test
+worlds; that score comes from the caller as ``score_fn``.
 
 Left-right mirror augmentation (``mirror``): the robot and its task are symmetric about the x-z
 plane, so a sample seen in a mirror is another valid sample. Mirroring flips the DEM columns (column
