@@ -76,6 +76,18 @@ class PlannerConfig:
     # learns only brisk ones. Unlike a tighter max_delay_s, which prunes slow nodes and searches on for a brisk plan
     # (more failed searches, each spending its whole budget), this costs no search time; None: every plan is kept.
     keep_delay_s: float | None = None
+    # guided: the share of plans that start where the guide itself drove, not at the world's start. Such a plan first
+    # lets the guide drive the world from reset (``record_dt`` per step) and roots the tree at one of the states it
+    # passed, drawn uniformly up to where it failed or fell behind schedule; the samples before that state are not
+    # recorded. The labels then cover the states the policy reaches on its own, drift and mistakes included, which plans
+    # from the start never visit (DAgger's remedy for the imitating policy's covariate shift). 0: every plan from the
+    # world's start, and no random draw (plans stay those of a config without the field).
+    policy_start: float = 0.0
+    # with policy_start: None, the start is drawn from the whole drive; a number of seconds: only a drive that runs
+    # into trouble (a failure, a new safety warning, or falling behind schedule) gives a start, drawn from its last
+    # this-many seconds before the trouble, where a correction would have had to begin; a clean drive plans from the
+    # world's start as usual.
+    policy_start_before_s: float | None = None
     smart_start: SmartStartConfig = field(default_factory=SmartStartConfig)
 
     def __post_init__(self) -> None:
@@ -85,7 +97,7 @@ class PlannerConfig:
         action_set(self.action_set)  # validates
         if self.max_expansions < 1 or self.max_cpu_s <= 0 or self.max_tree_mib <= 0:
             raise ValueError("PlannerConfig: max_expansions >= 1, max_cpu_s > 0 and max_tree_mib > 0 are required")
-        for name in ("guide_prob", "extend_new", "random_dive", "repeat_prob"):
+        for name in ("guide_prob", "extend_new", "random_dive", "repeat_prob", "policy_start"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"PlannerConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.guide_range not in GUIDE_RANGES:
@@ -94,7 +106,7 @@ class PlannerConfig:
         if not 0.0 <= self.pitch_margin_deg < default_warn:
             raise ValueError(f"PlannerConfig.pitch_margin_deg must be in [0, {default_warn:g}) degrees, "
                              f"got {self.pitch_margin_deg}")
-        for name in ("max_delay_s", "keep_delay_s"):
+        for name in ("max_delay_s", "keep_delay_s", "policy_start_before_s"):
             value = getattr(self, name)
             if value is not None and not value > 0.0:
                 raise ValueError(f"PlannerConfig.{name} must be > 0 seconds or null, got {value}")

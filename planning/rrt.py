@@ -25,6 +25,11 @@ postures, and guided planning would cost more than unguided. Unguided planning d
 uniformly, or with probability ``repeat_prob`` repeats the node's own action (a posture held over several
 expansions, as a flight of stairs needs).
 
+With ``policy_start`` a guided plan may begin where the guide itself drove: the guide first drives the world from
+reset, and the tree is rooted at one of the states it passed (with ``policy_start_before_s``, one of the last states
+before the drive's first failure, warning or schedule slip) (DAgger's states: where the imitating policy goes, drift
+and mistakes included, rather than only where plans from the start go).
+
 The path is recorded every ``record_dt`` seconds (the policy's control period), so a 1000 ms action
 gives ten (state, action) samples for imitation.
 """
@@ -212,6 +217,13 @@ class _Planner:
         sim, cfg, world = self.sim, self.config, self.world
         cpu0 = time.process_time()
         obs = sim.reset(world, seed=self.seed)
+        start_s = None
+        if self.guide is not None and cfg.policy_start > 0.0 and self.rng.random() < cfg.policy_start:
+            started = self._guide_prefix(obs)
+            if started is None:  # a clean drive: plan from the world's start
+                obs = sim.reset(world, seed=self.seed)
+            else:
+                obs, start_s = started, sim.time
         self._add(-1, None, np.zeros((0, *obs.dem.shape), np.float32), np.zeros((0, 6), np.float32), obs)
         expansions, result, reason, new = 0, None, "", None
         while True:
@@ -249,6 +261,8 @@ class _Planner:
             "best_progress": round(self.best_progress, 3), "length": world.length,
             "unsafe_expansions": dict(sorted(self.failures.items())),
         }
+        if start_s is not None:  # rooted where the guide drove: the plan covers the run from there on
+            meta["policy_start_s"] = round(start_s, 3)
         if result is None:
             unsafe = ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items(), key=lambda kv: -kv[1])) or "none"
             why = f"{reason}; best progress {self.best_progress:.2f} m of {world.length:g} m; unsafe expansions: {unsafe}"
@@ -265,6 +279,31 @@ class _Planner:
         meta.update(success=True, samples=len(traj), sim_time=round(sim.time, 3))
         traj.meta = meta
         return traj
+
+    def _guide_prefix(self, obs: Observation) -> Observation | None:
+        """Let the guide drive from reset and restore one of the states it passed, drawn uniformly; returns that
+        state's observation. The drive stops where it fails, succeeds, or falls behind schedule: a tree rooted past
+        that point could only be pruned as slow. With ``policy_start_before_s`` it also stops at a new warning, and
+        only such trouble gives a start, from its last seconds; a clean drive returns None (plan from reset)."""
+        sim, dt, before = self.sim, self.config.record_dt, self.config.policy_start_before_s
+        passed = [(sim.get_state(), obs)]
+        n_warn, trouble = warn_count(sim), False
+        while True:
+            obs = sim.step(np.asarray(self.guide(obs), dtype=float), dt)
+            if sim.status == FAILED or behind_schedule(obs, self.world, self.max_delay) or (
+                    before is not None and warn_count(sim) > n_warn):
+                trouble = True
+                break
+            if sim.status != RUNNING:
+                break
+            passed.append((sim.get_state(), obs))
+        if before is not None:
+            if not trouble:
+                return None
+            passed = passed[-max(1, int(round(before / dt))):]
+        state, obs = passed[int(self.rng.integers(len(passed)))]
+        sim.set_state(state)
+        return obs
 
     def _path_delay(self, leaf: int) -> float:
         """The most the path to ``leaf`` falls behind the nominal schedule at any of its nodes, in seconds."""

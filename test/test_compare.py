@@ -319,6 +319,14 @@ def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviou
     assert ADDED_FIELDS["imitation.huber_delta"] == ImitationConfig().huber_delta
     assert config_differences({"imitation": {"epochs": 50}}, {"imitation": {"epochs": 50, "loss": "mse"}}) == []
     assert config_differences({"imitation": {}}, {"imitation": {"loss": "l1"}}) == ['imitation.loss: "mse" vs "l1"']
+    # plans from the policy's own states: absent in older runs means every plan from the world's start
+    for section in ("coarse", "guided"):
+        assert ADDED_FIELDS[f"{section}.policy_start"] == PlannerConfig().policy_start == 0.0
+        assert ADDED_FIELDS[f"{section}.policy_start_before_s"] is PlannerConfig().policy_start_before_s is None
+    today = {"max_cpu_s": 60, "policy_start": 0.0, "policy_start_before_s": None}
+    older = {"coarse": {"max_cpu_s": 60}, "guided": {"max_cpu_s": 60}}
+    assert config_differences(older, {"coarse": today, "guided": today}) == []
+    assert config_differences({"guided": {}}, {"guided": {"policy_start": 0.5}}) == ["guided.policy_start: 0.0 vs 0.5"]
 
 
 @pytest.mark.slow

@@ -79,6 +79,22 @@ def test_training_set_chooses_the_generator_of_the_planned_worlds(tmp_path):
     assert [t.meta["world"] for t in plans.trajectories] == ["training_1_0", "steep_1_0"]
 
 
+def test_guided_policy_start_roots_the_plans_where_the_last_policy_drove(base_run, tmp_path):
+    """guided.policy_start 1: every guided plan of the iteration starts at a state iteration 1's policy reached, and
+    plans.json counts them."""
+    out, _, _ = base_run
+    config = tiny_config(guided={**TINY["guided"], "policy_start": 1.0})
+    loop = loop_module._Loop(config, tmp_path)
+    try:
+        summary = loop.plan(2, str(out / "iter_1" / "policy.safetensors"))
+    finally:
+        loop.ex.close()
+    plans = TrajectoryDataset.load(tmp_path / "iter_2" / "plans.safetensors").trajectories
+    assert summary["policy_starts"] == len(plans) == TINY["training_worlds"]
+    assert all(t.meta["policy_start_s"] >= 0.0 and t.meta["guided"] for t in plans)
+    assert "policy_starts" not in json.loads((out / "iter_2" / "plans.json").read_text())
+
+
 def test_datasets_aggregate_the_trajectories_of_all_iterations(base_run):
     out, report, _ = base_run
     first, second = (it["dataset"] for it in report["iterations"])

@@ -56,6 +56,9 @@ def test_unknown_keys_are_named():
     ({"baselines": ["random"]}, "baseline 'random'"),
     ({"coarse": {"action_set": "bogus"}}, "bogus"),
     ({"training_set": "test"}, "training_set must be one of training, steep, half_steep"),
+    ({"coarse": {"policy_start": 0.5}}, "coarse.policy_start must be 0"),
+    ({"guided": {"policy_start": 2.0}}, "policy_start must be in"),
+    ({"guided": {"policy_start_before_s": 0.0}}, "policy_start_before_s must be > 0"),
 ])
 def test_invalid_values_are_refused_with_a_reason(changes, message):
     with pytest.raises(ValueError, match=message):

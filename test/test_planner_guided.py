@@ -9,10 +9,10 @@ from planner_setup import RECORD_DT, SEED, _replay, _strict, sim_fixture, worlds
 
 from flipper_control.controllers import FixedController, HeuristicController
 from planning.actions import COARSE, FINE
-from planning.planner_config import PlannerConfig
+from planning.planner_config import PlannerConfig, allowed_delay, behind_schedule
 from planning.rrt import _Planner, plan
 from sim.mujoco_sim import MujocoSimulator
-from sim.simulator import SUCCESS
+from sim.simulator import RUNNING, SUCCESS
 from sim.world_sets import resolve_world
 
 NEUTRAL = COARSE.array[COARSE.names.index("neutral")]
@@ -172,3 +172,74 @@ def test_heuristic_guide_solves_step_up(sim, worlds):
     assert first.success
     start = MujocoSimulator().reset(world, seed=SEED)
     np.testing.assert_allclose(first.action[0], heuristic.act(start), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- policy_start
+
+
+def test_policy_start_roots_the_plan_where_the_guide_drove(sim, worlds):
+    """policy_start 1: the guide drives from reset, and the plan starts at a state it passed. Replaying the guide's
+    own steps up to the recorded start and then the plan's actions must see the plan's recorded observations and
+    reach the goal; the plan holds only the samples from the start on."""
+    world = worlds["step_up"]
+    heuristic = HeuristicController()
+    whole = plan(sim, world, SEED, PlannerConfig(action_set="fine"), guide=heuristic.act)
+    starts = []
+    for seed in (SEED, SEED + 1, SEED + 2):
+        traj = plan(sim, world, seed, PlannerConfig(action_set="fine", policy_start=1.0), guide=heuristic.act)
+        assert traj.success, traj.reason
+        start_s = traj.meta["policy_start_s"]
+        n = int(round(start_s / RECORD_DT))
+        assert abs(n * RECORD_DT - start_s) < 1e-6, "the start is one of the guide's control steps"
+        fresh = MujocoSimulator()
+        obs = fresh.reset(world, seed=seed)
+        heuristic.reset()
+        for _ in range(n):
+            obs = fresh.step(heuristic.act(obs), RECORD_DT)
+        for k, a in enumerate(traj.action):
+            assert fresh.status == RUNNING, f"replay ended ({fresh.status}) at sample {k} of {len(traj)}"
+            np.testing.assert_allclose(traj.dem[k], obs.dem, atol=1e-5, err_msg=f"DEM of sample {k}")
+            np.testing.assert_allclose(traj.proprio[k], obs.proprio(), atol=1e-5, err_msg=f"proprio of sample {k}")
+            obs = fresh.step(a, RECORD_DT)
+        assert fresh.status == SUCCESS
+        assert abs(len(traj) + n - traj.meta["sim_time"] / RECORD_DT) <= 1.0, "only the samples after the start"
+        starts.append(start_s)
+    assert len(set(starts)) == 3 and max(starts) > 0.0, "each seed draws its own start along the guide's run"
+    assert "policy_start_s" not in whole.meta
+
+
+def test_policy_start_is_ignored_without_a_guide(sim, worlds):
+    """Unguided plans ignore policy_start (there is no guide to drive) without drawing for it: the plan equals that of
+    a config without the field."""
+    world = worlds["step_up"]
+    base = plan(sim, world, SEED, PlannerConfig(action_set="coarse"))
+    unguided = plan(sim, world, SEED, PlannerConfig(action_set="coarse", policy_start=1.0))
+    np.testing.assert_array_equal(base.action, unguided.action)
+    assert "policy_start_s" not in unguided.meta
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_policy_start_must_be_a_share(value):
+    with pytest.raises(ValueError, match="policy_start"):
+        PlannerConfig(policy_start=value)
+
+
+def test_policy_start_before_trouble_starts_only_where_the_guide_got_into_trouble(sim, worlds):
+    """policy_start_before_s: a guide that drives the world cleanly (the heuristic on step_up) leaves the plan at the
+    world's start; one that gets stuck (flat flippers at the step) roots it within the last seconds before its
+    drive fell behind schedule."""
+    world = worlds["step_up"]
+    config = PlannerConfig(action_set="fine", policy_start=1.0, policy_start_before_s=2.0, max_expansions=200)
+    clean = plan(sim, world, SEED, config, guide=HeuristicController().act)
+    assert clean.success and "policy_start_s" not in clean.meta
+    flat = FixedController((0.0, 0.0, 0.0, 0.0))
+    stuck = plan(sim, world, SEED, config, guide=flat.act)
+    # where the flat drive falls behind schedule, in a fresh simulator
+    fresh = MujocoSimulator()
+    obs = fresh.reset(world, seed=SEED)
+    max_delay = allowed_delay(fresh, world, config.max_delay_s)
+    while fresh.status == RUNNING and not behind_schedule(obs, world, max_delay):
+        obs = fresh.step(flat.act(obs), RECORD_DT)
+    assert fresh.status == RUNNING, "the flat drive should stall at the step, not end"
+    slip = fresh.time
+    assert slip - 2.0 - 1e-6 <= stuck.meta["policy_start_s"] < slip

@@ -140,8 +140,10 @@ class _Loop:
             results = self.ex.map(plan_task, tasks, progress=step)
             trajs = [r["trajectory"] for r in results]
             earlier = sum(bool(r.get("resumed")) for r in results)
+            from_policy = sum("policy_start_s" in t.meta for t in trajs)  # rooted where the guide drove
             step.finish(f"{sum(t.success for t in trajs)}/{len(trajs)} found, median "
                         f"{statistics.median(t.meta['cpu_s'] for t in trajs):.2f} CPU s per trajectory"
+                        + (f", {from_policy} from the policy's own states" if planner.policy_start else "")
                         + (f" ({earlier} planned earlier)" if earlier else ""))
         TrajectoryDataset(trajs).save(d / "plans.safetensors")
         cpus = [t.meta["cpu_s"] for t in trajs]
@@ -157,6 +159,8 @@ class _Loop:
             "wall_s": round(time.perf_counter() - t0, 2),  # this session's: a resumed step counts only its own
             "planned_earlier": earlier,
         }
+        if planner.policy_start:
+            summary["policy_starts"] = from_policy
         write_json_atomic(d / "plans.json", summary)
         shutil.rmtree(pieces, ignore_errors=True)  # plans.safetensors holds them all now
         return summary

@@ -75,6 +75,9 @@ class LoopConfig:
         for name, kind in (("coarse", PlannerConfig), ("guided", PlannerConfig), ("imitation", ImitationConfig)):
             if not isinstance(getattr(self, name), kind):
                 problems.append(f"{name} must be a mapping of {kind.__name__} fields, got {type(getattr(self, name)).__name__}")
+        if isinstance(self.coarse, PlannerConfig) and self.coarse.policy_start > 0.0:
+            problems.append(f"coarse.policy_start must be 0 (iteration 1 plans without a guide to start from), "
+                            f"got {self.coarse.policy_start}; set it under guided")
         for name in ("seed", "selection_seed", "eval_seed"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
