@@ -26,9 +26,9 @@ uniformly, or with probability ``repeat_prob`` repeats the node's own action (a 
 expansions, as a flight of stairs needs).
 
 With ``policy_start`` a guided plan may begin where the guide itself drove: the guide first drives the world from
-reset, and the tree is rooted at one of the states it passed (with ``policy_start_before_s``, one of the last states
-before the drive's first failure, warning or schedule slip) (DAgger's states: where the imitating policy goes, drift
-and mistakes included, rather than only where plans from the start go).
+reset, and the tree is rooted at one of the states it passed, or with ``policy_start_before_s`` at one of the last
+states before the drive's first failure, warning or schedule slip. These are DAgger's states: where the imitating
+policy goes, drift and mistakes included, rather than only where plans from the start go.
 
 The path is recorded every ``record_dt`` seconds (the policy's control period), so a 1000 ms action
 gives ten (state, action) samples for imitation.
