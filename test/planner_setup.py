@@ -39,11 +39,17 @@ def coarse_plans_fixture(sim, worlds):
     return {name: plan(sim, worlds[name], SEED, PlannerConfig(action_set="coarse")) for name in ("flat", "step_up")}
 
 
-def _replay(world, seed: int, traj, limits: SafetyLimits | None = None) -> MujocoSimulator:
+def _replay(world, seed: int, traj, limits: SafetyLimits | None = None, lead=None) -> MujocoSimulator:
     """Step every recorded action for one record_dt from reset in a fresh simulator, checking the recorded
-    observations on the way; returns the simulator at the end."""
+    observations on the way; returns the simulator at the end. ``lead``: (controller, steps) driven first, for a plan
+    rooted where that controller drove (``PlannerConfig.policy_start``)."""
     fresh = MujocoSimulator(limits=limits)
     obs = fresh.reset(world, seed=seed)
+    if lead is not None:
+        controller, steps = lead
+        controller.reset()
+        for _ in range(steps):
+            obs = fresh.step(controller.act(obs), RECORD_DT)
     for k, a in enumerate(traj.action):
         assert fresh.status == RUNNING, f"replay ended ({fresh.status}) at sample {k} of {len(traj)}"
         np.testing.assert_allclose(traj.proprio[k], obs.proprio(), atol=1e-5, err_msg=f"proprio of sample {k}")

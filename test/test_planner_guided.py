@@ -191,17 +191,7 @@ def test_policy_start_roots_the_plan_where_the_guide_drove(sim, worlds):
         start_s = traj.meta["policy_start_s"]
         n = int(round(start_s / RECORD_DT))
         assert abs(n * RECORD_DT - start_s) < 1e-6, "the start is one of the guide's control steps"
-        fresh = MujocoSimulator()
-        obs = fresh.reset(world, seed=seed)
-        heuristic.reset()
-        for _ in range(n):
-            obs = fresh.step(heuristic.act(obs), RECORD_DT)
-        for k, a in enumerate(traj.action):
-            assert fresh.status == RUNNING, f"replay ended ({fresh.status}) at sample {k} of {len(traj)}"
-            np.testing.assert_allclose(traj.dem[k], obs.dem, atol=1e-5, err_msg=f"DEM of sample {k}")
-            np.testing.assert_allclose(traj.proprio[k], obs.proprio(), atol=1e-5, err_msg=f"proprio of sample {k}")
-            obs = fresh.step(a, RECORD_DT)
-        assert fresh.status == SUCCESS
+        assert _replay(world, seed, traj, lead=(heuristic, n)).status == SUCCESS
         assert abs(len(traj) + n - traj.meta["sim_time"] / RECORD_DT) <= 1.0, "only the samples after the start"
         starts.append(start_s)
     assert len(set(starts)) == 3 and max(starts) > 0.0, "each seed draws its own start along the guide's run"
