@@ -15,6 +15,12 @@ compounds it.
 With ``footprint_reach`` > 0 the missing cells under the main tracks are first given the height of the tracks'
 contact plane, known from the robot's pitch and roll (``footprint_heights``), and count as measured: the lidar
 cannot see under the robot, but the robot stands on that ground.
+
+With ``view_from_x`` set the policy is blind to the cells whose centre lies further back than that (metres ahead of
+base_link; negative: behind): they enter the network as missing whatever the DEM holds, so their heights and NaN
+pattern cannot move the action. Why: the ground behind and under the robot is where the lidar's picture depends
+most on where the map began (at a run's start 96 % of the rows behind the robot are missing on the reality proxy),
+which neither G nor the simulator can know, while the terrain the flippers are about to meet lies ahead.
 """
 
 from __future__ import annotations
@@ -120,6 +126,9 @@ class PolicyConfig:
     dem_resolution: float = DemSpec.resolution  # the DEM's cell size and front edge (``DemSpec``): where cells lie
     dem_front: float = DemSpec.front
     members: int = 1  # independent networks whose actions are averaged (an ensemble, ``ensemble_of``); 1: seed 000
+    # metres ahead of base_link (negative: behind) of the rearmost cell centres the policy sees; cells further back
+    # count as missing whatever the DEM holds; null: the whole DEM (seed 000)
+    view_from_x: float | None = None
 
     def __post_init__(self) -> None:
         # JSON gives lists: accept them, keep the dataclass hashable
@@ -152,6 +161,13 @@ class PolicyConfig:
                 problems.append(f"{name} must be a non-negative number of metres, got {value!r}")
         if not _is_length(self.dem_front):
             problems.append(f"dem_front must be a finite number of metres, got {self.dem_front!r}")
+        elif self.view_from_x is not None:
+            front_centre = self.dem_front - self.dem_resolution / 2 if _is_length(self.dem_resolution) else None
+            if not _is_length(self.view_from_x):
+                problems.append(f"view_from_x must be a finite number of metres or null, got {self.view_from_x!r}")
+            elif front_centre is not None and self.view_from_x > front_centre:
+                problems.append(f"view_from_x {self.view_from_x} m would leave the policy no cell to see: the DEM's "
+                                f"front row is centred {front_centre:.3f} m ahead of base_link")
         if self.nan_fill not in NAN_FILLS:
             problems.append(f"nan_fill must be one of {', '.join(NAN_FILLS)}, got {self.nan_fill!r}")
         if not (math.isfinite(self.negative_slope) and 0 <= self.negative_slope < 1):
@@ -217,6 +233,8 @@ class NanAwarePolicy(nn.Module):
         self.register_buffer("_cell_x", grid_x, persistent=False)
         self.register_buffer("_cell_y", grid_y, persistent=False)
         self.register_buffer("_footprint", grid_x.abs() <= c.footprint_reach, persistent=False)
+        blind = grid_x < c.view_from_x if c.view_from_x is not None else torch.zeros_like(grid_x, dtype=torch.bool)
+        self.register_buffer("_blind", blind, persistent=False)
         self._mid = (c.flipper_upper + c.flipper_lower) / 2
         self._half = (c.flipper_upper - c.flipper_lower) / 2
         # single-decision input buffers, reused by act_numpy (the numpy views share their memory)
@@ -253,7 +271,7 @@ class NanAwarePolicy(nn.Module):
         With ``footprint_reach`` > 0 the missing cells under the footprint take the tracks' contact plane
         (``footprint_heights``) and become measured (where the mask is soft, the footprint's cells are 1 and carry
         no gradient); then ``nan_fill`` "column" fills the cells still missing along each column (``fill_columns``);
-        "zero" leaves them at 0.
+        "zero" leaves them at 0. Last, the cells behind ``view_from_x`` become missing (0 in both).
         """
         c = self.config
         if c.footprint_reach > 0:
@@ -263,6 +281,10 @@ class NanAwarePolicy(nn.Module):
             mask = torch.where(missing, torch.ones((), dtype=mask.dtype, device=mask.device), mask)
         if c.nan_fill == "column":
             values = fill_columns(values, mask > 0.5)
+        if c.view_from_x is not None:  # last: neither the footprint nor the fill may reveal a blind cell
+            zero = torch.zeros((), dtype=values.dtype, device=values.device)
+            values = torch.where(self._blind, zero, values)
+            mask = torch.where(self._blind, zero.to(mask.dtype), mask)
         return values, mask
 
     def encode(self, dem: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:

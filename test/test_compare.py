@@ -22,6 +22,7 @@ from flipper_control.learning.imitation_config import ImitationConfig
 from flipper_control.learning.loop import LoopConfig, run_loop
 from flipper_control.learning.report import render_markdown, score_columns
 from flipper_control.learning.transfer import collection_entry
+from flipper_control.policy import PolicyConfig
 from perception.cyclegan import LEGACY_FIELDS
 from perception.gan_training import GanTrainConfig
 from planning.planner_config import PlannerConfig
@@ -327,6 +328,12 @@ def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviou
     older = {"coarse": {"max_cpu_s": 60}, "guided": {"max_cpu_s": 60}}
     assert config_differences(older, {"coarse": today, "guided": today}) == []
     assert config_differences({"guided": {}}, {"guided": {"policy_start": 0.5}}) == ["guided.policy_start: 0.0 vs 0.5"]
+    # the policy's view: absent in older runs means the whole DEM
+    assert ADDED_FIELDS["imitation.policy.view_from_x"] is PolicyConfig().view_from_x is None
+    policy = {"hidden": [128], "view_from_x": None}
+    assert config_differences({"imitation": {"policy": {"hidden": [128]}}}, {"imitation": {"policy": policy}}) == []
+    assert config_differences({"imitation": {"policy": {}}}, {"imitation": {"policy": {"view_from_x": 0.4}}}) == [
+        "imitation.policy.view_from_x: null vs 0.4"]
 
 
 @pytest.mark.slow

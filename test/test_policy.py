@@ -237,6 +237,32 @@ def test_footprint_completes_only_missing_cells_under_the_tracks():
     assert torch.equal(on(full, proprio), off(full, proprio))  # nothing missing: nothing to complete
 
 
+def test_view_from_x_makes_the_policy_blind_behind_it_and_nowhere_else():
+    """With ``view_from_x`` the cells whose centre lies further back are missing to the network whatever the DEM holds
+    there, even where the footprint would complete them: the action equals that of the same weights without the
+    option on the DEM with those cells NaN; a cell in front of the line still moves the action."""
+    off = _policy(6)
+    on = _policy(6, PolicyConfig(view_from_x=-0.1, footprint_reach=TRACK_REACH))
+    on.load_state_dict(off.state_dict())  # the blind cells are a buffer, not weights: same checkpoint either way
+    assert on._blind[:, 0].tolist() == [False] * 14 + [True] * 6  # centres at -0.15 m and further back
+    dem, proprio = _inputs(5, seed=6, nan_fraction=0.3)
+    values, mask = on.split_dem(dem, proprio)
+    assert mask[:, 0, 14:].max() == 0 and values[:, 0, 14:].abs().max() == 0  # the footprint's rows 14-15 too
+    for behind in (float("nan"), 3.0, -1.0):
+        other = dem.clone()
+        other[:, 14:] = behind
+        assert torch.allclose(on(other, proprio), on(dem, proprio), atol=1e-6)
+    # nothing missing in front of the line: the footprint has nothing to complete there, so blind equals missing
+    seen = torch.nan_to_num(dem, nan=0.05)
+    blinded = seen.clone()
+    blinded[:, 14:] = float("nan")
+    assert torch.allclose(on(seen, proprio), off(blinded, proprio), atol=1e-6)
+    assert not torch.allclose(off(seen, proprio), off(blinded, proprio), atol=1e-4)  # the rows mattered without it
+    ahead = dem.clone()
+    ahead[:, 13] = 0.4
+    assert not torch.allclose(on(ahead, proprio), on(dem, proprio), atol=1e-4)
+
+
 def test_an_ensemble_acts_as_the_mean_of_its_members_and_round_trips_as_a_checkpoint(tmp_path):
     """``ensemble_of`` gives the mean of the members' actions (on DEMs with NaN, through the footprint too), in the
     batched forward and in act_numpy; saved and loaded it keeps them; one member keeps seed 000's weight names."""
@@ -280,6 +306,9 @@ def test_an_ensemble_acts_as_the_mean_of_its_members_and_round_trips_as_a_checkp
         {"dem_resolution": 0.0},
         {"dem_front": float("inf")},
         {"members": 0},
+        {"view_from_x": float("nan")},
+        {"view_from_x": True},
+        {"view_from_x": 1.26},
     ],
 )
 def test_config_rejects_bad_values(bad):
@@ -288,12 +317,13 @@ def test_config_rejects_bad_values(bad):
 
 
 def test_config_dict_round_trip_and_unknown_keys():
-    cfg = PolicyConfig(hidden=(32, 16), conv_channels=4, nan_fill="column", footprint_reach=0.339)
+    cfg = PolicyConfig(hidden=(32, 16), conv_channels=4, nan_fill="column", footprint_reach=0.339, view_from_x=0.2)
     assert PolicyConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="conv_chanels"):
         PolicyConfig.from_dict({"conv_chanels": 4})
     older = cfg.to_dict()
-    for name in ("nan_fill", "footprint_reach", "footprint_depth", "dem_resolution", "dem_front", "members"):
+    for name in ("nan_fill", "footprint_reach", "footprint_depth", "dem_resolution", "dem_front", "members",
+                 "view_from_x"):
         del older[name]  # a checkpoint from before the fields: seed 000's zero fill, no footprint
     assert PolicyConfig.from_dict(older) == PolicyConfig(hidden=(32, 16), conv_channels=4)
 

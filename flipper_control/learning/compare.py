@@ -45,7 +45,8 @@ ADDED_FIELDS = {"transfer.gan.gan.noise_channels": 0, "transfer.gan.gan.occlusio
                 "coarse.keep_delay_s": None, "guided.keep_delay_s": None, "transfer.gan.height_offset": 0.0,
                 "transfer.estimate_height_offset": False, "transfer.gan.gan.map_age_s": 0.0, "imitation.loss": "mse",
                 "imitation.huber_delta": 0.05, "coarse.policy_start": 0.0, "guided.policy_start": 0.0,
-                "coarse.policy_start_before_s": None, "guided.policy_start_before_s": None}
+                "coarse.policy_start_before_s": None, "guided.policy_start_before_s": None,
+                "imitation.policy.view_from_x": None}
 
 
 # ------------------------------------------------------------------------------------------ reading one run
