@@ -19,7 +19,7 @@ cannot see under the robot, but the robot stands on that ground.
 With ``view_from_x`` set the policy is blind to the cells whose centre lies further back than that (metres ahead of
 base_link; negative: behind): they enter the network as missing whatever the DEM holds, so their heights and NaN
 pattern cannot move the action. Why: the ground behind and under the robot is where the lidar's picture depends
-most on where the map began (at a run's start 96 % of the rows behind the robot are missing on the reality proxy),
+most on where the map began (at a run's start 96 % of the cells behind the robot are missing on the reality proxy),
 which neither G nor the simulator can know, while the terrain the flippers are about to meet lies ahead.
 """
 
