@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flipper_control.controllers import POSTURES, FixedController, HeuristicController, make_controller
+from flipper_control.controllers import POSTURES, FixedController, HeuristicController, _median, make_controller
 from sim.dem import DemSpec
 from sim.mujoco_sim import MujocoSimulator, SimNoise
 from sim.rollout import run_episode
@@ -100,3 +100,14 @@ def test_heuristic_traverses_most_test_worlds(test_world_levels):
     # On the 34-degree descent the heuristic's nose pitches past the 40-degree warning (unclear); the
     # planner finds descents without warnings, which is where learned policies beat it.
     assert levels["stairs_up"] == "good" and levels["stairs_down"] != "fail"
+
+
+def test_the_rules_median_is_numpys_to_the_bit():
+    """The ground under the tracks is a median on every decision; the rule's own is numpy's for every count, odd and
+    even, in both float widths (a changed bit could move a threshold and a baseline's score)."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        for n in range(1, 31):
+            for _ in range(50):
+                values = rng.normal(0.0, 0.3, n).astype(dtype)
+                assert _median(values) == float(np.median(values)), (dtype, n)
