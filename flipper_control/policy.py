@@ -21,6 +21,13 @@ base_link; negative: behind): they enter the network as missing whatever the DEM
 pattern cannot move the action. Why: the ground behind and under the robot is where the lidar's picture depends
 most on where the map began (at a run's start 96 % of the cells behind the robot are missing on the reality proxy),
 which neither G nor the simulator can know, while the terrain the flippers are about to meet lies ahead.
+
+With ``prior: heuristic`` the policy is residual: its action is the heuristic controller's (computed from the same
+completed DEM and the pitch, ``policy_prior.HeuristicPrior``) plus what the network adds, up to the joint range's half
+either way, clamped to the joint range. The network then learns where the planner's postures differ from the rule.
+With ``rule_features`` the dense layers also take the rule's two terrain features (``HeuristicPrior.features``: the
+rise ahead and the drop ahead of the ground under the tracks, each a max or min over measured cells and so untouched by
+which cells are missing) beside pitch, roll and the flipper angles.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from flipper_control.dem_completion import fill_columns, footprint_heights
+from flipper_control.policy_prior import PRIORS, HeuristicPrior
 from sim.config_io import config_from_mapping
 from sim.dem import DemSpec
 from sim.robot import RobotSpec
@@ -45,45 +54,6 @@ NAN_FILLS = ("zero", "column")
 # metres from base_link to either end of the default robot's main tracks (wheel centres +- half the wheel base, plus a
 # wheel radius): the ``footprint_reach`` that covers the ground under the tracks and nothing beyond it
 TRACK_REACH = RobotSpec.wheel_base / 2 + RobotSpec.wheel_radius
-
-
-def footprint_heights(pitch: torch.Tensor, roll: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                      depth: float) -> torch.Tensor:
-    """Heights (B, rows, cols) relative to base_link of the main tracks' contact plane under cell centres ``x``,
-    ``y`` (rows, cols; the DEM's yaw frame) for a robot at ``pitch``, ``roll`` (B,) radians (REP 103: pitch > 0 nose
-    down) whose base_link lies ``depth`` metres above that plane (the wheel radius: base_link is on the axles).
-
-    The plane is where the tracks touch the ground, so the terrain under them lies at or below it: equal on a
-    level floor or a ramp, lower under the gaps between stair nosings. A DEM cell reports the highest point of its
-    area, so it may read a few centimetres above the plane at its centre (checked against the simulator's exact
-    DEMs in ``test_policy``: 99 % of the cells under the tracks within 3 cm above it, on stairs).
-    """
-    tp, tr = torch.tan(pitch).view(-1, 1, 1), torch.tan(roll).view(-1, 1, 1)
-    lowest = (depth / (torch.cos(pitch) * torch.cos(roll))).view(-1, 1, 1)
-    return -x * tp + y * tr - lowest
-
-
-def fill_columns(values: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
-    """``values`` (..., rows, cols) with every cell where ``measured`` is False replaced by a linear interpolation
-    along its column between the nearest measured cells above and below it, by the nearest one's value where only
-    one side has one, and by 0 in a column with no measured cell. Measured cells are returned unchanged.
-
-    Why: with missing cells at 0 the value convolution sees an edge wherever a lidar shadow begins (behind a stair
-    nosing the heights fall from the tread's to 0), the very pattern of a drop; filled, a shadow continues the
-    terrain around it and only the mask says it was not seen. Gradients reach the measured values it copies.
-    """
-    rows = values.shape[-2]
-    idx = torch.arange(rows, device=values.device).view(rows, 1).expand(values.shape)
-    prev_idx = torch.where(measured, idx, -1).cummax(dim=-2).values  # last measured row at or above; -1: none
-    next_idx = torch.where(measured, idx, rows).flip(-2).cummin(dim=-2).values.flip(-2)  # first at or below
-    has_prev, has_next = prev_idx >= 0, next_idx < rows
-    v_prev = values.gather(-2, prev_idx.clamp(0, rows - 1))
-    v_next = values.gather(-2, next_idx.clamp(0, rows - 1))
-    w = (idx - prev_idx).to(values.dtype) / (next_idx - prev_idx).clamp(min=1).to(values.dtype)
-    between = v_prev + (v_next - v_prev) * w
-    zero = torch.zeros((), dtype=values.dtype, device=values.device)
-    filled = torch.where(has_prev & has_next, between, torch.where(has_prev, v_prev, torch.where(has_next, v_next, zero)))
-    return torch.where(measured, values, filled)
 
 
 def _is_int(x: object) -> bool:
@@ -129,6 +99,11 @@ class PolicyConfig:
     # metres ahead of base_link (negative: behind) of the rearmost cell centres the policy sees; cells further back
     # count as missing whatever the DEM holds; null: the whole DEM (seed 000)
     view_from_x: float | None = None
+    # the base action the network's output is added to: "none" (seed 000: the network's output is the action) or
+    # "heuristic" (a residual policy on ``controllers.HeuristicController``'s rule, ``policy_prior``)
+    prior: str = "none"
+    # the heuristic rule's rise and drop ahead (metres, scaled as the heights) join the 1D inputs; false: seed 000
+    rule_features: bool = False
 
     def __post_init__(self) -> None:
         # JSON gives lists: accept them, keep the dataclass hashable
@@ -168,6 +143,13 @@ class PolicyConfig:
             elif front_centre is not None and self.view_from_x > front_centre:
                 problems.append(f"view_from_x {self.view_from_x} m would leave the policy no cell to see: the DEM's "
                                 f"front row is centred {front_centre:.3f} m ahead of base_link")
+        if self.prior not in PRIORS:
+            problems.append(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+        elif self.prior == "heuristic" and (self.n_out != 4 or not _is_int(self.n_proprio) or self.n_proprio < 1):
+            problems.append(f"prior 'heuristic' commands four flippers from the pitch: it needs n_out 4 and n_proprio "
+                            f">= 1, got {self.n_out!r} and {self.n_proprio!r}")
+        if not isinstance(self.rule_features, bool):
+            problems.append(f"rule_features must be true or false, got {self.rule_features!r}")
         if self.nan_fill not in NAN_FILLS:
             problems.append(f"nan_fill must be one of {', '.join(NAN_FILLS)}, got {self.nan_fill!r}")
         if not (math.isfinite(self.negative_slope) and 0 <= self.negative_slope < 1):
@@ -183,9 +165,13 @@ class PolicyConfig:
         """Weights and biases of the network this config builds (``NanAwarePolicy``), computed without building it."""
         rows, cols = self.dem_shape
         convs = 2 * (self.conv_channels * self.conv_kernel ** 2 + self.conv_channels)
-        widths = [self.conv_channels * rows * cols + self.n_proprio, *self.hidden, self.n_out]
+        widths = [self.conv_channels * rows * cols + self.n_inputs_1d(), *self.hidden, self.n_out]
         member = convs + sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
         return self.members * member
+
+    def n_inputs_1d(self) -> int:
+        """Inputs of the dense layers beside the DEM features: the proprioceptive vector and the rule's features."""
+        return self.n_proprio + (2 if self.rule_features is True else 0)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready mapping (tuples become lists)."""
@@ -228,13 +214,17 @@ class NanAwarePolicy(nn.Module):
         self.member_heads = nn.ModuleList(self._dense() for _ in range(c.members - 1))
         # cell centres in the DEM's yaw frame and the cells under the footprint (buffers: they follow .to(device);
         # not persistent: the config rebuilds them, and checkpoints keep only weights)
-        centres = DemSpec(rows=rows, cols=cols, resolution=c.dem_resolution, front=c.dem_front).cell_centers()
+        spec = DemSpec(rows=rows, cols=cols, resolution=c.dem_resolution, front=c.dem_front)
+        centres = spec.cell_centers()
         grid_x, grid_y = (torch.from_numpy(a.astype(np.float32)) for a in centres)
         self.register_buffer("_cell_x", grid_x, persistent=False)
         self.register_buffer("_cell_y", grid_y, persistent=False)
         self.register_buffer("_footprint", grid_x.abs() <= c.footprint_reach, persistent=False)
         blind = grid_x < c.view_from_x if c.view_from_x is not None else torch.zeros_like(grid_x, dtype=torch.bool)
         self.register_buffer("_blind", blind, persistent=False)
+        # the rule, where the action or the inputs use it (no weights: it is rebuilt from the config)
+        self.rule = HeuristicPrior(spec) if c.prior == "heuristic" or c.rule_features else None
+        self._residual = c.prior == "heuristic"
         self._mid = (c.flipper_upper + c.flipper_lower) / 2
         self._half = (c.flipper_upper - c.flipper_lower) / 2
         # single-decision input buffers, reused by act_numpy (the numpy views share their memory)
@@ -247,7 +237,7 @@ class NanAwarePolicy(nn.Module):
         """One member's fully connected layers: its DEM features and the 1D inputs -> n_out values before tanh."""
         c = self.config
         layers: list[nn.Module] = []
-        width = c.conv_channels * c.dem_shape[0] * c.dem_shape[1] + c.n_proprio
+        width = c.conv_channels * c.dem_shape[0] * c.dem_shape[1] + c.n_inputs_1d()
         for h in c.hidden:
             layers += [nn.Linear(width, h), nn.LeakyReLU(c.negative_slope)]
             width = h
@@ -311,20 +301,33 @@ class NanAwarePolicy(nn.Module):
         """``forward`` after the DEM's split: (B, 1, rows, cols) clipped and scaled heights (completed as by
         ``complete``), the (B, 1, rows, cols) mask (1 measured, 0 missing) and the NaN-free (B, n_proprio) vector
         -> actions.
-        The mask may carry a gradient (the CycleGAN's policy-aware loss hides and reveals cells through it)."""
+        The mask may carry a gradient (the CycleGAN's policy-aware loss hides and reveals cells through it).
+        With ``prior`` "heuristic" the action is the rule's on these heights and mask plus the network's residual."""
         c = self.config
         features = self.act(self.conv_values(values) * self.conv_mask(mask)).flatten(1)
+        inputs_1d = proprio
+        if c.rule_features:
+            with torch.no_grad():  # maxima and minima over the measured cells: no gradient needed through the mask
+                rule = self.rule.features((values * c.dem_scale).squeeze(1), mask.squeeze(1) > 0.5)
+            inputs_1d = torch.cat((proprio, rule.clamp(-c.dem_clip, c.dem_clip) / c.dem_scale), dim=1)
         if c.members == 1:  # the hot path of a single policy: no stacking
-            action = self._joints(self.head(torch.cat((features, proprio), dim=1)))
+            action = self._joints(self.head(torch.cat((features, inputs_1d), dim=1)))
         else:
             parts = features.view(features.shape[0], c.members, -1)  # channel blocks, member by member
-            action = torch.stack([self._joints(head(torch.cat((parts[:, j], proprio), dim=1)))
+            action = torch.stack([self._joints(head(torch.cat((parts[:, j], inputs_1d), dim=1)))
                                   for j, head in enumerate((self.head, *self.member_heads))]).mean(0)
-        # the clamp only removes float rounding at saturation
+        if self._residual:
+            with torch.no_grad():  # piecewise constant in the heights: nothing to learn through it
+                base = self.rule((values * c.dem_scale).squeeze(1), mask.squeeze(1) > 0.5, proprio[:, 0])
+            action = base + action
+        # the clamp removes float rounding at saturation, and keeps a prior plus its residual inside the joint range
         return action.clamp(c.flipper_lower, c.flipper_upper)
 
     def _joints(self, z: torch.Tensor) -> torch.Tensor:
-        """Dense outputs -> flipper angles: tanh maps them onto the open joint range."""
+        """Dense outputs -> flipper angles: tanh maps them onto the open joint range (with a prior: onto a residual
+        of up to the range's half either way, centred on 0)."""
+        if self._residual:
+            return self._half * torch.tanh(z)
         return self._mid + self._half * torch.tanh(z)
 
     def act_numpy(self, dem: np.ndarray, proprio: np.ndarray) -> np.ndarray:

@@ -19,12 +19,13 @@ def test_bench_policy_small_run():
     threads, affinity = torch.get_num_threads(), os.sched_getaffinity(0)
     out = bench_policy(calls=40, repeats=2, seed=1)
     for key in ("torch", "threads", "cpu", "cpu_model", "params", "config", "calls", "repeats", "warmup", "act_numpy",
-                "act_numpy_nan", "act_numpy_nan_footprint", "baseline_forward", "baseline_forward_nan",
+                "act_numpy_nan", "act_numpy_nan_footprint", "act_numpy_nan_prior", "baseline_forward", "baseline_forward_nan",
                 "speedup_vs_baseline", "batched",
                 "nan_outputs_finite", "outputs_in_range", "max_abs_diff_vs_baseline", "target_ms", "meets_target",
                 "peak_rss_mib"):
         assert key in out, key
-    for key in ("act_numpy", "act_numpy_nan", "act_numpy_nan_footprint", "baseline_forward", "baseline_forward_nan"):
+    for key in ("act_numpy", "act_numpy_nan", "act_numpy_nan_footprint", "act_numpy_nan_prior", "baseline_forward",
+                "baseline_forward_nan"):
         assert _positive(out[key]["ms_per_decision"]) and len(out[key]["ms_repeats"]) == 2
         assert all(_positive(v) for v in out[key]["ms_repeats"])
     assert sorted(out["act_numpy_nan_ensemble"]) == ["10", "2"]

@@ -334,6 +334,14 @@ def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviou
     assert config_differences({"imitation": {"policy": {"hidden": [128]}}}, {"imitation": {"policy": policy}}) == []
     assert config_differences({"imitation": {"policy": {}}}, {"imitation": {"policy": {"view_from_x": 0.4}}}) == [
         "imitation.policy.view_from_x: null vs 0.4"]
+    # the residual prior: absent in older runs means none (the network's output is the action)
+    assert ADDED_FIELDS["imitation.policy.prior"] == PolicyConfig().prior == "none"
+    assert config_differences({"imitation": {"policy": {}}}, {"imitation": {"policy": {"prior": "none"}}}) == []
+    assert config_differences({"imitation": {"policy": {}}}, {"imitation": {"policy": {"prior": "heuristic"}}}) == [
+        'imitation.policy.prior: "none" vs "heuristic"']
+    assert ADDED_FIELDS["imitation.policy.rule_features"] is PolicyConfig().rule_features is False
+    assert config_differences({"imitation": {"policy": {}}}, {"imitation": {"policy": {"rule_features": True}}}) == [
+        "imitation.policy.rule_features: false vs true"]
 
 
 @pytest.mark.slow

@@ -309,6 +309,9 @@ def test_an_ensemble_acts_as_the_mean_of_its_members_and_round_trips_as_a_checkp
         {"view_from_x": float("nan")},
         {"view_from_x": True},
         {"view_from_x": 1.26},
+        {"prior": "rule"},
+        {"prior": "heuristic", "n_out": 2},
+        {"rule_features": 1},
     ],
 )
 def test_config_rejects_bad_values(bad):
@@ -317,14 +320,15 @@ def test_config_rejects_bad_values(bad):
 
 
 def test_config_dict_round_trip_and_unknown_keys():
-    cfg = PolicyConfig(hidden=(32, 16), conv_channels=4, nan_fill="column", footprint_reach=0.339, view_from_x=0.2)
+    cfg = PolicyConfig(hidden=(32, 16), conv_channels=4, nan_fill="column", footprint_reach=0.339, view_from_x=0.2,
+                       prior="heuristic", rule_features=True)
     assert PolicyConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="conv_chanels"):
         PolicyConfig.from_dict({"conv_chanels": 4})
     older = cfg.to_dict()
     for name in ("nan_fill", "footprint_reach", "footprint_depth", "dem_resolution", "dem_front", "members",
-                 "view_from_x"):
-        del older[name]  # a checkpoint from before the fields: seed 000's zero fill, no footprint
+                 "view_from_x", "prior", "rule_features"):
+        del older[name]  # a checkpoint from before the fields: seed 000's zero fill, no footprint, whole DEM, no prior
     assert PolicyConfig.from_dict(older) == PolicyConfig(hidden=(32, 16), conv_channels=4)
 
 

@@ -43,9 +43,10 @@ def bench_policy(config=None, calls: int = 5000, repeats: int = 3, seed: int = 0
     and fresh tensors each time, as one would write it first. Batched: decisions per second when 256 DEMs go
     through ``forward`` in one call under ``inference_mode`` (the figure for dataset labelling and evaluation).
     Footprint: the same weights with ``footprint_reach`` at ``TRACK_REACH`` on the NaN DEMs (the cost of completing
-    the cells under the tracks). Ensembles: ``members`` 2 and 10 (the demo's and the full config's candidates per
-    iteration, ``LoopConfig.ensemble``) on the NaN DEMs. The issue's target is at most 1 ms per decision on one
-    core (``meets_target``).
+    the cells under the tracks). Prior: the same weights as a residual on the heuristic rule (``prior: heuristic``) on
+    the NaN DEMs (the cost of the rule inside the forward pass). Ensembles: ``members`` 2 and 10 (the demo's and the
+    full config's candidates per iteration, ``LoopConfig.ensemble``) on the NaN DEMs. The issue's target is at most
+    1 ms per decision on one core (``meets_target``).
     """
     import torch
 
@@ -60,6 +61,8 @@ def bench_policy(config=None, calls: int = 5000, repeats: int = 3, seed: int = 0
         policy = NanAwarePolicy(config).eval()  # safe: nn.Module.eval() (inference mode), not code evaluation
     footprint = NanAwarePolicy(replace(config, footprint_reach=TRACK_REACH)).eval()  # safe: nn.Module.eval()
     footprint.load_state_dict(policy.state_dict())
+    residual = NanAwarePolicy(replace(config, prior="heuristic")).eval()  # safe: nn.Module.eval()
+    residual.load_state_dict(policy.state_dict())
     ensembles = {k: NanAwarePolicy(replace(config, members=k)).eval() for k in (2, 10)}  # safe: nn.Module.eval()
     rng = np.random.default_rng(seed)
     n_inputs, nan_fraction, batch = 256, 0.3, 256
@@ -77,12 +80,13 @@ def bench_policy(config=None, calls: int = 5000, repeats: int = 3, seed: int = 0
 
     with one_core_one_thread() as cpu:
         warmup = min(200, calls)  # first calls allocate and pick kernels; not what the robot pays per decision
-        for path in (policy.act_numpy, baseline, footprint.act_numpy, *(e.act_numpy for e in ensembles.values())):
+        for path in (policy.act_numpy, baseline, footprint.act_numpy, residual.act_numpy,
+                     *(e.act_numpy for e in ensembles.values())):
             _time_per_call(path, dems, proprio, warmup)
             _time_per_call(path, nan_dems, nan_proprio, warmup)
         batched()
         n_batches = max(3, calls // batch)
-        clean, with_nan, base, base_nan, batch_rate, with_footprint = [], [], [], [], [], []
+        clean, with_nan, base, base_nan, batch_rate, with_footprint, with_prior = [], [], [], [], [], [], []
         with_members: dict[int, list[float]] = {k: [] for k in ensembles}
         for _ in range(repeats):
             clean.append(_time_per_call(policy.act_numpy, dems, proprio, calls) * 1e3)
@@ -90,6 +94,7 @@ def bench_policy(config=None, calls: int = 5000, repeats: int = 3, seed: int = 0
             base.append(_time_per_call(baseline, dems, proprio, calls) * 1e3)
             base_nan.append(_time_per_call(baseline, nan_dems, nan_proprio, calls) * 1e3)
             with_footprint.append(_time_per_call(footprint.act_numpy, nan_dems, nan_proprio, calls) * 1e3)
+            with_prior.append(_time_per_call(residual.act_numpy, nan_dems, nan_proprio, calls) * 1e3)
             for k, ensemble in ensembles.items():
                 with_members[k].append(_time_per_call(ensemble.act_numpy, nan_dems, nan_proprio, calls) * 1e3)
             t0 = time.perf_counter()
@@ -118,6 +123,7 @@ def bench_policy(config=None, calls: int = 5000, repeats: int = 3, seed: int = 0
         "act_numpy_nan": {"ms_per_decision": ms_nan, "ms_repeats": with_nan, "nan_fraction": float(np.isnan(nan_dems).mean())},
         "act_numpy_nan_footprint": {"ms_per_decision": median(with_footprint), "ms_repeats": with_footprint,
                                     "footprint_reach": TRACK_REACH},
+        "act_numpy_nan_prior": {"ms_per_decision": median(with_prior), "ms_repeats": with_prior, "prior": "heuristic"},
         "act_numpy_nan_ensemble": {str(k): {"ms_per_decision": median(v), "ms_repeats": v} for k, v in with_members.items()},
         "baseline_forward": {"ms_per_decision": median(base), "ms_repeats": base},
         "baseline_forward_nan": {"ms_per_decision": median(base_nan), "ms_repeats": base_nan},

@@ -78,6 +78,7 @@ def _bench_policy(args) -> dict:
     print(f"  act_numpy, NaN DEMs:    {r['act_numpy_nan']['ms_per_decision']:.4f} ms/decision")
     print(f"  ... footprint completed: {r['act_numpy_nan_footprint']['ms_per_decision']:.4f} ms/decision   "
           f"(footprint_reach {r['act_numpy_nan_footprint']['footprint_reach']:.3f} m)")
+    print(f"  ... residual on the rule: {r['act_numpy_nan_prior']['ms_per_decision']:.4f} ms/decision   (prior heuristic)")
     for k, v in r["act_numpy_nan_ensemble"].items():
         print(f"  ... ensemble of {k:>2}:     {v['ms_per_decision']:.4f} ms/decision")
     print(f"  baseline plain forward: {r['baseline_forward']['ms_per_decision']:.4f} ms/decision   "

@@ -39,7 +39,8 @@ ADDED_FIELDS = {"transfer.gan.gan.noise_channels": 0, "transfer.gan.gan.occlusio
                 "transfer.estimate_height_offset": False, "transfer.gan.gan.map_age_s": 0.0, "imitation.loss": "mse",
                 "imitation.huber_delta": 0.05, "coarse.policy_start": 0.0, "guided.policy_start": 0.0,
                 "coarse.policy_start_before_s": None, "guided.policy_start_before_s": None,
-                "imitation.policy.view_from_x": None}
+                "imitation.policy.view_from_x": None, "imitation.policy.prior": "none",
+                "imitation.policy.rule_features": False}
 
 
 # ------------------------------------------------------------------------------------------ reading one run

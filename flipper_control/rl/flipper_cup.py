@@ -103,6 +103,13 @@ class PolicyActor(GaussianActor):
             # the actor's mean is one network's pre-tanh output; an ensemble's action is a mean after the tanh
             raise ValueError(f"flipper-CUP fine-tunes a single policy network; this one is an ensemble of "
                              f"{self.policy.config.members} (PolicyConfig.members): give one of its members' checkpoints")
+        if self.policy.config.prior != "none" or self.policy.config.rule_features:
+            # the actor's mean is the network's pre-tanh output from the DEM features and the proprioceptive vector,
+            # mapped onto the joint range; a residual policy's action also holds its prior, and the rule's features
+            # are inputs that mapping does not feed
+            raise ValueError("flipper-CUP fine-tunes a policy whose network gives the action from the DEM and the "
+                             "proprioceptive vector alone; this one has PolicyConfig.prior "
+                             f"{self.policy.config.prior!r} and rule_features {self.policy.config.rule_features}")
         self.log_std = nn.Parameter(torch.full((self.policy.config.n_out,), math.log(config.init_std)))
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
