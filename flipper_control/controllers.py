@@ -58,7 +58,8 @@ class HeuristicConfig:
 
 def _median(values: np.ndarray) -> float:
     """``np.median`` of a small 1-D array, to the bit (the mean of the two middle values for an even count), at a
-    tenth of its cost: np.median's dispatch takes some 40 us, which the rule pays on every decision."""
+    tenth of its cost: on the 25 cells under the tracks np.median takes about 12 us and this 1.2 us (an idle 2-core
+    machine), where the whole rule now takes under 9 us per decision."""
     ordered = np.sort(values)
     n = len(ordered)
     return float((ordered[(n - 1) // 2] + ordered[n // 2]) / 2)
