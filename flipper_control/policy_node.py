@@ -82,9 +82,11 @@ class PolicyNode:
         self._swap_thread: threading.Thread | None = None
         self.pub = a.publisher(topics["commands"], COMMANDS_TYPE)
         # a map waiting for the state at its stamp is decided by the Imu / JointState that completes it. Deep queues:
-        # while a decision runs, a 200 Hz IMU must not push the sample at a map's stamp out of a depth-5 history
+        # while a decision runs, a 200 Hz IMU must not push the sample at a map's stamp out of a depth-5 history.
+        # Best effort by default (what an IMU driver publishes); imu_reliable for a reliable bag player, where a
+        # lost reading would give a map an older pitch than ``flipper replay`` gives it
         a.subscribe(topics["imu"], "sensor_msgs/msg/Imu", lambda m: self._publish(self.runtime.on_imu(m, time.monotonic())),
-                    qos=_sensor_qos(100))
+                    qos=1000 if a.config.imu_reliable else _sensor_qos(100))
         a.subscribe(topics["joint_states"], "sensor_msgs/msg/JointState",
                     lambda m: self._publish(self.runtime.on_joint_states(m, time.monotonic())), qos=100)
         a.subscribe(topics["gridmap"], "grid_map_msgs/msg/GridMap", self.on_gridmap_cdr, raw=True)

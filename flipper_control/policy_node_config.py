@@ -26,9 +26,11 @@ __all__ = ["JOINT_NAMES", "PolicyNodeConfig", "flipper_angles", "pitch_roll"]
 JOINT_NAMES = tuple(f"{n}_joint" for n in FLIPPER_NAMES)  # the URDF's joint names, the policy's order
 
 
-def _param(default, description: str, lo: float | None = None, hi: float | None = None, **kw):
-    """A config field carrying the ROS parameter's description and range (read by the rclpy adapter)."""
-    meta = {"description": description}
+def _param(default, description: str, lo: float | None = None, hi: float | None = None, read_only: bool = False,
+           **kw):
+    """A config field carrying the ROS parameter's description, range and read-only flag (read by the rclpy
+    adapter)."""
+    meta = {"description": description, "read_only": read_only}
     if lo is not None:
         meta["range"] = (lo, hi)
     if isinstance(default, tuple):
@@ -67,6 +69,9 @@ class PolicyNodeConfig:
     state_wait: float = _param(0.05, "s a GridMap may wait for the Imu and JointState stamped at or after it (queued "
                                      "behind it in the executor); then it is decided with the latest; 0: never wait",
                                0.0, 1.0)
+    imu_reliable: bool = _param(False, "subscribe to the Imu reliably (a bag player that publishes reliably: no "
+                                       "reading lost); an IMU driver publishes best effort, which a reliable "
+                                       "subscription never receives. Read at start", read_only=True)
 
     def __post_init__(self) -> None:
         for name in ("safe_posture", "flipper_joints", "controller_joints"):

@@ -196,6 +196,7 @@ class PolicyRuntime:
         the older state, which ``flipper replay`` would not."""
         completes = self._pending is not None and history.newest < self._pending[0] <= t_ns
         history.add(t_ns, value)
+        self.counts[f"{kind} readings"] += 1  # beside the bag's count, a reading lost on the way shows
         self._arrived[kind] = now
         if self._pending is None:
             return None

@@ -90,7 +90,8 @@ def param_specs(config_cls: type, param_info: dict[str, ParamInfo] | None = None
                 walk(hint, name + ".", default)
                 continue
             meta_range = f.metadata.get("range", (None, None))
-            info = param_info.get(name) or ParamInfo(f.metadata.get("description", ""), *meta_range)
+            info = param_info.get(name) or ParamInfo(f.metadata.get("description", ""), *meta_range,
+                                                     read_only=f.metadata.get("read_only", False))
             origin, args = typing.get_origin(hint), typing.get_args(hint)
             if hint in _SCALARS:
                 out.append(ParamSpec(name, hint, default, info))

@@ -74,6 +74,9 @@ def test_decision_is_replays_and_uses_the_state_at_the_dem_stamp():
     np.testing.assert_allclose(cmd.positions, expected, atol=1e-6)
     newer = policy.act_numpy(_dem(), np.array([0.4, 0.2, 1.0, 1.0, 1.0, 1.0], dtype=np.float32))
     assert not np.allclose(cmd.positions, newer, atol=1e-4)
+    rt.on_imu(_imu(10.1, pitch=float("nan"), roll=0.0), 0.03)  # dropped: not a reading
+    values = rt.status(0.03)[2]  # the readings taken, for comparison with what was sent (a lossy link shows)
+    assert (values["imu readings"], values["joint_states readings"], values["dropped imu"]) == ("2", "2", "1")
 
 
 def test_commands_are_in_the_controllers_joint_order():

@@ -52,6 +52,12 @@ def test_parameters_from_a_dataclass_with_ranges():
     assert config.builder.dem.resolution == 0.05 and config.tf_wait == 0.2
     with pytest.raises(ConfigError, match="tf_cache >= tf_max_age"):  # the dataclass's own check
         config_from_values(DemNodeConfig, {"tf_max_age": 5.0, "tf_cache": 1.0})
+    # a config field's metadata carries its description, range and read-only flag (policy_node's fields)
+    from flipper_control.policy_node_config import PolicyNodeConfig
+
+    policy_specs = {s.name: s for s in param_specs(PolicyNodeConfig)}
+    assert policy_specs["imu_reliable"].info.read_only and not policy_specs["state_wait"].info.read_only
+    assert policy_specs["state_wait"].info.range_text() == "[0, 1]"
 
 
 def test_a_parameter_out_of_range_is_refused_at_start(ros_graph):  # noqa: F811
