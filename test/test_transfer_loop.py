@@ -470,3 +470,60 @@ def test_a_run_resumed_with_proxy_eval_every_adds_the_earlier_proxy_scores_and_n
     assert json.loads((out / "config.json").read_text())["transfer"]["proxy_eval_every"] == 1
     with pytest.raises(ValueError, match="real_runs: recorded 2, asked 3"):  # a setting that changes results still refuses
         run_loop(LoopConfig.from_dict(tiny_loop(transfer={**GAN_RUN, "real_runs": 3})), out)
+
+
+def test_dem_views_train_on_copies_of_each_state_with_their_own_draws(tmp_path):
+    """``transfer.dem_views``: every planned state V times, the first copy as V = 1 gives it, the others with their own
+    draws of G's noise, the randomisation and the split into shares; the labels and trajectory ids go with them."""
+    import torch
+
+    from perception.cyclegan import CycleGan, GanConfig, save_gan
+    from perception.sim_to_real import SimToReal
+
+    (tmp_path / "iter_1").mkdir()  # G_1 exists: iteration 2 imitates through it
+    (tmp_path / "iter_1" / "gan_update.json").write_text(json.dumps({"path": str(tmp_path / "g1")}))
+    torch.manual_seed(0)
+    gan = CycleGan(GanConfig(dem_shape=(20, 5)))
+    with torch.no_grad():  # away from its identity start, the noise's weights included: copies of G differ
+        for p in gan.g.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_gan(tmp_path / "g1", gan)
+    steps = TransferSteps(TransferConfig(randomize_share=0.4, dem_views=3), 0, tmp_path, None, None, None)
+    spec = steps.dem_transform(2, seed=5)
+    assert spec["views"] == 3 and spec["path"] == str(tmp_path / "g1")
+    one = {k: v for k, v in spec.items() if k != "views"}
+    assert TransferSteps(TransferConfig(randomize_share=0.4), 0, tmp_path, None, None, None).dem_transform(2, 5) == one
+    rng = np.random.default_rng(0)
+    exact = np.zeros((200, 20, 5), np.float32)
+    exact[:, :4, :] = 0.25  # a step ahead: randomisation hides cells behind it
+    exact += rng.normal(0.0, 0.01, exact.shape).astype(np.float32)
+    proprio, action = rng.normal(0.0, 0.1, (200, 6)), rng.normal(0.0, 0.1, (200, 4))
+    data = TrajectoryDataset([Trajectory(exact[:120], proprio[:120], action[:120], True),
+                              Trajectory(exact[120:], proprio[120:], action[120:], True)])
+    out = transformed_training_data(data, spec)
+    single = transformed_training_data(data, one)
+    assert {k: len(v) for k, v in out.items()} == {"dem": 600, "proprio": 600, "action": 600, "traj_id": 600}
+    np.testing.assert_array_equal(out["dem"][:200], single["dem"])  # the first copy is what one view gives
+    for key in ("proprio", "action", "traj_id"):
+        np.testing.assert_array_equal(out[key], np.concatenate([single[key]] * 3))
+    copies = out["dem"].reshape(3, 200, 20, 5)
+    g = SimToReal.from_checkpoint(tmp_path / "g1")
+    by_g = [g.transform(exact, proprio, seed=v or None) for v in range(3)]  # copy v: G's noise seed v (0: G's own)
+    from_g = [((c == gv) | (np.isnan(c) & np.isnan(gv))).all(axis=(1, 2)) for c, gv in zip(copies, by_g, strict=True)]
+    assert all(0.45 < f.mean() < 0.75 for f in from_g)  # each copy leaves about 60 % to G ...
+    assert (from_g[0] != from_g[1]).mean() > 0.2 and (from_g[1] != from_g[2]).mean() > 0.2  # ... its own 60 %
+    assert not np.array_equal(np.isnan(by_g[0]), np.isnan(by_g[1]))  # G's draws differ between copies
+    np.testing.assert_array_equal(transformed_training_data(data, spec)["dem"], out["dem"])  # the seed's, every time
+    alone = transformed_training_data(data, {"kind": "randomize", "config": None, "seed": 3, "views": 2})["dem"]
+    np.testing.assert_array_equal(alone[:200], transformed_training_data(data, {"kind": "randomize", "config": None,
+                                                                                 "seed": 3})["dem"])
+    assert not np.array_equal(np.isnan(alone[:200]), np.isnan(alone[200:]))
+    for bad in (0, 9, True, 2.0):
+        with pytest.raises(ValueError, match="dem_views must be an integer in"):
+            TransferConfig(dem_views=bad)
+    with pytest.raises(ValueError, match="dem_views 2 needs a transform that draws"):
+        TransferConfig(mode="identity", dem_views=2)
+    # exact DEMs (G_0, nothing randomised) and G_0 with shadows only draw nothing: one copy
+    assert TransferSteps(TransferConfig(dem_views=2), 0, tmp_path, None, None, None).dem_transform(1, 5) is None
+    shadows = TransferSteps(TransferConfig(dem_views=2, gan_shadows=True), 0, tmp_path, None, None, None)
+    assert "views" not in shadows.dem_transform(1, 5) and shadows.dem_transform(2, 5)["views"] == 2

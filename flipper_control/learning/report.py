@@ -252,6 +252,8 @@ def _transfer_markdown(report: dict) -> list[str]:
         borrowed += f" ({100 * tc['randomize_share']:.0f} % of imitation's DEMs domain-randomised: `randomize_share`)"
     if tc.get("gan_shadows"):
         borrowed += " (G's DEMs also lose the terrain's shadows: `gan_shadows`)"
+    if tc.get("dem_views", 1) > 1:
+        borrowed += f" ({tc['dem_views']} transformed copies of each planned state: `dem_views`)"
     lines = [f"## Sim-to-real (Algorithm 1), mode `{t['mode']}`{borrowed}", "",
              f"Real (reality-proxy) driving used: {t.get('driving_s', 0) / 60:.1f} min in {len(t['collections'])} "
              "collection(s): " + ", ".join(f"{c['label']} ({c['driving_s'] / 60:.1f} min, {c['samples']} states)"

@@ -194,10 +194,42 @@ def transformed_training_data(data, dem_transform: dict | None):
     DomainRandomization dict`` (a disjoint random share Q domain-randomised from the exact DEMs instead) and
     ``"shadows": True, "randomization": DomainRandomization dict`` (G's DEMs also lose the cells the exact terrain
     hides from the lidar; the exact and randomised shares are not touched), or ``{"kind": "randomize", "config":
-    DomainRandomization dict, "seed": S}`` (the domain-randomisation baseline)."""
+    DomainRandomization dict, "seed": S}`` (the domain-randomisation baseline). Either kind may name ``"views": V``:
+    the states V times, each copy with its own draws (``_view``); the first copy is what V = 1 gives."""
     if not dem_transform:
         return data
     arrays = data.arrays()
+    views = int(dem_transform.get("views", 1))
+    if views == 1:
+        return _transformed_arrays(arrays, dem_transform)
+    import numpy as np
+
+    copies = [_transformed_arrays({k: v.copy() for k, v in arrays.items()}, _view(dem_transform, v)) for v in range(views)]
+    # the copies of a trajectory keep its id, so imitation's split puts all of them on one side
+    return {key: np.concatenate([c[key] for c in copies]) for key in copies[0]}
+
+
+def _view(dem_transform: dict, v: int) -> dict:
+    """The transform of copy ``v``: copy 0 is the transform itself; the others draw from seeds derived from the
+    transform's seed and ``v`` (the split, the randomisation, the borrowed masks) and from G's noise seed ``v``."""
+    if v == 0:
+        return dem_transform
+    import numpy as np
+
+    def derived(seed) -> int:
+        return int(np.random.SeedSequence([int(seed), 0x76696577, v]).generate_state(1, np.uint64)[0])
+
+    out = {**dem_transform, "gan_seed": v}
+    if "seed" in out:
+        out["seed"] = derived(out["seed"])
+    if out.get("real_masks"):
+        out["real_masks"] = {**out["real_masks"], "seed": derived(out["real_masks"]["seed"])}
+    return out
+
+
+def _transformed_arrays(arrays: dict, dem_transform: dict) -> dict:
+    """One copy of ``transformed_training_data``: ``arrays`` (``TrajectoryDataset.arrays()``) with its DEMs
+    transformed as ``dem_transform`` says (its ``views`` ignored)."""
     if dem_transform["kind"] == "gan":
         exact = arrays["dem"]
         if dem_transform.get("path"):
@@ -205,6 +237,7 @@ def transformed_training_data(data, dem_transform: dict | None):
 
             # every planned trajectory begins at its world's start, where a run's map begins
             arrays["dem"] = _transform(dem_transform["path"]).transform(exact, arrays["proprio"],
+                                                                        seed=dem_transform.get("gan_seed"),
                                                                         map_age=trajectory_ages(arrays["traj_id"]))
         if dem_transform.get("real_masks"):
             arrays["dem"] = _with_real_masks(arrays["dem"], exact, arrays, dem_transform["real_masks"])

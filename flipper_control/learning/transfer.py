@@ -114,8 +114,9 @@ class TransferSteps:
 
     def dem_transform(self, k: int, seed: int) -> dict | None:
         """What imitation of iteration ``k`` trains on (``tasks.transformed_training_data``)."""
+        views = {"views": self.c.dem_views} if self.c.dem_views > 1 else {}  # absent: one draw, as before the field
         if self.c.mode == "randomize":
-            return {"kind": "randomize", "config": self.c.randomization.to_dict(), "seed": seed}
+            return {"kind": "randomize", "config": self.c.randomization.to_dict(), "seed": seed} | views
         gan = self.gan_before(k)
         shares = {"exact_share": self.c.exact_share, "seed": seed} if self.c.exact_share > 0 else {}
         if self.c.randomize_share > 0:  # G_0 (the identity) too: iteration 1 mixes exact and randomised DEMs
@@ -125,8 +126,12 @@ class TransferSteps:
             shares |= {"shadows": True, "randomization": self.c.randomization.to_dict()}
         if self.c.real_masks is not None and self.c.mode == "gan":  # G_0 (the identity) borrows masks too
             return {"kind": "gan", "path": gan, "real_masks": {"config": self.c.real_masks.to_dict(),
-                                                               "datasets": self.real_datasets_before(k), "seed": seed}} | shares
-        return {"kind": "gan", "path": gan} | shares if gan or self.c.randomize_share > 0 or self.c.gan_shadows else None
+                                                               "datasets": self.real_datasets_before(k), "seed": seed}} \
+                | shares | views
+        if not (gan or self.c.randomize_share > 0 or self.c.gan_shadows):
+            return None  # exact DEMs: nothing to draw, one copy
+        # G_0 with shadows only draws nothing either: its copies would be equal
+        return {"kind": "gan", "path": gan} | shares | (views if gan or self.c.randomize_share > 0 else {})
 
     # ---------------------------------------------------------------- line 2 / 9: real trajectories
     def collection_due(self, k: int, iterations: int) -> bool:

@@ -68,6 +68,10 @@ class TransferConfig:
     # ground) to its estimate from the update's own unpaired sets, against the ground under the tracks
     # (flipper_control.learning.sensor_offset); False: ``gan.height_offset`` as given (default 0)
     estimate_height_offset: bool = False
+    # imitation trains on this many transformed copies of each planned state, each with its own draws (G's per-DEM
+    # noise, the randomisation, the split into exact / randomised / G's shares, the borrowed masks): a policy that
+    # saw one draw per state may learn that draw's holes; samples_per_epoch keeps the training cost flat. 1: one draw
+    dem_views: int = 1
 
     def __post_init__(self) -> None:
         sections = {"gan": GanTrainConfig.from_dict, "randomization": DomainRandomization.from_dict,
@@ -118,6 +122,12 @@ class TransferConfig:
             problems.append(f"estimate_height_offset needs mode gan (the only mode that trains a GAN), got mode {self.mode!r}")
         elif self.estimate_height_offset and self.gan.height_offset != 0:
             problems.append(f"estimate_height_offset replaces gan.height_offset ({self.gan.height_offset}): set one of them")
+        dv = self.dem_views
+        if not (isinstance(dv, int) and not isinstance(dv, bool) and 1 <= dv <= 8):
+            problems.append(f"dem_views must be an integer in [1, 8], got {dv!r}")
+        elif dv > 1 and self.mode == "identity" and self.randomize_share == 0:
+            problems.append(f"dem_views {dv} needs a transform that draws (mode gan or randomize, or identity with "
+                            "randomize_share > 0): mode identity alone would train on identical copies")
         pw = self.paired_worlds
         if not (isinstance(pw, int) and not isinstance(pw, bool) and (pw == 0 or pw >= 2)):
             problems.append(f"paired_worlds must be 0 (off) or an integer >= 2 (one world shows one kind of terrain), "
