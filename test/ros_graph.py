@@ -28,7 +28,9 @@ API::
 ``python -m module --ros-args -r __node:=name --params-file FILE`` process (params written as YAML keyed
 by the node name under ``ros__parameters``), ``start_process(argv, name)``, ``run_probe(code, timeout)``,
 ``collect(topic, type_name, count, timeout, qos="auto")`` (a background probe that subscribes raw and
-returns the CDR bytes of the first ``count`` messages, or what came before ``timeout``), ``close()``.
+returns the CDR bytes of the first ``count`` messages, or what came before ``timeout``), ``diagnostics(name,
+messages=4)`` (the key-values of the newest /diagnostics status of node ``name`` among the next ``messages``),
+``close()``.
 ``NodeProcess``: ``wait(timeout)``, ``stop(timeout)`` (SIGINT, then SIGKILL), ``alive``, ``returncode``,
 ``log()``, ``wait_for_log(text, timeout)``.
 
@@ -273,6 +275,19 @@ class RosGraph:
                                    str(out)], "collector")
         proc.wait_for_log("collector ready", 30.0)
         return Collector(proc, out)
+
+    def diagnostics(self, name: str, messages: int = 4) -> dict[str, str]:
+        """The key-values of the newest /diagnostics status named ``name`` (e.g. "/dem_node") among the next
+        ``messages`` DiagnosticArrays (every node of the graph publishes there); ``AssertionError`` when none is."""
+        from perception.messages import deserialize_lenient
+
+        raw = self.collect("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", messages, 10).result(20)
+        assert raw, "no /diagnostics from the nodes"
+        for data in reversed(raw):
+            status = [s for s in deserialize_lenient(data, "diagnostic_msgs/msg/DiagnosticArray").status if s.name == name]
+            if status:
+                return {kv.key: kv.value for kv in status[0].values}
+        raise AssertionError(f"no /diagnostics status named {name} in {len(raw)} message(s)")
 
     def close(self) -> None:
         """Stop every process (SIGINT, then SIGKILL of its group) and the namespace holder."""

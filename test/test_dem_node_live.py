@@ -33,14 +33,6 @@ def proxy_bag(tmp_path_factory):
     return bag, offline
 
 
-def _diagnostics(graph, name="/dem_node") -> dict[str, str]:
-    raw = graph.collect("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", 1, 10).result(20)
-    assert raw, "no /diagnostics from the node"
-    status = [s for s in deserialize_lenient(raw[-1], "diagnostic_msgs/msg/DiagnosticArray").status if s.name == name]
-    assert status, f"no status named {name}"
-    return {kv.key: kv.value for kv in status[0].values}
-
-
 def test_bag_played_5x_faster_gives_the_gridmaps_of_offline_replay(ros_graph, proxy_bag):  # noqa: F811
     bag, offline = proxy_bag
     dem = ros_graph.start_node("perception.dem_node", "dem_node", params={"cloud_queue": 40, "points_reliable": True})
@@ -51,7 +43,7 @@ def test_bag_played_5x_faster_gives_the_gridmaps_of_offline_replay(ros_graph, pr
     raw = sink.result(60)
     assert player.wait(30) == 0, player.log()
     assert "played" in player.log()
-    values = _diagnostics(ros_graph)
+    values = ros_graph.diagnostics("/dem_node", messages=1)
     assert values["clouds"] == values["maps published"] == str(len(offline)), \
         f"lost on the way: {values}\n{dem.log()}"
     assert len(raw) == len(offline), f"{len(raw)} of {len(offline)} GridMaps; dem_node log:\n{dem.log()}"
@@ -97,7 +89,7 @@ def test_bad_clouds_are_logged_and_survived(ros_graph):  # noqa: F811
     dem.wait_for_log("/points", 10)  # the adapter's throttled warning for the undecodable message
     log = dem.log()
     assert "dropped a message on /points" in log, log
-    values = _diagnostics(ros_graph)
+    values = ros_graph.diagnostics("/dem_node", messages=1)
     assert int(values["count: /points: undecodable"]) >= 1, values
     assert int(values["skipped: malformed cloud"]) >= 1, values  # the cloud without z
     assert "malformed cloud" in dem.log() and "'z'" in dem.log(), dem.log()

@@ -172,17 +172,6 @@ def test_malformed_gridmaps_are_dropped_and_the_nodes_go_on(ros_graph, tmp_path)
     assert "does not deserialise" in log or "no valid CDR header" in log or "size" in log, log[-2000:]
 
 
-def _diagnostics(graph, name: str) -> dict[str, str]:
-    """The key-values of the last /diagnostics status named ``name`` (every node of the graph publishes there)."""
-    raw = graph.collect("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", 4, 10).result(20)
-    assert raw, "no /diagnostics from the nodes"
-    for data in reversed(raw):
-        status = [s for s in deserialize_lenient(data, "diagnostic_msgs/msg/DiagnosticArray").status if s.name == name]
-        if status:
-            return {kv.key: kv.value for kv in status[0].values}
-    raise AssertionError(f"no /diagnostics status named {name}")
-
-
 @pytest.mark.ros
 def test_replay_equivalence_dem_node_and_policy_node_match_flipper_replay(ros_graph, tmp_path):  # noqa: F811
     bag = tmp_path / "bag"
@@ -215,7 +204,7 @@ def test_replay_equivalence_dem_node_and_policy_node_match_flipper_replay(ros_gr
     live = _commands(sink.result(120))
     assert player.wait(30) == 0
     for _ in range(5):  # the last readings after the last map may still be queued on a loaded machine
-        diagnostics = _diagnostics(ros_graph, "/policy_node")
+        diagnostics = ros_graph.diagnostics("/policy_node")
         received = {t: int(diagnostics.get(f"{k} readings", 0)) for t, k in (("/imu/data", "imu"),
                                                                              ("/joint_states", "joint_states"))}
         if received == sent:
