@@ -305,7 +305,7 @@ class NanAwarePolicy(nn.Module):
         With ``prior`` "heuristic" the action is the rule's on these heights and mask plus the network's residual."""
         c = self.config
         features = self.act(self.conv_values(values) * self.conv_mask(mask)).flatten(1)
-        inputs_1d = proprio
+        inputs_1d, rule = proprio, None
         if c.rule_features:
             with torch.no_grad():  # maxima and minima over the measured cells: no gradient needed through the mask
                 rule = self.rule.features((values * c.dem_scale).squeeze(1), mask.squeeze(1) > 0.5)
@@ -318,7 +318,7 @@ class NanAwarePolicy(nn.Module):
                                   for j, head in enumerate((self.head, *self.member_heads))]).mean(0)
         if self._residual:
             with torch.no_grad():  # piecewise constant in the heights: nothing to learn through it
-                base = self.rule((values * c.dem_scale).squeeze(1), mask.squeeze(1) > 0.5, proprio[:, 0])
+                base = self.rule((values * c.dem_scale).squeeze(1), mask.squeeze(1) > 0.5, proprio[:, 0], features=rule)
             action = base + action
         # the clamp removes float rounding at saturation, and keeps a prior plus its residual inside the joint range
         return action.clamp(c.flipper_lower, c.flipper_upper)

@@ -82,12 +82,15 @@ class HeuristicPrior(torch.nn.Module):
         zero = torch.zeros((), dtype=heights.dtype, device=heights.device)
         return torch.stack((torch.where(valid, top - ground, zero), torch.where(valid, ground - bottom, zero)), dim=1)
 
-    def forward(self, heights: torch.Tensor, measured: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+    def forward(self, heights: torch.Tensor, measured: torch.Tensor, pitch: torch.Tensor,
+                features: torch.Tensor | None = None) -> torch.Tensor:
+        """The rule's action; ``features``: this batch's ``features`` where the caller has them already (a policy with
+        both the prior and ``rule_features``), so that they are not computed twice."""
         if _single_decision(heights):
             action = self._single.act_on(_as_dem(heights, measured), float(pitch[0]))
             return torch.from_numpy(action).to(heights.dtype).unsqueeze(0)
         c = self.config
-        rise, drop = self.features(heights, measured).unbind(1)
+        rise, drop = (self.features(heights, measured) if features is None else features).unbind(1)
 
         def const(value: float) -> torch.Tensor:
             return torch.full_like(pitch, value)

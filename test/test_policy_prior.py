@@ -140,6 +140,36 @@ def test_rule_features_reach_the_dense_layers_and_nothing_else_of_the_dem_does_w
     assert (a - c).abs().max() > 1e-3
 
 
+def test_prior_with_rule_features_computes_the_features_once_and_acts_as_with_fresh_ones(observations, monkeypatch):
+    """With both the prior and ``rule_features`` a batch's forward pass computes the rule's rise and drop once (the
+    dense layers' input and the prior's base action share them), and the action is what the prior computes from
+    scratch plus the residual."""
+    torch.manual_seed(3)
+    config = PolicyConfig(prior="heuristic", rule_features=True, hidden=(16,), conv_channels=4)
+    policy = NanAwarePolicy(config).eval()  # safe: nn.Module.eval()
+    obs, (dems, *_), _ = observations
+    dem = torch.from_numpy(dems[:8]).float()
+    proprio = torch.tensor(np.stack([o.proprio() for o in obs[:8]]), dtype=torch.float32)
+    calls = []
+    original = HeuristicPrior.features
+    monkeypatch.setattr(HeuristicPrior, "features", lambda self, *a: calls.append(1) or original(self, *a))
+    with torch.no_grad():
+        action = policy(dem, proprio)
+    assert len(calls) == 1
+    c = policy.config
+    with torch.no_grad():  # the same action from scratch: the rule's own features for the prior and the dense input
+        values, mask = policy.split_dem(dem, proprio)
+        heights, measured = (values * c.dem_scale).squeeze(1), mask.squeeze(1) > 0.5
+        base = policy.rule(heights, measured, proprio[:, 0])
+        rule = policy.rule.features(heights, measured)
+        features = policy.act(policy.conv_values(values) * policy.conv_mask(mask)).flatten(1)
+        inputs_1d = torch.cat((proprio, rule.clamp(-c.dem_clip, c.dem_clip) / c.dem_scale), dim=1)
+        residual = policy._joints(policy.head(torch.cat((features, inputs_1d), dim=1)))
+    assert len(calls) == 3
+    assert residual.abs().max() > 1e-3  # a residual that matters: the comparison below can tell
+    torch.testing.assert_close(action, (base + residual).clamp(c.flipper_lower, c.flipper_upper))
+
+
 def test_flipper_cup_refuses_a_policy_with_the_rule():
     for extra in ({"prior": "heuristic"}, {"rule_features": True}):
         config = PolicyActorConfig(policy=PolicyConfig(**extra).to_dict())
