@@ -342,6 +342,9 @@ def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviou
     assert ADDED_FIELDS["imitation.policy.rule_features"] is PolicyConfig().rule_features is False
     assert config_differences({"imitation": {"policy": {}}}, {"imitation": {"policy": {"rule_features": True}}}) == [
         "imitation.policy.rule_features: false vs true"]
+    assert ADDED_FIELDS["imitation.keyframe_weight"] == ImitationConfig().keyframe_weight == 0.0
+    assert config_differences({"imitation": {}}, {"imitation": {"keyframe_weight": 20.0}}) == [
+        "imitation.keyframe_weight: 0.0 vs 20.0"]
 
 
 @pytest.mark.slow

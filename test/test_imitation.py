@@ -13,6 +13,7 @@ from flipper_control.checkpoint import load_policy, save_policy
 from flipper_control.learning.imitation import (
     MIRROR_FLIPPERS,
     evaluate_mse,
+    keyframe_weights,
     mirror_arrays,
     split_by_trajectory,
     train_candidates,
@@ -205,6 +206,39 @@ def test_l1_loss_keeps_the_posture_most_labels_hold_where_mse_averages():
     assert rear["huber"] < 0.7 * pressed + 0.3 * level - 0.015, rear  # past the mean, towards the median
 
 
+def test_keyframe_weight_counts_the_samples_that_change_posture_more():
+    """Samples that hold their posture (targets equal to the state's angles) and, on the same kind of states, 30 %
+    that press the rear flippers to -0.2 rad from level: the plain loss learns the mean of the rear targets, the
+    keyframe-weighted one the mean weighted by 1 + k x the gap (0.1 rad over four flippers for the pressed ones)."""
+    rng = np.random.default_rng(0)
+    data = _synthetic(n_traj=20, length=50)
+    data["proprio"][:, 4:] = 0.0  # the rear flippers level in every state
+    data["action"][:, :2] = data["proprio"][:, 2:4]  # the front held where it is: no gap there
+    pressed = rng.random(len(data["action"])) < 0.3
+    data["action"][:, 2:] = np.where(pressed, -0.2, 0.0)[:, None]
+    rear = {}
+    for k in (0.0, 20.0):
+        config = ImitationConfig(epochs=40, batch_size=128, lr=3e-3, keyframe_weight=k, policy=MEDIUM)
+        policy, report = train_policy(data, config, seed=0)
+        assert report.config["keyframe_weight"] == k
+        with torch.no_grad():
+            out = policy(torch.from_numpy(data["dem"]), torch.from_numpy(data["proprio"])).numpy()
+        rear[k] = float(np.median(out[:, 2:]))
+    w = 1.0 + 20.0 * 0.1  # the pressed samples' weight
+    assert rear[0.0] == pytest.approx(0.3 * -0.2, abs=0.02), rear
+    assert rear[20.0] == pytest.approx(0.3 * w * -0.2 / (0.7 + 0.3 * w), abs=0.02), rear
+
+
+def test_keyframe_weights_are_one_plus_k_times_the_mean_gap_and_mirror_invariant():
+    data = _synthetic(n_traj=2, length=20)
+    proprio, action = torch.from_numpy(data["proprio"]), torch.from_numpy(data["action"])
+    weight = keyframe_weights(proprio, action, 5.0)
+    expected = 1.0 + 5.0 * np.abs(data["action"] - data["proprio"][:, 2:]).mean(axis=1)
+    np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-6)
+    _, m_proprio, m_action = mirror_arrays(data["dem"], data["proprio"], data["action"])
+    torch.testing.assert_close(keyframe_weights(torch.from_numpy(m_proprio), torch.from_numpy(m_action), 5.0), weight)
+
+
 def test_gradient_clipping_bounds_every_step():
     """A spy on every optimiser step measures the global gradient norm the optimiser actually uses."""
     data = _synthetic(n_traj=4, length=40)
@@ -332,6 +366,9 @@ def test_config_round_trip_and_validation():
         ({"loss": "huber", "huber_delta": 0}, "huber_delta must be a positive number of radians"),
         ({"flipper_noise": 5.0}, "flipper_noise must be a std in radians"),
         ({"mirror": False, "flipper_noise": 0.2, "policy": {"n_proprio": 2}}, "flipper_noise needs policy.n_proprio == 6"),
+        ({"keyframe_weight": -1.0}, "keyframe_weight must be a number between 0 and 1000"),
+        ({"keyframe_weight": float("nan")}, "keyframe_weight must be a number between 0 and 1000"),
+        ({"mirror": False, "keyframe_weight": 5.0, "policy": {"n_proprio": 2}}, "keyframe_weight needs policy.n_proprio == 6"),
         ({"policy": {"members": 2}}, "policy.members must be 1, got 2: an ensemble averages policies trained one by one"),
     ]:
         with pytest.raises(ValueError, match=message):

@@ -36,6 +36,15 @@ does not help (-0.12 +- 0.18 on the reality proxy's test worlds): on the flight 
 its median is level too, and the policies copy their own rear angle besides (docs/sim2real_experiments.md, "The
 labels on the flight"). ``mse`` stays the default.
 
+Keyframes (``keyframe_weight``): the copy above has a second side. In a plan a posture is held for several control
+steps, so most samples' targets equal the angles the flippers already have, and the few where the plan changes
+posture (the keyframes, where the terrain decides) weigh little in a mean over all samples; a network that copies
+its angles is wrong only there. Keyframe-focused imitation (Wen et al., "Keyframe-Focused Visual Imitation
+Learning", ICML 2021) counters the copycat by upweighting the samples whose action the history does not predict.
+Here the history is the state's flipper angles, so a sample's loss counts 1 + ``keyframe_weight`` x the mean gap
+between its targets and those angles (radians), normalised by the batch's total weight; the inputs, the labels
+and every random draw stay as they are (0, the default, is the unweighted loss, bit for bit).
+
 Determinism: every random choice (weight initialisation, split, batch order, which samples are
 mirrored, the flipper-angle noise) comes from generators seeded by the caller's seed (the split from ``split_seed``, see
 ``ImitationConfig``), so a rerun gives bit-identical weights. That holds for a fixed thread count;
@@ -69,6 +78,7 @@ __all__ = [
     "train_policy",
     "train_candidates",
     "evaluate_mse",
+    "keyframe_weights",
     "stderr_progress",
     "MIRROR_FLIPPERS",
 ]
@@ -148,13 +158,29 @@ def evaluate_mse(policy: NanAwarePolicy, dem: np.ndarray | torch.Tensor, proprio
     return (total / max(1, len(action))).numpy()
 
 
-def _regression_loss(output: torch.Tensor, label: torch.Tensor, config: ImitationConfig) -> torch.Tensor:
-    """The training loss of ``config.loss`` over a batch (module docstring, "The loss")."""
+def _regression_loss(output: torch.Tensor, label: torch.Tensor, config: ImitationConfig,
+                     weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The training loss of ``config.loss`` over a batch (module docstring, "The loss"); with ``weight`` (B,) the
+    weighted mean of the samples' losses (each the mean over the targets), "Keyframes"."""
+    functional = torch.nn.functional
+    reduction = "mean" if weight is None else "none"
     if config.loss == "l1":
-        return torch.nn.functional.l1_loss(output, label)
-    if config.loss == "huber":
-        return torch.nn.functional.huber_loss(output, label, delta=config.huber_delta)
-    return torch.nn.functional.mse_loss(output, label)
+        loss = functional.l1_loss(output, label, reduction=reduction)
+    elif config.loss == "huber":
+        loss = functional.huber_loss(output, label, delta=config.huber_delta, reduction=reduction)
+    else:
+        loss = functional.mse_loss(output, label, reduction=reduction)
+    if weight is None:
+        return loss
+    return (loss.mean(dim=1) * weight).sum() / weight.sum()
+
+
+def keyframe_weights(proprio: torch.Tensor, action: torch.Tensor, keyframe_weight: float) -> torch.Tensor:
+    """Each sample's weight in the loss: 1 + ``keyframe_weight`` x the mean |target - flipper angle| over the four
+    flippers (radians; the state's angles are ``proprio[:, N_BODY:]``). The same for a sample and its mirror image,
+    which swaps left and right in both."""
+    gap = (action.double() - proprio[:, N_BODY:].double()).abs().mean(dim=1)
+    return (1.0 + keyframe_weight * gap).to(torch.float32)
 
 
 @dataclass
@@ -211,6 +237,8 @@ def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int, progress: 
     if config.mirror:
         # mirrored copies of the whole training set, made once; each batch picks per sample which one to use
         m_dem, m_proprio, m_action = (torch.from_numpy(a) for a in mirror_arrays(dem.numpy(), proprio.numpy(), action.numpy()))
+    # computed from the clean angles: the flipper noise perturbs the input, not which samples are keyframes
+    weight = keyframe_weights(proprio, action, config.keyframe_weight) if config.keyframe_weight > 0 else None
     n_train = len(tr)
     n_epoch = n_train if config.samples_per_epoch is None else min(n_train, config.samples_per_epoch)
     te = torch.from_numpy(p.test_idx)
@@ -237,7 +265,7 @@ def _train_prepared(p: _Prepared, config: ImitationConfig, seed: int, progress: 
             if config.flipper_noise > 0:
                 noise = torch.randn(len(idx), pb.shape[1] - N_BODY, generator=gen, dtype=pb.dtype) * config.flipper_noise
                 pb = torch.cat([pb[:, :N_BODY], pb[:, N_BODY:] + noise], dim=1)
-            loss = _regression_loss(policy(xb, pb), yb, config)
+            loss = _regression_loss(policy(xb, pb), yb, config, None if weight is None else weight[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))

@@ -54,6 +54,10 @@ class ImitationConfig:
     # (flipper_control.learning.imitation, "The loss").
     loss: str = "mse"
     huber_delta: float = 0.05
+    # Keyframe weighting (0 = off): each training sample's loss counts 1 + keyframe_weight x the mean gap (rad)
+    # between its four flipper targets and the flipper angles of its state, so that the rare samples where a plan
+    # changes posture are not outvoted by the many that hold one (flipper_control.learning.imitation, "Keyframes").
+    keyframe_weight: float = 0.0
     log_every: int = 10  # epochs between progress lines
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
@@ -85,6 +89,9 @@ class ImitationConfig:
             problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not (is_number(self.huber_delta) and math.isfinite(self.huber_delta) and self.huber_delta > 0):
             problems.append(f"huber_delta must be a positive number of radians, got {self.huber_delta!r}")
+        if not (is_number(self.keyframe_weight) and math.isfinite(self.keyframe_weight) and 0 <= self.keyframe_weight <= 1000):
+            problems.append("keyframe_weight must be a number between 0 and 1000 (per radian of gap), "
+                            f"got {self.keyframe_weight!r}")
         if not isinstance(self.policy, PolicyConfig):
             problems.append(f"policy must be a PolicyConfig or a mapping of its fields, got {type(self.policy).__name__}")
         else:
@@ -94,6 +101,9 @@ class ImitationConfig:
                 problems.append("mirror needs policy.n_proprio == 6 (pitch, roll, 4 flippers) and policy.n_out == 4")
             if is_number(self.flipper_noise) and self.flipper_noise > 0 and not four_flippers:
                 problems.append("flipper_noise needs policy.n_proprio == 6 (pitch, roll, 4 flippers)")
+            if is_number(self.keyframe_weight) and self.keyframe_weight > 0 and not (
+                    four_flippers and self.policy.n_out == len(FLIPPER_NAMES)):
+                problems.append("keyframe_weight needs policy.n_proprio == 6 (pitch, roll, 4 flippers) and policy.n_out == 4")
             if self.policy.members != 1:  # trained together, the members would be one wider network, not an ensemble
                 problems.append(f"policy.members must be 1, got {self.policy.members}: an ensemble averages policies "
                                 "trained one by one (the loop's ensemble: true, flipper train-policy --ensemble)")
