@@ -195,6 +195,7 @@ _OUT_FILES = {
     "record": lambda out: [Path(out) / "metadata.yaml"],
     "replay": lambda out: [Path(out) / "metadata.yaml"],
     "compare": lambda out: [out],
+    "retrain": lambda out: [Path(out) / "retrain.json", Path(out) / "scores.json"],
 }
 
 

@@ -1,4 +1,4 @@
-"""The learning commands of ``flipper``: plan, train-policy, loop and demo.
+"""The learning commands of ``flipper``: plan, train-policy, loop, demo and retrain.
 
 Every command that produces figures can write them as JSON (``--json PATH``), atomically, with the seed
 recorded. Long work shows progress through ``flipper_control.progress``.
@@ -7,6 +7,7 @@ recorded. Long work shows progress through ``flipper_control.progress``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from flipper_control.cli.common import (
     err,
     max_delay,
     max_delay_kwargs,
+    reality_config,
     save_json,
     save_output,
     seconds,
@@ -215,6 +217,89 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ retrain
+def _run_reality(run: Path) -> dict | None:
+    """The reality proxy a run scored on: its config's ``transfer.reality`` (None: today's defaults)."""
+    import json
+
+    try:
+        config = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # an older run without its config: today's proxy
+    return (config.get("transfer") or {}).get("reality")
+
+
+def cmd_retrain(args) -> int:
+    import yaml
+
+    from flipper_control.learning.evaluation import WorldEvaluation
+    from flipper_control.learning.executors import make_executor
+    from flipper_control.learning.retrain import paired_summary, recorded_candidates, retrain_tasks, score_tasks
+    from flipper_control.learning.tasks import eval_task, train_task
+    from sim.io_utils import write_json_atomic
+    from sim.world_sets import resolve_worlds
+
+    try:
+        change = yaml.safe_load(args.change)
+    except yaml.YAMLError as e:
+        raise ValueError(f"--change {args.change!r} is not a YAML mapping: {e}") from e
+    candidates = [c for run in args.run for c in recorded_candidates(run, args.iteration)]
+    out = Path(args.out)
+    tasks = retrain_tasks(candidates, change, out)  # a bad change stops here, before any work
+    worlds = resolve_worlds(args.worlds)
+    seeds = list(range(args.seed, args.seed + args.runs))
+    override = reality_config(args)
+    realities = {c.run: (override.to_dict() if override is not None else _run_reality(c.run)) for c in candidates}
+    err(f"retraining {len(tasks)} candidates of {len(args.run)} run(s) with {change}; scoring on {len(worlds)} worlds "
+        f"({args.reality}, {args.runs} runs from seed {args.seed}); output in {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    cache_path = out / "scores.json"
+    try:
+        cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    except ValueError:
+        cache = {}  # half-written by an interrupted study: score again
+    checkpoints = [(str(c.checkpoint), c) for c in candidates] + [(t["out"], c) for t, c in zip(tasks, candidates, strict=True)]
+
+    def key(path: str, c) -> str:
+        return json.dumps([path, args.reality, realities[c.run], seeds, [w.name for w in worlds]], sort_keys=True)
+
+    with make_executor(args.executor or "process", args.workers) as ex:
+        with Step("retraining", len(tasks), "candidate") as step:
+            ex.map(train_task, tasks, progress=step)
+            step.finish(f"{len(tasks)} candidates retrained")
+        pending = [(path, c) for path, c in checkpoints if key(path, c) not in cache]
+        work = [t for path, c in pending for t in score_tasks(path, c, worlds, seeds, args.reality, realities[c.run])]
+        with Step("scoring", len(work), "world") as step:
+            results = ex.map(eval_task, work, progress=step) if work else []
+            step.finish(f"{len(work)} world evaluations of {args.runs} runs")
+    for i, (path, c) in enumerate(pending):
+        part = results[i * len(worlds):(i + 1) * len(worlds)]
+        cache[key(path, c)] = {w.name: WorldEvaluation(w.name, r["runs"]).score for w, r in zip(worlds, part, strict=True)}
+    write_json_atomic(cache_path, cache)
+    scores = [cache[key(path, c)] for path, c in checkpoints]
+    summary = paired_summary(candidates, scores[:len(candidates)], scores[len(candidates):])
+    summary |= {"change": change, "reality": args.reality, "runs": args.runs, "seed": args.seed,
+                "retrained": [t["out"] for t in tasks]}
+    print(_retrain_table(summary))
+    write_json_atomic(out / "retrain.json", summary)
+    return save_json(args.json, summary)
+
+
+def _retrain_table(summary: dict) -> str:
+    """The comparison as Markdown: a row per candidate, the means and the paired difference, then each world."""
+    lines = ["| candidate | kept | recorded | retrained | difference |", "|---|:---:|---:|---:|---:|"]
+    lines += [f"| {r['candidate']} | {'yes' if r['kept'] else ''} | {r['recorded']:.2f} | {r['retrained']:.2f} | "
+              f"{r['difference']:+.2f} |" for r in summary["candidates"]]
+    se = summary["difference_se"]
+    lines.append(f"| **mean of {summary['n']}** | | {summary['recorded_mean']:.2f} | {summary['retrained_mean']:.2f} | "
+                 f"{summary['difference_mean']:+.2f}" + (f" +- {se:.2f}" if se is not None else "") + " |")
+    level = summary["n"] - summary["ahead"] - summary["behind"]
+    lines += ["", f"ahead {summary['ahead']}, behind {summary['behind']}, level {level}",
+              "", "| world | recorded | retrained |", "|---|---:|---:|"]
+    lines += [f"| {w} | {v['recorded']:.2f} | {v['retrained']:.2f} |" for w, v in summary["worlds"].items()]
+    return "\n".join(lines)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the learning commands to the ``flipper`` parser."""
     p = sub.add_parser("plan", help="plan guiding trajectories with the RRT (optionally guided by a policy)")
@@ -258,6 +343,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_executor_args(lp)
     add_reality_config_arg(lp, loop=True)
     lp.set_defaults(func=cmd_loop)
+
+    r = sub.add_parser("retrain", help="train a finished loop iteration's candidates again with one imitation change "
+                       "(the history held fixed) and score both, paired by candidate")
+    r.add_argument("run", nargs="+", help="finished `flipper loop --out` folders")
+    r.add_argument("--change", required=True, metavar="YAML",
+                   help="ImitationConfig fields to change, a YAML mapping: '{keyframe_weight: 20}', '{policy: {hidden: [256]}}'")
+    r.add_argument("--out", required=True, help="folder of the retrained checkpoints and the comparison (resumable)")
+    r.add_argument("--iteration", type=count, help="the iteration whose candidates are retrained (default: each run's last)")
+    r.add_argument("--worlds", nargs="+", default=["test"], help="test, proxy, world names or YAML files (default: test)")
+    r.add_argument("--reality", choices=["proxy", "sim"], default="proxy",
+                   help="proxy (default): the reality proxy, as the loop's proxy scoring; sim: the simulator, through "
+                        "each candidate's own G where it trained on one, as Table I")
+    r.add_argument("--runs", type=count, default=5)
+    r.add_argument("--seed", type=seed, default=0, help="noise seed of the first run (the loop's proxy scoring: 0)")
+    add_reality_config_arg(r)
+    r.add_argument("--json", help="write the comparison here")
+    add_executor_args(r)
+    r.set_defaults(func=cmd_retrain)
 
     d = sub.add_parser("demo", help=DEMO_NOTE + " (what `make demo` runs)")
     d.add_argument("--out", default="demo_out")

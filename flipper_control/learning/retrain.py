@@ -1,0 +1,206 @@
+"""Retraining a finished loop iteration's candidates with one imitation change, the history held fixed.
+
+A change to imitation measured over whole loops drowns in the seeds' spread: every iteration's plans follow the last
+policy and every G learns from its runs, so two loops part ways from the first change on. This study holds the
+history fixed instead (docs/sim2real_experiments.md, "Retraining the last iteration"): each candidate of iteration K
+is trained again on its own aggregated dataset, with its own DEM transform (the G and the randomisation of its
+iteration) and training seed, and only the change applied; then the recorded and the retrained candidates are scored
+on the same worlds with the same noise seeds, by default the loop's own proxy scoring (the reality proxy's test
+worlds, 5 runs, seeds 0-4), and compared candidate by candidate. Retraining with no change gives the recorded
+weights back bit for bit (a fixed thread count; ``flipper_control.learning.imitation``), so the pairs differ by the
+change alone.
+
+``recorded_candidates`` reads what a run recorded (and refuses a run whose dataset changed since),
+``changed_imitation`` merges and checks the change, ``retrain_tasks`` and ``score_tasks`` are the work for an
+executor (``tasks.train_task``, ``tasks.eval_task``), ``paired_summary`` the comparison. ``flipper retrain`` wires
+them (``flipper_control.cli.learning``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Recorded", "recorded_candidates", "changed_imitation", "retrain_tasks", "score_tasks", "paired_summary"]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One candidate a loop trained: where its checkpoint and training data are, and how it was trained."""
+
+    run: Path
+    iteration: int
+    seed: int
+    checkpoint: Path  # without suffix
+    dataset: Path
+    imitation: dict  # the ImitationConfig mapping it was trained with
+    dem_transform: dict | None
+    metadata: dict  # the sidecar's metadata, less the train report and the transform
+    kept: bool  # the iteration's policy (the selection kept it)
+
+    @property
+    def label(self) -> str:
+        return f"{self.run.name} iter {self.iteration} seed {self.seed}"
+
+
+def _iterations(run: Path) -> list[int]:
+    found = []
+    for d in run.glob("iter_*"):
+        suffix = d.name[len("iter_"):]
+        if suffix.isdigit() and any((d / "candidates").glob("seed_*.json")):
+            found.append(int(suffix))
+    return sorted(found)
+
+
+def _relocated(path: str, run: Path, what: str) -> str:
+    """``path`` as recorded, or, where the run was moved since, the same file under ``run`` (the loop records its
+    own files by paths under its folder: ``iter_3/gan``, ``real_0/dataset.safetensors``)."""
+    recorded = Path(path)
+    candidates = [recorded, recorded.with_suffix(".json"), recorded.with_suffix(".safetensors")]
+    if any(p.is_file() for p in candidates):
+        return path
+    moved = run / recorded.parent.name / recorded.name
+    if any(p.is_file() for p in (moved, moved.with_suffix(".json"), moved.with_suffix(".safetensors"))):
+        return str(moved)
+    raise ValueError(f"{run}: {what} {path} is gone, and {moved} is not there either")
+
+
+def _transform_here(dem_transform: dict | None, run: Path) -> dict | None:
+    if not dem_transform:
+        return dem_transform
+    out = copy.deepcopy(dem_transform)
+    if out.get("path"):
+        out["path"] = _relocated(out["path"], run, "the candidate's CycleGAN")
+    masks = out.get("real_masks")
+    if masks and masks.get("datasets"):
+        masks["datasets"] = [_relocated(p, run, "a real dataset of its borrowed masks") for p in masks["datasets"]]
+    return out
+
+
+def recorded_candidates(run: str | Path, iteration: int | None = None) -> list[Recorded]:
+    """The candidates of ``run``'s iteration ``iteration`` (None: its last iteration with candidates), in seed order.
+
+    Raises ValueError naming the run when it has no such iteration, when a sidecar is unreadable or lacks what the
+    loop records, or when the iteration's dataset is not the one the candidates were trained on (its sha256)."""
+    from planning.dataset import DatasetError, TrajectoryDataset
+
+    run = Path(run)
+    if not run.is_dir():
+        raise ValueError(f"{run}: not a folder (a finished `flipper loop --out` folder was expected)")
+    found = _iterations(run)
+    if not found:
+        raise ValueError(f"{run}: no iteration with candidates (iter_K/candidates/seed_*.json): not a loop's folder, "
+                         "or its first iteration has not trained yet")
+    k = found[-1] if iteration is None else iteration
+    if k not in found:
+        raise ValueError(f"{run}: iteration {k} has no candidates; iterations with candidates: "
+                         f"{', '.join(map(str, found))}")
+    it = run / f"iter_{k}"
+    dataset = it / "dataset.safetensors"
+    try:
+        data_hash = TrajectoryDataset.load(dataset).sha256()
+    except (DatasetError, OSError) as e:
+        raise ValueError(f"{run}: iteration {k}'s training data {dataset} cannot be read: {e}") from e
+    kept_sha = _sidecar(it / "policy.json").get("weights_sha256") if (it / "policy.json").is_file() else None
+    out = []
+    for sidecar in sorted((it / "candidates").glob("seed_*.json")):
+        side = _sidecar(sidecar)
+        meta = side.get("metadata") or {}
+        try:
+            report_config = meta["train_report"]["config"]
+            seed = int(meta["seed"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{sidecar}: not a loop candidate's sidecar (no metadata.seed or train_report.config)") from e
+        if meta.get("data_sha256") != data_hash:
+            raise ValueError(f"{sidecar}: trained on data with sha256 {meta.get('data_sha256')}, but {dataset} now has "
+                             f"{data_hash}: the dataset changed since, so the candidate cannot be trained again")
+        rest = {key: v for key, v in meta.items() if key not in ("train_report", "dem_transform", "seed")}
+        out.append(Recorded(run, k, seed, sidecar.with_suffix(""), dataset, dict(report_config),
+                            _transform_here(meta.get("dem_transform"), run), rest,
+                            kept=kept_sha is not None and side.get("weights_sha256") == kept_sha))
+    return sorted(out, key=lambda r: r.seed)
+
+
+def _sidecar(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable checkpoint sidecar: {e}") from e
+
+
+def _merged(base: dict, change: Mapping) -> dict:
+    out = dict(base)
+    for key, value in change.items():
+        out[key] = _merged(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def changed_imitation(recorded: dict, change: Mapping[str, Any]) -> dict:
+    """``recorded`` (an ImitationConfig mapping) with ``change`` merged in (nested: ``{policy: {hidden: [256]}}``
+    changes one field of the policy), checked as an ``ImitationConfig``; a change that changes nothing is refused."""
+    from flipper_control.learning.imitation_config import ImitationConfig
+
+    if not isinstance(change, Mapping) or not change:
+        raise ValueError(f"the change must be a non-empty mapping of ImitationConfig fields, got {change!r}")
+    merged = ImitationConfig.from_dict(_merged(recorded, change)).to_dict()
+    if merged == ImitationConfig.from_dict(recorded).to_dict():
+        raise ValueError(f"the change {dict(change)} leaves the recorded imitation settings as they are")
+    return merged
+
+
+def retrain_tasks(candidates: Sequence[Recorded], change: Mapping[str, Any], out: Path) -> list[dict]:
+    """``tasks.train_task`` work: each candidate trained again with ``change``, to ``out/<run>/iter_K/seed_S`` (a
+    complete checkpoint there with the same seed, data and transform is kept: a resumed study trains nothing twice)."""
+    names = _run_names(candidates)
+    return [{"dataset": str(c.dataset), "imitation": changed_imitation(c.imitation, change), "seed": c.seed,
+             "out": str(out / names[c.run] / f"iter_{c.iteration}" / f"seed_{c.seed}"), "dem_transform": c.dem_transform,
+             "metadata": c.metadata | {"retrained_from": str(c.checkpoint), "change": dict(change)}} for c in candidates]
+
+
+def _run_names(candidates: Sequence[Recorded]) -> dict[Path, str]:
+    """A folder name per run: its own, or with its position where two runs share one (``a/b0`` and ``b/b0``)."""
+    runs = list(dict.fromkeys(c.run for c in candidates))
+    names = [r.name for r in runs]
+    return {r: (n if names.count(n) == 1 else f"{i}_{n}") for i, (r, n) in enumerate(zip(runs, names, strict=True))}
+
+
+def score_tasks(checkpoint: str, candidate: Recorded, worlds: Sequence, seeds: Sequence[int], reality: str,
+                reality_config: dict | None) -> list[dict]:
+    """``tasks.eval_task`` work for one checkpoint on ``worlds``: on the reality proxy it sees the proxy's DEMs; in
+    simulation (``reality`` "sim") it sees them through the candidate's own G when it trained on one, as the loop's
+    Table I scores it."""
+    spec: dict = {"kind": "policy", "path": checkpoint}
+    gan = (candidate.dem_transform or {}).get("path") if (candidate.dem_transform or {}).get("kind") == "gan" else None
+    if reality == "sim" and gan:
+        spec["transform"] = gan
+    return [{"controller": spec, "world": w, "seeds": list(seeds), "reality": reality,
+             "reality_config": reality_config if reality == "proxy" else None} for w in worlds]
+
+
+def paired_summary(candidates: Sequence[Recorded], recorded: Sequence[dict[str, float]],
+                   retrained: Sequence[dict[str, float]]) -> dict:
+    """The comparison: per candidate the recorded and retrained totals over the worlds (each world the mean run value),
+    and over candidates the means, the paired difference with its standard error and how many went up or down, and
+    each world's means."""
+    rows, diffs = [], []
+    for c, a, b in zip(candidates, recorded, retrained, strict=True):
+        ta, tb = sum(a.values()), sum(b.values())
+        rows.append({"candidate": c.label, "run": str(c.run), "iteration": c.iteration, "seed": c.seed, "kept": c.kept,
+                     "recorded": round(ta, 4), "retrained": round(tb, 4), "difference": round(tb - ta, 4)})
+        diffs.append(tb - ta)
+    n = len(diffs)
+    mean = sum(diffs) / n if n else math.nan
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) if n > 1 else math.nan
+    worlds = list(recorded[0]) if recorded else []
+    return {"candidates": rows, "n": n,
+            "recorded_mean": round(sum(r["recorded"] for r in rows) / n, 4) if n else None,
+            "retrained_mean": round(sum(r["retrained"] for r in rows) / n, 4) if n else None,
+            "difference_mean": round(mean, 4) if n else None, "difference_se": round(se, 4) if n > 1 else None,
+            "ahead": sum(d > 1e-9 for d in diffs), "behind": sum(d < -1e-9 for d in diffs),
+            "worlds": {w: {"recorded": round(sum(a[w] for a in recorded) / n, 4),
+                           "retrained": round(sum(b[w] for b in retrained) / n, 4)} for w in worlds}}
