@@ -4,6 +4,7 @@ held fixed, and scored beside the recorded ones (``flipper_control.learning.retr
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -107,6 +108,8 @@ def test_paired_summary_means_standard_error_and_worlds(base_run):
     assert s["difference_mean"] == 0.0 and s["difference_se"] == pytest.approx(0.2887, abs=1e-4)
     assert (s["ahead"], s["behind"], s["n"]) == (1, 1, 3)
     assert s["worlds"] == {"a": {"recorded": 0.8333, "retrained": 0.8333}, "b": {"recorded": 0.6667, "retrained": 0.6667}}
+    level = paired_summary([c], [{"a": 0.9, "b": 0.0}], [{"a": 0.7, "b": 0.2}])  # equal totals, sums rounded apart
+    assert math.copysign(1.0, level["candidates"][0]["difference"]) == 1.0 and level["ahead"] == level["behind"] == 0
 
 
 def test_cli_retrains_scores_both_and_resumes(base_run, tmp_path, capsys):

@@ -191,8 +191,8 @@ def paired_summary(candidates: Sequence[Recorded], recorded: Sequence[dict[str, 
     for c, a, b in zip(candidates, recorded, retrained, strict=True):
         ta, tb = sum(a.values()), sum(b.values())
         rows.append({"candidate": c.label, "run": str(c.run), "iteration": c.iteration, "seed": c.seed, "kept": c.kept,
-                     "recorded": round(ta, 4), "retrained": round(tb, 4), "difference": round(tb - ta, 4)})
-        diffs.append(tb - ta)
+                     "recorded": round(ta, 4), "retrained": round(tb, 4), "difference": round(tb - ta, 4) + 0.0})
+        diffs.append(tb - ta)  # (+ 0.0 above: a sum's rounding left at -0.0 would print as "-0.00")
     n = len(diffs)
     mean = sum(diffs) / n if n else math.nan
     se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) if n > 1 else math.nan
