@@ -139,6 +139,9 @@ def test_cli_retrains_scores_both_and_resumes(base_run, tmp_path, capsys):
     assert "0 world evaluations" in err
     assert [w.stat().st_mtime_ns for w in weights] == stamps
     assert json.loads(summary_path.read_text())["candidates"] == summary["candidates"]
+    other = ["retrain", str(out), "--change", "{epochs: 4}", "--out", str(study), "--executor", "serial"]
+    assert main(other) == 2  # its checkpoints would pass for this change's
+    assert "holds the study of change {'epochs': 3}" in capsys.readouterr().err
 
 
 def test_cli_bad_change_or_run_exits_2_naming_it(base_run, tmp_path, capsys):

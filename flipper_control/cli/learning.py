@@ -252,7 +252,7 @@ def cmd_retrain(args) -> int:
     realities = {c.run: (override.to_dict() if override is not None else _run_reality(c.run)) for c in candidates}
     err(f"retraining {len(tasks)} candidates of {len(args.run)} run(s) with {change}; scoring on {len(worlds)} worlds "
         f"({args.reality}, {args.runs} runs from seed {args.seed}); output in {out}")
-    out.mkdir(parents=True, exist_ok=True)
+    _claim_study(out, change, args.iteration)
     cache_path = out / "scores.json"
     try:
         cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
@@ -283,6 +283,24 @@ def cmd_retrain(args) -> int:
     print(_retrain_table(summary))
     write_json_atomic(out / "retrain.json", summary)
     return save_json(args.json, summary)
+
+
+def _claim_study(out: Path, change, iteration: int | None) -> None:
+    """Mark ``out`` as the study of ``change``, or refuse it when it holds another one: its retrained checkpoints
+    would be taken for this change's (a checkpoint is kept when its seed, data and DEM transform match)."""
+    from sim.io_utils import write_json_atomic
+
+    study = {"change": change, "iteration": iteration}
+    marker = out / "study.json"
+    try:
+        held = json.loads(marker.read_text()) if marker.is_file() else None
+    except ValueError:
+        held = None  # half-written: nothing was trained under it yet
+    if held is not None and held != json.loads(json.dumps(study)):
+        raise ValueError(f"--out {out} holds the study of change {held.get('change')} (iteration "
+                         f"{held.get('iteration') or 'last'}); give this change {change} another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(marker, study)
 
 
 def _retrain_table(summary: dict) -> str:
