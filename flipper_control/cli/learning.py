@@ -220,8 +220,6 @@ def cmd_demo(args) -> int:
 # ------------------------------------------------------------------------------------------ retrain
 def _run_reality(run: Path) -> dict | None:
     """The reality proxy a run scored on: its config's ``transfer.reality`` (None: today's defaults)."""
-    import json
-
     try:
         config = json.loads((run / "config.json").read_text())
     except (OSError, ValueError):

@@ -55,8 +55,8 @@ class ImitationConfig:
     loss: str = "mse"
     huber_delta: float = 0.05
     # Keyframe weighting (0 = off): each training sample's loss counts 1 + keyframe_weight x the mean gap (rad)
-    # between its four flipper targets and the flipper angles of its state, so that the rare samples where a plan
-    # changes posture are not outvoted by the many that hold one (flipper_control.learning.imitation, "Keyframes").
+    # between its four flipper targets and the flipper angles of its state, so that the samples where a plan changes
+    # posture are not outvoted by those that hold one (flipper_control.learning.imitation, "Keyframes").
     keyframe_weight: float = 0.0
     log_every: int = 10  # epochs between progress lines
     policy: PolicyConfig = field(default_factory=PolicyConfig)
