@@ -184,6 +184,17 @@ def test_flipper_noise_breaks_the_copycat_shortcut():
     assert errors[0.5] < 0.5 * errors[0.0], errors
 
 
+def _median_rear(data: dict[str, np.ndarray], **setting) -> float:
+    """The median rear-flipper output over ``data``'s states of a policy trained on it with one imitation ``setting``
+    (40 epochs; the report records the setting)."""
+    config = ImitationConfig(epochs=40, batch_size=128, lr=3e-3, policy=MEDIUM, **setting)
+    policy, report = train_policy(data, config, seed=0)
+    assert all(report.config[name] == value for name, value in setting.items())
+    with torch.no_grad():
+        out = policy(torch.from_numpy(data["dem"]), torch.from_numpy(data["proprio"])).numpy()
+    return float(np.median(out[:, 2:]))
+
+
 def test_l1_loss_keeps_the_posture_most_labels_hold_where_mse_averages():
     """Two postures labelled on the same states, 70 % and 30 % of the samples (as where a planner's dives pressed the
     rear flippers in most plans and left them level in the rest): the squared error learns their mean, the absolute
@@ -193,14 +204,7 @@ def test_l1_loss_keeps_the_posture_most_labels_hold_where_mse_averages():
     majority = rng.random(len(data["action"])) < 0.7
     pressed, level = -0.2, 0.0  # rear targets, rad
     data["action"][:, 2:] = np.where(majority, pressed, level)[:, None]
-    rear = {}
-    for loss in ("mse", "l1", "huber"):
-        config = ImitationConfig(epochs=40, batch_size=128, lr=3e-3, loss=loss, policy=MEDIUM)
-        policy, report = train_policy(data, config, seed=0)
-        assert report.config["loss"] == loss
-        with torch.no_grad():
-            out = policy(torch.from_numpy(data["dem"]), torch.from_numpy(data["proprio"])).numpy()
-        rear[loss] = float(np.median(out[:, 2:]))
+    rear = {loss: _median_rear(data, loss=loss) for loss in ("mse", "l1", "huber")}
     assert rear["mse"] == pytest.approx(0.7 * pressed + 0.3 * level, abs=0.02), rear
     assert rear["l1"] == pytest.approx(pressed, abs=0.02), rear
     assert rear["huber"] < 0.7 * pressed + 0.3 * level - 0.015, rear  # past the mean, towards the median
@@ -216,14 +220,7 @@ def test_keyframe_weight_counts_the_samples_that_change_posture_more():
     data["action"][:, :2] = data["proprio"][:, 2:4]  # the front held where it is: no gap there
     pressed = rng.random(len(data["action"])) < 0.3
     data["action"][:, 2:] = np.where(pressed, -0.2, 0.0)[:, None]
-    rear = {}
-    for k in (0.0, 20.0):
-        config = ImitationConfig(epochs=40, batch_size=128, lr=3e-3, keyframe_weight=k, policy=MEDIUM)
-        policy, report = train_policy(data, config, seed=0)
-        assert report.config["keyframe_weight"] == k
-        with torch.no_grad():
-            out = policy(torch.from_numpy(data["dem"]), torch.from_numpy(data["proprio"])).numpy()
-        rear[k] = float(np.median(out[:, 2:]))
+    rear = {k: _median_rear(data, keyframe_weight=k) for k in (0.0, 20.0)}
     w = 1.0 + 20.0 * 0.1  # the pressed samples' weight
     assert rear[0.0] == pytest.approx(0.3 * -0.2, abs=0.02), rear
     assert rear[20.0] == pytest.approx(0.3 * w * -0.2 / (0.7 + 0.3 * w), abs=0.02), rear

@@ -247,7 +247,8 @@ def cmd_retrain(args) -> int:
     worlds = resolve_worlds(args.worlds)
     seeds = list(range(args.seed, args.seed + args.runs))
     override = reality_config(args)
-    realities = {c.run: (override.to_dict() if override is not None else _run_reality(c.run)) for c in candidates}
+    realities = {run: (override.to_dict() if override is not None else _run_reality(run))
+                 for run in dict.fromkeys(c.run for c in candidates)}  # each run's config read once
     err(f"retraining {len(tasks)} candidates of {len(args.run)} run(s) with {change}; scoring on {len(worlds)} worlds "
         f"({args.reality}, {args.runs} runs from seed {args.seed}); output in {out}")
     _claim_study(out, change, args.iteration)
