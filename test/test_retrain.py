@@ -8,8 +8,10 @@ import math
 import shutil
 
 import pytest
+import torch
 from safetensors.numpy import load_file
 
+from flipper_control.checkpoint import load_policy, save_policy
 from flipper_control.cli import main
 from flipper_control.learning.retrain import (
     _relocated,
@@ -155,3 +157,40 @@ def test_cli_bad_change_or_run_exits_2_naming_it(base_run, tmp_path, capsys):
     (tmp_path / "taken").write_text("a file where the study's folder would go")
     assert main(["retrain", str(out), "--change", "{epochs: 3}", "--out", str(tmp_path / "taken")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_cli_reuse_takes_the_recorded_scores_of_an_earlier_study(base_run, tmp_path, capsys):
+    """A second change scores only its own checkpoints: the recorded candidates' scores come from the first study,
+    and only where the same weights were scored the same way."""
+    out = tmp_path / "run"
+    shutil.copytree(base_run[0], out)  # the last check rewrites a recorded candidate
+    common = [str(out), "--worlds", "flat", "--reality", "sim", "--runs", "1", "--executor", "serial"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["retrain", *common, "--change", "{epochs: 3}", "--out", str(first), "--json", str(tmp_path / "a.json")]) == 0
+    n = json.loads((tmp_path / "a.json").read_text())["n"]
+    capsys.readouterr()
+    assert main(["retrain", *common, "--change", "{epochs: 4}", "--out", str(second), "--reuse", str(first),
+                 "--json", str(tmp_path / "b.json")]) == 0
+    err = capsys.readouterr().err
+    assert f"the scores of {n} recorded candidate(s) taken from there" in err
+    assert f"{n} world evaluations" in err  # the retrained checkpoints only, one world each
+    a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
+    assert [r["recorded"] for r in b["candidates"]] == [r["recorded"] for r in a["candidates"]]
+    # other noise seeds: nothing of the first study matches, so everything is scored
+    assert main(["retrain", *common, "--seed", "7", "--change", "{epochs: 4}", "--out", str(tmp_path / "third"),
+                 "--reuse", str(first)]) == 0
+    err = capsys.readouterr().err
+    assert "the scores of 0 recorded candidate(s)" in err and f"{2 * n} world evaluations" in err
+    # a recorded checkpoint whose weights changed since is scored again, not taken from the cache
+    c = recorded_candidates(out)[0]
+    policy, metadata = load_policy(c.checkpoint)
+    with torch.no_grad():
+        next(policy.parameters()).add_(0.01)
+    save_policy(c.checkpoint, policy, metadata)
+    assert main(["retrain", *common, "--change", "{epochs: 4}", "--out", str(tmp_path / "fourth"), "--reuse",
+                 str(first)]) == 0
+    err = capsys.readouterr().err
+    assert f"the scores of {n - 1} recorded candidate(s)" in err and f"{n + 1} world evaluations" in err
+    assert main(["retrain", *common, "--change", "{epochs: 4}", "--out", str(tmp_path / "x"), "--reuse",
+                 str(tmp_path / "nowhere")]) == 2
+    assert "--reuse" in capsys.readouterr().err

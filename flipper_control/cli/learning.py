@@ -232,7 +232,13 @@ def cmd_retrain(args) -> int:
 
     from flipper_control.learning.evaluation import WorldEvaluation
     from flipper_control.learning.executors import make_executor
-    from flipper_control.learning.retrain import paired_summary, recorded_candidates, retrain_tasks, score_tasks
+    from flipper_control.learning.retrain import (
+        paired_summary,
+        recorded_candidates,
+        retrain_tasks,
+        score_key,
+        score_tasks,
+    )
     from flipper_control.learning.tasks import eval_task, train_task
     from sim.io_utils import write_json_atomic
     from sim.world_sets import resolve_worlds
@@ -260,7 +266,13 @@ def cmd_retrain(args) -> int:
     checkpoints = [(str(c.checkpoint), c) for c in candidates] + [(t["out"], c) for t, c in zip(tasks, candidates, strict=True)]
 
     def key(path: str, c) -> str:
-        return json.dumps([path, args.reality, realities[c.run], seeds, [w.name for w in worlds]], sort_keys=True)
+        return score_key(path, args.reality, realities[c.run], seeds, [w.name for w in worlds])
+
+    recorded_keys = {key(path, c) for path, c in checkpoints[:len(candidates)]}
+    for earlier in args.reuse or []:
+        found = {k: v for k, v in _study_scores(Path(earlier)).items() if k in recorded_keys and k not in cache}
+        cache |= found
+        err(f"--reuse {earlier}: the scores of {len(found)} recorded candidate(s) taken from there")
 
     with make_executor(args.executor or "process", args.workers) as ex:
         with Step("retraining", len(tasks), "candidate") as step:
@@ -282,6 +294,19 @@ def cmd_retrain(args) -> int:
     print(_retrain_table(summary))
     write_json_atomic(out / "retrain.json", summary)
     return save_json(args.json, summary)
+
+
+def _study_scores(folder: Path) -> dict:
+    """The score cache of an earlier study's ``--out`` folder (``--reuse``)."""
+    path = folder / "scores.json"
+    try:
+        scores = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--reuse {folder}: no readable {path.name} there (not a `flipper retrain --out` folder, or "
+                         f"its study never scored): {e}") from e
+    if not isinstance(scores, dict):
+        raise ValueError(f"--reuse {folder}: {path} is not a study's score cache (a JSON object was expected)")
+    return scores
 
 
 def _claim_study(out: Path, change, iteration: int | None) -> None:
@@ -375,6 +400,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--runs", type=count, default=5)
     r.add_argument("--seed", type=seed, default=0, help="noise seed of the first run (the loop's proxy scoring: 0)")
     add_reality_config_arg(r)
+    r.add_argument("--reuse", nargs="+", metavar="DIR",
+                   help="earlier studies' --out folders: the recorded candidates' scores are taken from there where "
+                        "the same weights were scored on the same worlds, seeds and reality (half of the scoring)")
     r.add_argument("--json", help="write the comparison here")
     add_executor_args(r)
     r.set_defaults(func=cmd_retrain)

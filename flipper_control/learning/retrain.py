@@ -12,8 +12,13 @@ change alone.
 
 ``recorded_candidates`` reads what a run recorded (and refuses a run whose dataset changed since),
 ``changed_imitation`` merges and checks the change, ``retrain_tasks`` and ``score_tasks`` are the work for an
-executor (``tasks.train_task``, ``tasks.eval_task``), ``paired_summary`` the comparison. ``flipper retrain`` wires
-them (``flipper_control.cli.learning``).
+executor (``tasks.train_task``, ``tasks.eval_task``), ``score_key`` names a score in a study's cache, and
+``paired_summary`` is the comparison. ``flipper retrain`` wires them (``flipper_control.cli.learning``).
+
+Half of a study's scoring is the recorded candidates, the same in every study of the same runs. A score's key holds
+the checkpoint's path and its weights' sha256 with everything the scoring depends on, so a later study may take the
+recorded candidates' scores from an earlier study's cache (``flipper retrain --reuse DIR``) and score only its own
+retrained checkpoints: a key can match only where the same weights were scored the same way.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Recorded", "recorded_candidates", "changed_imitation", "retrain_tasks", "score_tasks", "paired_summary"]
+__all__ = ["Recorded", "recorded_candidates", "changed_imitation", "retrain_tasks", "score_tasks", "score_key",
+           "paired_summary"]
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,14 @@ def score_tasks(checkpoint: str, candidate: Recorded, worlds: Sequence, seeds: S
         spec["transform"] = gan
     return [{"controller": spec, "world": w, "seeds": list(seeds), "reality": reality,
              "reality_config": reality_config if reality == "proxy" else None} for w in worlds]
+
+
+def score_key(checkpoint: str, reality: str, reality_config: dict | None, seeds: Sequence[int],
+              worlds: Sequence[str]) -> str:
+    """The cache key of one checkpoint's scores: its path, its weights' sha256 (from its sidecar), the reality, the
+    proxy's settings, the noise seeds and the world names. Raises ValueError when the sidecar is unreadable."""
+    sha = _sidecar(Path(checkpoint).with_suffix(".json")).get("weights_sha256")
+    return json.dumps([checkpoint, sha, reality, reality_config, list(seeds), list(worlds)], sort_keys=True)
 
 
 def paired_summary(candidates: Sequence[Recorded], recorded: Sequence[dict[str, float]],
