@@ -173,14 +173,14 @@ def test_cli_reuse_takes_the_recorded_scores_of_an_earlier_study(base_run, tmp_p
                  "--json", str(tmp_path / "b.json")]) == 0
     err = capsys.readouterr().err
     assert f"the scores of {n} recorded candidate(s) taken from there" in err
-    assert f"{n} world evaluations" in err  # the retrained checkpoints only, one world each
+    assert f": {n} world evaluations" in err  # the retrained checkpoints only, one world each
     a, b = (json.loads((tmp_path / f"{x}.json").read_text()) for x in "ab")
     assert [r["recorded"] for r in b["candidates"]] == [r["recorded"] for r in a["candidates"]]
     # other noise seeds: nothing of the first study matches, so everything is scored
     assert main(["retrain", *common, "--seed", "7", "--change", "{epochs: 4}", "--out", str(tmp_path / "third"),
                  "--reuse", str(first)]) == 0
     err = capsys.readouterr().err
-    assert "the scores of 0 recorded candidate(s)" in err and f"{2 * n} world evaluations" in err
+    assert "the scores of 0 recorded candidate(s)" in err and f": {2 * n} world evaluations" in err
     # a recorded checkpoint whose weights changed since is scored again, not taken from the cache
     c = recorded_candidates(out)[0]
     policy, metadata = load_policy(c.checkpoint)
@@ -190,7 +190,7 @@ def test_cli_reuse_takes_the_recorded_scores_of_an_earlier_study(base_run, tmp_p
     assert main(["retrain", *common, "--change", "{epochs: 4}", "--out", str(tmp_path / "fourth"), "--reuse",
                  str(first)]) == 0
     err = capsys.readouterr().err
-    assert f"the scores of {n - 1} recorded candidate(s)" in err and f"{n + 1} world evaluations" in err
+    assert f"the scores of {n - 1} recorded candidate(s)" in err and f": {n + 1} world evaluations" in err
     assert main(["retrain", *common, "--change", "{epochs: 4}", "--out", str(tmp_path / "x"), "--reuse",
                  str(tmp_path / "nowhere")]) == 2
     assert "--reuse" in capsys.readouterr().err

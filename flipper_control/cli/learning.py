@@ -268,9 +268,9 @@ def cmd_retrain(args) -> int:
     def key(path: str, c) -> str:
         return score_key(path, args.reality, realities[c.run], seeds, [w.name for w in worlds])
 
-    recorded_keys = {key(path, c) for path, c in checkpoints[:len(candidates)]}
+    keys = [key(path, c) for path, c in checkpoints[:len(candidates)]]  # the recorded ones; the retrained after training
     for earlier in args.reuse or []:
-        found = {k: v for k, v in _study_scores(Path(earlier)).items() if k in recorded_keys and k not in cache}
+        found = {k: v for k, v in _study_scores(Path(earlier)).items() if k in keys and k not in cache}
         cache |= found
         err(f"--reuse {earlier}: the scores of {len(found)} recorded candidate(s) taken from there")
 
@@ -278,16 +278,17 @@ def cmd_retrain(args) -> int:
         with Step("retraining", len(tasks), "candidate") as step:
             ex.map(train_task, tasks, progress=step)
             step.finish(f"{len(tasks)} candidates retrained")
-        pending = [(path, c) for path, c in checkpoints if key(path, c) not in cache]
-        work = [t for path, c in pending for t in score_tasks(path, c, worlds, seeds, args.reality, realities[c.run])]
+        keys += [key(path, c) for path, c in checkpoints[len(candidates):]]
+        pending = [(k, path, c) for k, (path, c) in zip(keys, checkpoints, strict=True) if k not in cache]
+        work = [t for _, path, c in pending for t in score_tasks(path, c, worlds, seeds, args.reality, realities[c.run])]
         with Step("scoring", len(work), "world") as step:
             results = ex.map(eval_task, work, progress=step) if work else []
             step.finish(f"{len(work)} world evaluations of {args.runs} runs")
-    for i, (path, c) in enumerate(pending):
+    for i, (k, _, _) in enumerate(pending):
         part = results[i * len(worlds):(i + 1) * len(worlds)]
-        cache[key(path, c)] = {w.name: WorldEvaluation(w.name, r["runs"]).score for w, r in zip(worlds, part, strict=True)}
+        cache[k] = {w.name: WorldEvaluation(w.name, r["runs"]).score for w, r in zip(worlds, part, strict=True)}
     write_json_atomic(cache_path, cache)
-    scores = [cache[key(path, c)] for path, c in checkpoints]
+    scores = [cache[k] for k in keys]
     summary = paired_summary(candidates, scores[:len(candidates)], scores[len(candidates):])
     summary |= {"change": change, "reality": args.reality, "runs": args.runs, "seed": args.seed,
                 "retrained": [t["out"] for t in tasks]}
