@@ -4,6 +4,7 @@ to every command that runs the proxy and to the loop's transfer section."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from tiny_loop import tiny_loop
 
 from flipper_control.cli import main
 from flipper_control.learning.loop import LoopConfig
+from planning.dataset import TrajectoryDataset
 from sim.reality_config import RealityProxyConfig, load_reality_config
 
 QUIET = {"dynamics": {"enabled": False}, "odometry": {"enabled": False},
@@ -112,3 +114,22 @@ def test_loop_and_demo_take_reality_config_in_place_of_the_transfer_sections(tmp
     assert main(["loop", "--config", str(loop_yaml), "--out", str(tmp_path / "run"), "--reality-config", str(path)]) == 2
     assert "has no transfer: section" in capsys.readouterr().err and not (tmp_path / "run").exists()
     assert main(["demo", "--help"]) == 0 and "--reality-config" in capsys.readouterr().out
+
+
+def test_the_shipped_sparse_lidar_config_loads_and_its_dems_miss_far_more_cells(tmp_path):
+    """configs/proxy_sparse_lidar.yaml, the other sensor of docs/sim2real_experiments.md ("Another sensor"): every field
+    it names differs from today's proxy, and on the same heuristic run its DEMs miss at least twice the cells."""
+    path = Path(__file__).resolve().parents[1] / "configs" / "proxy_sparse_lidar.yaml"
+    sparse, today = load_reality_config(path), RealityProxyConfig()
+    named = yaml.safe_load(path.read_text())
+    assert sparse.warmup is False and today.warmup is True
+    assert all(getattr(sparse.lidar, k) != getattr(today.lidar, k) for k in named["lidar"])
+    assert sparse.dynamics == today.dynamics and sparse.odometry == today.odometry  # the sensing only
+    shares = {}
+    for name, extra in (("today", []), ("sparse", ["--reality-config", str(path)])):
+        states = tmp_path / f"{name}.safetensors"
+        assert main(["eval", "--controller", "heuristic", "--worlds", "F", "--runs", "1", "--executor", "serial",
+                     "--reality", "proxy", "--states", str(states), *extra]) == 0
+        dems = np.concatenate([t.dem for t in TrajectoryDataset.load(states).trajectories])
+        shares[name] = float(np.isnan(dems).mean())
+    assert shares["sparse"] > 2 * shares["today"] > 0, shares
