@@ -29,9 +29,9 @@ Losses, per batch of simulated states x_s and real states x_r (each a DEM with i
   + lambda_nan_map x the mean over cells of (P(NaN) in G(x_s) - P(NaN) in the real training set)^2: the batch's
   per-cell share of cells G hides against the same map of the whole real training set (computed once). Both are
   statistics of one domain each, so the method stays unpaired; it is the transfer metric ``nan_map`` made a loss.
-  Why: with the cycle's pull (a hidden cell has no height for G_s to give back) G hides about 5-10 % of the cells
-  whatever the sensor misses (today's proxy about 10 %, a sparser lidar 19-31 %), and the discriminator alone does
-  not move it. G's side is counted on its hard mask, so the forward value is the true share, and the gradient
+  Why: G hides about 5-10 % of the cells whatever the sensor misses (today's proxy about 10 %, a sparser lidar
+  19-31 %), and the discriminator alone does not move it; part of that pull is the cycle's (a hidden cell has no
+  height for G_s to give back). G's side is counted on its hard mask, so the forward value is the true share, and the gradient
   reaches the raw mask straight through. Squared, not absolute: the absolute gap's constant pull overshot the target
   by half. At 30 G hides what the sparser lidar misses, but the policies learnt on it scored lower, so it is off
   (docs/sim2real_experiments.md, "Another sensor");
@@ -96,7 +96,7 @@ class GanTrainConfig:
     height_offset: float = 0.0  # metres the real sensor reads above the simulator on the same ground (module docstring)
     lambda_c: float = 10.0  # cycle consistency (CycleGAN's default)
     lambda_nan: float = 1.0  # NaN cells that G_s produces
-    lambda_nan_map: float = 0.0  # |per-cell NaN share of G(x_s) - of the real set| (module docstring); 0: off
+    lambda_nan_map: float = 0.0  # (per-cell NaN share of G(x_s) - of the real set)^2 (module docstring); 0: off
     lambda_task: float = 0.0  # |task model's action on G(x_s) - on x_s| (policy-aware GAN; needs a task model)
     cycle_skips_hidden: bool = False  # the sim cycle's heights count only cells G kept (module docstring)
     r1: float = 1.0  # gamma of the R1 penalty on the discriminators' gradients at real inputs (0: none)
