@@ -31,10 +31,10 @@ Losses, per batch of simulated states x_s and real states x_r (each a DEM with i
   statistics of one domain each, so the method stays unpaired; it is the transfer metric ``nan_map`` made a loss.
   Why: G hides about 5-10 % of the cells whatever the sensor misses (today's proxy about 10 %, a sparser lidar
   19-31 %), and the discriminator alone does not move it; part of that pull is the cycle's (a hidden cell has no
-  height for G_s to give back). G's side is counted on its hard mask, so the forward value is the true share, and the gradient
-  reaches the raw mask straight through. Squared, not absolute: the absolute gap's constant pull overshot the target
-  by half. At 30 G hides what the sparser lidar misses, but the policies learnt on it scored lower, so it is off
-  (docs/sim2real_experiments.md, "Another sensor");
+  height for G_s to give back). G's side is counted on its hard mask, so the forward value is the true share, and
+  the gradient reaches the raw mask straight through. Squared, not absolute: the absolute gap's constant pull
+  overshot the target by about half at weights 10-30. At 30 G hides what the sparser lidar misses, but the policies
+  learnt on it scored lower, so it is off (docs/sim2real_experiments.md, "Another sensor");
   + lambda_task x the task-consistency term (policy-aware GAN, seed 000's future work; the task loss of
   RL-CycleGAN, Rao et al. 2020): the mean |pi(G(x_s)) - pi(x_s)| of a frozen task model pi (the policy), so that
   G changes what the lidar would change but not what the policy acts on. The target pi(x_s) is fixed (computed
