@@ -25,7 +25,7 @@ import threading
 
 import yaml
 
-from flipper_control.cli import bench, compare, evaluate, gan, learning, perception, rl, worlds
+from flipper_control.cli import bench, compare, evaluate, finetune, gan, learning, perception, rl, worlds
 from flipper_control.cli.common import check_outputs
 from sim.world import WorldError
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``flipper`` parser with every command group's subcommands."""
     p = _Parser(prog="flipper", description="Learned flipper control for tracked robots (seed 000 stack).")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (worlds, evaluate, bench, learning, perception, gan, rl, compare):
+    for group in (worlds, evaluate, bench, learning, perception, gan, finetune, rl, compare):
         group.add_parsers(sub)
     return p
 

@@ -189,6 +189,7 @@ _OUT_FILES = {
     "worlds": lambda out: [out],
     "train-policy": lambda out: [f"{out}.safetensors", f"{out}.json"],
     "train-gan": lambda out: [f"{out}.safetensors", f"{out}.json"],
+    "finetune": lambda out: [f"{out}.safetensors", f"{out}.json", f"{out}.es.json", f"{out}.es.safetensors"],
     "loop": lambda out: [Path(out) / "config.json"],
     "demo": lambda out: [Path(out) / "config.json"],
     "ingest": lambda out: [Path(out) / "ingest_report.json"],
