@@ -146,3 +146,13 @@ def test_the_command_writes_a_checkpoint_and_its_summary_and_names_bad_config_fi
                  "--executor", "serial"]) == 2
     err = capsys.readouterr().err
     assert "flipper: error: " in err and str(cfg) in err and "sigmaa" in err
+
+
+def test_the_command_refuses_a_report_that_would_replace_the_checkpoints_sidecar(base_policy, tmp_path, capsys):
+    """``--out y.safetensors`` names checkpoint ``y``: its sidecar is ``y.json``, which ``--json`` must not take."""
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(json.dumps(TINY))  # were the check to miss, the run would be short and the test fail at once
+    assert main(["finetune", "--policy", str(base_policy), "--out", str(tmp_path / "y.safetensors"), "--json",
+                 str(tmp_path / "y.json"), "--config", str(cfg), "--generations", "1", "--executor", "serial"]) == 2
+    assert "is a file that --out" in capsys.readouterr().err
+    assert not (tmp_path / "y.es.json").exists()  # refused before any generation ran

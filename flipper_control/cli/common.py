@@ -183,13 +183,20 @@ def probability(text: str) -> float:
 
 
 # Files each command writes under --out (a file, a checkpoint prefix, or a folder), checked before the work starts.
+def _checkpoint_files(out: str, extra: tuple[str, ...] = ()) -> list[Path]:
+    """The files of checkpoint ``out`` (``PATH``, ``PATH.safetensors`` and ``PATH.json`` name the same one), and
+    those beside it with the ``extra`` endings."""
+    stem = Path(out).with_suffix("") if Path(out).suffix in (".safetensors", ".json") else Path(out)
+    return [Path(f"{stem}.safetensors"), Path(f"{stem}.json")] + [Path(f"{stem}{end}") for end in extra]
+
+
 _OUT_FILES = {
     "plan": lambda out: [out],
     "proxy-figure": lambda out: [out],
     "worlds": lambda out: [out],
-    "train-policy": lambda out: [f"{out}.safetensors", f"{out}.json"],
-    "train-gan": lambda out: [f"{out}.safetensors", f"{out}.json"],
-    "finetune": lambda out: [f"{out}.safetensors", f"{out}.json", f"{out}.es.json", f"{out}.es.safetensors"],
+    "train-policy": lambda out: _checkpoint_files(out),
+    "train-gan": lambda out: _checkpoint_files(out),
+    "finetune": lambda out: _checkpoint_files(out, (".es.json", ".es.safetensors")),
     "loop": lambda out: [Path(out) / "config.json"],
     "demo": lambda out: [Path(out) / "config.json"],
     "ingest": lambda out: [Path(out) / "ingest_report.json"],
