@@ -149,7 +149,8 @@ class EsState:
 
 
 def centred_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks of ``values`` mapped onto [-0.5, 0.5] (ties keep their order of appearance)."""
+    """Ranks of ``values`` mapped onto [-0.5, 0.5]. Tied values (common: levels are 0, 0.5 or 1) get distinct ranks
+    in numpy's default sort order, which is deterministic but not promised to follow their positions."""
     ranks = np.empty(len(values))
     ranks[np.argsort(values)] = np.arange(len(values))
     return ranks / max(len(values) - 1, 1) - 0.5
