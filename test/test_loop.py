@@ -95,6 +95,35 @@ def test_guided_policy_start_roots_the_plans_where_the_last_policy_drove(base_ru
     assert "policy_starts" not in json.loads((out / "iter_2" / "plans.json").read_text())
 
 
+def test_first_guide_heuristic_plans_iteration_1_guided_by_the_rule(tmp_path):
+    """first_guide: heuristic: iteration 1 plans with the guided planner (its fine set, 200 ms), guided by the rule; with
+    guide_prob 1 the first dive is the rule's own run, so on flat ground every label is the rule's action on the state
+    its action began from, and later iterations are guided by the policy as before."""
+    from flipper_control.controllers import HeuristicController
+
+    config = tiny_config(first_guide="heuristic", iterations=1, eval_worlds=["flat"], selection_worlds=["flat"],
+                         training_worlds=1, guided={**TINY["guided"], "guide_prob": 1.0})
+    report = run_loop(config, tmp_path)
+    planning = report["iterations"][0]["planning"]
+    assert (planning["action_set"], planning["guided"]) == ("fine", True)
+    assert planning["guide"] == "heuristic"
+    assert json.loads((tmp_path / "iter_1" / "plans.json").read_text())["guided"] is True
+    assert "| 1 | heuristic-guided fine |" in render_markdown(report)
+    plans = TrajectoryDataset.load(tmp_path / "iter_1" / "plans.safetensors").trajectories
+    assert all(t.meta["guided"] and t.meta["dt"] == pytest.approx(0.2) for t in plans)
+    # the rule's own run on a flat world, planned the same way as iteration 1 plans its training worlds
+    from flipper_control.learning.tasks import plan_task
+    from sim.world_sets import resolve_worlds
+
+    flat = plan_task({"world": resolve_worlds(["flat"])[0], "seed": 3, "planner": config.guided.to_dict(),
+                      "guide": {"kind": "heuristic"}})["trajectory"]
+    assert flat.success and flat.meta["guided"] and len(flat) > 20
+    rule = HeuristicController()
+    starts = range(0, len(flat), 2)  # two 100 ms samples per 200 ms action: the label is the rule's at the first
+    expected = np.array([rule.act_on(flat.dem[i], float(flat.proprio[i, 0])) for i in starts])
+    np.testing.assert_allclose(flat.action[list(starts)], expected, atol=1e-5)
+
+
 def test_datasets_aggregate_the_trajectories_of_all_iterations(base_run):
     out, report, _ = base_run
     first, second = (it["dataset"] for it in report["iterations"])

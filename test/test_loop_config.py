@@ -59,6 +59,7 @@ def test_unknown_keys_are_named():
     ({"coarse": {"policy_start": 0.5}}, "coarse.policy_start must be 0"),
     ({"guided": {"policy_start": 2.0}}, "policy_start must be in"),
     ({"guided": {"policy_start_before_s": 0.0}}, "policy_start_before_s must be > 0"),
+    ({"first_guide": "heuristics"}, "first_guide must be one of None, heuristic, got 'heuristics'"),
 ])
 def test_invalid_values_are_refused_with_a_reason(changes, message):
     with pytest.raises(ValueError, match=message):

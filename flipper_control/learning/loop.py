@@ -1,7 +1,8 @@
 """The coarse-to-fine learning loop (seed 000, Algorithm 1, lines 3-5): plan -> imitate -> evaluate.
 
-Iteration 1 plans unguided with the coarse action set (3 actions, 1000 ms); every later iteration plans
-guided by the previous iteration's policy with the fine set (7 actions, 200 ms). After planning, the
+Iteration 1 plans unguided with the coarse action set (3 actions, 1000 ms), or with ``first_guide`` guided by a
+reference controller with the guided planner; every later iteration plans guided by the previous iteration's policy
+with the fine set (7 actions, 200 ms). After planning, the
 trajectories of all iterations so far are aggregated, ``candidates`` policies are trained from different
 seeds, the best by simulated score on the selection worlds is kept (seed 000 trains 10, keeps the best two and
 drives both on the robot; docs/sim2real_experiments.md, "Choosing between the two best", says why the loop does not), and the kept
@@ -118,7 +119,7 @@ class _Loop:
         return result
 
     # ---------------------------------------------------------------- one iteration
-    def plan(self, k: int, guide: str | None) -> dict:
+    def plan(self, k: int, guide: str | dict | None) -> dict:
         d = self.out / f"iter_{k}"
         summary = _read_json(d / "plans.json")
         if summary is not None and (d / "plans.safetensors").is_file():
@@ -126,16 +127,18 @@ class _Loop:
                  f"(median {summary['cpu_s_median']} CPU s per trajectory)")
             return summary
         c, t0 = self.c, time.perf_counter()
-        planner = c.coarse if k == 1 else c.guided
+        planner = c.guided if guide else c.coarse  # unguided: iteration 1 without first_guide
         worlds = generated_worlds(c.training_set, c.training_worlds, seed=training_world_seed(c, k))
         # Each trajectory is kept in plans/ as soon as it is planned, so an interrupted run loses at most the
         # trajectories in flight (a full-scale iteration plans for about half an hour).
         pieces = d / "plans"
         tasks = [{"world": w, "seed": (seed := c.seed * 100_000 + k * 1000 + i * c.plans_per_world + j),
-                  "planner": planner.to_dict(), "guide": guide, "guide_transform": self._gan(k - 1) if guide else None,
+                  "planner": planner.to_dict(), "guide": guide,
+                  "guide_transform": self._gan(k - 1) if isinstance(guide, str) else None,
                   "out": str(pieces / f"seed_{seed}.safetensors")}
                  for i, w in enumerate(worlds) for j in range(c.plans_per_world)]
-        label = f"iter {k}: planning {planner_kind(bool(guide), planner.action_set)}"
+        by = guide["kind"] if isinstance(guide, dict) else None  # a reference controller guides (first_guide)
+        label = f"iter {k}: planning {planner_kind(bool(guide), planner.action_set, by)}"
         with _step(label, len(tasks), "trajectory") as step:
             results = self.ex.map(plan_task, tasks, progress=step)
             trajs = [r["trajectory"] for r in results]
@@ -161,6 +164,8 @@ class _Loop:
         }
         if planner.policy_start:
             summary["policy_starts"] = from_policy
+        if by is not None:
+            summary["guide"] = by
         write_json_atomic(d / "plans.json", summary)
         shutil.rmtree(pieces, ignore_errors=True)  # plans.safetensors holds them all now
         return summary
@@ -329,7 +334,7 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
                 col = loop.transfer.collect_real(0, initial, config.transfer.initial_controller)
                 cpu["transfer"] += col["cpu_s"]
                 report["transfer"]["collections"].append(collection_entry(col))
-        guide = None
+        guide: str | dict | None = {"kind": config.first_guide} if config.first_guide else None
         for k in range(1, config.iterations + 1):
             plans = loop.plan(k, guide)
             dataset, data_hash, n_traj, n_samples = loop.aggregate(k)
@@ -349,7 +354,7 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
                 "iteration": k, "scores": ev["scores"], "total": ev["total"], "max": ev["max"], "losses": eval_losses(ev),
                 "planning": {key: plans[key] for key in ("guided", "trajectories", "successes", "success_rate", "cpu_s_total",
                                                          "cpu_s_median", "cpu_s_median_success", "expansions_median")}
-                | {"action_set": plans["planner"]["action_set"]},
+                | {"action_set": plans["planner"]["action_set"]} | ({"guide": plans["guide"]} if "guide" in plans else {}),
                 "dataset": {"trajectories": n_traj, "samples": n_samples, "sha256": data_hash},
                 "training": {"kept_seed": best["seed"], "selection_score": best["score"], "test_mse": best["test_mse"],
                              "baseline_test_mse": best["baseline_test_mse"], "candidates": len(selection["candidates"]),

@@ -19,7 +19,11 @@ from planning.planner_config import PlannerConfig
 from sim.config_io import config_from_mapping, in_section
 from sim.world_sets import GENERATED_SETS, resolve_worlds
 
-__all__ = ["DEMO_CONFIG", "LoopConfig", "demo_config", "load_loop_config", "selection_seed", "training_world_seed"]
+__all__ = ["DEMO_CONFIG", "FIRST_GUIDES", "LoopConfig", "demo_config", "load_loop_config", "selection_seed",
+           "training_world_seed"]
+
+
+FIRST_GUIDES = (None, "heuristic")  # LoopConfig.first_guide
 
 
 def _coarse() -> PlannerConfig:
@@ -43,6 +47,10 @@ class LoopConfig:
     training_set: str = "training"  # the generator they come from: training, steep or half_steep (sim.world_sets)
     plans_per_world: int = 1  # planning runs (noise seeds) per training world
     coarse: PlannerConfig = field(default_factory=_coarse)  # iteration 1: unguided
+    # iteration 1's guide: None plans unguided with ``coarse`` (seed 000); "heuristic" plans guided by the hand-written
+    # rule (``controllers.HeuristicController``, on the simulator's exact DEMs) with the ``guided`` planner, so that pi_1
+    # imitates plans that begin as the rule's own runs and depart from them where the rule fails
+    first_guide: str | None = None
     guided: PlannerConfig = field(default_factory=_guided)  # iterations 2+: guided by the last policy
     imitation: ImitationConfig = field(default_factory=ImitationConfig)
     candidates: int = 4  # policies trained per iteration (seed 000: 10)
@@ -78,6 +86,8 @@ class LoopConfig:
         if isinstance(self.coarse, PlannerConfig) and self.coarse.policy_start > 0.0:
             problems.append(f"coarse.policy_start must be 0 (iteration 1 plans without a guide to start from), "
                             f"got {self.coarse.policy_start}; set it under guided")
+        if self.first_guide not in FIRST_GUIDES:
+            problems.append(f"first_guide must be one of {', '.join(map(str, FIRST_GUIDES))}, got {self.first_guide!r}")
         for name in ("seed", "selection_seed", "eval_seed"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):

@@ -54,9 +54,10 @@ def _where_lost(rows: list[tuple[str, dict]]) -> list[str]:
             *notes, ""]
 
 
-def planner_kind(guided: bool, action_set) -> str:
-    """How the log and Table III name an iteration's planner: ``guided fine_rear``, ``unguided coarse``, ..."""
-    return f"{'guided' if guided else 'unguided'} {action_set_label(action_set)}"
+def planner_kind(guided: bool, action_set, guide: str | None = None) -> str:
+    """How the log and Table III name an iteration's planner: ``guided fine_rear``, ``unguided coarse``, and with a
+    reference controller as the guide (``LoopConfig.first_guide``) ``heuristic-guided fine_rear``."""
+    return f"{f'{guide}-guided' if guide else 'guided' if guided else 'unguided'} {action_set_label(action_set)}"
 
 
 def table_iii(report: dict) -> str:
@@ -65,7 +66,7 @@ def table_iii(report: dict) -> str:
             "| dataset samples | test MSE (baseline) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for it in report["iterations"]:
         p, t = it["planning"], it["training"]
-        kind = planner_kind(p["guided"], p["action_set"])
+        kind = planner_kind(p["guided"], p["action_set"], p.get("guide"))
         med_ok = "-" if p["cpu_s_median_success"] is None else f"{p['cpu_s_median_success']:.2f}"
         rows.append(f"| {it['iteration']} | {kind} | {p['successes']}/{p['trajectories']} | {p['cpu_s_median']:.2f} | {med_ok} "
                     f"| {p['expansions_median']:g} | {it['dataset']['samples']} "

@@ -126,7 +126,8 @@ def _planned_earlier(path: Path, task: dict):
 
 
 def plan_task(task: dict) -> dict:
-    """Plan one world: ``{world: World, seed, planner: PlannerConfig dict, guide: CKPT path or None}``, and optionally
+    """Plan one world: ``{world: World, seed, planner: PlannerConfig dict, guide: CKPT path, a controller spec such as
+    ``{"kind": "heuristic"}`` (see ``controller_from_spec``) or None}``, and optionally
     ``out``: a file where the trajectory is kept as soon as it is planned.
 
     With ``out``, a trajectory an interrupted run already planned for this task is read back instead of planned again
@@ -142,7 +143,9 @@ def plan_task(task: dict) -> dict:
         return {"trajectory": earlier, "cpu_s": 0.0, "resumed": True}
     world: World = task["world"]
     guide = None
-    if task.get("guide"):  # a policy trained on G(x) guides through G too: it sees what it learnt from
+    if isinstance(task.get("guide"), dict):  # a reference controller (the heuristic) on the simulator's own DEMs
+        guide = controller_from_spec(task["guide"]).act
+    elif task.get("guide"):  # a policy trained on G(x) guides through G too: it sees what it learnt from
         guide = controller_from_spec({"kind": "policy", "path": task["guide"], "transform": task.get("guide_transform")}).act
     cpu0 = time.process_time()
     traj = plan(_simulator(), world, seed=int(task["seed"]), config=PlannerConfig.from_dict(task["planner"]), guide=guide)
