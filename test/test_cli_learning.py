@@ -207,6 +207,18 @@ def test_plan_unknown_action_set_exits_2(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_plan_heuristic_guide_plans_guided_by_the_rule(tmp_path, capsys):
+    data_path, json_path = tmp_path / "d.safetensors", tmp_path / "plan.json"
+    assert main(["plan", "--world", "flat", "--action-set", "fine", "--heuristic-guide", "--out", str(data_path),
+                 "--json", str(json_path)]) == 0
+    traj = TrajectoryDataset.load(data_path).trajectories[0]
+    assert traj.success and traj.meta["guided"] is True
+    assert json.loads(json_path.read_text())["guide"] == "heuristic"
+    # one guide at a time
+    assert main(["plan", "--world", "flat", "--heuristic-guide", "--policy", str(data_path)]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_plan_guided_by_a_bad_checkpoint_exits_2_before_planning(tmp_path, capsys):
     missing = tmp_path / "nothing"
     assert main(["plan", "--world", "flat", "--policy", str(missing)]) == 2

@@ -44,10 +44,12 @@ def cmd_plan(args) -> int:
         from flipper_control.checkpoint import load_policy
 
         load_policy(args.policy)  # a bad checkpoint stops here with its message, before any planning
+    # the hand-written rule as the guide: what a loop's ``first_guide: heuristic`` plans iteration 1 with
+    guide = {"kind": "heuristic"} if args.heuristic_guide else args.policy
     trajs = []
     with Step("planning", len(worlds), "world") as step:
         for i, w in enumerate(worlds):
-            r = plan_task({"world": w, "seed": args.seed + i, "planner": config.to_dict(), "guide": args.policy})
+            r = plan_task({"world": w, "seed": args.seed + i, "planner": config.to_dict(), "guide": guide})
             t = r["trajectory"]
             m = t.meta
             line = (f"{w.name:16s} {'found' if t.success else 'FAILED':6s} {m['cpu_s']:7.2f} CPU s  "
@@ -61,7 +63,8 @@ def cmd_plan(args) -> int:
     if args.out:
         status, where = save_output(args.out, data.save, "--out")
         err(f"wrote {len(data)} trajectories ({data.n_samples} samples) to {where}")
-    return max(status, save_json(args.json, {"seed": args.seed, "planner": config.to_dict(), "guide": args.policy,
+    return max(status, save_json(args.json, {"seed": args.seed, "planner": config.to_dict(),
+                                             "guide": "heuristic" if args.heuristic_guide else args.policy,
                                              "trajectories": [t.summary() for t in trajs]}))
 
 
@@ -351,7 +354,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--world-seed", type=seed, default=0, help="training-world generator seed")
     p.add_argument("--action-set", default="coarse", help="coarse (3 x 1000 ms), fine (7 x 200 ms), "
                    "fine_rear (fine, rear pressed), or NAME@DT")
-    p.add_argument("--policy", help="guide the expansion with this checkpoint")
+    guides = p.add_mutually_exclusive_group()
+    guides.add_argument("--policy", help="guide the expansion with this checkpoint")
+    guides.add_argument("--heuristic-guide", action="store_true",
+                        help="guide the expansion with the hand-written rule (a loop's first_guide: heuristic)")
     p.add_argument("--max-expansions", type=count, default=3000)
     p.add_argument("--max-cpu-s", type=seconds, default=60.0)
     p.add_argument("--max-delay", type=max_delay,
