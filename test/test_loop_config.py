@@ -110,12 +110,14 @@ def test_demo_brisk_yaml_is_the_demo_with_plans_within_2_s_of_schedule():
     figures were measured with (the plain fine set and G's DEMs only; the demo now guides with the rear-pressed set
     and randomises half of imitation's DEMs)."""
     brisk, demo = load_loop_config(REPO / "configs" / "demo_brisk.yaml"), demo_config()
+    assert brisk.first_guide is None and demo.first_guide == "heuristic"  # measured with unguided coarse iteration 1
     assert brisk.coarse.max_delay_s == brisk.guided.max_delay_s == 2.0 and demo.guided.max_delay_s == 3.5
     assert brisk.guided.action_set == "fine" and demo.guided.action_set == "fine_rear"
     assert brisk.transfer.randomize_share == 0.0 and demo.transfer.randomize_share == 0.5
     assert replace(brisk, coarse=replace(brisk.coarse, max_delay_s=demo.coarse.max_delay_s),
                    guided=replace(brisk.guided, max_delay_s=demo.guided.max_delay_s, action_set=demo.guided.action_set),
-                   transfer=replace(brisk.transfer, randomize_share=demo.transfer.randomize_share)) == demo
+                   transfer=replace(brisk.transfer, randomize_share=demo.transfer.randomize_share),
+                   first_guide=demo.first_guide) == demo
 
 
 def test_full_yaml_is_seed_000_scale():
