@@ -49,7 +49,8 @@ class LoopConfig:
     coarse: PlannerConfig = field(default_factory=_coarse)  # iteration 1: unguided
     # iteration 1's guide: None plans unguided with ``coarse`` (seed 000); "heuristic" plans guided by the hand-written
     # rule (``controllers.HeuristicController``, on the simulator's exact DEMs) with the ``guided`` planner, so that pi_1
-    # imitates plans that begin as the rule's own runs and depart from them where the rule fails
+    # imitates plans that begin as the rule's own runs and depart from them where the rule fails (``coarse`` is then
+    # unused)
     first_guide: str | None = None
     guided: PlannerConfig = field(default_factory=_guided)  # iterations 2+: guided by the last policy
     imitation: ImitationConfig = field(default_factory=ImitationConfig)
