@@ -28,6 +28,7 @@ from flipper_control.learning.trainer_watch import (
     main,
     next_plan_step,
     next_step,
+    plan_iteration,
     publish_checkpoint,
     real_collections,
 )
@@ -132,6 +133,24 @@ def test_next_plan_step_waits_for_the_guide(tmp_path):
     assert step.kind == "wait" and "iteration 1's policy" in step.why
     (out / "iter_1" / "policy.json").write_text("{}")
     assert next_plan_step(GAN, out).kind == "plan" and next_plan_step(GAN, out).iteration == 2
+
+
+def test_planner_node_plans_iteration_1_with_the_loops_first_guide(tmp_path):
+    """planner_node's planning step asks the loop what guides iteration 1: with first_guide: heuristic it plans guided by
+    the rule, as `flipper loop` does, and says so in its step."""
+    import yaml
+
+    from planning.dataset import TrajectoryDataset
+
+    data = tiny_loop(iterations=1, training_worlds=1, first_guide="heuristic")
+    config_path, out = tmp_path / "loop.yaml", tmp_path / "out"
+    config_path.write_text(yaml.safe_dump(data))
+    assert next_plan_step(LoopConfig.from_dict(data), out) == NextStep(
+        "plan", "planning iteration 1 (heuristic-guided)", iteration=1)
+    plan_iteration(config_path, out, 1)
+    summary = json.loads((out / "iter_1" / "plans.json").read_text())
+    assert summary["guided"] is True and summary["guide"] == "heuristic" and summary["planner"]["action_set"] == "fine"
+    assert all(t.meta["guided"] for t in TrajectoryDataset.load(out / "iter_1" / "plans.safetensors").trajectories)
 
 
 def test_ingest_makes_a_collection_the_loop_reads(tmp_path):

@@ -282,6 +282,15 @@ def _differences(have: dict, wanted: dict, prefix: str = "") -> list[tuple[str, 
     return rows
 
 
+def iteration_guide(config: LoopConfig, out: str | Path, k: int) -> str | dict | None:
+    """What guides iteration ``k``'s planning in loop folder ``out``: iteration k-1's policy (its checkpoint path), and
+    for iteration 1 the ``first_guide`` controller's spec (``{"kind": "heuristic"}``) or None (unguided). The loop and
+    planner_node's planning step (``trainer_watch.plan_iteration``) both ask here, so that they plan alike."""
+    if k > 1:
+        return str(Path(out) / f"iter_{k - 1}" / "policy")
+    return {"kind": config.first_guide} if config.first_guide else None
+
+
 def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict], None] | None = None) -> dict:
     """Run (or resume) the loop in ``out``; returns the report dict (also written as report.json/md/png).
 
@@ -334,9 +343,8 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
                 col = loop.transfer.collect_real(0, initial, config.transfer.initial_controller)
                 cpu["transfer"] += col["cpu_s"]
                 report["transfer"]["collections"].append(collection_entry(col))
-        guide: str | dict | None = {"kind": config.first_guide} if config.first_guide else None
         for k in range(1, config.iterations + 1):
-            plans = loop.plan(k, guide)
+            plans = loop.plan(k, iteration_guide(config, out, k))
             dataset, data_hash, n_traj, n_samples = loop.aggregate(k)
             t_wait = time.perf_counter()
             if loop.transfer is not None:  # G_{k-1}, trained beside the planning above, is what imitation reads
@@ -344,7 +352,7 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
             waited = time.perf_counter() - t_wait
             selection = loop.train_and_select(k, dataset, data_hash)
             ev = loop.evaluate_policy(k)
-            guide = str(out / f"iter_{k}" / "policy")
+            policy = str(out / f"iter_{k}" / "policy")
             best = selection["candidates"][0]
             cpu["planning"] += plans["cpu_s_total"]
             cpu["training"] += selection["train_cpu_s"]
@@ -365,7 +373,7 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
             if loop.transfer is not None:
                 t0 = time.perf_counter()
                 # a caller that stops after an iteration (trainer_watch) gets its GAN update finished with it
-                entry["transfer"] = loop.transfer.after_iteration(k, config.iterations, guide, cpu, report["transfer"],
+                entry["transfer"] = loop.transfer.after_iteration(k, config.iterations, policy, cpu, report["transfer"],
                                                                   wait=on_iteration is not None)
                 entry["wall_s"] = round(entry["wall_s"] + time.perf_counter() - t0, 2)
                 wall += time.perf_counter() - t0

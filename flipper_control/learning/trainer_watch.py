@@ -16,7 +16,8 @@ skipped when that output exists. The nodes drive it from outside, one step at a 
   ``planner_node`` has planned iteration K.
 - ``publish``: iteration K's policy copied to the checkpoint ``policy_node`` watches, weights first, sidecar last,
   each atomically (the order of ``sim.checkpoint_io``: a sidecar on disk means a complete checkpoint).
-- ``plan``: planner_node's step, the loop's own planning of iteration K (guided by iteration K-1's policy).
+- ``plan``: planner_node's step, the loop's own planning of iteration K (guided by iteration K-1's policy; iteration 1
+  by the config's ``first_guide``, if any).
 
 The ledger ``out/trainer_state.json`` keeps which bags went into which collection, the rejected ones and the
 last published iteration.
@@ -175,7 +176,8 @@ def next_plan_step(config, out: str | Path) -> NextStep:
             continue
         if k > 1 and not (out / f"iter_{k - 1}" / "policy.json").is_file():
             return NextStep("wait", f"iteration {k}: waiting for iteration {k - 1}'s policy (its guide)", iteration=k)
-        return NextStep("plan", f"planning iteration {k}" + (" (guided)" if k > 1 else " (unguided)"), iteration=k)
+        how = "guided" if k > 1 else f"{config.first_guide}-guided" if config.first_guide else "unguided"
+        return NextStep("plan", f"planning iteration {k} ({how})", iteration=k)
     return NextStep("done", f"all {config.iterations} iterations planned")
 
 
@@ -322,13 +324,15 @@ def publish_checkpoint(out: str | Path, k: int, dest: str | Path) -> None:
 
 
 def plan_iteration(config_path: str | Path, out: str | Path, k: int) -> None:
-    """The loop's own planning step of iteration ``k`` (``out/iter_K/plans.*``), guided by iteration k-1's policy."""
-    from flipper_control.learning.loop import _Loop, load_loop_config
+    """The loop's own planning step of iteration ``k`` (``out/iter_K/plans.*``), guided by iteration k-1's policy (in
+    iteration 1 by the config's ``first_guide``, if any)."""
+    from flipper_control.learning.loop import _Loop, iteration_guide, load_loop_config
 
     out = Path(out).resolve()
-    loop = _Loop(load_loop_config(config_path), out)
+    config = load_loop_config(config_path)
+    loop = _Loop(config, out)
     try:
-        loop.plan(k, str(out / f"iter_{k - 1}" / "policy") if k > 1 else None)
+        loop.plan(k, iteration_guide(config, out, k))
     finally:
         loop.ex.close()
 
