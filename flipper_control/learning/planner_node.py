@@ -4,8 +4,8 @@ Two ways to ask it for plans:
 
 - ``loop_config`` + ``out``: the planning step of the learning loop run in ``out`` -- each iteration's training
   worlds planned as the loop would (``iter_K/plans.*``, guided by iteration K-1's policy, iteration 1 by the config's
-  ``first_guide`` if set) as soon as that policy exists; a ``trainer_node`` with ``wait_for_planner: true`` on the same ``out`` trains on them. Planning, the
-  costly part, can so run on another machine than training.
+  ``first_guide`` if set) as soon as that policy exists; a ``trainer_node`` with ``wait_for_planner: true`` on the
+  same ``out`` trains on them. Planning, the costly part, can so run on another machine than training.
 - ``worlds`` (names, sets or YAML files, comma separated) + ``dataset``: ``flipper plan``'s path -- the worlds
   planned (guided by ``checkpoint`` if set), the trajectories written to ``dataset`` (safetensors) and a summary
   beside it (``dataset``.json). Planned again whenever these parameters change or the checkpoint is rewritten.
