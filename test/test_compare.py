@@ -320,6 +320,10 @@ def test_a_field_added_later_is_absent_in_older_runs_and_equals_its_old_behaviou
     assert ADDED_FIELDS["imitation.huber_delta"] == ImitationConfig().huber_delta
     assert config_differences({"imitation": {"epochs": 50}}, {"imitation": {"epochs": 50, "loss": "mse"}}) == []
     assert config_differences({"imitation": {}}, {"imitation": {"loss": "l1"}}) == ['imitation.loss: "mse" vs "l1"']
+    # iteration 1's guide: absent in older runs means unguided, as LoopConfig's default
+    assert ADDED_FIELDS["first_guide"] is LoopConfig().first_guide is None
+    assert config_differences({"seed": 0}, {"seed": 0, "first_guide": None}) == []
+    assert config_differences({}, {"first_guide": "heuristic"}) == ['first_guide: null vs "heuristic"']
     # plans from the policy's own states: absent in older runs means every plan from the world's start
     for section in ("coarse", "guided"):
         assert ADDED_FIELDS[f"{section}.policy_start"] == PlannerConfig().policy_start == 0.0

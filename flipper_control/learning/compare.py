@@ -40,7 +40,8 @@ ADDED_FIELDS = {"transfer.gan.gan.noise_channels": 0, "transfer.gan.gan.occlusio
                 "imitation.huber_delta": 0.05, "coarse.policy_start": 0.0, "guided.policy_start": 0.0,
                 "coarse.policy_start_before_s": None, "guided.policy_start_before_s": None,
                 "imitation.policy.view_from_x": None, "imitation.policy.prior": "none",
-                "imitation.policy.rule_features": False, "transfer.dem_views": 1, "imitation.keyframe_weight": 0.0}
+                "imitation.policy.rule_features": False, "transfer.dem_views": 1, "imitation.keyframe_weight": 0.0,
+                "first_guide": None}
 
 
 # ------------------------------------------------------------------------------------------ reading one run
