@@ -49,7 +49,11 @@ class HeuristicConfig:
     under: float = 0.25  # |x| window taken as the ground under the tracks
     front_neutral: float = 0.25
     front_climb: float = 0.75  # absolute angle above horizontal when an obstacle is ahead
-    front_descend: float = -0.15
+    # absolute angle when a descent is ahead: reaching 29 deg below horizontal, the front flippers meet the lower
+    # ground before the tracks leave the edge, so the nose does not drop past the 40-degree warning. The first rule
+    # (``v1``, -0.15) let it drop on every stairs_down run; anything from -0.3 to -0.8 does not, and -0.5 is the middle
+    # (docs/sim2real_experiments.md, "The rule's descent")
+    front_descend: float = -0.5
     rear_neutral: float = 0.0
     rear_climb: float = -0.2  # press the tail up once the nose is up: keeps pitch low, pushes over edges
     rear_descend: float = 0.0
@@ -132,10 +136,17 @@ class HeuristicController:
         return np.array([front, front, rear, rear])
 
 
+# versions of the rule by name (``heuristic:v1``): the record's figures name the rule they were measured with
+HEURISTIC_VERSIONS = {"v2": HeuristicConfig(), "v1": HeuristicConfig(front_descend=-0.15)}
+
+
 def make_controller(name: str, posture: str | None = None):
-    """Controller by CLI name: ``fixed`` (with ``posture``) or ``heuristic``."""
+    """Controller by CLI name: ``fixed`` (with ``posture``, e.g. ``fixed:flat``) or ``heuristic`` (today's rule; with a
+    version from ``HEURISTIC_VERSIONS`` in its place, e.g. ``heuristic:v1``, an earlier one)."""
     if name == "fixed":
         return FixedController(posture or "flat")
     if name == "heuristic":
-        return HeuristicController()
+        if posture is not None and posture not in HEURISTIC_VERSIONS:
+            raise ValueError(f"unknown heuristic version {posture!r}; allowed: {', '.join(HEURISTIC_VERSIONS)}")
+        return HeuristicController(HEURISTIC_VERSIONS[posture or "v2"])
     raise ValueError(f"unknown controller {name!r}; allowed: fixed, heuristic (policies: flipper eval --policy)")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from flipper_control.controllers import HeuristicController
+from flipper_control.controllers import HeuristicConfig, HeuristicController
 from flipper_control.policy import NanAwarePolicy, PolicyConfig
 from flipper_control.policy_prior import HeuristicPrior
 from flipper_control.rl.flipper_cup import PolicyActor, PolicyActorConfig
@@ -61,7 +61,8 @@ def test_the_batched_prior_is_the_heuristic_controller(observations):
         np.testing.assert_allclose(one.numpy(), got[:1], atol=1e-12)
         branches |= {tuple(np.round(a + [-o.pitch, -o.pitch, 0, 0], 6)) for a, o in zip(expected, obs, strict=True)}
     fronts, rears = {b[0] for b in branches}, {b[2] for b in branches}
-    assert fronts == {0.75, 0.25, -0.15} and rears == {-0.2, 0.0}, branches  # every branch of the rule was compared
+    c = HeuristicConfig()  # every branch of the rule was compared
+    assert fronts == {c.front_climb, c.front_neutral, c.front_descend} and rears == {c.rear_climb, c.rear_neutral}, branches
 
 
 def test_a_residual_policy_with_a_zero_residual_acts_as_the_heuristic(observations):
