@@ -50,6 +50,22 @@ def test_sim_json_has_the_documented_fields(tmp_path, capsys):
     assert data["simulator"]["noise"]["enabled"] is True
 
 
+def test_eval_names_the_rules_version(tmp_path, capsys):
+    """``heuristic:v1`` is the first rule, the one the record's older figures name: on the staircase descent it warns
+    where today's rule does not, and the JSON says which rule ran. An unknown version stops before any run."""
+    scores = {}
+    for name in ("heuristic", "heuristic:v1"):
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", "--controller", name, "--worlds", "stairs_down", "--runs", "1", "--workers", "1",
+                     "--json", str(out)]) == 0
+        data = json.loads(out.read_text())
+        assert data["controller"] == name
+        scores[name] = data["total"]
+    assert scores == {"heuristic": 1.0, "heuristic:v1": 0.5}
+    assert main(["eval", "--controller", "heuristic:v9", "--worlds", "stairs_down"]) != 0
+    assert "unknown heuristic version 'v9'" in capsys.readouterr().err
+
+
 def test_bench_sim_reports_rates(tmp_path):
     out = tmp_path / "bench.json"
     assert main(["bench", "sim", "--world", "flat", "--repeats", "2", "--json", str(out)]) == 0

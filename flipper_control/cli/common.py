@@ -98,7 +98,7 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
 def add_controller_args(p: argparse.ArgumentParser) -> None:
     """``--controller`` and ``--posture`` of the commands that drive a reference controller."""
     p.add_argument("--controller", default="heuristic", help="fixed or heuristic")
-    p.add_argument("--posture", help="fixed posture: flat, approach, v")
+    p.add_argument("--posture", help="fixed: the posture (flat, approach, v); heuristic: an earlier version of the rule (v1)")
 
 
 def save_json(path: str | None, data) -> int:

@@ -185,7 +185,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="score a policy or controller on worlds (Table I layout)")
     who = e.add_mutually_exclusive_group(required=True)
     who.add_argument("--policy", help="checkpoint (PATH, PATH.safetensors or PATH.json)")
-    who.add_argument("--controller", help="heuristic or fixed:POSTURE")
+    who.add_argument("--controller", help="heuristic, heuristic:v1 (the first rule) or fixed:POSTURE")
     e.add_argument("--worlds", nargs="+", default=["test"], help="test, proxy, world names or YAML files")
     e.add_argument("--runs", type=count, default=3)
     e.add_argument("--seed", type=seed, default=0)

@@ -111,7 +111,7 @@ class LoopConfig:
             try:  # the controller is built here already, so that a bad posture stops the run before any work
                 make_controller(kind, posture or None)
             except ValueError as exc:
-                problems.append(f"baseline {b!r}: {exc} (use heuristic or fixed:POSTURE)")
+                problems.append(f"baseline {b!r}: {exc} (use heuristic, heuristic:VERSION or fixed:POSTURE)")
         if self.transfer is not None and not isinstance(self.transfer, TransferConfig):
             problems.append(f"transfer must be a mapping of TransferConfig fields or null, got {type(self.transfer).__name__}")
         if problems:
