@@ -162,8 +162,9 @@ DEMO_CONFIG: dict[str, Any] = {
     # guided planning with the rear pressed in neutral and approach: over eight seeds the proxy course 7.50 against the
     # fine set's 6.49, test worlds 6.66 against 6.53, at the same planning cost (docs/sim2real_experiments.md)
     "guided": {"action_set": "fine_rear"},
-    # iteration 1 plans guided by the hand-written rule, the pi_0 that drives line 2's real runs (eight seeds: proxy test
-    # worlds 7.10 against unguided coarse planning's 6.89, paired +0.21 +- 0.11; docs/sim2real_experiments.md)
+    # iteration 1 plans guided by the hand-written rule, the pi_0 that drives line 2's real runs (eight seeds, with the
+    # first rule: proxy test worlds 7.10 against unguided coarse planning's 6.89, paired +0.21 +- 0.11; with today's
+    # rule, whose descent reaches lower: 7.45; docs/sim2real_experiments.md)
     "first_guide": "heuristic",
 }
 
