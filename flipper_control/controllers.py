@@ -6,7 +6,7 @@ gets stuck at anything higher than the track wheels), and they are the baselines
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -136,8 +136,13 @@ class HeuristicController:
         return np.array([front, front, rear, rear])
 
 
-# versions of the rule by name (``heuristic:v1``): the record's figures name the rule they were measured with
-HEURISTIC_VERSIONS = {"v2": HeuristicConfig(), "v1": HeuristicConfig(front_descend=-0.15)}
+# versions of the rule by name (``heuristic:v1``): the record's figures name the rule they were measured with. Each
+# is spelled out in full, so that a later change of ``HeuristicConfig``'s defaults cannot alter a version's figures;
+# the defaults are the newest version, listed first (a test holds the two together: a new default needs a new version)
+_V2 = HeuristicConfig(rise_threshold=0.06, drop_threshold=0.06, look_ahead=(0.30, 0.95), under=0.25, front_neutral=0.25,
+                      front_climb=0.75, front_descend=-0.5, rear_neutral=0.0, rear_climb=-0.2, rear_descend=0.0,
+                      climb_pitch=0.20)
+HEURISTIC_VERSIONS = {"v2": _V2, "v1": replace(_V2, front_descend=-0.15)}
 
 
 def make_controller(name: str, posture: str | None = None):
@@ -148,5 +153,17 @@ def make_controller(name: str, posture: str | None = None):
     if name == "heuristic":
         if posture is not None and posture not in HEURISTIC_VERSIONS:
             raise ValueError(f"unknown heuristic version {posture!r}; allowed: {', '.join(HEURISTIC_VERSIONS)}")
-        return HeuristicController(HEURISTIC_VERSIONS[posture or "v2"])
+        return HeuristicController(HEURISTIC_VERSIONS[posture or next(iter(HEURISTIC_VERSIONS))])
     raise ValueError(f"unknown controller {name!r}; allowed: fixed, heuristic (policies: flipper eval --policy)")
+
+
+def rule_record(name: str) -> dict | None:
+    """What a reference controller's name (``heuristic``, ``heuristic:v1``, ``fixed:flat``) ran, for a report or a
+    JSON file: the rule's version and its parameters for the heuristic (so that a file says which rule it scored,
+    whatever the defaults are when it is read), None for a fixed posture, whose name says it all."""
+    kind, _, version = name.partition(":")
+    if kind != "heuristic":
+        return None
+    version = version or next(iter(HEURISTIC_VERSIONS))
+    make_controller(kind, version)  # an unknown version is refused with the usual message
+    return {"version": version} | asdict(HEURISTIC_VERSIONS[version])

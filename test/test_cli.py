@@ -60,6 +60,8 @@ def test_eval_names_the_rules_version(tmp_path, capsys):
                      "--json", str(out)]) == 0
         data = json.loads(out.read_text())
         assert data["controller"] == name
+        assert data["rule"]["version"] == ("v1" if name.endswith("v1") else "v2")
+        assert data["rule"]["front_descend"] == (-0.15 if name.endswith("v1") else -0.5)
         scores[name] = data["total"]
     assert scores == {"heuristic": 1.0, "heuristic:v1": 0.5}
     assert main(["eval", "--controller", "heuristic:v9", "--worlds", "stairs_down"]) != 0

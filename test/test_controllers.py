@@ -7,7 +7,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from flipper_control.controllers import POSTURES, FixedController, HeuristicController, _median, make_controller
+from flipper_control.controllers import (
+    HEURISTIC_VERSIONS,
+    POSTURES,
+    FixedController,
+    HeuristicConfig,
+    HeuristicController,
+    _median,
+    make_controller,
+)
 from sim.dem import DemSpec
 from sim.mujoco_sim import MujocoSimulator, SimNoise
 from sim.rollout import run_episode
@@ -114,6 +122,14 @@ def test_the_first_rule_reached_too_little_down_on_the_staircase_descent():
     assert v1.act(down)[0] == pytest.approx(-0.15) and v2.act(down)[0] == pytest.approx(-0.5)
     with pytest.raises(ValueError, match="unknown heuristic version 'v9'; allowed: v2, v1"):
         make_controller("heuristic", "v9")
+
+
+def test_the_newest_rule_version_is_the_default():
+    """Plain ``heuristic`` is the newest version; a change of ``HeuristicConfig``'s defaults without a new version would
+    silently change what ``heuristic:v2`` (and every figure recorded under it) means."""
+    newest = list(HEURISTIC_VERSIONS)[0]
+    assert HEURISTIC_VERSIONS[newest] == HeuristicConfig(), f"HeuristicConfig's defaults differ from {newest}: add a version"
+    assert make_controller("heuristic").config == make_controller("heuristic", newest).config
 
 
 def test_the_rules_median_is_numpys_to_the_bit():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from tiny_loop import TINY
 
 import flipper_control.learning.loop as loop_module
 from flipper_control.checkpoint import load_policy
+from flipper_control.controllers import HEURISTIC_VERSIONS
 from flipper_control.learning.imitation_config import ImitationConfig
 from flipper_control.learning.loop import run_loop
 from flipper_control.learning.report import render_markdown
@@ -45,6 +47,17 @@ def test_report_has_scores_per_eval_world_with_total_and_max(base_run):
     heuristic = report["baselines"]["heuristic"]
     assert list(heuristic["scores"]) == EVAL_WORLDS and heuristic["max"] == len(EVAL_WORLDS)
     assert heuristic["total"] == pytest.approx(sum(heuristic["scores"].values()), abs=1e-3)
+
+
+def test_the_report_says_which_rule_its_reference_ran(base_run):
+    """``heuristic`` names today's rule; the report records its version and parameters, so that it still says which
+    rule it scored after the defaults change (the runs before the rule's v2 named v1 ``heuristic`` too)."""
+    _, report, _ = base_run
+    assert set(report["reference_rules"]) == {"heuristic"}
+    rule = report["reference_rules"]["heuristic"]
+    assert rule["version"] == "v2" and rule["front_descend"] == HEURISTIC_VERSIONS["v2"].front_descend
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in rule.items() if k != "version"} \
+        == asdict(HEURISTIC_VERSIONS["v2"])
 
 
 def test_iteration_1_plans_coarse_unguided_and_iteration_2_fine_guided(base_run):

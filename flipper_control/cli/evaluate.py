@@ -146,6 +146,10 @@ def cmd_eval(args) -> int:  # safe: the `flipper eval` command, no code evaluati
         print(f"\nsim-to-real gap (sim - proxy): {totals[0] - totals[1]:+.2f} of {len(worlds)}")
     out = {"controller": label, "seed": args.seed, "runs": args.runs, "max": len(worlds),
            "wall_s": round(time.perf_counter() - t0, 2), "reality_config": proxy_config, "proxy_dem": args.proxy_dem}
+    from flipper_control.controllers import rule_record
+
+    if args.controller and (rule := rule_record(args.controller)) is not None:
+        out["rule"] = rule  # the version and parameters of the rule that ran
     if len(passes) > 1:
         out["by_reality"] = {p[0]: {"total": round(t, 4), "worlds": [ev.to_dict() for ev in evs]}
                              for p, t, evs in zip(passes, totals, evs_of, strict=True)}

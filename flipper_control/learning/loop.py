@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flipper_control.controllers import rule_record
 from flipper_control.learning.config_fields import NO_RESULT_FIELDS, without_fields
 from flipper_control.learning.executors import make_executor
 from flipper_control.learning.loop_config import (
@@ -343,6 +344,10 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
                 col = loop.transfer.collect_real(0, initial, config.transfer.initial_controller)
                 cpu["transfer"] += col["cpu_s"]
                 report["transfer"]["collections"].append(collection_entry(col))
+        # which rule each reference name ran (a file read after the defaults change still says)
+        names = [*report["baselines"], *report.get("transfer", {}).get("proxy_baselines", {}),
+                 *([config.transfer.initial_controller] if config.transfer is not None else []), config.first_guide or ""]
+        report["reference_rules"] = {n: r for n in dict.fromkeys(names) if (r := rule_record(n)) is not None}
         for k in range(1, config.iterations + 1):
             plans = loop.plan(k, iteration_guide(config, out, k))
             dataset, data_hash, n_traj, n_samples = loop.aggregate(k)
