@@ -344,7 +344,8 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
                 col = loop.transfer.collect_real(0, initial, config.transfer.initial_controller)
                 cpu["transfer"] += col["cpu_s"]
                 report["transfer"]["collections"].append(collection_entry(col))
-        # which rule each reference name ran (a file read after the defaults change still says)
+        # which rule each reference name runs today (a file read after the defaults change still says); a folder whose
+        # baselines were scored by older code and resumed is not told apart: such runs are started anew (README)
         names = [*report["baselines"], *report.get("transfer", {}).get("proxy_baselines", {}),
                  *([config.transfer.initial_controller] if config.transfer is not None else []), config.first_guide or ""]
         report["reference_rules"] = {n: r for n in dict.fromkeys(names) if (r := rule_record(n)) is not None}
