@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -15,6 +15,7 @@ from flipper_control.controllers import (
     HeuristicController,
     _median,
     make_controller,
+    rule_record,
 )
 from sim.dem import DemSpec
 from sim.mujoco_sim import MujocoSimulator, SimNoise
@@ -130,6 +131,11 @@ def test_the_newest_rule_version_is_the_default():
     newest = list(HEURISTIC_VERSIONS)[0]
     assert HEURISTIC_VERSIONS[newest] == HeuristicConfig(), f"HeuristicConfig's defaults differ from {newest}: add a version"
     assert make_controller("heuristic").config == make_controller("heuristic", newest).config
+    # what a report records of a reference name: the rule's version and parameters; nothing for a fixed posture
+    assert rule_record("heuristic") == {"version": newest} | asdict(HEURISTIC_VERSIONS[newest])
+    assert rule_record("heuristic:v1")["front_descend"] == -0.15 and rule_record("fixed:flat") is None
+    with pytest.raises(ValueError, match="unknown heuristic version 'v9'"):
+        rule_record("heuristic:v9")
 
 
 def test_the_rules_median_is_numpys_to_the_bit():
