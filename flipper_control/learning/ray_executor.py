@@ -78,7 +78,10 @@ class RayExecutor(Executor):
                     if callable(sigterm_handler):
                         signal.signal(signal.SIGTERM, sigterm_handler)
                 self.startup_s = time.perf_counter() - t0
-            self._remote = ray.remote(num_cpus=1)(_ray_entry)
+            # SPREAD: each task takes a core for seconds to minutes, so a cluster's nodes should share them from the
+            # first batch on; Ray's default packs onto the driver's node first and lets a fast first task take the
+            # second one too (seen on a two-node cluster: every task on the head, the other node idle)
+            self._remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_ray_entry)
         return ray
 
     def _map_outcomes(self, fn, tasks, collect) -> None:
