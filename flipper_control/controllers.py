@@ -145,15 +145,21 @@ _V2 = HeuristicConfig(rise_threshold=0.06, drop_threshold=0.06, look_ahead=(0.30
 HEURISTIC_VERSIONS = {"v2": _V2, "v1": replace(_V2, front_descend=-0.15)}
 
 
+def _rule_version(version: str | None) -> tuple[str, HeuristicConfig]:
+    """(name, config) of a version of the rule; None: the newest. An unknown name is refused, naming the known ones."""
+    version = version or next(iter(HEURISTIC_VERSIONS))
+    if version not in HEURISTIC_VERSIONS:
+        raise ValueError(f"unknown heuristic version {version!r}; allowed: {', '.join(HEURISTIC_VERSIONS)}")
+    return version, HEURISTIC_VERSIONS[version]
+
+
 def make_controller(name: str, posture: str | None = None):
     """Controller by CLI name: ``fixed`` (with ``posture``, e.g. ``fixed:flat``) or ``heuristic`` (today's rule; with a
     version from ``HEURISTIC_VERSIONS`` in its place, e.g. ``heuristic:v1``, an earlier one)."""
     if name == "fixed":
         return FixedController(posture or "flat")
     if name == "heuristic":
-        if posture is not None and posture not in HEURISTIC_VERSIONS:
-            raise ValueError(f"unknown heuristic version {posture!r}; allowed: {', '.join(HEURISTIC_VERSIONS)}")
-        return HeuristicController(HEURISTIC_VERSIONS[posture or next(iter(HEURISTIC_VERSIONS))])
+        return HeuristicController(_rule_version(posture)[1])
     raise ValueError(f"unknown controller {name!r}; allowed: fixed, heuristic (policies: flipper eval --policy)")
 
 
@@ -164,6 +170,5 @@ def rule_record(name: str) -> dict | None:
     kind, _, version = name.partition(":")
     if kind != "heuristic":
         return None
-    version = version or next(iter(HEURISTIC_VERSIONS))
-    make_controller(kind, version)  # an unknown version is refused with the usual message
-    return {"version": version} | asdict(HEURISTIC_VERSIONS[version])
+    version, config = _rule_version(version or None)
+    return {"version": version} | asdict(config)
