@@ -8,10 +8,14 @@
   size ranges: the worlds where the flipper posture decides (``flipper bench plan`` measures there too).
 - ``half_steep``: ``training`` and ``steep`` worlds taking turns (even indices from one, odd from the other);
   what ``configs/full.yaml`` trains on.
+- ``steep_kinds``: steep worlds of one kind of flipper obstacle each, the four kinds in turn, so that each weighs
+  the same (a random draw of eight ``steep`` worlds may hold six climbs); for choosing a checkpoint on held-out
+  worlds (``transfer.deploy_set``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -20,7 +24,7 @@ import numpy as np
 from sim.world import World, WorldError, load_world, world_from_dict
 
 BUILTIN_SETS = ("test", "proxy")
-GENERATED_SETS = ("training", "steep", "half_steep")
+GENERATED_SETS = ("training", "steep", "half_steep", "steep_kinds")
 
 
 def _set_dir(name: str) -> Path:
@@ -28,7 +32,7 @@ def _set_dir(name: str) -> Path:
 
 
 def load_set(name: str, count: int = 20, seed: int = 0) -> list[World]:
-    """Worlds of a built-in set; ``count`` and ``seed`` apply to the generated sets (training, steep, half_steep)."""
+    """Worlds of a built-in set; ``count`` and ``seed`` apply to the generated sets (``GENERATED_SETS``)."""
     if name in GENERATED_SETS:
         return generated_worlds(name, count, seed)
     if name not in BUILTIN_SETS:
@@ -68,7 +72,7 @@ def resolve_world(ref: str) -> World:
 
 
 def resolve_worlds(refs: list[str], count: int = 20, seed: int = 0) -> list[World]:
-    """Expand set names (test, proxy, training, steep, half_steep) and single world references into a list of worlds."""
+    """Expand set names (test, proxy and ``GENERATED_SETS``) and single world references into a list of worlds."""
     worlds: list[World] = []
     for ref in refs:
         if ref in BUILTIN_SETS or ref in GENERATED_SETS:
@@ -208,9 +212,26 @@ def half_steep_worlds(count: int, seed: int = 0) -> list[World]:
     return [plain[i // 2] if i % 2 == 0 else steep[i // 2] for i in range(count)]
 
 
+def steep_kinds_worlds(count: int, seed: int = 0) -> list[World]:
+    """``count`` steep worlds, world ``i`` with obstacles of the one kind ``FLIPPER_KINDS[i % 4]`` only
+    (``steep_kinds_SEED_I``; each drawn as ``steep_worlds`` draws, from generator seed ``seed x 10000 + i``).
+
+    Every kind weighs the same, as in the test worlds, whatever the count's prefix; a prefix does not depend on ``count``.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    worlds = []
+    for i in range(count):
+        kind = FLIPPER_KINDS[i % len(FLIPPER_KINDS)]
+        (world,) = training_worlds(1, seed * 10_000 + i, kinds=(kind,), severity=0.5, name="steep_kinds")
+        worlds.append(replace(world, name=f"steep_kinds_{seed}_{i}", source=f"steep_kinds/{seed}/{i}"))
+    return worlds
+
+
 def generated_worlds(name: str, count: int, seed: int = 0) -> list[World]:
     """``count`` worlds of the generated set ``name`` (one of ``GENERATED_SETS``) from generator seed ``seed``."""
-    makers = {"training": training_worlds, "steep": steep_worlds, "half_steep": half_steep_worlds}
+    makers = {"training": training_worlds, "steep": steep_worlds, "half_steep": half_steep_worlds,
+              "steep_kinds": steep_kinds_worlds}
     if name not in makers:
         raise ValueError(f"unknown generated world set {name!r}; allowed: {', '.join(GENERATED_SETS)}")
     return makers[name](count, seed)

@@ -201,6 +201,8 @@ def test_a_run_without_report_is_read_from_its_step_files(runs, tmp_path):
     (r,) = compare_runs([run])["runs"]
     assert (r["finished"], r["has_report"], r["iterations_done"], r["table_i"]["total"]) == (False, False, 1, 6.0)
     assert r["driving_min"] == 2.0 and r["cpu_hours"] is None and r["baselines"]["heuristic"]["total"] == 7.5
+    write_json_atomic(run / "iter_1" / "deploy_eval.json", {"total": 1.0, "driving_s": 60.0})  # choosing what to deploy
+    assert compare_runs([run])["runs"][0]["driving_min"] == 3.0
     cmp = compare_runs([runs["gan_0"], run])
     assert cmp["modes"]["gan"]["n"] == 1 and cmp["modes"]["gan"]["unfinished"] == [str(run)]
 

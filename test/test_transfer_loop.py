@@ -14,7 +14,7 @@ from tiny_loop import tiny_loop
 
 from flipper_control.learning.loop import LoopConfig, run_loop
 from flipper_control.learning.tasks import transformed_training_data
-from flipper_control.learning.transfer import TransferSteps
+from flipper_control.learning.transfer import TransferSteps, deployed_iteration
 from flipper_control.learning.transfer_config import TransferConfig
 from flipper_control.learning.transfer_tasks import gan_task
 from perception.bag_reader import BagReader
@@ -340,20 +340,74 @@ def test_transfer_config_errors_name_the_field():
         LoopConfig.from_dict(tiny_loop(transfer={"mode": "randomize", "real_masks": {}}))
     with pytest.raises(ValueError, match="^transfer.real_masks: .*bins"):
         LoopConfig.from_dict(tiny_loop(transfer={"real_masks": {"bins": 3}}))
+    with pytest.raises(ValueError, match="deploy_worlds 4 needs proxy_eval_every > 0"):
+        LoopConfig.from_dict(tiny_loop(transfer={"deploy_worlds": 4}))
+    with pytest.raises(ValueError, match="deploy_set must be one of training, steep, half_steep, steep_kinds, got 'test'"):
+        LoopConfig.from_dict(tiny_loop(transfer={"deploy_set": "test"}))
+    with pytest.raises(ValueError, match="deploy_worlds must be an integer >= 0"):
+        LoopConfig.from_dict(tiny_loop(transfer={"deploy_worlds": -1}))
+    with pytest.raises(ValueError, match="deploy_runs must be an integer >= 1"):
+        LoopConfig.from_dict(tiny_loop(transfer={"deploy_runs": 0}))
     assert config_from_mapping(LoopConfig, tiny_loop(), "x").transfer is None  # no section: today's loop
 
 
-def test_a_run_resumed_with_proxy_eval_every_adds_the_earlier_proxy_scores_and_nothing_else(gan_run, tmp_path):
-    src, _ = gan_run
+def test_a_run_resumed_with_proxy_eval_every_and_deploy_worlds_adds_scores_and_a_deployed_policy_only(gan_run, tmp_path):
+    src, first = gan_run
     out = tmp_path / "run"
     shutil.copytree(src, out)  # a copy: the shared run stays as the other tests expect it
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in
               ("report.json", "report.md", "learning_curve.png", "config.json")}
-    assert not (out / "iter_1" / "proxy_eval.json").exists()
-    report = run_loop(LoopConfig.from_dict(tiny_loop(transfer={**GAN_RUN, "proxy_eval_every": 1})), out)
+    assert not (out / "iter_1" / "proxy_eval.json").exists() and "deployed_policy" not in first
+    deploy = {"deploy_worlds": 2, "deploy_runs": 1}  # the default set: steep_kinds
+    report = run_loop(LoopConfig.from_dict(tiny_loop(transfer={**GAN_RUN, "proxy_eval_every": 1, **deploy})), out)
     assert {p: p.stat().st_mtime_ns for p in before} == before  # no step ran again
     assert (out / "iter_1" / "proxy_eval.json").is_file()
     assert set(report["iterations"][0]["transfer"]["proxy"]) == {"proxy/F"}
     assert json.loads((out / "config.json").read_text())["transfer"]["proxy_eval_every"] == 1
+    # both iterations drove the same two held-out steep worlds on the proxy; the better one is deployed
+    t = report["transfer"]
+    evals = [json.loads((out / f"iter_{k}" / "deploy_eval.json").read_text()) for k in (1, 2)]
+    assert list(evals[0]["scores"]) == list(evals[1]["scores"]) == t["deploy"]["worlds"]
+    assert t["deploy"]["worlds"] == ["steep_kinds_900_0", "steep_kinds_900_1"]  # loop seed 0: generator seed 900
+    assert evals[0]["asked"] == {"set": "steep_kinds", "worlds": 2, "runs": 1}
+    assert t["deploy"]["totals"] == {"1": evals[0]["total"], "2": evals[1]["total"]}
+    k = deployed_iteration({1: evals[0]["total"], 2: evals[1]["total"]})
+    assert t["deploy"]["iteration"] == k and report["deployed_policy"] == f"iter_{k}/policy.safetensors"
+    assert report["final_policy"] == "iter_2/policy.safetensors"  # the last iteration's, as before
+    # that driving is real data used: it counts beside the collections
+    assert evals[0]["driving_s"] > 5 and t["deploy"]["driving_s"] == pytest.approx(evals[0]["driving_s"] + evals[1]["driving_s"])
+    assert t["driving_s"] == pytest.approx(sum(c["driving_s"] for c in t["collections"]) + t["deploy"]["driving_s"], abs=0.02)
+    md = (out / "report.md").read_text()
+    assert f"Deployed policy: iteration {k} (`iter_{k}/policy`), the best on 2 held-out steep_kinds worlds" in md
+    assert "min choosing the deployed iteration" in md
     with pytest.raises(ValueError, match="real_runs: recorded 2, asked 3"):  # a setting that changes results still refuses
         run_loop(LoopConfig.from_dict(tiny_loop(transfer={**GAN_RUN, "real_runs": 3})), out)
+
+
+def test_deploy_scores_are_reused_only_for_the_settings_that_drove_them(tmp_path):
+    calls = []
+
+    def evaluate(spec, worlds, runs, seed, label, reality="sim", reality_config=None):
+        calls.append(([w.name for w in worlds], runs, reality))
+        return {"scores": {w.name: 1.0 for w in worlds}, "total": float(len(worlds)), "max": len(worlds),
+                "runs": {w.name: [{"time": 10.0}] * runs for w in worlds}, "cpu_s": 1.0}
+
+    def steps(**deploy):
+        config = TransferConfig(proxy_eval_every=1, **deploy)
+        return TransferSteps(config, 3, tmp_path, None, evaluate, None)
+
+    (tmp_path / "iter_2").mkdir()
+    first = steps(deploy_worlds=2).deploy_eval(2, "p")
+    assert calls == [(["steep_kinds_3900_0", "steep_kinds_3900_1"], 1, "proxy")]  # loop seed 3: generator seed 3900
+    assert first["driving_s"] == 20.0 and steps(deploy_worlds=2).deploy_eval(2, "p") == first and len(calls) == 1
+    again = steps(deploy_worlds=2, deploy_runs=2).deploy_eval(2, "p")  # other settings: driven anew
+    assert len(calls) == 2 and again["driving_s"] == 40.0 and again["asked"]["runs"] == 2
+    assert steps().deploy_eval(2, "p") is None and len(calls) == 2  # off: nothing driven
+
+
+def test_the_deployed_iteration_is_the_best_on_the_held_out_worlds_and_a_tie_goes_to_the_later():
+    assert deployed_iteration({2: 3.5, 4: 4.0, 6: 3.9}) == 4
+    assert deployed_iteration({2: 4.0, 4: 4.0, 7: 3.0}) == 4
+    assert deployed_iteration({7: 1.0}) == 7
+    with pytest.raises(ValueError, match="no iteration was scored"):
+        deployed_iteration({})

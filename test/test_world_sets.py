@@ -14,6 +14,7 @@ from sim.world_sets import (
     load_set,
     resolve_world,
     resolve_worlds,
+    steep_kinds_worlds,
     steep_worlds,
     training_worlds,
 )
@@ -82,6 +83,17 @@ def test_half_steep_worlds_alternate_between_the_plain_and_the_steep_draw():
     assert resolve_world("half_steep/4/3") == worlds[3] and resolve_worlds(["half_steep"], count=5, seed=4) == worlds
     with pytest.raises(ValueError, match="unknown generated world set 'hard'"):
         generated_worlds("hard", 2)
+
+
+def test_steep_kinds_worlds_take_each_flipper_obstacle_in_turn_from_the_steep_draw():
+    worlds = steep_kinds_worlds(6, seed=2)
+    assert [w.name for w in worlds] == [f"steep_kinds_2_{i}" for i in range(6)]
+    for i, w in enumerate(worlds):  # one kind per world, in turn, each drawn from its own seed's hardest half
+        kind = FLIPPER_KINDS[i % 4]
+        assert set(w.description.split(": ")[1].split(", ")) == {kind}
+        assert w.terrain == training_worlds(1, 20_000 + i, kinds=(kind,), severity=0.5)[0].terrain
+    assert steep_kinds_worlds(3, seed=2) == worlds[:3], "a prefix does not depend on count"
+    assert resolve_world("steep_kinds/2/5") == worlds[5] and generated_worlds("steep_kinds", 6, 2) == worlds
 
 
 @pytest.mark.parametrize("kwargs, fragment", [({"kinds": ("stairs_up", "slide")}, "slide"), ({"kinds": ()}, "no obstacle"),

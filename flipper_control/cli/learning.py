@@ -149,7 +149,15 @@ def cmd_train_policy(args) -> int:
 
 # ------------------------------------------------------------------------------------------ loop / demo
 def _print_report(report: dict, out: Path) -> None:
-    from flipper_control.learning.report import proxy_title, table_i, table_iii, table_paired, table_proxy, table_transfer
+    from flipper_control.learning.report import (
+        deployed_line,
+        proxy_title,
+        table_i,
+        table_iii,
+        table_paired,
+        table_proxy,
+        table_transfer,
+    )
 
     print("\nSimulated test worlds (Table I analogue):\n")
     print(table_i(report))
@@ -167,6 +175,8 @@ def _print_report(report: dict, out: Path) -> None:
         table = table_paired(report)
         if table:
             print(f"\nThe generator on same-pose pairs (exact and reality-proxy DEMs):\n\n{table}")
+        if t.get("deploy"):
+            print(f"\n{deployed_line(report)}")
         print(f"\nreal (reality-proxy) driving used: {t.get('driving_s', 0) / 60:.1f} min"
               + (f"; Fig. 6 analogue: {out / t['figure']}" if t.get("figure") else ""))
     cpu = report.get("cpu_s", {})

@@ -118,9 +118,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("worlds", help="list, show or export worlds")
     w.add_argument("action", choices=["list", "show", "export"])
     w.add_argument("world", nargs="?", help="world name (stairs_up, proxy/staircase, training/3) or YAML file")
-    w.add_argument("--set", choices=["test", "proxy", "training", "steep", "half_steep"],
+    w.add_argument("--set", choices=["test", "proxy", "training", "steep", "half_steep", "steep_kinds"],
                    help="only this set (list); every world of it (export --format sdf, with --out-dir)")
-    w.add_argument("--count", type=count, default=10, help="number of training (or steep) worlds to list or export")
+    w.add_argument("--count", type=count, default=10, help="number of generated worlds to list or export")
     w.add_argument("--seed", type=seed, default=0, help="training-world generator seed")
     w.add_argument("--format", choices=["mjcf", "sdf", "urdf", "sdf-model"], default="mjcf",
                    help="export format: mjcf (MuJoCo world + robot), sdf (Gazebo world + robot), urdf or sdf-model "

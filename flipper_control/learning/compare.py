@@ -72,6 +72,9 @@ def _from_step_files(run: Path, config: dict) -> dict:
         proxy = _load(run / f"iter_{k}" / "proxy_eval.json", "proxy evaluation file")
         if proxy is not None:
             entry["transfer"] = {"proxy": proxy}
+        deploy = _load(run / f"iter_{k}" / "deploy_eval.json", "deployment choice file")
+        if deploy is not None and "transfer" in report:  # driving that chose the deployed iteration is real data used
+            report["transfer"]["driving_s"] += deploy.get("driving_s", 0.0)
         report["iterations"].append(entry)
         k += 1
     return report

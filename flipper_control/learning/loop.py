@@ -12,7 +12,8 @@ Every step writes its output atomically under ``out/iter_K/`` and is skipped whe
 a killed loop run again with the same ``--out`` continues from the last finished step; within the planning and
 training steps, every finished trajectory and candidate is kept too (``iter_K/plans/``, ``candidates/``). ``out/config.json``
 records the configuration; resuming with a different one is refused (the outputs would not match), except for
-where tasks run, ``transfer.proxy_eval_every`` and ``transfer.paired_worlds``, which change no result (``config_fields``).
+where tasks run, ``transfer.proxy_eval_every``, ``transfer.paired_worlds`` and ``transfer.deploy_*``, which change no
+trained result (``config_fields``).
 """
 
 from __future__ import annotations
@@ -390,6 +391,8 @@ def run_loop(config: LoopConfig, out: str | Path, on_iteration: Callable[[dict],
             report["memory"] = merge_memory_reports(earlier_memory, loop.ex.memory_report())
             report["wall_s"] = round(wall, 2)
             report["final_policy"] = entry["policy"]
+            if "deploy" in report.get("transfer", {}):  # chosen on held-out proxy worlds (transfer.deploy_worlds)
+                report["deployed_policy"] = str(Path(f"iter_{report['transfer']['deploy']['iteration']}") / "policy.safetensors")
             write_report(out, report)
             if on_iteration:
                 on_iteration(entry)

@@ -240,6 +240,22 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def deployed_line(report: dict) -> str:
+    """One sentence: which iteration is deployed, the held-out proxy totals that chose it and its proxy scores."""
+    d = report["transfer"]["deploy"]
+    k = d["iteration"]
+    totals = ", ".join(f"{j}: {v:.2f}" for j, v in sorted(d["totals"].items(), key=lambda kv: int(kv[0])))
+    entry = next((e for e in report["iterations"] if e["iteration"] == k), {})
+    proxy = entry.get("transfer", {}).get("proxy", {})
+    names = {"test": "test worlds", "proxy": "course"}
+    columns = {ref: score_columns(v) for ref, v in proxy.items()}  # the course scores its sections, as its table
+    scores = "; ".join(f"{names.get(ref, ref)} {sum(c.values()):.2f}/{len(c)}" for ref, c in columns.items())
+    return (f"Deployed policy: iteration {k} (`iter_{k}/policy`), the best on {len(d['worlds'])} held-out {d['set']} "
+            f"worlds x {d['runs']} run(s) on the reality proxy (totals /{len(d['worlds'])} by iteration: {totals}; "
+            f"ties go to the later; {d['driving_s'] / 60:.1f} min of driving, counted as real data)"
+            + (f"; on the proxy: {scores}" if scores else "") + ".")
+
+
 def _transfer_markdown(report: dict) -> list[str]:
     t = report.get("transfer")
     if not t:
@@ -258,7 +274,11 @@ def _transfer_markdown(report: dict) -> list[str]:
     lines = [f"## Sim-to-real (Algorithm 1), mode `{t['mode']}`{borrowed}", "",
              f"Real (reality-proxy) driving used: {t.get('driving_s', 0) / 60:.1f} min in {len(t['collections'])} "
              "collection(s): " + ", ".join(f"{c['label']} ({c['driving_s'] / 60:.1f} min, {c['samples']} states)"
-                                          for c in t["collections"]) + ".", ""]
+                                          for c in t["collections"])
+             + (f", and {t['deploy']['driving_s'] / 60:.1f} min choosing the deployed iteration" if t.get("deploy") else "")
+             + ".", ""]
+    if t.get("deploy"):
+        lines += [deployed_line(report), ""]
     for ref in report["config"]["transfer"]["proxy_eval_worlds"]:
         table = table_proxy(report, ref)
         if table:

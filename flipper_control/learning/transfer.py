@@ -17,6 +17,8 @@ G_0 is the identity (no transform), so iteration 1 is today's loop. ``mode`` cho
 above), ``identity`` (G held at the identity: the ablation that shows whether the GAN does anything) or
 ``randomize`` (imitation on domain-randomised DEMs instead: what most users would try first). Every variant
 scores its policy on the reality proxy (the test worlds and the proxy course F, P, SU1-3, SD1-3: Table II).
+With ``deploy_worlds`` > 0 those iterations also drive on held-out generated worlds on the proxy, and the best
+there is the deployed policy (``deployed_policy`` in the report; the test worlds play no part in choosing it).
 Every step writes its output atomically and is skipped when it exists, as the rest of the loop.
 
 Line 7 runs beside the next steps: the update is submitted to one worker (``Executor.submit``) while line 9's
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from flipper_control.learning.executors import Pending
     from flipper_control.learning.transfer_config import TransferConfig
 
-__all__ = ["TransferSteps", "collection_entry"]
+__all__ = ["TransferSteps", "collection_entry", "deployed_iteration"]
 
 
 def collection_entry(col: dict) -> dict:
@@ -86,6 +88,14 @@ class _GanInFlight:
     entry: dict  # the iteration's transfer entry of the report
     cpu: dict
     transfer_report: dict
+
+
+def deployed_iteration(totals: dict[int, float]) -> int:
+    """The iteration to deploy from its total on the held-out proxy worlds: the best; a tie goes to the later
+    iteration (more data behind it, and the loop's own answer where the held-out worlds cannot tell)."""
+    if not totals:
+        raise ValueError("no iteration was scored on the held-out proxy worlds")
+    return max(totals, key=lambda k: (totals[k], k))
 
 
 class TransferSteps:
@@ -307,6 +317,28 @@ class TransferSteps:
         write_json_atomic(path, result)
         return result
 
+    def deploy_eval(self, k: int, policy: str) -> dict | None:
+        """Iteration ``k``'s policy on the held-out proxy worlds that choose the deployed iteration
+        (``iter_K/deploy_eval.json``); None when ``deploy_worlds`` is 0."""
+        if self.c.deploy_worlds == 0:
+            return None
+        from sim.world_sets import generated_worlds
+
+        path = self.out / f"iter_{k}" / "deploy_eval.json"
+        asked = {"set": self.c.deploy_set, "worlds": self.c.deploy_worlds, "runs": self.c.deploy_runs}
+        done = _read_json(path)
+        if done is not None and done.get("asked") == asked:  # a run resumed with other deploy_* settings drives anew
+            return done
+        # generator seeds: training worlds seed x 1000 + k, collections + 500 + i, rollouts + 700 + k; these + 900
+        worlds = generated_worlds(self.c.deploy_set, self.c.deploy_worlds, seed=self.seed * 1000 + 900)
+        label = f"iter {k}: {len(worlds)} held-out {self.c.deploy_set} worlds on the reality proxy (which iteration to deploy)"
+        result = {"asked": asked} | self._evaluate({"kind": "policy", "path": policy}, worlds, self.c.deploy_runs,
+                                                   self.seed * 100_000 + 90_000, label, reality="proxy",
+                                                   reality_config=self._reality)
+        result["driving_s"] = round(sum(r["time"] for runs in result["runs"].values() for r in runs), 2)
+        write_json_atomic(path, result)
+        return result
+
     def proxy_baselines(self) -> dict:
         """The reference controllers on the reality proxy, once (``proxy_baselines.json``): Table II's context."""
         path = self.out / "proxy_baselines.json"
@@ -344,7 +376,16 @@ class TransferSteps:
             cpu["evaluation"] += sum(v["cpu_s"] for v in proxy.values())
             entry["proxy"] = {ref: {key: v[key] for key in ("scores", "total", "max", "sections")} | {"losses": eval_losses(v)}
                               for ref, v in proxy.items()}
+            if (dep := self.deploy_eval(k, policy)) is not None:
+                cpu["evaluation"] += dep["cpu_s"]
+                entry["deploy"] = {key: dep[key] for key in ("scores", "total", "max", "driving_s")}
+                choice = transfer_report.setdefault("deploy", {"set": self.c.deploy_set, "worlds": list(dep["scores"]),
+                                                               "runs": self.c.deploy_runs, "totals": {}, "driving_s": 0.0})
+                choice["totals"][str(k)] = dep["total"]
+                choice["driving_s"] = round(choice["driving_s"] + dep["driving_s"], 2)
+                choice["iteration"] = deployed_iteration({int(j): v for j, v in choice["totals"].items()})
         if wait or k == iterations:
             self.finish_gan_update()
-        transfer_report["driving_s"] = round(sum(c["driving_s"] for c in transfer_report["collections"]), 2)
+        transfer_report["driving_s"] = round(sum(c["driving_s"] for c in transfer_report["collections"])
+                                             + transfer_report.get("deploy", {}).get("driving_s", 0.0), 2)
         return entry

@@ -72,6 +72,14 @@ class TransferConfig:
     # noise, the randomisation, the split into exact / randomised / G's shares, the borrowed masks): a policy that
     # saw one draw per state may learn that draw's holes; samples_per_epoch keeps the training cost flat. 1: one draw
     dem_views: int = 1
+    # every iteration scored on the proxy (proxy_eval_every, and the last) also drives deploy_runs runs on each of
+    # deploy_worlds generated ``deploy_set`` worlds held out from the test worlds, the training worlds and the
+    # collections; the report deploys the iteration that scores best there (ties: the later one). The proxy's test
+    # worlds then judge a policy chosen without them, as a robot's own test drives would choose a checkpoint. That
+    # driving is real data used: it counts in driving_s. 0: off (the loop's last policy is the one deployed)
+    deploy_worlds: int = 0
+    deploy_set: str = "steep_kinds"  # each kind of flipper obstacle in turn (sim.world_sets)
+    deploy_runs: int = 1
 
     def __post_init__(self) -> None:
         sections = {"gan": GanTrainConfig.from_dict, "randomization": DomainRandomization.from_dict,
@@ -90,7 +98,15 @@ class TransferConfig:
             problems.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.worlds not in GENERATED_SETS:
             problems.append(f"worlds must be one of {', '.join(GENERATED_SETS)}, got {self.worlds!r}")
-        for name in ("real_runs", "real_every", "sim_runs", "proxy_eval_runs"):
+        if self.deploy_set not in GENERATED_SETS:
+            problems.append(f"deploy_set must be one of {', '.join(GENERATED_SETS)}, got {self.deploy_set!r}")
+        dw = self.deploy_worlds
+        if not (isinstance(dw, int) and not isinstance(dw, bool) and dw >= 0):
+            problems.append(f"deploy_worlds must be an integer >= 0 (0: off), got {dw!r}")
+        elif dw > 0 and isinstance(self.proxy_eval_every, int) and self.proxy_eval_every == 0:
+            problems.append(f"deploy_worlds {dw} needs proxy_eval_every > 0: the deployed policy is chosen among the "
+                            "iterations scored on the proxy, and with 0 that is the last one alone")
+        for name in ("real_runs", "real_every", "sim_runs", "proxy_eval_runs", "deploy_runs"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 problems.append(f"{name} must be an integer >= 1, got {v!r}")
