@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perception.real_masks import MaskBorrowing, borrow_real_masks, pitch_bins
+from perception.real_masks import MaskBorrowing, borrow_real_masks, pitch_bins, pitch_change_ahead
 
 SHAPE = (20, 5)
 
@@ -119,3 +119,46 @@ def test_the_start_window_borrows_from_the_same_second_of_the_real_runs_and_only
     with pytest.raises(ValueError, match="one step per DEM"):
         borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(5), MaskBorrowing(start_s=3.0),
                           step=step[:50], real_step=real_step)
+
+
+def test_pitch_change_ahead_is_the_largest_signed_change_within_the_own_trajectory():
+    pitch = np.radians([0.0, 0.0, -5.0, 10.0, 0.0, 30.0, 30.0])
+    traj = np.array([1, 1, 1, 1, 2, 2, 2])
+    got = np.degrees(pitch_change_ahead(pitch, traj, 2))
+    # sample 1 sees -5 and +10 ahead: +10 is the larger; sample 3 is its trajectory's last; 4 sees the next one's +30
+    np.testing.assert_allclose(got, [-5.0, 10.0, 15.0, 0.0, 30.0, 0.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(np.degrees(pitch_change_ahead(pitch, traj, 1)), [0.0, -5.0, 15.0, 0.0, 30.0, 0.0, 0.0],
+                               atol=1e-9)
+    assert not pitch_change_ahead(pitch, traj, 0).any()
+    with pytest.raises(ValueError, match="equal 1-d shapes"):
+        pitch_change_ahead(pitch, traj[:-1], 2)
+
+
+def test_the_change_ahead_picks_real_masks_of_the_same_stage_of_a_manoeuvre():
+    """Level real DEMs before a nose-down change miss row 3, those before a level stretch row 15: a level simulated
+    DEM wears the mask of its own stage, which the pitch alone cannot tell apart."""
+    masks = np.zeros((80, *SHAPE), bool)
+    masks[:40, 3] = True
+    masks[40:, 15] = True
+    real_pitch, real_ahead = np.zeros(80), np.radians(np.r_[np.full(40, 25.0), np.full(40, 1.0)])
+    heights, pitch = _sim(60, 2.0)
+    ahead = np.radians(np.r_[np.full(30, 22.0), np.full(30, -2.0)])
+    config = MaskBorrowing(ahead_s=2.0)
+    out = borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(3), config, ahead=ahead,
+                            real_ahead=real_ahead)
+    nan = np.isnan(out)
+    assert nan[:30, 3].all() and not nan[:30, 15].any()
+    assert nan[30:, 15].all() and not nan[30:, 3].any()
+    np.testing.assert_array_equal(out[~nan], heights[~nan])
+    # a change ahead no real run showed (-30 deg): the pitch's own pool, as without the option
+    far = borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(3), config,
+                            ahead=np.radians(np.full(60, -30.0)), real_ahead=real_ahead)
+    assert np.isnan(far[:, 3]).any() and np.isnan(far[:, 15]).any()
+    with pytest.raises(ValueError, match="ahead_s needs each DEM's pitch change ahead"):
+        borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(3), config)
+    with pytest.raises(ValueError, match="one change per DEM"):
+        borrow_real_masks(heights, pitch, masks, real_pitch, np.random.default_rng(3), config, ahead=ahead[:5],
+                          real_ahead=real_ahead)
+    for bad in ({"ahead_s": -1.0}, {"ahead_s": 11.0}, {"ahead_bin_deg": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            MaskBorrowing(**bad)

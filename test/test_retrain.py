@@ -16,11 +16,13 @@ from flipper_control.cli import main
 from flipper_control.learning.retrain import (
     _relocated,
     changed_imitation,
+    changed_transform,
     paired_summary,
     recorded_candidates,
     retrain_tasks,
 )
 from flipper_control.learning.tasks import train_task
+from perception.real_masks import MaskBorrowing
 from planning.dataset import TrajectoryDataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -194,3 +196,39 @@ def test_cli_reuse_takes_the_recorded_scores_of_an_earlier_study(base_run, tmp_p
     assert main(["retrain", *common, "--change", "{epochs: 4}", "--out", str(tmp_path / "x"), "--reuse",
                  str(tmp_path / "nowhere")]) == 2
     assert "--reuse" in capsys.readouterr().err
+
+
+def test_a_transfer_change_rebuilds_each_candidates_dem_transform_as_the_loop_would(base_run, tmp_path, capsys):
+    """``--transfer`` retrains on the DEM transform the loop would have built with the changed ``transfer:`` section
+    (here: real masks borrowed by the change of pitch ahead, from the run's own real collection)."""
+    from tiny_loop import tiny_loop
+
+    from flipper_control.learning.loop import LoopConfig, run_loop
+
+    out = tmp_path / "gan_run"
+    run_loop(LoopConfig.from_dict(tiny_loop(iterations=1, transfer={
+        "real_runs": 2, "sim_runs": 2, "real_every": 1, "gan": {"epochs": 2, "steps_per_epoch": 5}})), out)
+    c = recorded_candidates(out)[0]
+    assert c.dem_transform is None  # iteration 1 of a plain gan loop: the identity, exact DEMs
+    built = changed_transform(c, {"real_masks": {"ahead_s": 1.0}})
+    assert built == {"kind": "gan", "path": None, "real_masks": {
+        "config": MaskBorrowing(ahead_s=1.0).to_dict(), "datasets": [str(out / "real_0" / "real_trajectories.safetensors")],
+        "seed": c.seed}}
+    with pytest.raises(ValueError, match="leaves .* DEM transform as it was"):
+        changed_transform(c, {"real_every": 2})
+    with pytest.raises(ValueError, match="ahead_s must be"):
+        changed_transform(c, {"real_masks": {"ahead_s": -1.0}})
+    with pytest.raises(ValueError, match="no transfer: section"):
+        changed_transform(recorded_candidates(base_run[0])[0], {"real_masks": {}})
+    study = tmp_path / "study"
+    common = ["--out", str(study), "--worlds", "flat", "--reality", "sim", "--runs", "1", "--executor", "serial"]
+    assert main(["retrain", str(out), "--transfer", "{real_masks: {ahead_s: 1.0}}", "--seeds", str(c.seed), *common,
+                 "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 1
+    side = json.loads((study / out.name / "iter_1" / f"seed_{c.seed}.json").read_text())
+    assert side["metadata"]["dem_transform"] == built and side["metadata"]["transfer_change"] == {"real_masks": {"ahead_s": 1.0}}
+    capsys.readouterr()
+    assert main(["retrain", str(out), "--transfer", "{real_masks: {}}", "--seeds", "99999", *common]) == 2
+    assert "--seeds 99999: no such candidate" in capsys.readouterr().err
+    assert main(["retrain", str(out), *common]) == 2
+    assert "needs --change (imitation fields), --transfer" in capsys.readouterr().err

@@ -157,7 +157,8 @@ def test_real_masks_put_the_real_dems_nan_masks_on_the_training_dems(tmp_path):
     with pytest.raises(ValueError, match=r"real_masks from .*other\.safetensors: .*share the DEM geometry"):
         elsewhere = spec["real_masks"] | {"datasets": [str(tmp_path / "other.safetensors")]}
         transformed_training_data(data, spec | {"real_masks": elsewhere})
-    assert report["config"]["transfer"]["real_masks"] == {"share": 1.0, "pitch_bin_deg": 15, "min_pool": 20, "start_s": 0.0}
+    assert report["config"]["transfer"]["real_masks"] == {"share": 1.0, "pitch_bin_deg": 15, "min_pool": 20, "start_s": 0.0,
+                                                       "ahead_s": 0.0, "ahead_bin_deg": 10.0}
 
 
 def test_with_gan_shadows_the_pairs_judge_g_as_imitation_sees_it(gan_run, tmp_path):

@@ -256,13 +256,28 @@ def cmd_retrain(args) -> int:
     from sim.io_utils import write_json_atomic
     from sim.world_sets import resolve_worlds
 
-    try:
-        change = yaml.safe_load(args.change)
-    except yaml.YAMLError as e:
-        raise ValueError(f"--change {args.change!r} is not a YAML mapping: {e}") from e
+    def mapping(option: str, text: str | None):
+        if text is None:
+            return None
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{option} {text!r} is not a YAML mapping: {e}") from e
+
+    change, transfer_change = mapping("--change", args.change), mapping("--transfer", args.transfer)
+    if change is None and transfer_change is None:
+        raise ValueError("flipper retrain needs --change (imitation fields), --transfer (transfer: fields), or both")
     candidates = [c for run in args.run for c in recorded_candidates(run, args.iteration)]
+    if args.seeds:
+        missing = sorted(set(args.seeds) - {c.seed for c in candidates})
+        if missing:
+            raise ValueError(f"--seeds {' '.join(map(str, missing))}: no such candidate; the candidates' seeds are "
+                             f"{' '.join(str(c.seed) for c in candidates)}")
+        candidates = [c for c in candidates if c.seed in args.seeds]
     out = Path(args.out)
-    tasks = retrain_tasks(candidates, change, out)  # a bad change stops here, before any work
+    tasks = retrain_tasks(candidates, change, out, transfer_change)  # a bad change stops here, before any work
+    if transfer_change is not None:
+        change = {"imitation": change, "transfer": transfer_change} if change else {"transfer": transfer_change}
     worlds = resolve_worlds(args.worlds)
     seeds = list(range(args.seed, args.seed + args.runs))
     override = reality_config(args)
@@ -403,11 +418,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_reality_config_arg(lp, loop=True)
     lp.set_defaults(func=cmd_loop)
 
-    r = sub.add_parser("retrain", help="train a finished loop iteration's candidates again with one imitation change "
+    r = sub.add_parser("retrain", help="train a finished loop iteration's candidates again with one imitation or transfer change "
                        "(the history held fixed) and score both, paired by candidate")
     r.add_argument("run", nargs="+", help="finished `flipper loop --out` folders")
-    r.add_argument("--change", required=True, metavar="YAML",
+    r.add_argument("--change", metavar="YAML",
                    help="ImitationConfig fields to change, a YAML mapping: '{keyframe_weight: 20}', '{policy: {hidden: [256]}}'")
+    r.add_argument("--transfer", metavar="YAML",
+                   help="transfer: fields to change (each candidate's DEM transform rebuilt as the loop would have), a "
+                        "YAML mapping: '{real_masks: {ahead_s: 2.0}}'")
+    r.add_argument("--seeds", nargs="+", type=int, metavar="S", help="retrain only the candidates of these seeds")
     r.add_argument("--out", required=True, help="folder of the retrained checkpoints and the comparison (resumable)")
     r.add_argument("--iteration", type=count, help="the iteration whose candidates are retrained (default: each run's last)")
     r.add_argument("--worlds", nargs="+", default=["test"], help="test, proxy, world names or YAML files (default: test)")

@@ -262,7 +262,9 @@ def _transfer_markdown(report: dict) -> list[str]:
         return []
     runs = report["config"]["transfer"]["proxy_eval_runs"]
     tc = report["config"]["transfer"]
-    borrowed = " (imitation under NaN masks borrowed from the real DEMs: `real_masks`)" if tc.get("real_masks") else ""
+    masks = tc.get("real_masks") or {}
+    by = f", matched by the pitch's change over the next {masks['ahead_s']:g} s" if masks.get("ahead_s") else ""
+    borrowed = f" (imitation under NaN masks borrowed from the real DEMs{by}: `real_masks`)" if tc.get("real_masks") else ""
     if tc.get("exact_share"):
         borrowed += f" ({100 * tc['exact_share']:.0f} % of imitation's DEMs left exact: `exact_share`)"
     if tc.get("randomize_share"):

@@ -1,4 +1,4 @@
-"""Retraining a finished loop iteration's candidates with one imitation change, the history held fixed.
+"""Retraining a finished loop iteration's candidates with one imitation or DEM-transform change, the history held fixed.
 
 A change to imitation measured over whole loops drowns in the seeds' spread: every iteration's plans follow the last
 policy and every G learns from its runs, so two loops part ways from the first change on. This study holds the
@@ -11,9 +11,10 @@ weights back bit for bit (a fixed thread count; ``flipper_control.learning.imita
 change alone.
 
 ``recorded_candidates`` reads what a run recorded (and refuses a run whose dataset changed since),
-``changed_imitation`` merges and checks the change, ``retrain_tasks`` and ``score_tasks`` are the work for an
-executor (``tasks.train_task``, ``tasks.eval_task``), ``score_key`` names a score in a study's cache, and
-``paired_summary`` is the comparison. ``flipper retrain`` wires them (``flipper_control.cli.learning``).
+``changed_imitation`` merges and checks the change, ``changed_transform`` rebuilds a candidate's DEM transform under
+changed ``transfer:`` fields (the loop's own ``TransferSteps`` over the run's folder), ``retrain_tasks`` and
+``score_tasks`` are the work for an executor (``tasks.train_task``, ``tasks.eval_task``), ``score_key`` names a score
+in a study's cache, and ``paired_summary`` is the comparison. ``flipper retrain`` wires them (``flipper_control.cli.learning``).
 
 Half of a study's scoring is the recorded candidates, the same in every study of the same runs. A score's key holds
 the checkpoint's path and its weights' sha256 with everything the scoring depends on, so a later study may take the
@@ -31,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Recorded", "recorded_candidates", "changed_imitation", "retrain_tasks", "score_tasks", "score_key",
-           "paired_summary"]
+__all__ = ["Recorded", "recorded_candidates", "changed_imitation", "changed_transform", "retrain_tasks", "score_tasks",
+           "score_key", "paired_summary"]
 
 
 @dataclass(frozen=True)
@@ -159,13 +160,49 @@ def changed_imitation(recorded: dict, change: Mapping[str, Any]) -> dict:
     return merged
 
 
-def retrain_tasks(candidates: Sequence[Recorded], change: Mapping[str, Any], out: Path) -> list[dict]:
-    """``tasks.train_task`` work: each candidate trained again with ``change``, to ``out/<run>/iter_K/seed_S`` (a
-    complete checkpoint there with the same seed, data and transform is kept: a resumed study trains nothing twice)."""
+def changed_transform(candidate: Recorded, change: Mapping[str, Any]) -> dict | None:
+    """The DEM transform ``candidate`` would have trained on had its run's ``transfer:`` section held ``change`` too
+    (nested: ``{real_masks: {ahead_s: 2}}``), built by the loop's own ``TransferSteps.dem_transform`` over the run's
+    folder (its generators and real collections). Raises ValueError naming the run when it has no ``transfer:``
+    section, when the change is not a valid one, or when it leaves the candidate's transform as it was."""
+    from flipper_control.learning.transfer import TransferSteps
+    from flipper_control.learning.transfer_config import TransferConfig
+
+    if not isinstance(change, Mapping) or not change:
+        raise ValueError(f"the transfer change must be a non-empty mapping of TransferConfig fields, got {change!r}")
+    try:
+        config = json.loads((candidate.run / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{candidate.run}: no readable config.json, so its transfer settings are unknown: {e}") from e
+    recorded = config.get("transfer")
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{candidate.run}: its loop has no transfer: section (the simulation-only loop); a transfer "
+                         "change applies to runs of Algorithm 1 only")
+    try:
+        transfer = TransferConfig.from_dict(_merged(recorded, change))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the transfer change {dict(change)}: {e}") from e
+    steps = TransferSteps(transfer, int(config.get("seed", 0)), candidate.run, ex=None, evaluate=None, step=None)
+    built = _transform_here(steps.dem_transform(candidate.iteration, candidate.seed), candidate.run)
+    if built == candidate.dem_transform:
+        raise ValueError(f"the transfer change {dict(change)} leaves {candidate.label}'s DEM transform as it was")
+    return built
+
+
+def retrain_tasks(candidates: Sequence[Recorded], change: Mapping[str, Any] | None, out: Path,
+                  transfer_change: Mapping[str, Any] | None = None) -> list[dict]:
+    """``tasks.train_task`` work: each candidate trained again with ``change`` (ImitationConfig fields) and/or
+    ``transfer_change`` (TransferConfig fields: its DEM transform rebuilt, ``changed_transform``), to
+    ``out/<run>/iter_K/seed_S`` (a complete checkpoint there with the same seed, data and transform is kept: a resumed
+    study trains nothing twice)."""
+    if not change and not transfer_change:
+        raise ValueError("nothing to change: give an imitation change, a transfer change, or both")
     names = _run_names(candidates)
-    return [{"dataset": str(c.dataset), "imitation": changed_imitation(c.imitation, change), "seed": c.seed,
-             "out": str(out / names[c.run] / f"iter_{c.iteration}" / f"seed_{c.seed}"), "dem_transform": c.dem_transform,
-             "metadata": c.metadata | {"retrained_from": str(c.checkpoint), "change": dict(change)}} for c in candidates]
+    what = ({"change": dict(change)} if change else {}) | ({"transfer_change": dict(transfer_change)} if transfer_change else {})
+    return [{"dataset": str(c.dataset), "imitation": changed_imitation(c.imitation, change) if change else c.imitation,
+             "seed": c.seed, "out": str(out / names[c.run] / f"iter_{c.iteration}" / f"seed_{c.seed}"),
+             "dem_transform": changed_transform(c, transfer_change) if transfer_change else c.dem_transform,
+             "metadata": c.metadata | {"retrained_from": str(c.checkpoint)} | what} for c in candidates]
 
 
 def _run_names(candidates: Sequence[Recorded]) -> dict[Path, str]:

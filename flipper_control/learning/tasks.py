@@ -301,7 +301,8 @@ def _with_real_masks(dems, exact, arrays: dict, spec: dict):
     ``arrays``: the training arrays (their pitch and trajectory ids)."""
     import numpy as np
 
-    from perception.real_masks import MaskBorrowing, borrow_real_masks
+    from perception.map_clock import STATE_PERIOD_S
+    from perception.real_masks import MaskBorrowing, borrow_real_masks, pitch_change_ahead
     from planning.dataset import TrajectoryDataset
 
     if not spec.get("datasets"):
@@ -310,10 +311,17 @@ def _with_real_masks(dems, exact, arrays: dict, spec: dict):
     masks = np.concatenate([np.isnan(r["dem"]) for r in real])
     real_pitch = np.concatenate([r["proprio"][:, 0] for r in real])
     heights = np.where(np.isnan(dems), exact, dems)
+    config = MaskBorrowing.from_dict(spec.get("config") or {})
+    ahead = real_ahead = None
+    if config.ahead_s > 0:  # both sets hold one state per control period
+        steps = round(config.ahead_s / STATE_PERIOD_S)
+        ahead = pitch_change_ahead(arrays["proprio"][:, 0], arrays["traj_id"], steps)
+        real_ahead = np.concatenate([pitch_change_ahead(r["proprio"][:, 0], r["traj_id"], steps) for r in real])
     try:
         return borrow_real_masks(heights, arrays["proprio"][:, 0], masks, real_pitch,
-                                 np.random.default_rng(int(spec["seed"])), MaskBorrowing.from_dict(spec.get("config") or {}),
-                                 step=_steps(arrays["traj_id"]), real_step=np.concatenate([_steps(r["traj_id"]) for r in real]))
+                                 np.random.default_rng(int(spec["seed"])), config,
+                                 step=_steps(arrays["traj_id"]), real_step=np.concatenate([_steps(r["traj_id"]) for r in real]),
+                                 control_dt=STATE_PERIOD_S, ahead=ahead, real_ahead=real_ahead)
     except ValueError as exc:  # name the files: the core only sees arrays
         raise ValueError(f"real_masks from {', '.join(map(str, spec['datasets']))}: {exc}") from exc
 
