@@ -120,28 +120,16 @@ def pitch_change_ahead(pitch: Any, traj_id: Any, steps: int) -> np.ndarray:
     return best
 
 
-def _pools(real_keys: np.ndarray, min_pool: int):
-    """A function from a simulated DEM's key to the real DEMs to draw from: those of the same key, else of the
-    neighbouring keys (no component off by more than one), else, with two components, of the same or a neighbouring
-    first component (the pitch's bin), each next one taken while the last holds fewer than ``min_pool``; all real
-    DEMs where none holds one."""
-    cache: dict = {}
-
-    def pool(key) -> np.ndarray:
-        if key in cache:
-            return cache[key]
-        key_arr = np.asarray(key)
-        found = np.flatnonzero(np.all(real_keys == key_arr, axis=1))
-        if len(found) < min_pool:  # a pose the real runs rarely reached: the neighbouring bins too
-            found = np.flatnonzero(np.all(np.abs(real_keys - key_arr) <= 1, axis=1))
-        if len(found) < min_pool and real_keys.shape[1] > 1:  # the change ahead never seen there: the pitch alone
-            found = np.flatnonzero(np.abs(real_keys[:, 0] - key_arr[0]) <= 1)
-        if not len(found):
-            found = np.arange(len(real_keys))
-        cache[key] = found
-        return found
-
-    return pool
+def _pool(real_keys: np.ndarray, key: np.ndarray, min_pool: int) -> np.ndarray:
+    """The real DEMs a simulated DEM of ``key`` draws from: those of the same key, else of the neighbouring keys (no
+    component off by more than one), else, with two components, of the same or a neighbouring first component (the
+    pitch's bin), each next one taken while the last holds fewer than ``min_pool``; all real DEMs where none holds one."""
+    found = np.flatnonzero(np.all(real_keys == key, axis=1))
+    if len(found) < min_pool:  # a pose the real runs rarely reached: the neighbouring bins too
+        found = np.flatnonzero(np.all(np.abs(real_keys - key) <= 1, axis=1))
+    if len(found) < min_pool and real_keys.shape[1] > 1:  # the change ahead never seen there: the pitch alone
+        found = np.flatnonzero(np.abs(real_keys[:, 0] - key[0]) <= 1)
+    return found if len(found) else np.arange(len(real_keys))
 
 
 def _array(value: Any, ndim: int, what: str, dtype=np.float32) -> np.ndarray:
@@ -213,8 +201,7 @@ def borrow_real_masks(heights: Any, pitch: Any, real_masks: Any, real_pitch: Any
                 pool = np.arange(len(masks))
             out[idx] = np.where(masks[rng.choice(pool, len(idx))], np.float32(np.nan), out[idx])
     chosen = np.flatnonzero(chosen)
-    pools = _pools(real_key, config.min_pool)
-    for key in np.unique(sim_key[chosen], axis=0):
+    for key in np.unique(sim_key[chosen], axis=0):  # each key once: its pool is computed once
         idx = chosen[np.all(sim_key[chosen] == key, axis=1)]
-        out[idx] = np.where(masks[rng.choice(pools(tuple(int(v) for v in key)), len(idx))], np.float32(np.nan), out[idx])
+        out[idx] = np.where(masks[rng.choice(_pool(real_key, key, config.min_pool), len(idx))], np.float32(np.nan), out[idx])
     return out
